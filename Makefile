@@ -1,0 +1,53 @@
+# amlwire: `make test` and `make demo` do all set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEPS_HASH := $(shell cat pyproject.toml constraints.txt 2>/dev/null | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(DEPS_HASH)
+TESTENV_BIN = $(shell ./hack/testenv.sh --print-bin)
+PYTEST_ARGS ?=
+
+.PHONY: help venv testenv crds check-crds lint test demo bench clean
+
+help:
+	@echo "make test   - set up everything (virtualenv, test control plane, helm) and run all checks and tests"
+	@echo "make demo   - run amlwire end to end locally: apiserver + Azure sandbox + operator + examples"
+	@echo "make crds   - regenerate crds/ and the chart's copy from the models"
+	@echo "make bench  - print the performance figures (bench/)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+testenv:
+	./hack/testenv.sh
+
+crds: venv
+	$(BIN)/python -m amlwire.api.crdgen
+
+check-crds: venv
+	$(BIN)/python -m amlwire.api.crdgen --check
+
+lint: venv
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/lint-imports
+
+test: venv testenv lint check-crds
+	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/pytest $(PYTEST_ARGS)
+
+demo: venv testenv
+	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/amlwire demo $(DEMO_ARGS)
+
+bench: venv testenv
+	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/python bench/wiring.py
+	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/python bench/jobs.py
+	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/python bench/chaos.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

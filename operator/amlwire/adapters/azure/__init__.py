@@ -1,0 +1,1 @@
+"""Azure adapter: SDK clients to domain types, error classification, long-running operations."""

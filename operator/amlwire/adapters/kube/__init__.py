@@ -1,0 +1,1 @@
+"""Kubernetes adapter: server-side apply with field manager `amlwire`, events, child manifests."""

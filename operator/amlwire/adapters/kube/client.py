@@ -1,0 +1,36 @@
+"""One way to reach the Kubernetes API, shared by kopf's login and amlwire's own client."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kubernetes import client, config
+
+FIELD_MANAGER = "amlwire"
+
+
+def load_configuration(kubeconfig: Path | None = None) -> client.Configuration:
+    """In-cluster credentials when running in a pod, else the given kubeconfig, else KUBECONFIG/~/.kube/config."""
+    configuration = client.Configuration()
+    if kubeconfig is not None:
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)
+    else:
+        config.load_kube_config(client_configuration=configuration)
+    return configuration
+
+
+def bearer_token(configuration: client.Configuration) -> str | None:
+    """The bearer token of a configuration, refreshed first when it comes from a projected token file."""
+    if configuration.refresh_api_key_hook is not None:
+        configuration.refresh_api_key_hook(configuration)
+    value = configuration.api_key.get("authorization") or configuration.api_key.get("BearerToken")
+    if not value:
+        return None
+    return value.removeprefix("Bearer ").strip()
+
+
+def api_client(configuration: client.Configuration) -> client.ApiClient:
+    return client.ApiClient(configuration)

@@ -1,0 +1,300 @@
+"""AmlJob: one AML command job (IsaacLab training, validation, or a free command) on an AttachedCompute."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints, WithJsonSchema
+
+from amlwire.api.common import API_VERSION, CRDModel, Matches, ObjectStatus, cel, rule
+
+Template = Literal["IsaacLabTrain", "IsaacLabValidate", "Command"]
+Framework = Literal["rsl_rl", "skrl", "rl_games", "sb3"]
+ModelType = Literal["custom_model", "mlflow_model"]
+ModelDelivery = Literal["Mount", "Download", "InContainer"]
+Verdict = Literal["Passed", "Failed"]
+
+IDENTIFIER_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ISAACLAB_TEMPLATES = ("IsaacLabTrain", "IsaacLabValidate")
+
+
+def immutable_rule(field: str) -> dict[str, str]:
+    return rule(
+        "self == oldSelf",
+        f"spec.{field} is immutable: an AML job cannot change after submission; delete and recreate "
+        "the AmlJob to run it differently",
+    )
+
+
+def immutable(field: str) -> dict[str, Any]:
+    return cel(immutable_rule(field))
+
+
+InputValue = Annotated[
+    int | Annotated[str, StringConstraints(max_length=4096)],
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "maxLength": 4096}),
+]
+
+
+class IsaacLabSpec(CRDModel):
+    """How the IsaacLab templates build the job's command."""
+
+    task: Annotated[
+        str,
+        Matches(
+            r"^[A-Za-z0-9][-A-Za-z0-9_.]*$",
+            "spec.isaacLab.task must be an IsaacLab task ID such as Isaac-Velocity-Rough-Anymal-C-v0",
+        ),
+    ] = Field(min_length=1, max_length=200, description="IsaacLab task ID, e.g. Isaac-Velocity-Rough-Anymal-C-v0.")
+    framework: Framework = Field(
+        default="rsl_rl", description="RL framework whose IsaacLab scripts are used: rsl_rl, skrl, rl_games or sb3."
+    )
+    num_envs: int | None = Field(default=None, ge=1, le=65536, description="Parallel environments (--num_envs).")
+    max_iterations: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Training iterations (--max_iterations), IsaacLabTrain only."
+    )
+    episodes: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Evaluation episodes, IsaacLabValidate only (default 100)."
+    )
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="Random seed (--seed).")
+    headless: bool = Field(default=True, description="Run the simulator without a display (--headless).")
+    extra_args: list[Annotated[str, StringConstraints(max_length=1024)]] = Field(
+        default_factory=list, max_length=64, description="Extra arguments appended to the IsaacLab script."
+    )
+
+
+class ModelSpec(CRDModel):
+    """A registered AML model the job consumes (the checkpoint to validate)."""
+
+    name: Annotated[
+        str,
+        Matches(
+            r"^[a-zA-Z0-9][-a-zA-Z0-9_.]*$",
+            "spec.model.name must be an AML model name: letters, digits, '-', '_' or '.'",
+        ),
+    ] = Field(min_length=1, max_length=255, description="Name of the registered model.")
+    version: Annotated[
+        str,
+        Matches(r"^[a-zA-Z0-9][-a-zA-Z0-9_.]*$", 'spec.model.version must be a model version such as "2"'),
+    ] = Field(min_length=1, max_length=64, description="Version of the registered model, as a string.")
+    type: ModelType = Field(
+        default="custom_model",
+        description="custom_model for a plain checkpoint (e.g. a .pt file); mlflow_model only for models saved "
+        "in MLflow format.",
+    )
+    delivery: ModelDelivery = Field(
+        default="Download",
+        description="Mount or Download: AML's data-capability sidecar brings the model in (needs the storage "
+        "wiring). InContainer: the job downloads it with the SDK and the pod's workload identity.",
+    )
+
+
+class GateSpec(CRDModel):
+    """The verdict rule: a metric the job logs must reach a threshold."""
+
+    metric: Annotated[
+        str, Matches(r"^[A-Za-z0-9_./-]+$", "spec.gate.metric must be a metric name such as success_rate")
+    ] = Field(
+        default="success_rate", min_length=1, max_length=250, description="Metric the job logs, e.g. success_rate."
+    )
+    min: float | None = Field(default=None, description="Verdict Passed when the metric is at least this.")
+    max: float | None = Field(default=None, description="Verdict Passed when the metric is at most this.")
+
+
+class RegisterSpec(CRDModel):
+    """Register the job's checkpoint output as a model version when the job succeeds."""
+
+    model_name: Annotated[
+        str,
+        Matches(r"^[a-zA-Z0-9][-a-zA-Z0-9_.]*$", "spec.register.modelName must be an AML model name"),
+    ] = Field(min_length=1, max_length=255, description="Model name to register the checkpoint under.")
+    type: ModelType = Field(default="custom_model", description="Model type of the registered checkpoint.")
+
+
+class AmlJobSpec(CRDModel):
+    """Desired AML command job."""
+
+    model_config = CRDModel.model_config | {
+        "json_schema_extra": cel(
+            rule(
+                "self.template != 'IsaacLabValidate' || has(self.model)",
+                "spec.model is required when spec.template is IsaacLabValidate: name the registered checkpoint "
+                "to validate (spec.model.name and spec.model.version)",
+                fieldPath=".model",
+            ),
+            rule(
+                "self.template != 'Command' || (has(self.command) && size(self.command) > 0)",
+                "spec.command is required when spec.template is Command",
+                fieldPath=".command",
+            ),
+            rule(
+                "!(self.template in ['IsaacLabTrain', 'IsaacLabValidate']) || has(self.isaacLab)",
+                "spec.isaacLab.task is required when spec.template is IsaacLabTrain or IsaacLabValidate, "
+                "e.g. isaacLab: {task: Isaac-Velocity-Rough-Anymal-C-v0}",
+                fieldPath=".isaacLab",
+            ),
+            rule(
+                "self.template != 'Command' || !has(self.isaacLab)",
+                "spec.isaacLab is only used by the IsaacLab templates; remove it or pick template "
+                "IsaacLabTrain or IsaacLabValidate",
+                fieldPath=".isaacLab",
+            ),
+            rule(
+                "!has(self.gate) || has(self.gate.min) || has(self.gate.max)",
+                "spec.gate needs min or max: the threshold the metric must reach",
+                fieldPath=".gate",
+            ),
+            rule(
+                "has(oldSelf.model) == has(self.model) && has(oldSelf.command) == has(self.command) "
+                "&& has(oldSelf.isaacLab) == has(self.isaacLab)",
+                "spec.model, spec.command and spec.isaacLab cannot be added or removed after creation; "
+                "delete and recreate the AmlJob",
+            ),
+        )
+    }
+
+    compute_ref: Annotated[
+        str,
+        Matches(
+            r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+            "spec.computeRef must be the name of an AttachedCompute (kubectl get amlc)",
+        ),
+    ] = Field(
+        min_length=1,
+        max_length=253,
+        description="Name of the AttachedCompute to run on. Immutable.",
+        json_schema_extra=immutable("computeRef"),
+    )
+    instance_type: str | None = Field(
+        default=None,
+        max_length=63,
+        description="Instance type of the compute (spec.compute.instanceTypes[].name on the AttachedCompute).",
+        json_schema_extra=immutable("instanceType"),
+    )
+    experiment: Annotated[
+        str | None,
+        Matches(r"^[a-zA-Z0-9][-a-zA-Z0-9_.]*$", "spec.experiment must be letters, digits, '-', '_' or '.'"),
+    ] = Field(default=None, max_length=255, description="AML experiment name. Defaults to the namespace.")
+    display_name: str | None = Field(default=None, max_length=255, description="Display name in AML studio.")
+    image: Annotated[
+        str,
+        Matches(
+            r"^[a-zA-Z0-9][-a-zA-Z0-9_./:@]*$",
+            "spec.image must be a container image reference such as nvcr.io/nvidia/isaac-lab:2.1.0",
+        ),
+    ] = Field(
+        min_length=1,
+        max_length=512,
+        description="Container image the job runs in, e.g. nvcr.io/nvidia/isaac-lab:2.1.0.",
+        json_schema_extra=immutable("image"),
+    )
+    template: Template = Field(
+        description="How the command is built: IsaacLabTrain, IsaacLabValidate, or Command (spec.command).",
+        json_schema_extra=immutable("template"),
+    )
+    isaac_lab: IsaacLabSpec | None = Field(
+        default=None,
+        alias="isaacLab",
+        description="IsaacLab task and arguments, for the IsaacLab templates.",
+        json_schema_extra=immutable("isaacLab"),
+    )
+    command: str | None = Field(
+        default=None,
+        max_length=16384,
+        description="The command to run, for template Command. Inputs are available as ${{inputs.NAME}}.",
+        json_schema_extra=immutable("command"),
+    )
+    model: ModelSpec | None = Field(
+        default=None,
+        description="Registered model the job consumes (required for IsaacLabValidate).",
+        json_schema_extra=immutable("model"),
+    )
+    gate: GateSpec | None = Field(default=None, description="Verdict rule over a metric the job logs.")
+    registration: RegisterSpec | None = Field(
+        default=None,
+        alias="register",
+        description="Register the checkpoint output as a model version when the job succeeds.",
+    )
+    inputs: dict[str, InputValue] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Literal inputs, available to the command as ${{inputs.NAME}}: integers or non-empty "
+        'strings (quote decimals and booleans: lr: "3e-4"). Plain values only; typed inputs such as '
+        "{type: string, default: x} are for pipeline jobs, not command jobs.",
+        json_schema_extra=cel(
+            rule(
+                "self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$'))",
+                "spec.inputs keys must be identifiers (letters, digits, '_', not starting with a digit)",
+            ),
+            rule(
+                "self.all(k, type(self[k]) == string ? self[k] != '' : true)",
+                'spec.inputs values must not be empty strings (AML rejects them: "Empty string is not allowed '
+                'for input value"); omit the input or use a sentinel value',
+            ),
+            immutable_rule("inputs"),
+        ),
+    )
+    environment_variables: dict[str, Annotated[str, StringConstraints(max_length=32768)]] = Field(
+        default_factory=dict,
+        max_length=128,
+        description="Environment variables of the job's container.",
+        json_schema_extra=cel(
+            rule(
+                "self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$'))",
+                "spec.environmentVariables keys must be valid variable names ([A-Za-z_][A-Za-z0-9_]*)",
+            ),
+        ),
+    )
+    timeout_seconds: int | None = Field(
+        default=None, ge=60, le=30 * 24 * 3600, description="Cancel the AML job after this many seconds."
+    )
+
+
+class FailureStatus(CRDModel):
+    """Why the AML job failed, and what to do about it."""
+
+    code: str = Field(description="AML error code, e.g. ScriptExecution.StreamAccess.Authentication.")
+    message: str = Field(description="AML error message.")
+    hint: str | None = Field(default=None, description="What amlwire thinks is wrong in the wiring, and the fix.")
+
+
+class RegisteredModelStatus(CRDModel):
+    """The model version registered from the job's output."""
+
+    name: str = Field(description="Model name.")
+    version: str = Field(description="Model version.")
+
+
+class AmlJobStatus(ObjectStatus):
+    """Observed state of the AML job."""
+
+    aml_job_name: str | None = Field(default=None, description="Name of the job in the AML workspace.")
+    studio_url: str | None = Field(default=None, description="Link to the job in AML studio.")
+    aml_status: str | None = Field(
+        default=None, description="AML job status: NotStarted, Queued, Running, Completed, Failed, Canceled, ..."
+    )
+    start_time: str | None = Field(default=None, description="When the AML job started running (RFC 3339).")
+    end_time: str | None = Field(default=None, description="When the AML job ended (RFC 3339).")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics the job logged.")
+    verdict: Verdict | None = Field(default=None, description="Passed or Failed against spec.gate.")
+    failure: FailureStatus | None = Field(default=None, description="Why the job failed.")
+    registered_model: RegisteredModelStatus | None = Field(
+        default=None, description="Model version registered from the output (spec.register)."
+    )
+    kopf: dict[str, Any] | None = Field(
+        default=None,
+        description="Handler progress kept by the operator framework.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class AmlJob(CRDModel):
+    """An Azure Machine Learning command job (IsaacLab training or validation) on an AttachedCompute."""
+
+    model_config = CRDModel.model_config | {"extra": "ignore"}
+
+    api_version: Literal["amlwire.io/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
+    kind: Literal["AmlJob"] = "AmlJob"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: AmlJobSpec
+    status: AmlJobStatus = Field(default_factory=AmlJobStatus)

@@ -1,0 +1,1 @@
+"""kopf handlers: thin decorators that call reconcile/. The only package that imports kopf."""

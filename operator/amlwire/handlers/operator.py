@@ -1,0 +1,115 @@
+"""kopf settings (all in one startup handler), login, and the entry points that run the operator."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import kopf
+
+from amlwire.adapters.kube.client import bearer_token, load_configuration
+from amlwire.config import Settings
+from amlwire.handlers import amljob, attachedcompute  # noqa: F401  # registers the handlers
+
+FINALIZER = "amlwire.io/finalizer"
+log = logging.getLogger("amlwire")
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config: Settings = memo.settings
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="amlwire.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = config.max_workers
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    settings.peering.standalone = config.peering is None
+    if config.peering:
+        settings.peering.name = config.peering
+        settings.peering.clusterwide = True
+        settings.peering.priority = config.priority
+        settings.peering.mandatory = True
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """Credentials from the same source as amlwire's own Kubernetes client; re-read on every 401."""
+    configuration = load_configuration(memo.settings.kubeconfig)
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        token=bearer_token(configuration),
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        scheme="Bearer",
+    )
+
+
+def _memo(settings: Settings, services: Any) -> kopf.Memo:
+    return kopf.Memo(settings=settings, services=services)
+
+
+def run(settings: Settings, services: Any) -> None:
+    """Run the operator in the foreground until SIGINT/SIGTERM (what `amlwire run` does)."""
+    kopf.configure(
+        verbose=settings.log_level == "DEBUG",
+        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    kopf.run(
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        standalone=settings.peering is None,
+        peering_name=settings.peering,
+        priority=settings.priority,
+        liveness_endpoint=settings.liveness_endpoint or None,
+        memo=_memo(settings, services),
+    )
+
+
+class BackgroundOperator:
+    """The operator in a thread of this process, for tests and the demo: start(), then stop()."""
+
+    def __init__(self, settings: Settings, services: Any) -> None:
+        self.settings = settings
+        self.services = services
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="amlwire-operator", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self, timeout: float = 30.0) -> BackgroundOperator:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError(f"operator not ready after {timeout}s: {self.error!r}")
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(
+                kopf.operator(
+                    clusterwide=not self.settings.namespaces,
+                    namespaces=self.settings.namespaces,
+                    standalone=True,
+                    liveness_endpoint=self.settings.liveness_endpoint or None,
+                    memo=_memo(self.settings, self.services),
+                    stop_flag=self._stop,
+                    ready_flag=self._ready,
+                )
+            )
+        except BaseException as error:  # reported through start()/error
+            self.error = error
+            self._ready.set()

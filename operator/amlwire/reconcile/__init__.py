@@ -1,0 +1,1 @@
+"""Reconcilers: one module per kind, ordered steps over ports."""

@@ -1,0 +1,72 @@
+"""Shared fixtures: a real kube-apiserver with amlwire's CRDs, Kubernetes clients, an in-process operator."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from amlwire.devenv.cluster import amlwire_crds, install_crds
+from amlwire.devenv.controlplane import ControlPlane, ControlPlaneError, find_binaries
+
+REPO = Path(__file__).resolve().parent.parent
+GROUP, VERSION = "amlwire.io", "v1alpha1"
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    try:
+        binaries = find_binaries(REPO)
+    except ControlPlaneError as error:
+        pytest.fail(str(error), pytrace=False)
+    plane = ControlPlane(binaries, workdir=tmp_path_factory.mktemp("kube")).start()
+    try:
+        install_crds(config.new_client_from_config(str(plane.kubeconfig)), amlwire_crds())
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: ControlPlane) -> client.ApiClient:
+    """An admin client of the test apiserver."""
+    return config.new_client_from_config(str(control_plane.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def custom(kube: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(kube)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:
+    """Poll until predicate() is truthy; return its value, or fail naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what or predicate!r}; last value: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def kube_get(control_plane: ControlPlane) -> Callable[[str], Any]:
+    """GET a raw apiserver path (discovery, OpenAPI) as admin, decoded from JSON."""
+    import requests
+
+    def get(path: str) -> Any:
+        response = requests.get(
+            control_plane.server + path,
+            headers={"Authorization": f"Bearer {control_plane.admin_token}"},
+            verify=str(control_plane.ca_file),
+            timeout=30,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    return get
