@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from pathlib import Path
+
 import click
 
 from amlwire import __version__
@@ -19,3 +23,48 @@ def run() -> None:
     from amlwire.main import run as run_operator
 
     run_operator()
+
+
+@cli.command()
+@click.option(
+    "--world",
+    "world_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="World file (YAML) seeding the sandbox, e.g. examples/sandbox/world.yaml.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=0, type=int, help="Port to listen on (default: a free port).")
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("sandbox-ca.pem"),
+    show_default=True,
+    help="Where to write the sandbox's CA certificate (PEM).",
+)
+@click.option("--seed", default=0, type=int, show_default=True, help="Seed of probabilistic fault injection.")
+def sandbox(world_file: Path, host: str, port: int, ca_file: Path, seed: int) -> None:
+    """Run the local Azure sandbox: an HTTPS emulator of the ARM endpoints amlwire uses."""
+    from amlwire.sandbox.server import SandboxServer
+    from amlwire.sandbox.world import World
+
+    server = SandboxServer(World.load(world_file), ca_file.resolve(), host=host, port=port, seed=seed)
+
+    async def serve() -> None:
+        await server.serve()
+        click.echo(f"amlwire sandbox listening on {server.base_url} (CA: {server.ca_file})")
+        click.echo("Point amlwire and the Azure SDKs at it with:")
+        for name, value in server.environment().items():
+            click.echo(f"  export {name}={value}")
+        click.echo(f"Control API: {server.base_url}/_sandbox/ (calls, counts, faults, state, reset). Ctrl-C stops.")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    cli()

@@ -28,8 +28,10 @@ def install_crds(api: client.ApiClient, manifests: Iterable[dict[str, Any]], tim
             if error.status != 409:
                 raise
             current = ext.read_custom_resource_definition(name)
-            manifest = {**manifest, "metadata": {**manifest["metadata"],
-                                                 "resourceVersion": current.metadata.resource_version}}
+            manifest = {
+                **manifest,
+                "metadata": {**manifest["metadata"], "resourceVersion": current.metadata.resource_version},
+            }
             ext.replace_custom_resource_definition(name, manifest)
     deadline = time.monotonic() + timeout
     for name in names:

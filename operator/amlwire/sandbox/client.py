@@ -1,0 +1,87 @@
+"""A client of the sandbox's control API (/_sandbox/...), for tests, benches and the demo."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import requests
+
+
+class SandboxClient:
+    def __init__(self, base_url: str, ca_file: Path) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        self.session.verify = str(ca_file)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.session.request(method, f"{self.base_url}/_sandbox{path}", timeout=30, **kwargs)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def calls(self, since: int = 0) -> list[dict[str, Any]]:
+        return self._call("GET", "/calls", params={"since": since})  # type: ignore[no-any-return]
+
+    def counts(self, since: int = 0) -> Counter[str]:
+        return Counter(self._call("GET", "/counts", params={"since": since}))
+
+    def mark(self) -> int:
+        """A position in the call log: pass it as `since` to see only later calls."""
+        return self._call("GET", "/mark")["next"]  # type: ignore[no-any-return]
+
+    def writes(self, since: int = 0) -> list[dict[str, Any]]:
+        return [
+            c
+            for c in self.calls(since)
+            if c["method"] in ("PUT", "PATCH", "POST", "DELETE") and not c["route"].startswith(("entra.", "sandbox."))
+        ]
+
+    def add_fault(self, **spec: Any) -> str:
+        return self._call("POST", "/faults", json=spec)["id"]  # type: ignore[no-any-return]
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/faults")
+
+    def state(self) -> dict[str, Any]:
+        return self._call("GET", "/state")  # type: ignore[no-any-return]
+
+    def resource(self, resource_id: str) -> dict[str, Any] | None:
+        resources = {k.lower(): v for k, v in self.state()["resources"].items()}
+        return resources.get(resource_id.rstrip("/").lower())
+
+    def resources_under(self, prefix: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.state()["resources"].items() if k.lower().startswith(prefix.lower())}
+
+    def patch(self, resource_id: str, body: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Any:
+        return self._call(
+            "PATCH", "/resource", params={"id": resource_id}, json={"body": body or {}, "extra": extra or {}}
+        )
+
+    def create(self, resource_id: str, type_: str, body: dict[str, Any], extra: dict[str, Any] | None = None) -> Any:
+        return self._call(
+            "PUT", "/resource", params={"id": resource_id, "type": type_}, json={"body": body, "extra": extra or {}}
+        )
+
+    def delete(self, resource_id: str) -> None:
+        response = self.session.delete(f"{self.base_url}/_sandbox/resource", params={"id": resource_id}, timeout=30)
+        if response.status_code not in (200, 404):
+            response.raise_for_status()
+
+    def timing(self, **changes: Any) -> dict[str, Any]:
+        return self._call("PATCH", "/timing", json=changes)  # type: ignore[no-any-return]
+
+    def add_job_rule(self, match: dict[str, Any], **set_: Any) -> None:
+        self._call("POST", "/job-rules", json={"match": match, "set": set_})
+
+    def clear_job_rules(self) -> None:
+        self._call("DELETE", "/job-rules")
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/jobs")  # type: ignore[no-any-return]
+
+    def judge(self, compute_id: str) -> dict[str, Any]:
+        return self._call("GET", "/judge", params={"compute": compute_id})  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        self._call("POST", "/reset")

@@ -1,0 +1,243 @@
+"""AML jobs in the sandbox: submission rules, the state machine, judging the wiring, metrics."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from amlwire.sandbox import ids
+from amlwire.sandbox.services import STREAM_AUTH, TERMINAL_JOB_STATES, Services, model_ref
+from amlwire.sandbox.state import ArmError, Resource, iso, key
+
+SIDECAR_MODES = {"ro_mount", "readonlymount", "download", "rw_mount", "readwritemount", "upload", "direct"}
+DATA_INPUTS = {"uri_file", "uri_folder", "custom_model", "mlflow_model", "mltable", "triton_model"}
+
+
+class Jobs:
+    """AML command jobs over the emulated services."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.state = services.state
+
+    def submit(self, job_id: str, body: dict[str, Any]) -> tuple[Resource, bool]:
+        workspace_id = job_id.split("/jobs/", 1)[0]
+        workspace = self.services.workspace(workspace_id)
+        existing = self.state.get(job_id)
+        props = body.get("properties") or {}
+        if existing is not None:  # a job is immutable once submitted: only tags and names change
+            return self._update_mutable(existing, props), False
+        self._validate(props, workspace_id)
+        stored = copy.deepcopy(body)
+        stored_props = stored["properties"]
+        stored_props["status"] = "NotStarted"
+        stored_props.setdefault("experimentName", "Default")
+        stored_props.setdefault("displayName", job_id.rsplit("/", 1)[-1])
+        stored_props["services"] = self._services(job_id, workspace)
+        stored_props["creationContext"] = {"createdAt": iso(self.state.now())}
+        timing = self.state.timing.job
+        rule = self._rule_for(job_id.rsplit("/", 1)[-1], stored_props)
+        resource = self.state.put(
+            job_id,
+            ids.JOB,
+            stored,
+            queued=rule.get("queuedSeconds", timing.queued_seconds),
+            running=rule.get("runningSeconds", timing.running_seconds),
+            rule=rule,
+            outcome=None,
+            error=None,
+            canceled_at=None,
+            workspace=workspace.id,
+        )
+        return resource, True
+
+    def _update_mutable(self, job: Resource, props: dict[str, Any]) -> Resource:
+        for field in ("tags", "displayName", "description"):
+            if field in props:
+                job.properties[field] = props[field]
+        return job
+
+    def _validate(self, props: dict[str, Any], workspace_id: str) -> None:
+        if props.get("jobType") != "Command":
+            raise ArmError(400, "UserError", "Only command jobs are supported by this sandbox.")
+        compute = self.state.get(props.get("computeId") or "")
+        if compute is None:
+            raise ArmError(400, "UserError", f"Compute '{props.get('computeId')}' was not found in the workspace.")
+        if compute.properties.get("provisioningState") != "Succeeded":
+            raise ArmError(
+                400,
+                "UserError",
+                f"Compute '{compute.name}' is in provisioning state "
+                f"'{compute.properties.get('provisioningState')}'; it must be Succeeded to run jobs.",
+            )
+        if not props.get("environmentId"):
+            raise ArmError(400, "UserError", "An environment is required for a command job.")
+        for name, value in (props.get("inputs") or {}).items():
+            kind = (value or {}).get("jobInputType", "")
+            if kind == "literal" and value.get("value") == "":
+                raise ArmError(400, "UserError", f"Empty string is not allowed for input value of '{name}'.")
+            reference = model_ref(value.get("uri", "")) if kind.endswith("_model") else None
+            if reference and self.state.get(f"{workspace_id}/models/{reference[0]}/versions/{reference[1]}") is None:
+                raise ArmError(400, "UserError", f"Model {reference[0]}:{reference[1]} was not found in the workspace.")
+
+    def _services(self, job_id: str, workspace: Resource) -> dict[str, Any]:
+        name = job_id.rsplit("/", 1)[-1]
+        wsid = workspace.id
+        return {
+            "Studio": {
+                "jobServiceType": "Studio",
+                "endpoint": f"https://ml.azure.com/runs/{name}?wsid={wsid}&tid=sandbox",
+            },
+            "Tracking": {"jobServiceType": "Tracking", "endpoint": workspace.properties["mlFlowTrackingUri"]},
+        }
+
+    def _rule_for(self, name: str, props: dict[str, Any]) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for rule in self.state.job_rules:
+            match = rule.get("match", {})
+            tags = props.get("tags") or {}
+            if "name" in match and match["name"] != name:
+                continue
+            if "experiment" in match and match["experiment"] != props.get("experimentName"):
+                continue
+            if "displayName" in match and match["displayName"] != props.get("displayName"):
+                continue
+            if any(tags.get(k) != v for k, v in (match.get("tags") or {}).items()):
+                continue
+            if "commandContains" in match and match["commandContains"] not in (props.get("command") or ""):
+                continue
+            merged.update(rule.get("set", {}))
+        return merged
+
+    # -- the state machine -----------------------------------------------------------------------
+    def refresh(self, job: Resource) -> Resource:
+        """Bring the job's status up to now (NotStarted → Queued → Running → Completed | Failed | Canceled)."""
+        props, extra, now = job.properties, job.extra, self.state.now()
+        if props.get("status") in TERMINAL_JOB_STATES:
+            return job
+        if extra.get("canceled_at") is not None:
+            props["status"] = "Canceled" if now - extra["canceled_at"] >= 0.1 else "CancelRequested"
+            if props["status"] == "Canceled":
+                extra["ended"] = now
+            return job
+        age = now - job.created
+        queued, running = extra["queued"], extra["running"]
+        if age < min(0.05, queued):
+            props["status"] = "NotStarted"
+        elif age < queued:
+            props["status"] = "Queued"
+        else:
+            if extra.get("outcome") is None:
+                self._judge(job)
+                extra["started"] = job.created + queued
+            props["status"] = "Running" if age < queued + running else extra["outcome"]
+            if props["status"] in TERMINAL_JOB_STATES:
+                extra["ended"] = job.created + queued + running
+        return job
+
+    def _judge(self, job: Resource) -> None:
+        rule, props = job.extra["rule"], job.properties
+        compute = self.state.get(props["computeId"])
+        workspace = self.state.get(job.extra["workspace"])
+        problem = None
+        if compute is None or workspace is None:
+            problem = "the compute no longer exists"
+        else:
+            if self._needs_sidecar(props):
+                problem = self.services.storage_access_problem(compute, workspace, bool(props.get("outputs")))
+                if problem:
+                    job.extra["error"] = _stream_access_error(problem)
+            if problem is None and self._downloads_in_container(props):
+                problem = self.services.in_container_problem(compute, workspace)
+                if problem:
+                    job.extra["error"] = {
+                        "code": "UserError",
+                        "message": f"Process exited with code 1: "
+                        f"azure.core.exceptions.ClientAuthenticationError: {problem}",
+                    }
+        outcome = rule.get("outcome") or ("Failed" if problem else "Completed")
+        if outcome == "Failed" and job.extra.get("error") is None:
+            job.extra["error"] = rule.get("error") or {"code": "UserError", "message": "The job failed."}
+        job.extra["outcome"] = outcome
+        job.extra["metrics"] = rule.get("metrics") or self._metrics_for(props, job.extra["workspace"])
+
+    def _needs_sidecar(self, props: dict[str, Any]) -> bool:
+        inputs = [v for v in (props.get("inputs") or {}).values() if (v or {}).get("jobInputType") in DATA_INPUTS]
+        return bool(inputs) or bool(props.get("outputs"))
+
+    def _downloads_in_container(self, props: dict[str, Any]) -> bool:
+        literals = [
+            str(v.get("value", ""))
+            for v in (props.get("inputs") or {}).values()
+            if (v or {}).get("jobInputType") == "literal"
+        ]
+        env = [str(v) for v in (props.get("environmentVariables") or {}).values()]
+        return any(model_ref(text) for text in literals + env)
+
+    def _metrics_for(self, props: dict[str, Any], workspace_id: str) -> dict[str, float]:
+        texts = [str(v.get("uri") or v.get("value") or "") for v in (props.get("inputs") or {}).values()]
+        texts += [str(v) for v in (props.get("environmentVariables") or {}).values()]
+        for text in texts:
+            found = model_ref(text)
+            if found:
+                model = self.state.get(f"{workspace_id}/models/{found[0]}/versions/{found[1]}")
+                if model is not None:
+                    return dict(model.extra.get("metrics") or self.state.timing.job.trained_model_metrics)
+        return dict(self.state.timing.job.metrics)
+
+    def cancel(self, job: Resource) -> None:
+        self.refresh(job)
+        if job.properties["status"] not in TERMINAL_JOB_STATES and job.extra.get("canceled_at") is None:
+            job.extra["canceled_at"] = self.state.now()
+            job.properties["status"] = "CancelRequested"
+
+    def list(self, workspace_id: str) -> list[Resource]:
+        prefix = key(workspace_id) + "/jobs/"
+        jobs = [r for k, r in self.state.resources.items() if k.startswith(prefix) and r.type == ids.JOB]
+        return sorted((self.refresh(j) for j in jobs), key=lambda r: r.created)
+
+    def run_details(self, job: Resource) -> dict[str, Any]:
+        self.refresh(job)
+        status, extra = job.properties["status"], job.extra
+        details: dict[str, Any] = {
+            "runId": job.name,
+            "target": job.properties["computeId"].rsplit("/", 1)[-1],
+            "status": status,
+            "properties": {},
+            "inputDatasets": [],
+            "outputDatasets": [],
+            "warnings": [],
+            "logFiles": {"user_logs/std_log.txt": f"{self.state.base_url}/_sandbox/logs/{job.name}"},
+            "runDefinition": {},
+        }
+        if extra.get("started"):
+            details["startTimeUtc"] = iso(extra["started"])
+        if extra.get("ended"):
+            details["endTimeUtc"] = iso(extra["ended"])
+        if status == "Failed" and extra.get("error"):
+            details["error"] = {"error": extra["error"]}
+        return details
+
+    def metrics(self, job: Resource) -> dict[str, float]:
+        self.refresh(job)
+        return dict(job.extra.get("metrics") or {}) if job.properties["status"] in ("Completed", "Failed") else {}
+
+    def log(self, job: Resource) -> str:
+        self.refresh(job)
+        lines = [
+            f"[sandbox] job {job.name} on {job.properties['computeId'].rsplit('/', 1)[-1]}",
+            f"[sandbox] command: {job.properties.get('command', '')}",
+            f"[sandbox] status: {job.properties['status']}",
+        ]
+        if job.extra.get("error"):
+            lines.append(f"[sandbox] error: {job.extra['error']['message']}")
+        return "\n".join(lines) + "\n"
+
+
+def _stream_access_error(problem: str) -> dict[str, Any]:
+    return {
+        "code": "UserError",
+        "message": f"{STREAM_AUTH}: permission denied when access stream. Reason: Some({problem})",
+        "innerError": {"code": STREAM_AUTH},
+        "details": [],
+    }

@@ -1,0 +1,586 @@
+"""Azure's behaviour, as the sandbox emulates it: the rules each service enforces.
+
+Route handlers (app.py) translate HTTP to these methods; tests may also call them directly while
+holding `state.lock`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import uuid
+from typing import Any
+
+from amlwire.sandbox import ids
+from amlwire.sandbox.state import AUDIENCE, ArmError, Resource, State, iso, key, not_found
+from amlwire.sandbox.world import ClusterWorld, World
+
+FIC_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-_]{2,119}$")
+FIC_LIMIT = 20
+STORAGE_DATA_ROLES = {
+    "ba92f5b4-2d11-453d-a403-e96b0029c9fe",  # Storage Blob Data Contributor
+    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",  # Storage Blob Data Reader
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",  # Storage Blob Data Owner
+}
+STREAM_AUTH = "ScriptExecution.StreamAccess.Authentication"
+TERMINAL_JOB_STATES = {"Completed", "Failed", "Canceled"}
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_MODEL_REFS = (
+    re.compile(r"azureml:([A-Za-z0-9][A-Za-z0-9_.-]*):([A-Za-z0-9_.-]+)"),
+    re.compile(r"/models/([A-Za-z0-9][A-Za-z0-9_.-]*)/versions/([A-Za-z0-9_.-]+)", re.IGNORECASE),
+)
+
+
+def model_ref(text: str) -> tuple[str, str] | None:
+    """(name, version) of a model named in `text` as azureml:NAME:VERSION or by its ARM ID."""
+    for pattern in _MODEL_REFS:
+        found = pattern.search(text)
+        if found:
+            return found.group(1), found.group(2)
+    return None
+
+
+class Services:
+    """The emulated Azure services over one State."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    # -- seeding ---------------------------------------------------------------------------------
+    def seed(self, world: World) -> None:
+        d = world.defaults
+        sub = lambda item: item.subscription_id or d.subscription_id  # noqa: E731
+        loc = lambda item: item.location or d.location  # noqa: E731
+        for group in world.resource_groups:
+            self.state.put(
+                ids.resource_group_id(d.subscription_id, group),
+                ids.RESOURCE_GROUP,
+                {"location": d.location, "properties": {"provisioningState": "Succeeded"}},
+            )
+        for c in world.clusters:
+            self._seed_cluster(c, sub(c), loc(c), d.tenant_id)
+        for i in world.identities:
+            rid = ids.resource_id(sub(i), i.resource_group, ids.MSI, i.name)
+            self.state.put(
+                rid,
+                ids.MSI,
+                {
+                    "location": loc(i),
+                    "tags": i.tags,
+                    "properties": {
+                        "tenantId": i.tenant_id or d.tenant_id,
+                        "principalId": i.principal_id,
+                        "clientId": i.client_id,
+                    },
+                },
+            )
+        for s in world.storage_accounts:
+            rid = ids.resource_id(sub(s), s.resource_group, ids.STORAGE, s.name)
+            self.state.put(
+                rid,
+                ids.STORAGE,
+                {
+                    "location": loc(s),
+                    "kind": "StorageV2",
+                    "sku": {"name": "Standard_LRS"},
+                    "properties": {
+                        "allowSharedKeyAccess": s.allow_shared_key_access,
+                        "provisioningState": "Succeeded",
+                        "primaryEndpoints": {"blob": f"https://{s.name}.blob.core.windows.net/"},
+                    },
+                },
+            )
+        for r in world.registries:
+            self.state.put(
+                ids.resource_id(sub(r), r.resource_group, ids.REGISTRY, r.name),
+                ids.REGISTRY,
+                {"location": loc(r), "properties": {"loginServer": f"{r.name}.azurecr.io"}},
+            )
+        for v in world.key_vaults:
+            self.state.put(
+                ids.resource_id(sub(v), v.resource_group, ids.KEY_VAULT, v.name),
+                ids.KEY_VAULT,
+                {"location": loc(v), "properties": {"enableRbacAuthorization": True}},
+            )
+        for w in world.workspaces:
+            self._seed_workspace(w, sub(w), loc(w), d.tenant_id)
+        for ra in world.role_assignments:
+            name = ra.name or ids.stable_uuid(ra.scope, ra.role_definition_id, ra.principal_id)
+            self._store_role_assignment(ra.scope, name, ra.role_definition_id, ra.principal_id, backdate=True)
+        for f in world.federated_credentials:
+            self.state.put(
+                f"{f.identity}/federatedIdentityCredentials/{f.name}",
+                ids.FIC,
+                {"properties": {"issuer": f.issuer, "subject": f.subject, "audiences": f.audiences}},
+                backdated=True,
+            )
+
+    def _seed_cluster(self, c: ClusterWorld, sub: str, location: str, tenant: str) -> None:
+        rid = ids.resource_id(sub, c.resource_group, ids.AKS, c.name)
+        issuer = c.oidc_issuer_url or (f"https://{location}.oic.prod-aks.azure.com/{tenant}/{ids.stable_uuid(rid)}/")
+        self.state.put(
+            rid,
+            ids.AKS,
+            {
+                "location": location,
+                "identity": {"type": "SystemAssigned"},
+                "properties": {
+                    "provisioningState": "Succeeded",
+                    "kubernetesVersion": "1.34.4",
+                    "fqdn": f"{c.name}.hcp.{location}.azmk8s.io",
+                    "oidcIssuerProfile": {
+                        "enabled": c.oidc_issuer_enabled,
+                        **({"issuerURL": issuer} if c.oidc_issuer_enabled else {}),
+                    },
+                    "securityProfile": {"workloadIdentity": {"enabled": c.workload_identity_enabled}},
+                    "disableLocalAccounts": c.local_accounts_disabled,
+                },
+            },
+            aml_service_accounts=list(c.aml_service_accounts),
+            job_service_account=c.job_service_account,
+            sidecar_certificate_auth=c.sidecar_certificate_auth,
+            issuer_url=issuer,
+        )
+        for e in c.extensions:
+            self.state.put(
+                f"{rid}/providers/{ids.EXTENSION}/{e.name}",
+                ids.EXTENSION,
+                {
+                    "properties": {
+                        "extensionType": e.extension_type,
+                        "autoUpgradeMinorVersion": True,
+                        "releaseTrain": "stable",
+                        "version": "1.1.64",
+                        "configurationSettings": dict(e.settings),
+                        "provisioningState": e.provisioning_state,
+                        "aksAssignedIdentity": {
+                            "type": "SystemAssigned",
+                            "principalId": ids.stable_uuid(rid, "extension", e.name),
+                        },
+                    },
+                },
+            )
+
+    def _seed_workspace(self, w: Any, sub: str, location: str, tenant: str) -> None:
+        rid = ids.resource_id(sub, w.resource_group, ids.WORKSPACE, w.name)
+        storage = ids.resource_id(sub, w.resource_group, ids.STORAGE, w.storage_account)
+        workspace_path = rid.removeprefix("/")
+        self.state.put(
+            rid,
+            ids.WORKSPACE,
+            {
+                "location": location,
+                "identity": {"type": w.identity.type, "principalId": w.identity.principal_id, "tenantId": tenant},
+                "sku": {"name": "Basic", "tier": "Basic"},
+                "kind": "Default",
+                "properties": {
+                    "friendlyName": w.name,
+                    "workspaceId": ids.stable_uuid(rid),
+                    "storageAccount": storage,
+                    "systemDatastoresAuthMode": w.system_datastores_auth_mode,
+                    "discoveryUrl": f"{self.state.base_url}/discovery/{location}",
+                    "mlFlowTrackingUri": f"azureml://{self.state.base_url.removeprefix('https://')}/mlflow/v1.0/"
+                    f"{workspace_path}",
+                    "provisioningState": "Succeeded",
+                },
+            },
+        )
+        for m in w.models:
+            model = self.put_model_version(rid, m.name, m.version, {"properties": {"modelType": m.type}})
+            model.extra["metrics"] = dict(m.metrics)
+
+    # -- managed identities and federated credentials -----------------------------------------
+    def identity(self, identity_id: str) -> Resource:
+        return self.state.require(identity_id, ids.MSI)
+
+    def list_fics(self, identity_id: str) -> list[Resource]:
+        self.identity(identity_id)
+        return sorted(self.state.children(identity_id, ids.FIC), key=lambda r: r.created)
+
+    def validate_fic(self, identity_id: str, name: str, body: dict[str, Any]) -> None:
+        """Entra's rules for a FIC write, checked before it is applied."""
+        self.identity(identity_id)
+        if not FIC_NAME.match(name):
+            raise ArmError(
+                400,
+                "BadRequest",
+                f"Federated Identity Credential name '{name}' is invalid. The name "
+                "must be 3-120 characters, start with a letter or number, and contain only letters, "
+                "numbers, hyphens and underscores.",
+            )
+        props = body.get("properties") or {}
+        issuer, subject, audiences = props.get("issuer"), props.get("subject"), props.get("audiences")
+        if not issuer or not subject:
+            raise ArmError(400, "BadRequest", "Issuer and subject are required for a Federated Identity Credential.")
+        if len(issuer) > 600 or len(subject) > 600:
+            raise ArmError(400, "BadRequest", "Issuer and subject must be at most 600 characters.")
+        if not isinstance(audiences, list) or len(audiences) != 1:
+            raise ArmError(400, "BadRequest", "Federated Identity Credential must have exactly one audience.")
+        if not issuer.startswith("https://"):
+            raise ArmError(400, "BadRequest", f"Issuer '{issuer}' must be an https URL.")
+        others = [f for f in self.list_fics(identity_id) if f.name.lower() != name.lower()]
+        if any(f.properties.get("issuer") == issuer and f.properties.get("subject") == subject for f in others):
+            raise ArmError(
+                400, "BadRequest", "Issuer and subject combination already exists for this Managed Identity."
+            )
+        exists = self.state.get(f"{identity_id}/federatedIdentityCredentials/{name}") is not None
+        if not exists and len(others) >= FIC_LIMIT:
+            raise ArmError(
+                400,
+                "BadRequest",
+                f"The number of Federated Identity Credentials for the managed "
+                f"identity has reached the limit of {FIC_LIMIT}.",
+            )
+
+    def put_fic(self, identity_id: str, name: str, body: dict[str, Any]) -> tuple[Resource, bool]:
+        self.validate_fic(identity_id, name, body)
+        fic_id = f"{self.identity(identity_id).id}/federatedIdentityCredentials/{name}"
+        created = self.state.get(fic_id) is None
+        props = body["properties"]
+        resource = self.state.put(
+            fic_id,
+            ids.FIC,
+            {"properties": {"issuer": props["issuer"], "subject": props["subject"], "audiences": props["audiences"]}},
+            backdated=False,
+        )
+        return resource, created
+
+    def fic_effective(self, fic: Resource) -> bool:
+        if fic.extra.get("backdated"):
+            return True
+        return self.state.now() - fic.updated >= self.state.timing.fic_propagation_seconds
+
+    def matching_fic(self, identity_id: str, issuer: str, subject: str) -> Resource | None:
+        return next(
+            (
+                f
+                for f in self.state.children(identity_id, ids.FIC)
+                if f.properties.get("issuer") == issuer
+                and f.properties.get("subject") == subject
+                and f.properties.get("audiences") == [AUDIENCE]
+            ),
+            None,
+        )
+
+    def identity_by_client_id(self, client_id: str) -> Resource | None:
+        return next((r for r in self.state.of_type(ids.MSI) if r.properties.get("clientId") == client_id), None)
+
+    # -- role assignments -------------------------------------------------------------------------
+    def _store_role_assignment(self, scope: str, name: str, role: str, principal: str, backdate: bool) -> Resource:
+        rid = f"{scope.rstrip('/')}/providers/{ids.ROLE_ASSIGNMENT}/{name}"
+        return self.state.put(
+            rid,
+            ids.ROLE_ASSIGNMENT,
+            {
+                "properties": {
+                    "roleDefinitionId": role,
+                    "principalId": principal,
+                    "principalType": "ServicePrincipal",
+                    "scope": scope.rstrip("/"),
+                    "createdOn": iso(self.state.now()),
+                }
+            },
+            backdated=backdate,
+        )
+
+    def scope_exists(self, scope: str) -> bool:
+        parts = scope.strip("/").split("/")
+        if len(parts) <= 2:  # subscriptions/{id}
+            return True
+        if len(parts) <= 4:  # resource group
+            return True
+        return self.state.get(scope) is not None
+
+    def put_role_assignment(self, scope: str, name: str, body: dict[str, Any]) -> tuple[Resource, int]:
+        if not GUID.match(name):
+            raise ArmError(
+                400,
+                "InvalidRoleAssignmentId",
+                f"The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID.",
+            )
+        if not self.scope_exists(scope):
+            raise not_found("scope", scope)
+        props = body.get("properties") or {}
+        role, principal = props.get("roleDefinitionId", ""), props.get("principalId", "")
+        if not role or not principal:
+            raise ArmError(400, "InvalidRoleAssignmentRequest", "roleDefinitionId and principalId are required.")
+        same_name = self.state.get(f"{scope.rstrip('/')}/providers/{ids.ROLE_ASSIGNMENT}/{name}")
+        if same_name is not None:
+            if (
+                _role_guid(same_name.properties["roleDefinitionId"]) == _role_guid(role)
+                and same_name.properties["principalId"] == principal
+            ):
+                return same_name, 200
+            raise ArmError(
+                400,
+                "RoleAssignmentUpdateNotPermitted",
+                "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
+            )
+        for existing in self.role_assignments_at(scope):
+            if (
+                _role_guid(existing.properties["roleDefinitionId"]) == _role_guid(role)
+                and existing.properties["principalId"] == principal
+            ):
+                raise ArmError(409, "RoleAssignmentExists", "The role assignment already exists.")
+        return self._store_role_assignment(scope, name, role, principal, backdate=False), 201
+
+    def role_assignments_at(self, scope: str) -> list[Resource]:
+        return [r for r in self.state.of_type(ids.ROLE_ASSIGNMENT) if key(r.properties.get("scope", "")) == key(scope)]
+
+    def list_role_assignments(self, scope: str, filter_: str | None) -> list[Resource]:
+        found = [
+            r
+            for r in self.state.of_type(ids.ROLE_ASSIGNMENT)
+            if ids.is_within(scope, r.properties["scope"]) or ids.is_within(r.properties["scope"], scope)
+        ]
+        if filter_:
+            principal = re.search(r"(?:assignedTo\('|principalId eq ')([^']+)'", filter_)
+            if principal:
+                found = [r for r in found if r.properties["principalId"] == principal.group(1)]
+            if "atScope()" in filter_:
+                found = [r for r in found if ids.is_within(scope, r.properties["scope"])]
+        return sorted(found, key=lambda r: r.created)
+
+    def role_effective(self, assignment: Resource) -> bool:
+        if assignment.extra.get("backdated"):
+            return True
+        return self.state.now() - assignment.created >= self.state.timing.role_propagation_seconds
+
+    def has_access(self, principal: str, resource: str, roles: set[str]) -> bool:
+        return any(
+            r.properties["principalId"] == principal
+            and _role_guid(r.properties["roleDefinitionId"]) in roles
+            and ids.is_within(resource, r.properties["scope"])
+            and self.role_effective(r)
+            for r in self.state.of_type(ids.ROLE_ASSIGNMENT)
+        )
+
+    # -- cluster extensions (long-running) -------------------------------------------------------
+    def put_extension(self, extension_id: str, body: dict[str, Any], patch: bool) -> tuple[Resource, Any]:
+        cluster_id = extension_id.split("/providers/Microsoft.KubernetesConfiguration", 1)[0]
+        self.state.require(cluster_id, ids.AKS)
+        if self.state.pending_operation(extension_id):
+            raise ArmError(409, "Conflict", "An operation is already in progress on this extension.")
+        existing = self.state.get(extension_id)
+        if patch and existing is None:
+            raise not_found(ids.EXTENSION, extension_id)
+        props = copy.deepcopy(existing.properties) if existing else {}
+        incoming = body.get("properties") or {}
+        if patch:
+            settings = {**props.get("configurationSettings", {}), **(incoming.get("configurationSettings") or {})}
+            props.update(
+                {
+                    k: v
+                    for k, v in incoming.items()
+                    if k not in ("configurationSettings", "configurationProtectedSettings")
+                }
+            )
+            props["configurationSettings"] = {k: v for k, v in settings.items() if v is not None}
+        else:
+            if not incoming.get("extensionType"):
+                raise ArmError(400, "InvalidExtensionRequest", "properties.extensionType is required.")
+            props = {k: v for k, v in incoming.items() if k != "configurationProtectedSettings"}
+            props.setdefault("configurationSettings", {})
+            props.setdefault("version", "1.1.64")
+            props["aksAssignedIdentity"] = {
+                "type": "SystemAssigned",
+                "principalId": ids.stable_uuid(extension_id, "extension"),
+            }
+        props["provisioningState"] = "Updating" if existing else "Creating"
+        resource = self.state.put(extension_id, ids.EXTENSION, {"properties": props})
+        operation = self.state.start_operation(extension_id, "ExtensionUpdate" if existing else "ExtensionCreate")
+        return resource, operation
+
+    def delete_extension(self, extension_id: str) -> Any:
+        self.state.require(extension_id, ids.EXTENSION).properties["provisioningState"] = "Deleting"
+        return self.state.start_operation(extension_id, "ExtensionDelete")
+
+    # -- long-running operation completion -------------------------------------------------------
+    def settle(self) -> None:
+        """Apply the effect of every operation whose time has come."""
+        now = self.state.now()
+        for operation in self.state.operations.values():
+            if operation.finished or operation.status(now) == "InProgress":
+                continue
+            operation.finished = True
+            resource = self.state.get(operation.resource_id)
+            if resource is None:
+                continue
+            if operation.kind.endswith("Delete") and operation.outcome == "Succeeded":
+                self._finish_delete(resource)
+            else:
+                resource.properties["provisioningState"] = operation.outcome
+
+    def _finish_delete(self, resource: Resource) -> None:
+        self.state.delete(resource.id)
+
+    # -- workspaces, computes, environments, models ----------------------------------------------
+    def workspace(self, workspace_id: str) -> Resource:
+        return self.state.require(workspace_id, ids.WORKSPACE)
+
+    def put_compute(self, compute_id: str, body: dict[str, Any]) -> tuple[Resource, Any]:
+        workspace_id = compute_id.split("/computes/", 1)[0]
+        self.workspace(workspace_id)
+        existing = self.state.get(compute_id)
+        if existing is not None and existing.properties.get("provisioningState") == "Failed":
+            raise ArmError(
+                409, "Conflict", f"Compute '{existing.name}' is in a Failed state. Detach it before attaching again."
+            )
+        props = body.get("properties") or {}
+        if props.get("computeType") != "Kubernetes":
+            raise ArmError(400, "BadArgument", "Only computeType Kubernetes is supported by this sandbox.")
+        cluster_id = props.get("resourceId") or ""
+        if self.state.get(cluster_id) is None:
+            raise ArmError(400, "BadArgument", f"The Kubernetes cluster '{cluster_id}' was not found.")
+        if existing is not None and key(existing.properties.get("resourceId", "")) != key(cluster_id):
+            raise ArmError(409, "Conflict", f"Compute '{existing.name}' is attached to another cluster.")
+        stored = copy.deepcopy(body)
+        stored["properties"]["provisioningState"] = "Creating"
+        stored["properties"]["createdOn"] = iso(self.state.now())
+        stored["identity"] = self._expand_identity(body.get("identity"))
+        resource = self.state.put(compute_id, ids.COMPUTE, stored)
+        return resource, self.state.start_operation(compute_id, "ComputeAttach")
+
+    def _expand_identity(self, identity: dict[str, Any] | None) -> dict[str, Any]:
+        if not identity or identity.get("type", "None") == "None":
+            return {"type": "None"}
+        expanded: dict[str, Any] = {"type": identity["type"]}
+        assigned = identity.get("userAssignedIdentities") or {}
+        if assigned:
+            expanded["userAssignedIdentities"] = {}
+            for rid in assigned:
+                uami = self.state.get(rid)
+                if uami is None:
+                    raise ArmError(400, "BadArgument", f"User-assigned identity '{rid}' was not found.")
+                expanded["userAssignedIdentities"][uami.id] = {
+                    "principalId": uami.properties["principalId"],
+                    "clientId": uami.properties["clientId"],
+                }
+        if "SystemAssigned" in identity["type"]:
+            expanded["principalId"] = ids.stable_uuid("compute-system", str(uuid.uuid4()))
+        return expanded
+
+    def delete_compute(self, compute_id: str, action: str | None) -> Any:
+        resource = self.state.require(compute_id, ids.COMPUTE)
+        if (action or "").lower() not in ("detach", "delete"):
+            raise ArmError(400, "BadArgument", "underlyingResourceAction must be Detach or Delete.")
+        resource.properties["provisioningState"] = "Deleting"
+        return self.state.start_operation(compute_id, "ComputeDelete")
+
+    def put_model_version(self, workspace_id: str, name: str, version: str, body: dict[str, Any]) -> Resource:
+        container = f"{workspace_id}/models/{name}"
+        if self.state.get(container) is None:
+            self.state.put(container, ids.MODEL_CONTAINER, {"properties": {"isArchived": False}})
+        properties = self.state.require(container, ids.MODEL_CONTAINER).properties
+        properties["latestVersion"] = version
+        properties["nextVersion"] = str(int(version) + 1) if version.isdigit() else None
+        props = {
+            "modelType": "custom_model",
+            "isArchived": False,
+            "flavors": {},
+            "properties": {},
+            "tags": {},
+            "stage": "Development",
+            **(body.get("properties") or {}),
+        }
+        props["provisioningState"] = "Succeeded"
+        return self.state.put(f"{container}/versions/{version}", ids.MODEL_VERSION, {"properties": props})
+
+    # -- the wiring judge ------------------------------------------------------------------------
+    def storage_access_problem(self, compute: Resource, workspace: Resource, needs_write: bool) -> str | None:
+        """Why the data-capability sidecar cannot reach the workspace's storage, or None when it can."""
+        storage = self.state.get(workspace.properties["storageAccount"])
+        if storage is None:
+            return "the workspace's storage account does not exist"
+        shared_keys = storage.properties.get("allowSharedKeyAccess")
+        key_based = workspace.properties.get("systemDatastoresAuthMode") == "accesskey"
+        if key_based:
+            if shared_keys is False:
+                return (
+                    "KeyBasedAuthenticationNotPermitted: the datastore uses account keys but the storage "
+                    "account has allowSharedKeyAccess=false"
+                )
+            return None
+        cluster = self.state.get(compute.properties.get("resourceId", ""))
+        if cluster is None:
+            return "the compute's cluster does not exist"
+        if cluster.extra.get("sidecar_certificate_auth"):
+            return (
+                "data-capability: failed to load certificate /var/run/secrets/azureml/identity/cert.pfx: "
+                "no such file or directory"
+            )
+        uami = _user_assigned(compute)
+        if uami is None:
+            return "the compute is not attached with a user-assigned identity"
+        extension = next(
+            (
+                e
+                for e in self.state.of_type(ids.EXTENSION)
+                if key(e.id).startswith(key(cluster.id) + "/")
+                and e.properties.get("extensionType") == "Microsoft.AzureML.Kubernetes"
+            ),
+            None,
+        )
+        if extension is None or extension.properties.get("provisioningState") != "Succeeded":
+            return "the AzureML extension is not installed or not healthy"
+        settings = extension.properties.get("configurationSettings") or {}
+        if settings.get("identityType") != "UserAssigned" or key(
+            settings.get("userAssignedIdentityResourceId", "")
+        ) != key(uami.id):
+            return "the AzureML extension has no user-assigned identity settings for the compute's identity"
+        problem = self._federation_problem(uami, cluster, cluster.extra["aml_service_accounts"])
+        if problem:
+            return problem
+        roles = (
+            {"ba92f5b4-2d11-453d-a403-e96b0029c9fe", "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"}
+            if needs_write
+            else STORAGE_DATA_ROLES
+        )
+        if not self.has_access(uami.properties["principalId"], storage.id, roles):
+            return (
+                "AuthorizationPermissionMismatch: This request is not authorized to perform this operation "
+                "using this permission (no effective Storage Blob Data role for the identity)"
+            )
+        return None
+
+    def _federation_problem(self, uami: Resource, cluster: Resource, service_accounts: list[str]) -> str | None:
+        issuer = cluster.extra["issuer_url"]
+        for account in service_accounts:
+            subject = f"system:serviceaccount:{account}"
+            fic = self.matching_fic(uami.id, issuer, subject)
+            if fic is None:
+                return (
+                    f"AADSTS70021: No matching federated identity record found for presented assertion. "
+                    f"Assertion Issuer: '{issuer}'. Assertion Subject: '{subject}'."
+                )
+            if not self.fic_effective(fic):
+                return f"AADSTS70021: the federated identity credential for '{subject}' is still propagating."
+        return None
+
+    def in_container_problem(self, compute: Resource, workspace: Resource) -> str | None:
+        """Why the job's own workload identity cannot download the model, or None when it can."""
+        cluster = self.state.get(compute.properties.get("resourceId", ""))
+        uami = _user_assigned(compute)
+        if cluster is None or uami is None:
+            return "the compute is not attached with a user-assigned identity"
+        problem = self._federation_problem(uami, cluster, [cluster.extra["job_service_account"]])
+        if problem:
+            return problem
+        storage_id = workspace.properties["storageAccount"]
+        if not self.has_access(uami.properties["principalId"], storage_id, STORAGE_DATA_ROLES):
+            return "AuthorizationPermissionMismatch: no effective Storage Blob Data role for the identity"
+        return None
+
+
+def _role_guid(role_definition_id: str) -> str:
+    return role_definition_id.rstrip("/").rsplit("/", 1)[-1].lower()
+
+
+def _user_assigned(compute: Resource) -> Resource | None:
+    identity = compute.body.get("identity") or {}
+    if "UserAssigned" not in str(identity.get("type")):
+        return None
+    assigned = identity.get("userAssignedIdentities") or {}
+    if not assigned:
+        return None
+    return Resource(next(iter(assigned)), ids.MSI, {"properties": next(iter(assigned.values()))}, 0, 0)

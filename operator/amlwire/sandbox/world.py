@@ -1,0 +1,148 @@
+"""The sandbox's world file: the Azure resources that exist before anything runs.
+
+Lists are flat per resource type; `subscriptionId` defaults to `defaults.subscriptionId`. See
+examples/sandbox/world.yaml and the README section "The Azure sandbox".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class WorldModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Defaults(WorldModel):
+    subscription_id: str = "6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60"
+    tenant_id: str = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+    location: str = "eastus"
+
+
+class Located(WorldModel):
+    subscription_id: str | None = None
+    resource_group: str
+    name: str
+    location: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class ExtensionWorld(WorldModel):
+    name: str = "azureml"
+    extension_type: str = "Microsoft.AzureML.Kubernetes"
+    provisioning_state: Literal["Succeeded", "Failed", "Creating", "Updating"] = "Succeeded"
+    settings: dict[str, str] = Field(default_factory=lambda: {"enableTraining": "True"})
+
+
+class ClusterWorld(Located):
+    oidc_issuer_enabled: bool = True
+    oidc_issuer_url: str | None = None  # derived from location, tenant and name when absent
+    workload_identity_enabled: bool = True
+    local_accounts_disabled: bool = False
+    extensions: list[ExtensionWorld] = Field(default_factory=list)
+    aml_service_accounts: list[str] = Field(
+        default_factory=lambda: ["azureml:default", "azureml:training"],
+        description="NAMESPACE:NAME of the service accounts the extension's data-capability sidecar uses.",
+    )
+    job_service_account: str = Field(
+        default="azureml:training", description="NAMESPACE:NAME job pods run as (InContainer model delivery)."
+    )
+    sidecar_certificate_auth: bool = Field(
+        default=False, description="The data-capability sidecar is stuck on certificate auth (field failure F23)."
+    )
+
+
+class IdentityWorld(Located):
+    client_id: str
+    principal_id: str
+    tenant_id: str | None = None
+
+
+class StorageAccountWorld(Located):
+    allow_shared_key_access: bool | None = False
+
+
+class WorkspaceIdentity(WorldModel):
+    type: Literal["SystemAssigned", "UserAssigned"] = "SystemAssigned"
+    principal_id: str = "9a0c7a52-0000-4000-8000-00000000aa01"
+
+
+class ModelWorld(WorldModel):
+    name: str
+    version: str
+    type: Literal["custom_model", "mlflow_model"] = "custom_model"
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Metrics a validation job of this model logs (e.g. success_rate)."
+    )
+
+
+class WorkspaceWorld(Located):
+    storage_account: str = Field(description="Name of the workspace's default storage account (same subscription).")
+    system_datastores_auth_mode: Literal["accesskey", "identity"] = "identity"
+    identity: WorkspaceIdentity = Field(default_factory=WorkspaceIdentity)
+    models: list[ModelWorld] = Field(default_factory=list)
+
+
+class RoleAssignmentWorld(WorldModel):
+    scope: str
+    role_definition_id: str
+    principal_id: str
+    name: str | None = None
+
+
+class FederatedCredentialWorld(WorldModel):
+    identity: str = Field(description="Resource ID of the identity.")
+    name: str
+    issuer: str
+    subject: str
+    audiences: list[str] = Field(default_factory=lambda: ["api://AzureADTokenExchange"])
+
+
+class JobTiming(WorldModel):
+    queued_seconds: float = 0.2
+    running_seconds: float = 1.0
+    metrics: dict[str, float] = Field(
+        default_factory=lambda: {"mean_episode_reward": 18.5},
+        description="Metrics a job logs when no model it consumes says otherwise.",
+    )
+    trained_model_metrics: dict[str, float] = Field(
+        default_factory=lambda: {"success_rate": 0.93, "mean_episode_reward": 21.0},
+        description="Metrics validation jobs log for models registered from job outputs in the sandbox.",
+    )
+
+
+class Timing(WorldModel):
+    fic_write_window_seconds: float = Field(
+        default=0.15, description="How long a FIC write holds its identity: a second write meanwhile gets a 409."
+    )
+    fic_propagation_seconds: float = Field(default=0.0, description="Age before Entra honours a new FIC.")
+    role_propagation_seconds: float = Field(default=0.0, description="Age before a role assignment grants access.")
+    lro_seconds: float = Field(default=0.0, description="Duration of extension and compute operations.")
+    lro_outcome: Literal["Succeeded", "Failed"] = "Succeeded"
+    job: JobTiming = Field(default_factory=JobTiming)
+    page_size: int = Field(default=50, ge=1, description="Items per page of list calls (nextLink beyond).")
+
+
+class World(WorldModel):
+    """The whole world file."""
+
+    defaults: Defaults = Field(default_factory=Defaults)
+    resource_groups: list[str] = Field(default_factory=list)
+    clusters: list[ClusterWorld] = Field(default_factory=list)
+    identities: list[IdentityWorld] = Field(default_factory=list)
+    storage_accounts: list[StorageAccountWorld] = Field(default_factory=list)
+    registries: list[Located] = Field(default_factory=list)
+    key_vaults: list[Located] = Field(default_factory=list)
+    workspaces: list[WorkspaceWorld] = Field(default_factory=list)
+    role_assignments: list[RoleAssignmentWorld] = Field(default_factory=list)
+    federated_credentials: list[FederatedCredentialWorld] = Field(default_factory=list)
+    timing: Timing = Field(default_factory=Timing)
+
+    @classmethod
+    def load(cls, path: Path) -> World:
+        return cls.model_validate(yaml.safe_load(path.read_text()) or {})

@@ -1,0 +1,125 @@
+"""Fixtures for driving the Azure sandbox with the real Azure SDK clients over verified HTTPS."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.credentials import AccessToken, AccessTokenInfo
+
+from amlwire.sandbox.client import SandboxClient
+from amlwire.sandbox.server import SandboxServer
+from amlwire.sandbox.world import World
+from tests.conftest import REPO
+
+SUB = "6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60"
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+RG_ML = f"/subscriptions/{SUB}/resourceGroups/rg-ml"
+CLUSTER_ID = (
+    f"/subscriptions/{SUB}/resourceGroups/rg-aks/providers/Microsoft.ContainerService/managedClusters/aks-robotics"
+)
+IDENTITY_ID = (
+    f"/subscriptions/{SUB}/resourceGroups/rg-id/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-ml"
+)
+IDENTITY_PRINCIPAL = "8e2d4c6a-0b1f-4e3d-a5c7-9b8a7f6e5d02"
+STORAGE_ID = f"{RG_ML}/providers/Microsoft.Storage/storageAccounts/stmlrobotics"
+WORKSPACE_ID = f"{RG_ML}/providers/Microsoft.MachineLearningServices/workspaces/mlw-robotics"
+BLOB_CONTRIBUTOR = (
+    f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+)
+AUDIENCE = "api://AzureADTokenExchange"
+
+
+def jwt(claims: dict[str, Any]) -> str:
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none'})}.{part(claims)}.sig"
+
+
+class StaticCredential:
+    """A credential with a JWT-shaped token, for tests of the sandbox itself (not of amlwire's auth)."""
+
+    def __init__(self, principal: str = "11111111-2222-3333-4444-555555555555") -> None:
+        self.token = jwt({"oid": principal, "exp": int(time.time()) + 3600})
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+    def get_token_info(self, *scopes: str, **kwargs: Any) -> AccessTokenInfo:
+        return AccessTokenInfo(self.token, int(time.time()) + 3600)
+
+
+def fast_world() -> World:
+    world = World.load(REPO / "examples" / "sandbox" / "world.yaml")
+    world.timing.lro_seconds = 0.2
+    world.timing.fic_write_window_seconds = 0.02
+    world.timing.job.queued_seconds = 0.1
+    world.timing.job.running_seconds = 0.3
+    return world
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxServer]:
+    server = SandboxServer(fast_world(), tmp_path / "sandbox-ca.pem").start()
+    # Some azure-ai-ml paths use `requests` directly; the environment may already point elsewhere.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_file))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def ctl(sandbox: SandboxServer) -> SandboxClient:
+    return SandboxClient(sandbox.base_url, sandbox.ca_file)
+
+
+@pytest.fixture
+def credential() -> StaticCredential:
+    return StaticCredential()
+
+
+@pytest.fixture
+def arm(sandbox: SandboxServer) -> dict[str, Any]:
+    """Keyword arguments that point an azure-mgmt-* client at the sandbox, verifying its certificate."""
+    return {
+        "base_url": sandbox.base_url,
+        "credential_scopes": [sandbox.base_url + "/.default"],
+        "connection_verify": str(sandbox.ca_file),
+        "retry_total": 0,
+    }
+
+
+def sandbox_cloud(base_url: str) -> dict[str, str]:
+    return {
+        "azure_portal": "https://portal.azure.com/",
+        "resource_manager": base_url + "/",
+        "active_directory": base_url + "/",
+        "aml_resource_id": base_url + "/",
+        "storage_endpoint": "core.windows.net",
+        "registry_discovery_endpoint": base_url + "/",
+    }
+
+
+@pytest.fixture
+def ml(sandbox: SandboxServer, credential: StaticCredential) -> Any:
+    from azure.ai.ml import MLClient
+
+    return MLClient(
+        credential,
+        SUB,
+        "rg-ml",
+        "mlw-robotics",
+        cloud=f"Sandbox{sandbox.port}",
+        cloud_metadata=sandbox_cloud(sandbox.base_url),
+        connection_verify=str(sandbox.ca_file),
+        retry_total=0,
+        enable_telemetry=False,
+        show_progress=False,
+    )

@@ -1,0 +1,219 @@
+"""AML workspace, computes, jobs and models via azure-ai-ml's MLClient — and Azure judging the wiring."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+from azure.ai.ml import Input, Output, command
+from azure.ai.ml.entities import Environment, Model
+from azure.ai.ml.exceptions import JobException
+from azure.core.exceptions import HttpResponseError
+
+from tests.conftest import wait_for
+from tests.sandbox.conftest import WORKSPACE_ID
+from tests.sandbox.wiring import attach_compute, wire
+
+pytestmark = pytest.mark.sandbox
+IMAGE = "nvcr.io/nvidia/isaac-lab:2.1.0"
+STREAM_AUTH = "ScriptExecution.StreamAccess.Authentication"
+
+
+def validation_job(name: str, model: str = "azureml:isaaclab-anymal-latest:2", **overrides):
+    spec = {
+        "name": name,
+        "command": "python scripts/eval.py --checkpoint ${{inputs.model}} --seed ${{inputs.seed}}",
+        "environment": Environment(image=IMAGE),
+        "compute": "k8s-gpu",
+        "inputs": {"seed": 42, "model": Input(type="custom_model", path=model, mode="download")},
+        "experiment_name": "isaaclab-anymal",
+        "tags": {"amlwire.io/namespace": "robotics"},
+    }
+    spec.update(overrides)
+    job = command(**spec)
+    job.resources = {"instance_type": "gpu-1"}
+    return job
+
+
+def finished(ml, name):
+    status = ml.jobs.get(name).status
+    return status if status in ("Completed", "Failed", "Canceled") else None
+
+
+def test_workspace_and_compute_attach_with_user_assigned_identity(ml, ctl):
+    workspace = ml.workspaces.get("mlw-robotics")
+    assert workspace.location == "eastus"
+    attached = attach_compute(ml)
+    assert attached.provisioning_state == "Succeeded"
+    compute = ml.compute.get("k8s-gpu")
+    assert compute.type == "kubernetes"
+    assert compute.namespace == "azureml-jobs"
+    assert compute.identity.type == "user_assigned"
+    assert compute.identity.user_assigned_identities[0].resource_id.endswith("/userAssignedIdentities/id-ml")
+    stored = ctl.resource(f"{WORKSPACE_ID}/computes/k8s-gpu")
+    (assigned,) = stored["identity"]["userAssignedIdentities"].values()
+    assert assigned["principalId"] == "8e2d4c6a-0b1f-4e3d-a5c7-9b8a7f6e5d02"
+    ml.compute.begin_delete("k8s-gpu", action="Detach").result()
+    assert ctl.resource(f"{WORKSPACE_ID}/computes/k8s-gpu") is None
+
+
+def test_a_failed_compute_must_be_detached_before_reattaching(ml, ctl):
+    attach_compute(ml)
+    ctl.patch(f"{WORKSPACE_ID}/computes/k8s-gpu", {"properties": {"provisioningState": "Failed"}})
+    with pytest.raises(HttpResponseError, match="Detach it before attaching again"):
+        attach_compute(ml)
+
+
+def test_job_on_unwired_compute_fails_with_stream_access_authentication(ml):
+    attach_compute(ml)
+    ml.jobs.create_or_update(validation_job("unwired-1"))
+    assert wait_for(lambda: finished(ml, "unwired-1"), timeout=20) == "Failed"
+    details = ml.jobs._runs_operations.get_run_details("unwired-1")
+    assert details.error.error.code == "UserError"
+    assert details.error.error.inner_error.code == STREAM_AUTH
+    assert details.error.error.message.startswith(f"{STREAM_AUTH}: permission denied when access stream")
+    with pytest.raises(JobException, match=STREAM_AUTH):
+        ml.jobs.stream("unwired-1")
+
+
+@pytest.mark.parametrize(
+    ("missing", "reason"),
+    [
+        ("role", "AuthorizationPermissionMismatch"),
+        ("extension", "no user-assigned identity settings"),
+        ("training-fic", "AADSTS70021"),
+    ],
+)
+def test_each_missing_link_breaks_storage_access(credential, arm, ml, missing, reason):
+    subjects = ("azureml:default",) if missing == "training-fic" else ("azureml:default", "azureml:training")
+    wire(credential, arm, ml, role=missing != "role", extension=missing != "extension", subjects=subjects)
+    ml.jobs.create_or_update(validation_job("broken-1"))
+    assert wait_for(lambda: finished(ml, "broken-1"), timeout=20) == "Failed"
+    assert reason in ml.jobs._runs_operations.get_run_details("broken-1").error.error.message
+
+
+def test_job_on_wired_compute_completes_and_streams(credential, arm, ml, capsys):
+    wire(credential, arm, ml)
+    created = ml.jobs.create_or_update(validation_job("wired-1"))
+    assert created.status == "NotStarted"
+    assert created.studio_url.startswith("https://ml.azure.com/runs/wired-1")
+    ml.jobs.stream("wired-1")
+    assert "wired-1" in capsys.readouterr().out
+    assert ml.jobs.get("wired-1").status == "Completed"
+
+
+def test_role_assignment_grants_access_only_after_propagation(credential, arm, ml, ctl):
+    ctl.timing(rolePropagationSeconds=30)
+    wire(credential, arm, ml)
+    ml.jobs.create_or_update(validation_job("too-early"))
+    assert wait_for(lambda: finished(ml, "too-early"), timeout=20) == "Failed"
+    ctl.timing(rolePropagationSeconds=0)
+    ml.jobs.create_or_update(validation_job("after-propagation"))
+    assert wait_for(lambda: finished(ml, "after-propagation"), timeout=20) == "Completed"
+
+
+def test_job_state_machine_is_observable(credential, arm, ml, ctl):
+    ctl.timing(job={"queuedSeconds": 0.6, "runningSeconds": 0.6})
+    wire(credential, arm, ml)
+    ml.jobs.create_or_update(validation_job("stages"))
+    seen = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (not seen or seen[-1] not in ("Completed", "Failed")):
+        status = ml.jobs.get("stages").status
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        time.sleep(0.05)
+    assert seen == ["NotStarted", "Queued", "Running", "Completed"] or seen == ["Queued", "Running", "Completed"]
+
+
+def test_cancel(credential, arm, ml, ctl):
+    ctl.timing(job={"queuedSeconds": 0.1, "runningSeconds": 30})
+    wire(credential, arm, ml)
+    ml.jobs.create_or_update(validation_job("long"))
+    wait_for(lambda: ml.jobs.get("long").status == "Running", timeout=10)
+    ml.jobs.begin_cancel("long").result()
+    assert wait_for(lambda: finished(ml, "long"), timeout=10) == "Canceled"
+
+
+def test_list_pages_through_next_links(credential, arm, ml, ctl):
+    ctl.timing(pageSize=2)
+    wire(credential, arm, ml)
+    for index in range(5):
+        ml.jobs.create_or_update(validation_job(f"many-{index}"))
+    mark = ctl.mark()
+    assert sorted(j.name for j in ml.jobs.list()) == [f"many-{i}" for i in range(5)]
+    assert ctl.counts(since=mark)["GET ml.job.list"] == 3
+
+
+def test_per_job_rules_control_outcome_and_metrics(credential, arm, ml, ctl):
+    wire(credential, arm, ml)
+    ctl.add_job_rule({"name": "ruled"}, outcome="Failed", error={"code": "UserError", "message": "CUDA OOM"})
+    ml.jobs.create_or_update(validation_job("ruled"))
+    assert wait_for(lambda: finished(ml, "ruled"), timeout=20) == "Failed"
+    assert ml.jobs._runs_operations.get_run_details("ruled").error.error.message == "CUDA OOM"
+
+
+def _mlflow_metrics(sandbox, credential, name):
+    response = requests.get(
+        f"{sandbox.base_url}/mlflow/v1.0{WORKSPACE_ID}/api/2.0/mlflow/runs/get",
+        params={"run_id": name},
+        headers={"Authorization": f"Bearer {credential.token}"},
+        verify=str(sandbox.ca_file),
+        timeout=10,
+    )
+    response.raise_for_status()
+    return {m["key"]: m["value"] for m in response.json()["run"]["data"]["metrics"]}
+
+
+def test_validation_metrics_come_from_the_model_evaluated(sandbox, credential, arm, ml):
+    wire(credential, arm, ml)
+    ml.jobs.create_or_update(validation_job("strong"))
+    ml.jobs.create_or_update(validation_job("weak", model="azureml:isaaclab-anymal-weak:1"))
+    for name in ("strong", "weak"):
+        assert wait_for(lambda name=name: finished(ml, name), timeout=20) == "Completed"
+    assert _mlflow_metrics(sandbox, credential, "strong")["success_rate"] == 0.94
+    assert _mlflow_metrics(sandbox, credential, "weak")["success_rate"] == 0.41
+
+
+def test_training_output_registers_as_a_model(credential, arm, ml):
+    wire(credential, arm, ml)
+    job = command(
+        name="train-1",
+        command="python train.py",
+        environment=Environment(image=IMAGE),
+        compute="k8s-gpu",
+        outputs={"checkpoint": Output(type="custom_model")},
+    )
+    ml.jobs.create_or_update(job)
+    assert wait_for(lambda: finished(ml, "train-1"), timeout=20) == "Completed"
+    model = ml.models.create_or_update(
+        Model(name="isaaclab-anymal-latest", type="custom_model", path="azureml://jobs/train-1/outputs/checkpoint")
+    )
+    assert model.version == "3"
+
+
+def test_submission_rules(sandbox, credential, ml):
+    attach_compute(ml)
+    with pytest.raises(Exception, match="isaaclab-missing:9 was not found"):
+        ml.jobs.create_or_update(validation_job("no-model", model="azureml:isaaclab-missing:9"))
+    with pytest.raises(Exception, match=r"Compute .* was not found"):
+        ml.jobs.create_or_update(validation_job("no-compute", compute="nope"))
+    body = {
+        "properties": {
+            "jobType": "Command",
+            "command": "echo",
+            "environmentId": "azureml:x",
+            "computeId": f"{WORKSPACE_ID}/computes/k8s-gpu",
+            "inputs": {"note": {"jobInputType": "literal", "value": ""}},
+        }
+    }
+    response = requests.put(
+        f"{sandbox.base_url}{WORKSPACE_ID}/jobs/empty-input?api-version=2024-04-01",
+        json=body,
+        headers={"Authorization": f"Bearer {credential.token}"},
+        verify=str(sandbox.ca_file),
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert "Empty string is not allowed for input value" in response.json()["error"]["message"]
