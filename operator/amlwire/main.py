@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from amlwire.config import Settings
+from amlwire.reconcile.common import KeyedLocks, Timings
+from amlwire.reconcile.ports import AzurePort, KubePort
 
 
 @dataclass
 class Services:
-    """The adapters the handlers reach Azure and Kubernetes through."""
+    """What the handlers reach Azure and Kubernetes through, plus per-object locks."""
 
     settings: Settings
+    azure: AzurePort
+    kube: KubePort
+    timings: Timings
+    object_locks: KeyedLocks = field(default_factory=KeyedLocks)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def build_services(settings: Settings) -> Services:
-    return Services(settings=settings)
+def build_services(settings: Settings, credential: Any = None) -> Services:
+    from amlwire.adapters.azure.adapter import AzureAdapter
+    from amlwire.adapters.azure.clients import AzureClients
+    from amlwire.adapters.kube.adapter import KubeAdapter
+    from amlwire.adapters.kube.client import api_client, load_configuration
+
+    azure = AzureAdapter(AzureClients(settings, credential))
+    kube = KubeAdapter(api_client(load_configuration(settings.kubeconfig)))
+    return Services(settings=settings, azure=azure, kube=kube, timings=Timings.from_settings(settings))
 
 
 def run(settings: Settings | None = None) -> None:

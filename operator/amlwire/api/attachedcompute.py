@@ -351,14 +351,22 @@ class FederatedCredentialStatus(CRDModel):
 
     name: str = Field(description="Name of the federated identity credential.")
     subject: str = Field(description="Subject it federates: system:serviceaccount:NAMESPACE:NAME.")
+    effective_at: str | None = Field(
+        default=None, description="When Entra is expected to honour it, after amlwire wrote it (RFC 3339)."
+    )
+    reason: str | None = Field(default=None, description="Why amlwire last wrote it, e.g. FederatedCredentialMissing.")
 
 
 class OperationStatus(CRDModel):
     """A long-running Azure operation amlwire started and is following without blocking."""
 
     kind: str = Field(description="What the operation does, e.g. ExtensionUpdate or ComputeAttach.")
-    token: str | None = Field(default=None, description="Continuation token to resume polling.")
+    url: str | None = Field(
+        default=None,
+        description="Azure's operation status URL (no secrets), checked once per reconcile instead of blocking on it.",
+    )
     started_at: str = Field(description="When the operation started (RFC 3339).")
+    attempt: int = Field(default=1, ge=1, description="How many times amlwire has started this kind of operation.")
 
 
 class RoleAssignmentStatus(CRDModel):

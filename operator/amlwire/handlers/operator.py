@@ -11,14 +11,39 @@ import kopf
 
 from amlwire.adapters.kube.client import bearer_token, load_configuration
 from amlwire.config import Settings
-from amlwire.handlers import amljob, attachedcompute  # noqa: F401  # registers the handlers
+from amlwire.handlers import amljob, attachedcompute
 
 FINALIZER = "amlwire.io/finalizer"
 log = logging.getLogger("amlwire")
 
 
-@kopf.on.startup()
+class RequeueIsNotAnError(logging.Filter):
+    """amlwire requeues with kopf.TemporaryError while Azure works; that is progress, not an error.
+
+    kopf logs it at ERROR (and would post it as an Error event); the resource's conditions and amlwire's
+    own events already say what is happening, so the record is lowered to INFO.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and "failed temporarily" in record.getMessage():
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def install_log_filters() -> None:
+    logger = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, RequeueIsNotAnError) for f in logger.filters):
+        logger.addFilter(RequeueIsNotAnError())
+
+
+def _warm_imports() -> None:
+    """azure-ai-ml takes seconds to import; do it beside start-up, not inside the first reconcile."""
+    import azure.ai.ml  # noqa: F401
+
+
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    threading.Thread(target=_warm_imports, name="amlwire-warm-imports", daemon=True).start()
+    install_log_filters()
     config: Settings = memo.settings
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
@@ -40,7 +65,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         settings.peering.mandatory = True
 
 
-@kopf.on.login()
 def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
     """Credentials from the same source as amlwire's own Kubernetes client; re-read on every 401."""
     configuration = load_configuration(memo.settings.kubeconfig)
@@ -59,6 +83,16 @@ def _memo(settings: Settings, services: Any) -> kopf.Memo:
     return kopf.Memo(settings=settings, services=services)
 
 
+def build_registry(settings: Settings) -> kopf.OperatorRegistry:
+    """All handlers, registered for these settings (timer intervals come from them)."""
+    registry = kopf.OperatorRegistry()
+    kopf.on.startup(registry=registry)(configure)
+    kopf.on.login(registry=registry)(login)
+    attachedcompute.register(registry, settings)
+    amljob.register(registry, settings)
+    return registry
+
+
 def run(settings: Settings, services: Any) -> None:
     """Run the operator in the foreground until SIGINT/SIGTERM (what `amlwire run` does)."""
     kopf.configure(
@@ -73,6 +107,7 @@ def run(settings: Settings, services: Any) -> None:
         priority=settings.priority,
         liveness_endpoint=settings.liveness_endpoint or None,
         memo=_memo(settings, services),
+        registry=build_registry(settings),
     )
 
 
@@ -106,6 +141,7 @@ class BackgroundOperator:
                     standalone=True,
                     liveness_endpoint=self.settings.liveness_endpoint or None,
                     memo=_memo(self.settings, self.services),
+                    registry=build_registry(self.settings),
                     stop_flag=self._stop,
                     ready_flag=self._ready,
                 )

@@ -13,10 +13,13 @@ class SandboxClient:
     def __init__(self, base_url: str, ca_file: Path) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
-        self.session.verify = str(ca_file)
+        # per request, because requests lets REQUESTS_CA_BUNDLE from the environment override session.verify
+        self.verify = str(ca_file)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.session.request(method, f"{self.base_url}/_sandbox{path}", timeout=30, **kwargs)
+        response = self.session.request(
+            method, f"{self.base_url}/_sandbox{path}", timeout=30, verify=self.verify, **kwargs
+        )
         response.raise_for_status()
         return response.json() if response.content else None
 
@@ -64,7 +67,9 @@ class SandboxClient:
         )
 
     def delete(self, resource_id: str) -> None:
-        response = self.session.delete(f"{self.base_url}/_sandbox/resource", params={"id": resource_id}, timeout=30)
+        response = self.session.delete(
+            f"{self.base_url}/_sandbox/resource", params={"id": resource_id}, timeout=30, verify=self.verify
+        )
         if response.status_code not in (200, 404):
             response.raise_for_status()
 

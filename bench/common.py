@@ -1,0 +1,68 @@
+"""Shared set-up for the benches: the local stack with the sandbox at full speed."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from amlwire.devenv.controlplane import ControlPlane, find_binaries
+from amlwire.devenv.stack import LocalStack, kube_client, prepare_cluster
+from amlwire.sandbox.world import World
+
+REPO = Path(__file__).resolve().parent.parent
+GROUP, VERSION = "amlwire.io", "v1alpha1"
+
+
+def fast_world() -> World:
+    world = World.load(REPO / "examples" / "sandbox" / "world.yaml")
+    world.timing.lro_seconds = 0.0
+    world.timing.fic_write_window_seconds = 0.01
+    world.timing.fic_propagation_seconds = 0.0
+    world.timing.role_propagation_seconds = 0.0
+    return world
+
+
+def start_plane() -> tuple[ControlPlane, client.ApiClient]:
+    plane = ControlPlane(find_binaries(REPO), workdir=Path(tempfile.mkdtemp(prefix="amlwire-bench-"))).start()
+    kube = kube_client(plane)
+    instance_types = yaml.safe_load((REPO / "tests/fixtures/instancetypes.amlarc.azureml.com.yaml").read_text())
+    prepare_cluster(kube, [instance_types])
+    return plane, kube
+
+
+def stack(plane: ControlPlane, kube: client.ApiClient, world: World | None = None) -> LocalStack:
+    return LocalStack(
+        plane, copy.deepcopy(world or fast_world()), Path(tempfile.mkdtemp(prefix="amlwire-stack-")), kube
+    )
+
+
+def example(name: str) -> dict[str, Any]:
+    return yaml.safe_load((REPO / "examples" / name).read_text())
+
+
+def wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> float:
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"not done after {timeout}s")
+        time.sleep(interval)
+    return time.monotonic() - started
+
+
+def is_ready(custom: client.CustomObjectsApi, name: str) -> bool:
+    obj = custom.get_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name)
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in (obj.get("status") or {}).get("conditions", []))
+
+
+def delete_everything(custom: client.CustomObjectsApi) -> None:
+    for item in custom.list_cluster_custom_object(GROUP, VERSION, "attachedcomputes")["items"]:
+        name = item["metadata"]["name"]
+        custom.patch_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name, {"metadata": {"finalizers": []}})
+        custom.delete_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name)

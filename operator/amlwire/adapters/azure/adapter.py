@@ -1,0 +1,345 @@
+"""AzurePort over the official SDKs: SDK models in, domain types out, every error classified once."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.core.rest import HttpRequest
+
+from amlwire.adapters.azure.clients import AzureClients
+from amlwire.adapters.azure.errors import classified
+from amlwire.domain.azure import (
+    AUDIENCE,
+    EXTENSION_TYPE,
+    ClusterInfo,
+    ComputeInfo,
+    ExtensionInfo,
+    FederatedCredential,
+    IdentityInfo,
+    OperationState,
+    ResourceId,
+    RoleAssignment,
+    StorageInfo,
+    WorkspaceInfo,
+    WorkspaceRef,
+)
+from amlwire.domain.errors import AzureError, AzureNotFound
+
+FIC_WRITE_ATTEMPTS = 4
+CallObserver = Callable[[str, str, int | None], None]
+
+
+def _enum(value: Any) -> str:
+    return str(getattr(value, "value", value) or "")
+
+
+class AzureAdapter:
+    """The Azure side of amlwire. Thread-safe; clients are shared."""
+
+    def __init__(self, clients: AzureClients, observe: CallObserver | None = None, lro_grace: float = 1.0) -> None:
+        self.clients = clients
+        self.lro_grace = lro_grace
+        self._identity_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+        self._observe = observe or (lambda route, method, status: None)
+
+    @contextmanager
+    def _call(self, route: str, method: str, action: str) -> Iterator[None]:
+        try:
+            with classified(action):
+                yield
+        except AzureError as error:
+            self._observe(route, method, error.status or 0)
+            raise
+        self._observe(route, method, 200)
+
+    def _identity_lock(self, identity_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._identity_locks[identity_id.lower()]
+
+    # -- AKS --------------------------------------------------------------------------------------
+    def get_cluster(self, subscription: str, group: str, name: str) -> ClusterInfo:
+        with self._call("aks.cluster", "GET", f"get AKS cluster {group}/{name}"):
+            cluster = self.clients.containers(subscription).managed_clusters.get(group, name)
+        oidc = cluster.oidc_issuer_profile
+        security = cluster.security_profile
+        workload = security.workload_identity if security is not None else None
+        return ClusterInfo(
+            id=cluster.id,
+            location=cluster.location,
+            oidc_issuer_enabled=bool(oidc and oidc.enabled),
+            issuer_url=oidc.issuer_url if oidc else None,
+            workload_identity_enabled=bool(workload and workload.enabled),
+            local_accounts_disabled=bool(cluster.disable_local_accounts),
+        )
+
+    # -- managed identity and federated credentials ----------------------------------------------
+    def get_identity(self, identity_id: str) -> IdentityInfo:
+        rid = ResourceId.parse(identity_id)
+        with self._call("msi.identity", "GET", f"get identity {rid.group}/{rid.name}"):
+            identity = self.clients.msi(rid.subscription).user_assigned_identities.get(rid.group, rid.name)
+        return IdentityInfo(
+            id=identity.id,
+            client_id=identity.client_id,
+            principal_id=identity.principal_id,
+            tenant_id=identity.tenant_id,
+        )
+
+    def list_federated_credentials(self, identity_id: str) -> list[FederatedCredential]:
+        rid = ResourceId.parse(identity_id)
+        with self._call("msi.fic.list", "GET", f"list federated credentials of {rid.name}"):
+            found = list(self.clients.msi(rid.subscription).federated_identity_credentials.list(rid.group, rid.name))
+        return [FederatedCredential(f.name, f.issuer, f.subject, tuple(f.audiences or ())) for f in found]
+
+    def _fic_write(self, identity_id: str, action: str, method: str, write: Callable[[], Any]) -> None:
+        """Serialize writes per identity; retry Azure's concurrent-write 409 (other writers) with backoff."""
+        with self._identity_lock(identity_id):
+            for attempt in range(1, FIC_WRITE_ATTEMPTS + 1):
+                try:
+                    with self._call("msi.fic", method, action):
+                        write()
+                    return
+                except AzureError as error:
+                    if error.reason != "FederatedCredentialWriteConflict" or attempt == FIC_WRITE_ATTEMPTS:
+                        raise
+                    time.sleep(min(4.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.5))  # noqa: S311
+
+    def put_federated_credential(self, identity_id: str, credential: FederatedCredential) -> None:
+        from azure.mgmt.msi.models import FederatedIdentityCredential
+
+        rid = ResourceId.parse(identity_id)
+        body = FederatedIdentityCredential(
+            issuer=credential.issuer, subject=credential.subject, audiences=list(credential.audiences or (AUDIENCE,))
+        )
+        self._fic_write(
+            identity_id,
+            f"write federated credential {credential.name} on {rid.name}",
+            "PUT",
+            lambda: self.clients.msi(rid.subscription).federated_identity_credentials.create_or_update(
+                rid.group, rid.name, credential.name, body
+            ),
+        )
+
+    def delete_federated_credential(self, identity_id: str, name: str) -> None:
+        rid = ResourceId.parse(identity_id)
+        self._fic_write(
+            identity_id,
+            f"delete federated credential {name} on {rid.name}",
+            "DELETE",
+            lambda: self.clients.msi(rid.subscription).federated_identity_credentials.delete(rid.group, rid.name, name),
+        )
+
+    # -- cluster extension (long-running, never waited on) ---------------------------------------
+    def get_extension(self, cluster_id: str, name: str) -> ExtensionInfo | None:
+        rid = ResourceId.parse(cluster_id)
+        try:
+            with self._call("ext.extension", "GET", f"get extension {name} on {rid.name}"):
+                extension = self.clients.extensions(rid.subscription).extensions.get(
+                    rid.group, rid.namespace, rid.type, rid.name, name
+                )
+        except AzureNotFound:
+            return None
+        props = extension.properties
+        return ExtensionInfo(
+            id=extension.id,
+            extension_type=props.extension_type or "",
+            provisioning_state=_enum(props.provisioning_state),
+            settings=dict(props.configuration_settings or {}),
+        )
+
+    def _begin(self, start: Callable[..., Any]) -> str | None:
+        """Start an LRO without polling it; return Azure's operation status URL (not a token: no secrets)."""
+        captured: dict[str, str] = {}
+
+        def hook(response: Any) -> None:
+            headers = response.http_response.headers
+            url = headers.get("Azure-AsyncOperation") or headers.get("Location")
+            if url and "url" not in captured:
+                captured["url"] = url
+
+        start(polling=False, raw_response_hook=hook)
+        return captured.get("url")
+
+    def begin_create_extension(self, cluster_id: str, name: str, settings: Mapping[str, str]) -> str | None:
+        from azure.mgmt.kubernetesconfiguration.extensions import models
+
+        rid = ResourceId.parse(cluster_id)
+        body = models.Extension(
+            properties=models.ExtensionProperties(
+                extension_type=EXTENSION_TYPE,
+                auto_upgrade_minor_version=True,
+                release_train="stable",
+                configuration_settings=dict(settings),
+            )
+        )
+        client = self.clients.extensions(rid.subscription).extensions
+        with self._call("ext.extension", "PUT", f"install extension {name} on {rid.name}"):
+            return self._begin(
+                lambda **kw: client.begin_create(rid.group, rid.namespace, rid.type, rid.name, name, body, **kw)
+            )
+
+    def begin_update_extension(self, cluster_id: str, name: str, settings: Mapping[str, str]) -> str | None:
+        from azure.mgmt.kubernetesconfiguration.extensions import models
+
+        rid = ResourceId.parse(cluster_id)
+        body = models.PatchExtension(properties=models.PatchExtensionProperties(configuration_settings=dict(settings)))
+        client = self.clients.extensions(rid.subscription).extensions
+        with self._call("ext.extension", "PATCH", f"update extension {name} on {rid.name}"):
+            return self._begin(
+                lambda **kw: client.begin_update(rid.group, rid.namespace, rid.type, rid.name, name, body, **kw)
+            )
+
+    def operation_state(self, subscription: str, url: str) -> OperationState:
+        client = self.clients.extensions(subscription)
+        with self._call("operation", "GET", "check a long-running Azure operation"):
+            response = client.send_request(HttpRequest("GET", url))
+            response.raise_for_status()
+        if response.status_code == 202:
+            return OperationState(done=False, succeeded=False)
+        body = response.json() if response.content else {}
+        status = str(body.get("status") or "Succeeded")
+        if status.lower() in ("inprogress", "running", "accepted", "creating", "updating", "deleting"):
+            return OperationState(done=False, succeeded=False)
+        error = body.get("error") or {}
+        message = f"{error.get('code', '')}: {error.get('message', '')}".strip(": ") or None
+        return OperationState(done=True, succeeded=status.lower() == "succeeded", error=message)
+
+    # -- role assignments -------------------------------------------------------------------------
+    def list_role_assignments(self, scope: str, principal_id: str) -> list[RoleAssignment]:
+        subscription = scope.strip("/").split("/")[1]
+        with self._call("authz.roleAssignment.list", "GET", f"list role assignments on {scope}"):
+            found = list(
+                self.clients.authorization(subscription).role_assignments.list_for_scope(
+                    scope, filter=f"assignedTo('{principal_id}')"
+                )
+            )
+        return [
+            RoleAssignment(a.name, a.scope or scope, a.role_definition_id, a.principal_id, _created_on(a))
+            for a in found
+        ]
+
+    def create_role_assignment(self, scope: str, name: str, role_definition_id: str, principal_id: str) -> bool:
+        """Create it; True when created, False when Azure already had it (409 RoleAssignmentExists)."""
+        from azure.mgmt.authorization.models import RoleAssignmentCreateParameters
+
+        subscription = scope.strip("/").split("/")[1]
+        body = RoleAssignmentCreateParameters(
+            role_definition_id=role_definition_id, principal_id=principal_id, principal_type="ServicePrincipal"
+        )
+        try:
+            with self._call("authz.roleAssignment", "PUT", f"assign role on {scope}"):
+                try:
+                    self.clients.authorization(subscription).role_assignments.create(scope, name, body)
+                except ResourceExistsError as error:
+                    if getattr(error.error, "code", None) == "RoleAssignmentExists":
+                        return False
+                    raise
+        except AzureNotFound as error:
+            raise AzureError(
+                "AccessScopeNotFound",
+                f"{error.message}: the scope does not exist; fix spec.access.grants[].scope",
+                retryable=False,
+                status=404,
+            ) from error
+        return True
+
+    def delete_role_assignment(self, scope: str, name: str) -> None:
+        subscription = scope.strip("/").split("/")[1]
+        with self._call("authz.roleAssignment", "DELETE", f"delete role assignment {name} on {scope}"):
+            self.clients.authorization(subscription).role_assignments.delete(scope, name)
+
+    # -- storage ----------------------------------------------------------------------------------
+    def get_storage_account(self, account_id: str) -> StorageInfo:
+        rid = ResourceId.parse(account_id)
+        with self._call("storage.account", "GET", f"get storage account {rid.name}"):
+            account = self.clients.storage(rid.subscription).storage_accounts.get_properties(rid.group, rid.name)
+        return StorageInfo(id=account.id, allow_shared_key_access=account.allow_shared_key_access)
+
+    # -- AML workspace and compute ----------------------------------------------------------------
+    def _ml(self, workspace: WorkspaceRef) -> Any:
+        return self.clients.ml(workspace.subscription, workspace.group, workspace.name)
+
+    def get_workspace(self, workspace: WorkspaceRef) -> WorkspaceInfo:
+        with self._call("ml.workspace", "GET", f"get AML workspace {workspace.group}/{workspace.name}"):
+            found = self._ml(workspace).workspaces.get(workspace.name)
+        identity = getattr(found, "identity", None)
+        return WorkspaceInfo(
+            id=found.id,
+            location=found.location,
+            storage_account_id=getattr(found, "storage_account", None),
+            system_datastores_auth_mode=getattr(found, "system_datastores_auth_mode", None),
+            identity_principal_id=getattr(identity, "principal_id", None) if identity else None,
+        )
+
+    def get_compute(self, workspace: WorkspaceRef, name: str) -> ComputeInfo | None:
+        try:
+            with self._call("ml.compute", "GET", f"get compute {name} in {workspace.name}"):
+                compute = self._ml(workspace).compute.get(name)
+        except AzureNotFound:
+            return None
+        return _compute_info(compute)
+
+    def begin_attach_compute(
+        self,
+        workspace: WorkspaceRef,
+        name: str,
+        cluster_id: str,
+        namespace: str,
+        identity_id: str,
+        tags: Mapping[str, str],
+    ) -> ComputeInfo | None:
+        """Start the attach; return the compute if Azure finished within the short grace, else None.
+
+        MLClient always polls in a daemon thread of its own. amlwire waits at most `lro_grace` seconds for
+        it (never for the whole operation) and otherwise reads provisioningState on later reconciles.
+        """
+        from azure.ai.ml.entities import IdentityConfiguration, KubernetesCompute, ManagedIdentityConfiguration
+
+        compute = KubernetesCompute(
+            name=name,
+            resource_id=cluster_id,
+            namespace=namespace,
+            tags=dict(tags),
+            identity=IdentityConfiguration(
+                type="user_assigned", user_assigned_identities=[ManagedIdentityConfiguration(resource_id=identity_id)]
+            ),
+        )
+        with self._call("ml.compute", "PUT", f"attach compute {name} to {workspace.name}"):
+            poller = self._ml(workspace).compute.begin_create_or_update(compute)
+            poller.wait(timeout=self.lro_grace)
+            return _compute_info(poller.result()) if poller.done() else None
+
+    def begin_detach_compute(self, workspace: WorkspaceRef, name: str) -> None:
+        with self._call("ml.compute", "DELETE", f"detach compute {name} from {workspace.name}"):
+            self._ml(workspace).compute.begin_delete(name, action="Detach")
+
+
+def _compute_info(compute: Any) -> ComputeInfo:
+    identity = getattr(compute, "identity", None)
+    identity_ids = tuple(
+        i.resource_id for i in (getattr(identity, "user_assigned_identities", None) or []) if i.resource_id
+    )
+    errors = tuple(str(getattr(e, "message", e)) for e in (getattr(compute, "provisioning_errors", None) or []))
+    return ComputeInfo(
+        id=compute.id,
+        provisioning_state=_enum(compute.provisioning_state),
+        cluster_id=getattr(compute, "resource_id", None),
+        namespace=getattr(compute, "namespace", None),
+        identity_type=_enum(getattr(identity, "type", None)) or "None",
+        identity_ids=identity_ids,
+        tags=dict(compute.tags or {}),
+        errors=errors,
+    )
+
+
+def _created_on(assignment: Any) -> datetime | None:
+    value = getattr(assignment, "created_on", None)
+    return value if isinstance(value, datetime) else None

@@ -1,0 +1,119 @@
+"""Azure SDK clients built from Settings: one per subscription (or workspace), shared across threads."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from azure.core.credentials import TokenCredential
+from azure.identity import DefaultAzureCredential
+
+from amlwire import __version__
+from amlwire.config import Settings
+
+T = TypeVar("T")
+USER_AGENT = f"amlwire/{__version__}"
+
+
+def build_credential(settings: Settings) -> TokenCredential:
+    """DefaultAzureCredential: in a pod with workload identity it is the WorkloadIdentityCredential."""
+    kwargs: dict[str, Any] = {"exclude_interactive_browser_credential": True}
+    if settings.ca_bundle:
+        kwargs["connection_verify"] = str(settings.ca_bundle)
+    return DefaultAzureCredential(**kwargs)
+
+
+class AzureClients:
+    """Builds and caches SDK clients pointed at settings.arm_endpoint."""
+
+    def __init__(self, settings: Settings, credential: TokenCredential | None = None) -> None:
+        self.settings = settings
+        self.credential = credential or build_credential(settings)
+        self._cache: dict[tuple[str, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    def common_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "retry_total": self.settings.azure_retry_total,
+            "connection_timeout": min(30.0, self.settings.azure_timeout),
+            "read_timeout": self.settings.azure_timeout,
+            "user_agent": USER_AGENT,
+            "logging_enable": False,
+        }
+        if self.settings.ca_bundle:
+            kwargs["connection_verify"] = str(self.settings.ca_bundle)
+        return kwargs
+
+    def mgmt_kwargs(self) -> dict[str, Any]:
+        endpoint = self.settings.arm_endpoint
+        return {"base_url": endpoint, "credential_scopes": [endpoint + "/.default"], **self.common_kwargs()}
+
+    def _cached(self, key: tuple[str, ...], build: Callable[[], T]) -> T:
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = build()
+            return self._cache[key]  # type: ignore[no-any-return]
+
+    def msi(self, subscription: str) -> Any:
+        from azure.mgmt.msi import ManagedServiceIdentityClient
+
+        return self._cached(
+            ("msi", subscription),
+            lambda: ManagedServiceIdentityClient(self.credential, subscription, **self.mgmt_kwargs()),
+        )
+
+    def containers(self, subscription: str) -> Any:
+        from azure.mgmt.containerservice import ContainerServiceClient
+
+        return self._cached(
+            ("aks", subscription), lambda: ContainerServiceClient(self.credential, subscription, **self.mgmt_kwargs())
+        )
+
+    def extensions(self, subscription: str) -> Any:
+        from azure.mgmt.kubernetesconfiguration.extensions import KubernetesConfigurationExtensionsMgmtClient
+
+        return self._cached(
+            ("ext", subscription),
+            lambda: KubernetesConfigurationExtensionsMgmtClient(self.credential, subscription, **self.mgmt_kwargs()),
+        )
+
+    def authorization(self, subscription: str) -> Any:
+        from azure.mgmt.authorization import AuthorizationManagementClient
+
+        return self._cached(
+            ("authz", subscription),
+            lambda: AuthorizationManagementClient(self.credential, subscription, **self.mgmt_kwargs()),
+        )
+
+    def storage(self, subscription: str) -> Any:
+        from azure.mgmt.storage import StorageManagementClient
+
+        return self._cached(
+            ("storage", subscription),
+            lambda: StorageManagementClient(self.credential, subscription, **self.mgmt_kwargs()),
+        )
+
+    def ml(self, subscription: str, group: str, workspace: str) -> Any:
+        return self._cached(
+            ("ml", subscription, group.lower(), workspace.lower()),
+            lambda: self._ml_client(subscription, group, workspace),
+        )
+
+    def _ml_client(self, subscription: str, group: str, workspace: str) -> Any:
+        from azure.ai.ml import MLClient
+
+        kwargs: dict[str, Any] = {"enable_telemetry": False, "show_progress": False, **self.common_kwargs()}
+        if not self.settings.is_public_cloud:
+            endpoint = self.settings.arm_endpoint
+            kwargs["cloud"] = "amlwire-" + hashlib.sha256(endpoint.encode()).hexdigest()[:8]
+            kwargs["cloud_metadata"] = {
+                "azure_portal": "https://portal.azure.com/",
+                "resource_manager": endpoint + "/",
+                "active_directory": endpoint + "/",
+                "aml_resource_id": endpoint + "/",
+                "storage_endpoint": "core.windows.net",
+                "registry_discovery_endpoint": endpoint + "/",
+            }
+        return MLClient(self.credential, subscription, group, workspace, **kwargs)

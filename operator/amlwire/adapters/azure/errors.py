@@ -1,0 +1,157 @@
+"""Every Azure failure classified once: retryable (with a delay) or terminal (with a reason and a fix)."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from azure.core.exceptions import (
+    AzureError as SdkError,
+)
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+
+from amlwire.domain.errors import AzureError, AzureNotFound
+
+
+@dataclass(frozen=True)
+class Rule:
+    reason: str
+    retryable: bool
+    delay: float | None = None  # default delay when Azure sends no Retry-After
+    advice: str = ""
+
+
+# By error code first (Azure's own words), then by HTTP status.
+BY_CODE: dict[str, Rule] = {
+    "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity": Rule(
+        "FederatedCredentialWriteConflict",
+        True,
+        2.0,
+        "another writer is changing federated credentials of the same identity; amlwire retries",
+    ),
+    "TooManyRequests": Rule("AzureThrottled", True, 10.0, "Azure is throttling requests; amlwire retries"),
+    "RetryableError": Rule("AzureUnavailable", True, 10.0),
+    "AnotherOperationInProgress": Rule("AzureOperationInProgress", True, 15.0),
+    "OperationNotAllowed": Rule("AzureOperationNotAllowed", False),
+    "AuthorizationFailed": Rule(
+        "AzurePermissionDenied",
+        False,
+        None,
+        "grant amlwire's identity the role this action needs on that scope (see the chart's README)",
+    ),
+    "LinkedAuthorizationFailed": Rule("AzurePermissionDenied", False),
+    "InvalidAuthenticationToken": Rule("AzureAuthenticationFailed", False),
+    "SubscriptionNotFound": Rule("SubscriptionNotFound", False, None, "check the subscription ID in the spec"),
+    "ResourceGroupNotFound": Rule("ResourceGroupNotFound", False, None, "check the resource group in the spec"),
+}
+BY_STATUS: dict[int, Rule] = {
+    400: Rule("AzureBadRequest", False),
+    401: Rule(
+        "AzureAuthenticationFailed",
+        False,
+        None,
+        "check amlwire's own workload identity (AZURE_CLIENT_ID, AZURE_TENANT_ID, its federated credential)",
+    ),
+    403: Rule(
+        "AzurePermissionDenied",
+        False,
+        None,
+        "grant amlwire's identity the role this action needs on that scope (see the chart's README)",
+    ),
+    408: Rule("AzureTimeout", True, 5.0),
+    409: Rule("AzureConflict", True, 5.0),
+    429: Rule("AzureThrottled", True, 10.0),
+    500: Rule("AzureUnavailable", True, 5.0),
+    502: Rule("AzureUnavailable", True, 5.0),
+    503: Rule("AzureUnavailable", True, 10.0),
+    504: Rule("AzureTimeout", True, 5.0),
+}
+
+
+def retry_after(error: HttpResponseError) -> float | None:
+    """Azure's Retry-After (seconds or HTTP date) or retry-after-ms, in seconds."""
+    response = error.response
+    if response is None:
+        return None
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
+        if name in headers:
+            try:
+                return float(headers[name]) / 1000
+            except ValueError:
+                pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _code(error: HttpResponseError) -> str | None:
+    inner = getattr(error, "error", None)
+    return getattr(inner, "code", None) if inner is not None else None
+
+
+def _message(error: HttpResponseError) -> str:
+    inner = getattr(error, "error", None)
+    return str(getattr(inner, "message", None) or error.message or error.reason or error)
+
+
+def classify(error: Exception, action: str) -> AzureError:
+    """The domain error for an SDK exception raised while doing `action` (e.g. "get identity X")."""
+    if isinstance(error, AzureError):
+        return error
+    if isinstance(error, ResourceNotFoundError):
+        return AzureNotFound(f"{action}: not found ({_message(error)})", code=_code(error))
+    if isinstance(error, ClientAuthenticationError) and getattr(error, "status_code", None) is None:
+        return AzureError(
+            "AzureAuthenticationFailed",
+            f"{action}: amlwire could not get an Azure token: {error.message}; check the operator's "
+            f"workload identity (service account annotation, AZURE_CLIENT_ID, federated credential)",
+            retryable=False,
+        )
+    if isinstance(error, HttpResponseError):
+        code, status = _code(error), error.status_code
+        if status == 404:
+            return AzureNotFound(f"{action}: not found ({_message(error)})", code=code)
+        rule = BY_CODE.get(code or "") or BY_STATUS.get(status or 0) or Rule("AzureRequestFailed", (status or 0) >= 500)
+        delay = retry_after(error) or rule.delay
+        advice = f"; {rule.advice}" if rule.advice else ""
+        return AzureError(
+            rule.reason,
+            f"{action}: {status} {code or ''}: {_message(error)}{advice}".replace("  ", " "),
+            retryable=rule.retryable,
+            retry_after=delay,
+            status=status,
+            code=code,
+        )
+    if isinstance(error, ServiceRequestError | ServiceResponseError):
+        return AzureError(
+            "AzureUnreachable", f"{action}: could not reach Azure: {error}", retryable=True, retry_after=5.0
+        )
+    if isinstance(error, SdkError):
+        return AzureError("AzureRequestFailed", f"{action}: {error}", retryable=True, retry_after=10.0)
+    return AzureError("AzureRequestRejected", f"{action}: {type(error).__name__}: {error}", retryable=False)
+
+
+@contextmanager
+def classified(action: str) -> Iterator[None]:
+    """Re-raise any exception from the block as a classified domain AzureError."""
+    try:
+        yield
+    except AzureError:
+        raise
+    except Exception as error:
+        raise classify(error, action) from error

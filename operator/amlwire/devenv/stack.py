@@ -1,0 +1,173 @@
+"""A whole local amlwire installation: apiserver + Azure sandbox + the operator with its own workload identity.
+
+Tests, benches and `amlwire demo` build on this. The operator authenticates to the sandbox exactly as in a
+cluster: a projected service-account token from the apiserver, exchanged by WorkloadIdentityCredential for
+an Azure token through a federated credential on amlwire's own identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from azure.identity import WorkloadIdentityCredential
+from kubernetes import client, config
+
+from amlwire.config import Settings
+from amlwire.devenv.cluster import amlwire_crds, ensure_namespace, install_crds
+from amlwire.devenv.controlplane import ControlPlane
+from amlwire.sandbox.client import SandboxClient
+from amlwire.sandbox.server import SandboxServer
+from amlwire.sandbox.world import World
+
+OPERATOR_NAMESPACE, OPERATOR_ACCOUNT = "amlwire-system", "amlwire"
+OPERATOR_CLIENT_ID = "5d0c9e3f-7a41-4b8e-9f2a-0c1d2e3f4a55"
+OPERATOR_PRINCIPAL_ID = "0a1b2c3d-0000-4000-8000-0000000000aa"
+FIC_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials"
+NAMESPACES = ("azureml", "azureml-jobs", "robotics", OPERATOR_NAMESPACE)
+
+
+def kube_client(plane: ControlPlane, as_operator: bool = False) -> client.ApiClient:
+    return config.new_client_from_config(str(plane.operator_kubeconfig if as_operator else plane.kubeconfig))
+
+
+def prepare_cluster(kube: client.ApiClient, extra_crds: list[dict[str, Any]] | None = None) -> None:
+    install_crds(kube, [*amlwire_crds(), *(extra_crds or [])])
+    for namespace in NAMESPACES:
+        ensure_namespace(kube, namespace)
+
+
+@dataclass
+class LocalStack:
+    """A sandbox seeded with `world`, amlwire's own identity in it, and (optionally) the operator running."""
+
+    plane: ControlPlane
+    world: World
+    workdir: Path
+    kube: client.ApiClient | None = None
+    sandbox: SandboxServer = field(init=False)
+    ctl: SandboxClient = field(init=False)
+    operator: Any = None
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.kube = self.kube or kube_client(self.plane)
+        self.sandbox = SandboxServer(self.world, self.workdir / "sandbox-ca.pem").start()
+        self.ctl = SandboxClient(self.sandbox.base_url, self.sandbox.ca_file)
+        self.token_file = self.workdir / "azure-identity-token"
+        self.seed_operator_identity()
+        self.refresh_operator_token()
+
+    @property
+    def subscription(self) -> str:
+        return self.world.defaults.subscription_id
+
+    @property
+    def tenant(self) -> str:
+        return self.world.defaults.tenant_id
+
+    @property
+    def operator_identity_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/rg-id/providers/"
+            f"Microsoft.ManagedIdentity/userAssignedIdentities/id-amlwire"
+        )
+
+    def seed_operator_identity(self) -> None:
+        """amlwire's own UAMI in the sandbox, federated to its service account on this apiserver."""
+        self.ctl.create(
+            self.operator_identity_id,
+            "Microsoft.ManagedIdentity/userAssignedIdentities",
+            {
+                "location": "eastus",
+                "properties": {
+                    "clientId": OPERATOR_CLIENT_ID,
+                    "tenantId": self.tenant,
+                    "principalId": OPERATOR_PRINCIPAL_ID,
+                },
+            },
+        )
+        self.ctl.create(
+            f"{self.operator_identity_id}/federatedIdentityCredentials/amlwire-operator",
+            FIC_TYPE,
+            {
+                "properties": {
+                    "issuer": self.plane.service_account_issuer,
+                    "subject": f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}",
+                    "audiences": ["api://AzureADTokenExchange"],
+                }
+            },
+            {"backdated": True},
+        )
+
+    def refresh_operator_token(self) -> None:
+        """What the kubelet does for a pod: project a service-account token for Entra's audience."""
+        core = client.CoreV1Api(self.kube)
+        ensure_namespace(self.kube, OPERATOR_NAMESPACE)
+        try:
+            core.create_namespaced_service_account(OPERATOR_NAMESPACE, {"metadata": {"name": OPERATOR_ACCOUNT}})
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+        token = core.create_namespaced_service_account_token(
+            OPERATOR_ACCOUNT,
+            OPERATOR_NAMESPACE,
+            {"spec": {"audiences": ["api://AzureADTokenExchange"], "expirationSeconds": 3600}},
+        )
+        self.token_file.write_text(token.status.token)
+
+    def azure_environment(self) -> dict[str, str]:
+        """The variables the workload identity webhook injects into amlwire's pod, pointed at the sandbox."""
+        return {
+            "AZURE_CLIENT_ID": OPERATOR_CLIENT_ID,
+            "AZURE_TENANT_ID": self.tenant,
+            "AZURE_FEDERATED_TOKEN_FILE": str(self.token_file),
+            "AZURE_AUTHORITY_HOST": self.sandbox.base_url,
+        }
+
+    def credential(self) -> WorkloadIdentityCredential:
+        return WorkloadIdentityCredential(
+            tenant_id=self.tenant,
+            client_id=OPERATOR_CLIENT_ID,
+            token_file_path=str(self.token_file),
+            authority=self.sandbox.base_url,
+            connection_verify=str(self.sandbox.ca_file),
+        )
+
+    def settings(self, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "arm_endpoint": self.sandbox.base_url,
+            "ca_bundle": self.sandbox.ca_file,
+            "kubeconfig": self.plane.kubeconfig,
+            "drift_interval": 600,
+            "retry_delay": 0.3,
+            "max_retry_delay": 2,
+            "lro_poll_delay": 0.2,
+            "blocked_recheck_delay": 0.5,
+            "federation_propagation_seconds": 0,
+            "role_propagation_seconds": 0,
+            "job_poll_interval": 0.5,
+            "azure_retry_total": 0,
+            "liveness_endpoint": None,
+            "metrics_port": 0,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    def start_operator(self, **overrides: Any) -> Any:
+        from amlwire.handlers.operator import BackgroundOperator
+        from amlwire.main import build_services
+
+        settings = self.settings(**overrides)
+        self.operator = BackgroundOperator(settings, build_services(settings, self.credential())).start()
+        return self.operator
+
+    def stop_operator(self) -> None:
+        if self.operator is not None:
+            self.operator.stop()
+            self.operator = None
+
+    def close(self) -> None:
+        self.stop_operator()
+        self.sandbox.stop()

@@ -1,0 +1,113 @@
+"""Access: the role assignments the identity needs, when they become effective, and what to create."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from amlwire.api.attachedcompute import AccessGrant, RoleAssignmentStatus
+from amlwire.domain.azure import RoleAssignment
+from amlwire.domain.conditions import rfc3339
+
+ROLE_GUIDS = {
+    "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    "Storage Blob Data Reader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
+    "AcrPull": "7f951dda-4ed3-4680-a7ca-43fe172d538d",
+    "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
+    "AzureML Data Scientist": "f6c7c914-8db3-469d-8ca1-694a8f32e121",
+    "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+}
+STORAGE_DATA_ROLES = {
+    ROLE_GUIDS["Storage Blob Data Contributor"],
+    ROLE_GUIDS["Storage Blob Data Reader"],
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+}
+_NAMESPACE = uuid.UUID("3f0b9f8e-0b5d-4f39-9a57-6a8f0e1d2c3b")
+
+
+def role_guid(role: str) -> str:
+    """The GUID of a role given by built-in name, GUID, or role definition ID."""
+    return ROLE_GUIDS.get(role, role.rstrip("/").rsplit("/", 1)[-1]).lower()
+
+
+def role_definition_id(subscription: str, role: str) -> str:
+    return f"/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role_guid(role)}"
+
+
+def assignment_name(scope: str, role: str, principal_id: str) -> str:
+    """Deterministic, so a retry or a restart never creates a second assignment."""
+    return str(uuid.uuid5(_NAMESPACE, f"{scope.rstrip('/').lower()}|{role_guid(role)}|{principal_id.lower()}"))
+
+
+def scope_covers(scope: str, resource: str) -> bool:
+    """Whether an assignment at `scope` applies to `resource` (itself or a descendant)."""
+    scope, resource = scope.rstrip("/").lower(), resource.rstrip("/").lower()
+    return resource == scope or resource.startswith(scope + "/")
+
+
+@dataclass(frozen=True)
+class GrantCheck:
+    grant: AccessGrant
+    found: RoleAssignment | None
+    status: RoleAssignmentStatus | None  # None while missing
+
+
+@dataclass(frozen=True)
+class AccessPlan:
+    checks: tuple[GrantCheck, ...]
+    to_create: tuple[tuple[AccessGrant, str, str], ...]  # (grant, assignment name, role definition id)
+
+    def statuses(self) -> list[RoleAssignmentStatus]:
+        return [c.status for c in self.checks if c.status is not None]
+
+
+def _effective_at(found: RoleAssignment, recorded: RoleAssignmentStatus | None, window: timedelta) -> str | None:
+    if recorded is not None and recorded.name == found.name and recorded.effective_at:
+        return recorded.effective_at
+    return rfc3339(found.created_on + window) if found.created_on is not None else None
+
+
+def plan_access(
+    grants: Sequence[AccessGrant],
+    principal_id: str,
+    subscription: str,
+    assignments: Mapping[str, Iterable[RoleAssignment]],
+    recorded: Iterable[RoleAssignmentStatus],
+    window: timedelta,
+) -> AccessPlan:
+    """Match each grant against the identity's assignments (inherited ones count) and plan what is missing."""
+    recorded_by_key = {(r.scope.lower(), r.role): r for r in recorded}
+    checks: list[GrantCheck] = []
+    to_create: list[tuple[AccessGrant, str, str]] = []
+    for grant in grants:
+        guid = role_guid(grant.role)
+        found = next(
+            (
+                a
+                for a in assignments.get(grant.scope, ())
+                if a.principal_id == principal_id and a.role_guid == guid and scope_covers(a.scope, grant.scope)
+            ),
+            None,
+        )
+        mine = assignment_name(grant.scope, grant.role, principal_id)
+        if found is None:
+            checks.append(GrantCheck(grant, None, None))
+            to_create.append((grant, mine, role_definition_id(subscription, grant.role)))
+            continue
+        status = RoleAssignmentStatus(
+            scope=grant.scope,
+            role=grant.role,
+            name=found.name,
+            created_by_amlwire=found.name == mine,
+            effective_at=_effective_at(found, recorded_by_key.get((grant.scope.lower(), grant.role)), window),
+        )
+        checks.append(GrantCheck(grant, found, status))
+    return AccessPlan(tuple(checks), tuple(to_create))
+
+
+def created_status(grant: AccessGrant, name: str, now: datetime, window: timedelta) -> RoleAssignmentStatus:
+    return RoleAssignmentStatus(
+        scope=grant.scope, role=grant.role, name=name, created_by_amlwire=True, effective_at=rfc3339(now + window)
+    )

@@ -1,0 +1,152 @@
+"""Azure facts as the domain sees them: resource IDs and what the adapters read from Azure."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+AUDIENCE = "api://AzureADTokenExchange"
+EXTENSION_TYPE = "Microsoft.AzureML.Kubernetes"
+
+_ID = re.compile(
+    r"^/subscriptions/(?P<subscription>[^/]+)/resourceGroups/(?P<group>[^/]+)/providers/"
+    r"(?P<namespace>[^/]+)/(?P<type>[^/]+)/(?P<name>[^/]+)(?P<rest>/.*)?$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class ResourceId:
+    """A top-level ARM resource ID: /subscriptions/S/resourceGroups/G/providers/NS/TYPE/NAME."""
+
+    subscription: str
+    group: str
+    namespace: str
+    type: str
+    name: str
+
+    @classmethod
+    def parse(cls, value: str) -> ResourceId:
+        match = _ID.match(value.rstrip("/"))
+        if match is None or match.group("rest"):
+            raise ValueError(f"not a top-level ARM resource ID: {value!r}")
+        return cls(match["subscription"], match["group"], match["namespace"], match["type"], match["name"])
+
+    @classmethod
+    def of(cls, subscription: str, group: str, namespace: str, type_: str, name: str) -> ResourceId:
+        return cls(subscription, group, namespace, type_, name)
+
+    def __str__(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.group}/providers/"
+            f"{self.namespace}/{self.type}/{self.name}"
+        )
+
+    def same_as(self, other: str | ResourceId | None) -> bool:
+        return other is not None and str(self).lower() == str(other).rstrip("/").lower()
+
+
+def same_id(a: str | None, b: str | None) -> bool:
+    """ARM IDs compare case-insensitively."""
+    return a is not None and b is not None and a.rstrip("/").lower() == b.rstrip("/").lower()
+
+
+@dataclass(frozen=True)
+class WorkspaceRef:
+    subscription: str
+    group: str
+    name: str
+
+    @property
+    def id(self) -> str:
+        return str(
+            ResourceId(self.subscription, self.group, "Microsoft.MachineLearningServices", "workspaces", self.name)
+        )
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    id: str
+    location: str
+    oidc_issuer_enabled: bool
+    issuer_url: str | None
+    workload_identity_enabled: bool
+    local_accounts_disabled: bool
+
+
+@dataclass(frozen=True)
+class IdentityInfo:
+    id: str
+    client_id: str
+    principal_id: str
+    tenant_id: str
+
+
+@dataclass(frozen=True)
+class FederatedCredential:
+    name: str
+    issuer: str
+    subject: str
+    audiences: tuple[str, ...] = (AUDIENCE,)
+
+    def federates(self, issuer: str, subject: str) -> bool:
+        """Whether Entra would accept a token of this issuer and subject through this credential."""
+        return self.issuer == issuer and self.subject == subject and self.audiences == (AUDIENCE,)
+
+
+@dataclass(frozen=True)
+class ExtensionInfo:
+    id: str
+    extension_type: str
+    provisioning_state: str
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RoleAssignment:
+    name: str
+    scope: str
+    role_definition_id: str
+    principal_id: str
+    created_on: datetime | None = None
+
+    @property
+    def role_guid(self) -> str:
+        return self.role_definition_id.rstrip("/").rsplit("/", 1)[-1].lower()
+
+
+@dataclass(frozen=True)
+class StorageInfo:
+    id: str
+    allow_shared_key_access: bool | None
+
+
+@dataclass(frozen=True)
+class WorkspaceInfo:
+    id: str
+    location: str
+    storage_account_id: str | None
+    system_datastores_auth_mode: str | None
+    identity_principal_id: str | None
+
+
+@dataclass(frozen=True)
+class ComputeInfo:
+    id: str
+    provisioning_state: str
+    cluster_id: str | None
+    namespace: str | None
+    identity_type: str
+    identity_ids: tuple[str, ...]
+    tags: dict[str, str] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OperationState:
+    """Where a long-running operation amlwire started stands now."""
+
+    done: bool
+    succeeded: bool
+    error: str | None = None

@@ -1,0 +1,174 @@
+"""Federation: which federated identity credentials the identity needs, and what to write to get there."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from amlwire.domain.azure import AUDIENCE, FederatedCredential
+
+FIC_LIMIT = 20
+NAME_PREFIX = "amlwire-"
+NAME_RULE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-_]{2,119}$")
+
+
+def subject_of(namespace: str, name: str) -> str:
+    return f"system:serviceaccount:{namespace}:{name}"
+
+
+def credential_name(namespace: str, name: str, issuer: str) -> str:
+    """Deterministic, within Azure's name rules, and distinct per (issuer, service account)."""
+    digest = hashlib.sha256(f"{issuer}|{namespace}|{name}".encode()).hexdigest()[:10]
+    readable = re.sub(r"[^a-zA-Z0-9-]", "-", f"{namespace}-{name}")
+    readable = readable[: 120 - len(NAME_PREFIX) - len(digest) - 1].rstrip("-")
+    return f"{NAME_PREFIX}{readable}-{digest}"
+
+
+@dataclass(frozen=True)
+class Write:
+    """A credential to create or correct, and why (a field failure's name)."""
+
+    credential: FederatedCredential
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something amlwire cannot fix itself: the reason and what the user should do."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class FederationPlan:
+    issuer: str
+    writes: tuple[Write, ...] = ()
+    deletes: tuple[str, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    notes: tuple[str, ...] = ()
+    managed: tuple[tuple[str, str], ...] = ()  # (name, subject) amlwire manages for this compute
+    satisfied: dict[str, str] = field(default_factory=dict)  # subject -> credential name that federates it
+
+
+def _diff(found: FederatedCredential, issuer: str, subject: str) -> tuple[str, str]:
+    if found.issuer != issuer:
+        return "FederatedCredentialIssuerMismatch", f"its issuer was {found.issuer!r}, the cluster's is {issuer!r}"
+    if found.audiences != (AUDIENCE,):
+        return "FederatedCredentialAudienceMismatch", f"its audiences were {list(found.audiences)}"
+    return "FederatedCredentialSubjectMismatch", f"its subject was {found.subject!r}"
+
+
+def _issuer_near_miss(issuer: str, other: str) -> str:
+    if other.rstrip("/") == issuer.rstrip("/"):
+        return "only the trailing '/' differs"
+    if other.lower() == issuer.lower():
+        return "only the letter case differs"
+    return "it is another issuer"
+
+
+def plan_federation(
+    service_accounts: Sequence[tuple[str, str]],
+    issuer: str,
+    existing: Iterable[FederatedCredential],
+    previously_managed: Iterable[str] = (),
+    wanted_elsewhere: Iterable[tuple[str, str]] = (),
+    identity_name: str = "the identity",
+) -> FederationPlan:
+    """Plan the credentials so that every service account federates with the cluster's exact issuer.
+
+    Credentials amlwire did not create are never written or deleted; one that already federates a
+    subject counts as present. `wanted_elsewhere` holds (issuer, subject) pairs other AttachedComputes
+    sharing the identity still need, so a shared credential is not deleted under them.
+    """
+    existing = list(existing)
+    by_name = {c.name: c for c in existing}
+    writes: list[Write] = []
+    problems: list[Problem] = []
+    notes: list[str] = []
+    managed: list[tuple[str, str]] = []
+    satisfied: dict[str, str] = {}
+    for namespace, account in service_accounts:
+        subject = subject_of(namespace, account)
+        name = credential_name(namespace, account, issuer)
+        managed.append((name, subject))
+        ours = by_name.get(name)
+        if ours is not None:
+            if ours.federates(issuer, subject):
+                satisfied[subject] = name
+            else:
+                reason, detail = _diff(ours, issuer, subject)
+                writes.append(Write(FederatedCredential(name, issuer, subject), reason, f"corrected {name} ({detail})"))
+            continue
+        present = next((c for c in existing if c.federates(issuer, subject)), None)
+        if present is not None:
+            satisfied[subject] = present.name
+            continue
+        clash = next((c for c in existing if c.issuer == issuer and c.subject == subject), None)
+        if clash is not None:
+            problems.append(
+                Problem(
+                    "FederatedCredentialAudienceMismatch",
+                    f"federated credential {clash.name!r} on {identity_name} (not created by amlwire) federates "
+                    f"{subject} with audiences {list(clash.audiences)}; Entra needs exactly [{AUDIENCE!r}] and Azure "
+                    f"allows one credential per issuer and subject. Fix its audience or delete it: az identity "
+                    f"federated-credential delete --identity-name <identity> -g <group> -n {clash.name}",
+                )
+            )
+            continue
+        near = [c for c in existing if c.subject == subject and c.issuer != issuer]
+        if near:
+            miss = near[0]
+            notes.append(
+                f"federated credential {miss.name!r} (not created by amlwire) has issuer {miss.issuer!r} for "
+                f"{subject} but the cluster's issuer is {issuer!r} ({_issuer_near_miss(issuer, miss.issuer)}); "
+                f"Entra matches issuers exactly, so it never worked (AADSTS70021). amlwire created {name} with the "
+                f"exact issuer; delete {miss.name!r} when convenient."
+            )
+            writes.append(
+                Write(
+                    FederatedCredential(name, issuer, subject),
+                    "FederatedCredentialIssuerMismatch",
+                    f"created {name} with the cluster's exact issuer",
+                )
+            )
+        else:
+            writes.append(
+                Write(
+                    FederatedCredential(name, issuer, subject),
+                    "FederatedCredentialMissing",
+                    f"created {name} ({subject} had no federated credential)",
+                )
+            )
+
+    wanted = {n for n, _ in managed}
+    elsewhere = set(wanted_elsewhere)
+    ours_here = {c.name for c in existing if c.name.startswith(NAME_PREFIX) and c.issuer == issuer}
+    candidates = (set(previously_managed) | ours_here) - wanted
+    deletes = sorted(
+        name
+        for name in candidates
+        if name in by_name and (by_name[name].issuer, by_name[name].subject) not in elsewhere
+    )
+
+    creates = [w for w in writes if w.credential.name not in by_name]
+    after = len(existing) - len(deletes) + len(creates)
+    if after > FIC_LIMIT:
+        foreign = sum(1 for c in existing if not c.name.startswith(NAME_PREFIX))
+        missing = ", ".join(w.credential.subject for w in creates)
+        problems.append(
+            Problem(
+                "FederatedCredentialLimit",
+                f"{identity_name} has {len(existing)} federated credentials ({foreign} not created by amlwire) and "
+                f"Azure allows {FIC_LIMIT}; amlwire needs {len(creates)} more ({missing}). Delete credentials that "
+                f"are no longer used (az identity federated-credential list --identity-name <identity> -g <group>) "
+                f"or use another identity in spec.identity.resourceId.",
+            )
+        )
+        writes = [w for w in writes if w.credential.name in by_name]
+    return FederationPlan(
+        issuer, tuple(writes), tuple(deletes), tuple(problems), tuple(notes), tuple(managed), satisfied
+    )

@@ -1,0 +1,182 @@
+"""The integration harness: real apiserver + Azure sandbox + amlwire in-process, authenticated by workload identity."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from amlwire.devenv.controlplane import ControlPlane
+from amlwire.devenv.stack import FIC_TYPE, LocalStack
+from amlwire.sandbox.world import World
+from tests.conftest import GROUP, REPO, VERSION
+
+SUB = "6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60"
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+RG = f"/subscriptions/{SUB}/resourceGroups"
+CLUSTER_ID = f"{RG}/rg-aks/providers/Microsoft.ContainerService/managedClusters/aks-robotics"
+EXTENSION_ID = f"{CLUSTER_ID}/providers/Microsoft.KubernetesConfiguration/extensions/azureml"
+IDENTITY_ID = f"{RG}/rg-id/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-ml"
+IDENTITY_CLIENT_ID = "3c5b0f0e-1d6e-4a7b-9c2d-5e6f7a8b9c01"
+IDENTITY_PRINCIPAL = "8e2d4c6a-0b1f-4e3d-a5c7-9b8a7f6e5d02"
+STORAGE_ID = f"{RG}/rg-ml/providers/Microsoft.Storage/storageAccounts/stmlrobotics"
+WORKSPACE_ID = f"{RG}/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/mlw-robotics"
+__all__ = ["FIC_TYPE"]
+
+
+def test_world() -> World:
+    """The demo world, fast: no LRO or propagation delays unless a test asks for them."""
+    world = World.load(REPO / "examples" / "sandbox" / "world.yaml")
+    world.timing.lro_seconds = 0.1
+    world.timing.fic_write_window_seconds = 0.02
+    world.timing.job.queued_seconds = 0.2
+    world.timing.job.running_seconds = 0.5
+    return world
+
+
+def compute_manifest(name: str, **spec_changes: Any) -> dict[str, Any]:
+    manifest = yaml.safe_load((REPO / "examples" / "attachedcompute.yaml").read_text())
+    manifest["metadata"]["name"] = name
+    for dotted, value in spec_changes.items():
+        node = manifest["spec"]
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return manifest
+
+
+class Harness(LocalStack):
+    """One test's world: a fresh sandbox and (once started) an operator on the shared apiserver."""
+
+    def __init__(self, plane: ControlPlane, kube: client.ApiClient, tmp: Path, world: World | None = None) -> None:
+        super().__init__(plane, world or test_world(), tmp, kube)
+        self.created: list[tuple[str, str | None, str]] = []
+        self.custom = client.CustomObjectsApi(self.kube)
+        self.core = client.CoreV1Api(self.kube)
+
+    def start(self, **overrides: Any) -> Any:
+        return self.start_operator(**overrides)
+
+    def stop(self) -> None:
+        self.stop_operator()
+
+    def restart(self, **overrides: Any) -> None:
+        self.stop()
+        self.start(**overrides)
+
+    def close(self) -> None:
+        self.stop_operator()
+        self._forget_objects()
+        self.sandbox.stop()
+
+    def _forget_objects(self) -> None:
+        """Remove what the test created from the shared apiserver, finalizers and all."""
+        for kind, namespace, name in self.created:
+            try:
+                if namespace is None:
+                    self.custom.patch_cluster_custom_object(
+                        GROUP, VERSION, kind, name, {"metadata": {"finalizers": []}}
+                    )
+                    self.custom.delete_cluster_custom_object(GROUP, VERSION, kind, name)
+                else:
+                    self.custom.patch_namespaced_custom_object(
+                        GROUP, VERSION, namespace, kind, name, {"metadata": {"finalizers": []}}
+                    )
+                    self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, kind, name)
+            except client.ApiException as error:
+                if error.status != 404:
+                    raise
+        for account in self.core.list_namespaced_service_account("azureml").items:
+            self.core.delete_namespaced_service_account(account.metadata.name, "azureml")
+
+    # -- AttachedComputes -------------------------------------------------------------------------
+    def apply_compute(self, name: str | None = None, **spec_changes: Any) -> str:
+        name = name or f"c-{uuid.uuid4().hex[:8]}"
+        self.custom.create_cluster_custom_object(
+            GROUP, VERSION, "attachedcomputes", compute_manifest(name, **spec_changes)
+        )
+        self.created.append(("attachedcomputes", None, name))
+        return name
+
+    def compute(self, name: str) -> dict[str, Any]:
+        return self.custom.get_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name)
+
+    def patch_compute(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name, {"spec": spec})
+
+    def delete_compute(self, name: str) -> None:
+        self.custom.delete_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name)
+
+    def condition(self, name: str, type_: str) -> dict[str, Any] | None:
+        status = self.compute(name).get("status") or {}
+        return next((c for c in status.get("conditions", []) if c["type"] == type_), None)
+
+    def wait_condition(
+        self,
+        name: str,
+        type_: str,
+        status: str = "True",
+        reason: str | None = None,
+        timeout: float = 30.0,
+        get: Callable[[str], dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        get = get or self.compute
+        deadline = time.monotonic() + timeout
+        seen: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            obj = get(name)
+            seen = next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
+            if seen and seen["status"] == status and (reason is None or seen["reason"] == reason):
+                return obj
+            time.sleep(0.1)
+        conditions = (get(name).get("status") or {}).get("conditions", [])
+        summary = "\n".join(f"  {c['type']}={c['status']} {c['reason']}: {c['message']}" for c in conditions)
+        pytest.fail(f"{name}: {type_} never became {status}/{reason or '*'} in {timeout}s; last {seen}\n{summary}")
+
+    def wait_ready(self, name: str, timeout: float = 30.0) -> dict[str, Any]:
+        return self.wait_condition(name, "Ready", "True", timeout=timeout)
+
+    def wait_reconciled(self, name: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Ready for the current generation (after a spec change), not an earlier one."""
+        generation = self.compute(name)["metadata"]["generation"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            obj = self.compute(name)
+            ready = next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == "Ready"), None)
+            if ready and ready["status"] == "True" and ready.get("observedGeneration") == generation:
+                return obj
+            time.sleep(0.1)
+        return self.wait_condition(name, "Ready", "True", timeout=0.1)
+
+    def events(self, name: str) -> list[client.CoreV1Event]:
+        return [e for e in self.core.list_event_for_all_namespaces().items if e.involved_object.name == name]
+
+    # -- the sandbox's view ---------------------------------------------------------------------
+    def fics(self) -> dict[str, dict[str, Any]]:
+        prefix = IDENTITY_ID + "/federatedIdentityCredentials/"
+        return {k.rsplit("/", 1)[-1]: v["properties"] for k, v in self.ctl.resources_under(prefix).items()}
+
+    def extension_settings(self) -> dict[str, str]:
+        return (self.ctl.resource(EXTENSION_ID) or {}).get("properties", {}).get("configurationSettings", {})
+
+    def sandbox_compute(self, name: str = "k8s-gpu") -> dict[str, Any] | None:
+        return self.ctl.resource(f"{WORKSPACE_ID}/computes/{name}")
+
+    def role_assignments(self, principal: str = IDENTITY_PRINCIPAL) -> list[dict[str, Any]]:
+        state = self.ctl.state()["resources"]
+        return [v for k, v in state.items() if "/roleAssignments/" in k and v["properties"]["principalId"] == principal]
+
+    def service_account(self, name: str, namespace: str = "azureml") -> client.V1ServiceAccount | None:
+        try:
+            return self.core.read_namespaced_service_account(name, namespace)
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise

@@ -1,0 +1,176 @@
+"""Table tests of access planning and the extension and compute decisions (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from amlwire.api.attachedcompute import AccessGrant, RoleAssignmentStatus
+from amlwire.domain.access import ROLE_GUIDS, assignment_name, plan_access, role_definition_id, role_guid
+from amlwire.domain.azure import ComputeInfo, ExtensionInfo, RoleAssignment
+from amlwire.domain.compute import OWNER_TAG, ComputeAction, decide_compute
+from amlwire.domain.extension import Action, decide_extension, desired_settings
+
+SUB = "6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60"
+PRINCIPAL = "8e2d4c6a-0b1f-4e3d-a5c7-9b8a7f6e5d02"
+ACCOUNT = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st"
+IDENTITY = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id"
+CLUSTER = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks"
+NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+WINDOW = timedelta(minutes=10)
+GRANT = AccessGrant(scope=ACCOUNT, role="Storage Blob Data Contributor")
+
+
+def assignment(scope: str = ACCOUNT, role: str = "Storage Blob Data Contributor", created=None, name="n"):
+    return RoleAssignment(name, scope, role_definition_id(SUB, role), PRINCIPAL, created)
+
+
+@pytest.mark.parametrize(
+    ("role", "guid"),
+    [
+        ("Storage Blob Data Reader", ROLE_GUIDS["Storage Blob Data Reader"]),
+        ("BA92F5B4-2D11-453D-A403-E96B0029C9FE", "ba92f5b4-2d11-453d-a403-e96b0029c9fe"),
+        (
+            f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/7f951dda-4ed3-4680-a7ca-43fe172d538d",
+            ROLE_GUIDS["AcrPull"],
+        ),
+    ],
+)
+def test_role_guid(role, guid):
+    assert role_guid(role) == guid
+
+
+def test_assignment_names_are_deterministic_guids():
+    first = assignment_name(ACCOUNT, "AcrPull", PRINCIPAL)
+    assert first == assignment_name(ACCOUNT.upper(), "AcrPull", PRINCIPAL)
+    assert first != assignment_name(ACCOUNT, "Reader", PRINCIPAL)
+
+
+def test_missing_grant_is_planned():
+    plan = plan_access([GRANT], PRINCIPAL, SUB, {ACCOUNT: []}, [], WINDOW)
+    ((_grant, name, definition),) = plan.to_create
+    assert name == assignment_name(ACCOUNT, GRANT.role, PRINCIPAL)
+    assert definition.endswith(ROLE_GUIDS["Storage Blob Data Contributor"])
+
+
+def test_inherited_assignment_satisfies_the_grant():
+    group_scope = ACCOUNT.split("/providers/")[0]
+    plan = plan_access(
+        [GRANT], PRINCIPAL, SUB, {ACCOUNT: [assignment(scope=group_scope, created=NOW - WINDOW * 2)]}, [], WINDOW
+    )
+    assert plan.to_create == ()
+    (status,) = plan.statuses()
+    assert status.created_by_amlwire is False
+
+
+def test_other_roles_do_not_satisfy_the_grant():
+    plan = plan_access([GRANT], PRINCIPAL, SUB, {ACCOUNT: [assignment(role="Reader")]}, [], WINDOW)
+    assert len(plan.to_create) == 1
+
+
+def test_effective_time_comes_from_the_record_or_azures_created_on():
+    recorded = RoleAssignmentStatus(scope=ACCOUNT, role=GRANT.role, name="n", effective_at="2026-11-22T09:05:00Z")
+    plan = plan_access([GRANT], PRINCIPAL, SUB, {ACCOUNT: [assignment(created=NOW)]}, [recorded], WINDOW)
+    assert plan.statuses()[0].effective_at == "2026-11-22T09:05:00Z"
+    plan = plan_access([GRANT], PRINCIPAL, SUB, {ACCOUNT: [assignment(created=NOW)]}, [], WINDOW)
+    assert plan.statuses()[0].effective_at == "2026-11-22T09:10:00Z"
+
+
+DESIRED = desired_settings({"enableTraining": "True"}, IDENTITY)
+
+
+def extension(state="Succeeded", settings=None, type_="Microsoft.AzureML.Kubernetes"):
+    return ExtensionInfo("id", type_, state, settings if settings is not None else dict(DESIRED))
+
+
+EXTENSION_CASES = [
+    ("missing, configure", None, True, Action.CREATE, "ExtensionInstalling"),
+    ("missing, verify", None, False, Action.REPORT, "ExtensionMissing"),
+    ("other type", extension(type_="Microsoft.Flux"), True, Action.REPORT, "ExtensionTypeMismatch"),
+    ("updating", extension("Updating"), True, Action.WAIT, "ExtensionProvisioning"),
+    ("failed, configure", extension("Failed"), True, Action.UPDATE, "ExtensionRepairing"),
+    ("failed, verify", extension("Failed"), False, Action.REPORT, "ExtensionFailed"),
+    (
+        "no identity, configure",
+        extension(settings={"enableTraining": "True"}),
+        True,
+        Action.UPDATE,
+        "ExtensionIdentityMismatch",
+    ),
+    ("no identity, verify", extension(settings={}), False, Action.REPORT, "ExtensionIdentityMismatch"),
+    (
+        "id differs only in case",
+        extension(settings={**DESIRED, "userAssignedIdentityResourceId": IDENTITY.upper()}),
+        False,
+        Action.NONE,
+        "ExtensionConfigured",
+    ),
+    ("all set", extension(), False, Action.NONE, "ExtensionConfigured"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "found", "configure", "action", "reason"), EXTENSION_CASES, ids=[c[0] for c in EXTENSION_CASES]
+)
+def test_extension_decision(case, found, configure, action, reason):
+    decision = decide_extension(found, DESIRED, configure, "rg", "aks", "azureml")
+    assert (decision.action, decision.reason) == (action, reason)
+
+
+def test_extension_update_only_sends_what_differs():
+    decision = decide_extension(
+        extension(settings={"enableTraining": "True", "identityType": "UserAssigned"}),
+        DESIRED,
+        True,
+        "rg",
+        "aks",
+        "azureml",
+    )
+    assert decision.settings == {"userAssignedIdentityResourceId": IDENTITY}
+
+
+def compute(
+    state="Succeeded",
+    cluster=CLUSTER,
+    identity_type="UserAssigned",
+    identities=(IDENTITY,),
+    namespace="jobs",
+    owner="mine",
+):
+    return ComputeInfo("id", state, cluster, namespace, identity_type, identities, {OWNER_TAG: owner} if owner else {})
+
+
+COMPUTE_CASES = [
+    ("missing", None, 0, ComputeAction.ATTACH, "ComputeAttaching"),
+    ("missing after three failed attaches", None, 3, ComputeAction.REPORT, "ComputeAttachFailed"),
+    ("another cluster", compute(cluster=CLUSTER + "2"), 0, ComputeAction.REPORT, "ComputeNameConflict"),
+    ("creating", compute("Creating"), 1, ComputeAction.WAIT, "ComputeProvisioning"),
+    ("failed, ours", compute("Failed"), 1, ComputeAction.DETACH, "ComputeAttachFailed"),
+    ("failed, not ours", compute("Failed", owner=None), 0, ComputeAction.REPORT, "ComputeAttachFailed"),
+    (
+        "system assigned, ours",
+        compute(identity_type="SystemAssigned", identities=()),
+        0,
+        ComputeAction.DETACH,
+        "ComputeIdentityMismatch",
+    ),
+    (
+        "other identity, not ours",
+        compute(identities=(IDENTITY + "2",), owner=None),
+        0,
+        ComputeAction.REPORT,
+        "ComputeIdentityMismatch",
+    ),
+    ("right, not ours: adopted", compute(owner=None), 0, ComputeAction.NONE, "ComputeAttached"),
+    ("right, ours", compute(), 0, ComputeAction.NONE, "ComputeAttached"),
+    ("sdk spelling user_assigned", compute(identity_type="user_assigned"), 0, ComputeAction.NONE, "ComputeAttached"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "found", "attempts", "action", "reason"), COMPUTE_CASES, ids=[c[0] for c in COMPUTE_CASES]
+)
+def test_compute_decision(case, found, attempts, action, reason):
+    decision = decide_compute(found, "k8s-gpu", CLUSTER, IDENTITY, "jobs", "mine", attempts, "az ml compute detach")
+    assert (decision.action, decision.reason) == (action, reason)
