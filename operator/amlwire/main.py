@@ -7,6 +7,7 @@ from typing import Any
 
 from amlwire.config import Settings
 from amlwire.reconcile.common import KeyedLocks, Timings
+from amlwire.reconcile.jobwatch import JobWatch
 from amlwire.reconcile.ports import AzurePort, KubePort
 
 
@@ -19,6 +20,7 @@ class Services:
     kube: KubePort
     timings: Timings
     object_locks: KeyedLocks = field(default_factory=KeyedLocks)
+    watch: JobWatch = field(default_factory=JobWatch)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

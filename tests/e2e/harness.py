@@ -158,6 +158,53 @@ class Harness(LocalStack):
     def events(self, name: str) -> list[client.CoreV1Event]:
         return [e for e in self.core.list_event_for_all_namespaces().items if e.involved_object.name == name]
 
+    # -- AmlJobs ------------------------------------------------------------------------------------
+    def apply_job(
+        self,
+        example: str = "amljob-validate.yaml",
+        name: str | None = None,
+        namespace: str = "robotics",
+        **spec_changes: Any,
+    ) -> str:
+        manifest = yaml.safe_load((REPO / "examples" / example).read_text())
+        manifest["metadata"]["name"] = name or f"j-{uuid.uuid4().hex[:8]}"
+        manifest["metadata"]["namespace"] = namespace
+        for key, value in spec_changes.items():
+            if value is None:
+                manifest["spec"].pop(key, None)
+            else:
+                manifest["spec"][key] = value
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "amljobs", manifest)
+        self.created.append(("amljobs", namespace, manifest["metadata"]["name"]))
+        return str(manifest["metadata"]["name"])
+
+    def job(self, name: str, namespace: str = "robotics") -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "amljobs", name)
+
+    def wait_job(
+        self,
+        name: str,
+        type_: str = "Ready",
+        status: str = "True",
+        reason: str | None = None,
+        timeout: float = 30.0,
+        namespace: str = "robotics",
+    ) -> dict[str, Any]:
+        return self.wait_condition(name, type_, status, reason, timeout, get=lambda n: self.job(n, namespace))
+
+    def delete_job(self, name: str, namespace: str = "robotics") -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "amljobs", name)
+
+    def wired(self, **operator_settings: Any) -> str:
+        """Start the operator and wire the example AttachedCompute (robotics-gpu) to Ready."""
+        self.start(**operator_settings)
+        name = self.apply_compute("robotics-gpu")
+        self.wait_ready(name)
+        return name
+
+    def aml_jobs(self) -> list[dict[str, Any]]:
+        return self.ctl.jobs()
+
     # -- the sandbox's view ---------------------------------------------------------------------
     def fics(self) -> dict[str, dict[str, Any]]:
         prefix = IDENTITY_ID + "/federatedIdentityCredentials/"

@@ -142,7 +142,7 @@ def test_list_pages_through_next_links(credential, arm, ml, ctl):
     for index in range(5):
         ml.jobs.create_or_update(validation_job(f"many-{index}"))
     mark = ctl.mark()
-    assert sorted(j.name for j in ml.jobs.list()) == [f"many-{i}" for i in range(5)]
+    assert [j.name for j in ml.jobs.list()] == [f"many-{i}" for i in reversed(range(5))]  # newest first
     assert ctl.counts(since=mark)["GET ml.job.list"] == 3
 
 

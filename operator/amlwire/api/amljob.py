@@ -134,6 +134,12 @@ class AmlJobSpec(CRDModel):
                 fieldPath=".isaacLab",
             ),
             rule(
+                "self.template != 'IsaacLabValidate' || !has(self.isaacLab) || self.isaacLab.framework == 'rsl_rl'",
+                "spec.isaacLab.framework must be rsl_rl for template IsaacLabValidate (amlwire's evaluator loads "
+                "rsl_rl checkpoints); for other frameworks use template Command with your own evaluation script",
+                fieldPath=".isaacLab.framework",
+            ),
+            rule(
                 "self.template != 'Command' || !has(self.isaacLab)",
                 "spec.isaacLab is only used by the IsaacLab templates; remove it or pick template "
                 "IsaacLabTrain or IsaacLabValidate",
@@ -269,6 +275,7 @@ class AmlJobStatus(ObjectStatus):
     """Observed state of the AML job."""
 
     aml_job_name: str | None = Field(default=None, description="Name of the job in the AML workspace.")
+    workspace: str | None = Field(default=None, description="ARM ID of the AML workspace the job runs in.")
     studio_url: str | None = Field(default=None, description="Link to the job in AML studio.")
     aml_status: str | None = Field(
         default=None, description="AML job status: NotStarted, Queued, Running, Completed, Failed, Canceled, ..."

@@ -171,3 +171,42 @@ class LocalStack:
     def close(self) -> None:
         self.stop_operator()
         self.sandbox.stop()
+
+
+def operator_environment(stack: LocalStack, **settings: Any) -> dict[str, str]:
+    """The environment of an `amlwire run` process pointed at this stack (as the Helm chart would set it)."""
+    import os
+
+    values: dict[str, Any] = {
+        "AMLWIRE_ARM_ENDPOINT": stack.sandbox.base_url,
+        "AMLWIRE_CA_BUNDLE": str(stack.sandbox.ca_file),
+        "AMLWIRE_KUBECONFIG": str(stack.plane.kubeconfig),
+        "AMLWIRE_METRICS_PORT": "0",
+        "AMLWIRE_LIVENESS_ENDPOINT": "",
+        "AMLWIRE_FEDERATION_PROPAGATION_SECONDS": "0",
+        "AMLWIRE_ROLE_PROPAGATION_SECONDS": "0",
+        "AMLWIRE_RETRY_DELAY": "0.3",
+        "AMLWIRE_LRO_POLL_DELAY": "0.2",
+        "AMLWIRE_BLOCKED_RECHECK_DELAY": "0.5",
+        "AMLWIRE_AZURE_RETRY_TOTAL": "0",
+    }
+    values.update({f"AMLWIRE_{k.upper()}": str(v) for k, v in settings.items()})
+    return {**os.environ, **stack.azure_environment(), **{k: str(v) for k, v in values.items()}}
+
+
+def spawn_operator(stack: LocalStack, log_file: Path, **settings: Any) -> Any:
+    """`amlwire run` as its own process (what runs in the pod), logging to `log_file`."""
+    import subprocess
+    import sys
+
+    log = log_file.open("ab")
+    # Run outside any git work tree, as in the image: azure-ai-ml stamps the caller's git metadata onto every
+    # job it submits (five `git` processes per job inside a repository), which is not the user's repository.
+    return subprocess.Popen(
+        [sys.executable, "-m", "amlwire.cli.main", "run"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=operator_environment(stack, **settings),
+        start_new_session=True,
+        cwd=stack.workdir,
+    )

@@ -30,10 +30,17 @@ class RequeueIsNotAnError(logging.Filter):
         return True
 
 
-def install_log_filters() -> None:
+# The SDKs log every HTTP request and response, each token and each job at INFO: noise (and CPU) for an
+# operator whose own logs and conditions say what happens. AMLWIRE_LOG_LEVEL=DEBUG lets them speak again.
+QUIET_LOGGERS = ("azure", "msal", "urllib3")
+
+
+def configure_logging(level: str) -> None:
     logger = logging.getLogger("kopf.objects")
     if not any(isinstance(f, RequeueIsNotAnError) for f in logger.filters):
         logger.addFilter(RequeueIsNotAnError())
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
 
 def _warm_imports() -> None:
@@ -43,8 +50,8 @@ def _warm_imports() -> None:
 
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     threading.Thread(target=_warm_imports, name="amlwire-warm-imports", daemon=True).start()
-    install_log_filters()
     config: Settings = memo.settings
+    configure_logging(config.log_level)
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

@@ -35,7 +35,7 @@ def write_status(patch: kopf.Patch, current: Mapping[str, Any] | None, status: B
     return changed
 
 
-def post(body: kopf.Body, events: list[Event]) -> None:
+def post(body: Mapping[str, Any], events: list[Event]) -> None:
     for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
 

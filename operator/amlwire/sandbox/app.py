@@ -529,7 +529,7 @@ async def get_job(request: web.Request, p: dict[str, str]) -> web.Response:
 async def list_jobs(request: web.Request, p: dict[str, str]) -> web.Response:
     sandbox = sandbox_of(request)
     with sandbox.state.lock:
-        jobs = [j.body for j in sandbox.jobs.list(arm_id(WS, p))]
+        jobs = [j.body for j in sandbox.jobs.list(arm_id(WS, p), request.query.get("tag"))]
         return json_response(paged(sandbox, request, jobs, sandbox.state.timing.page_size))
 
 

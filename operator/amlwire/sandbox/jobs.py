@@ -77,8 +77,19 @@ class Jobs:
             if kind == "literal" and value.get("value") == "":
                 raise ArmError(400, "UserError", f"Empty string is not allowed for input value of '{name}'.")
             reference = model_ref(value.get("uri", "")) if kind.endswith("_model") else None
-            if reference and self.state.get(f"{workspace_id}/models/{reference[0]}/versions/{reference[1]}") is None:
+            if reference is None:
+                continue
+            model = self.state.get(f"{workspace_id}/models/{reference[0]}/versions/{reference[1]}")
+            if model is None:
                 raise ArmError(400, "UserError", f"Model {reference[0]}:{reference[1]} was not found in the workspace.")
+            if kind == "mlflow_model" and model.properties.get("modelType") != "mlflow_model":
+                raise ArmError(
+                    400,
+                    "UserError",
+                    f"Input '{name}' is of type mlflow_model but model "
+                    f"{reference[0]}:{reference[1]} is a {model.properties.get('modelType')} (no MLmodel "
+                    f"file); use type custom_model for a plain checkpoint.",
+                )
 
     def _services(self, job_id: str, workspace: Resource) -> dict[str, Any]:
         name = job_id.rsplit("/", 1)[-1]
@@ -191,10 +202,18 @@ class Jobs:
             job.extra["canceled_at"] = self.state.now()
             job.properties["status"] = "CancelRequested"
 
-    def list(self, workspace_id: str) -> list[Resource]:
+    def list(self, workspace_id: str, tag: str | None = None) -> list[Resource]:
+        """Jobs of the workspace, newest first; `tag` keeps those with that tag key (or key=value)."""
         prefix = key(workspace_id) + "/jobs/"
         jobs = [r for k, r in self.state.resources.items() if k.startswith(prefix) and r.type == ids.JOB]
-        return sorted((self.refresh(j) for j in jobs), key=lambda r: r.created)
+        if tag:
+            name, _, value = tag.partition("=")
+            jobs = [
+                j
+                for j in jobs
+                if name in (j.properties.get("tags") or {}) and (not value or j.properties["tags"][name] == value)
+            ]
+        return sorted((self.refresh(j) for j in jobs), key=lambda r: r.created, reverse=True)
 
     def run_details(self, job: Resource) -> dict[str, Any]:
         self.refresh(job)

@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
-from azure.core.rest import HttpRequest
 
 from amlwire.adapters.azure.clients import AzureClients
 from amlwire.adapters.azure.errors import classified
@@ -32,8 +31,10 @@ from amlwire.domain.azure import (
     WorkspaceRef,
 )
 from amlwire.domain.errors import AzureError, AzureNotFound
+from amlwire.domain.jobs import JobDetails, JobRequest, JobSnapshot
 
 FIC_WRITE_ATTEMPTS = 4
+JOBS_API_VERSION = "2024-04-01"
 CallObserver = Callable[[str, str, int | None], None]
 
 
@@ -41,12 +42,142 @@ def _enum(value: Any) -> str:
     return str(getattr(value, "value", value) or "")
 
 
-class AzureAdapter:
+class JobsAdapter:
+    """AML jobs through azure-ai-ml's MLClient (mixed into AzureAdapter)."""
+
+    clients: AzureClients
+    _call: Callable[..., Any]
+    _ml: Callable[[WorkspaceRef], Any]
+    _environments: dict[tuple[str, str], str]
+
+    def get_job(self, workspace: WorkspaceRef, name: str) -> JobSnapshot | None:
+        """One plain ARM GET of the job (MLClient.jobs.get costs several times the CPU for the same answer)."""
+        url = f"{self.clients.settings.arm_endpoint}{workspace.id}/jobs/{name}?api-version={JOBS_API_VERSION}"
+        try:
+            with self._call("ml.job", "GET", f"get AML job {name}"):
+                body = self.clients.send(workspace.subscription, url)
+        except AzureNotFound:
+            return None
+        props = body.get("properties") or {}
+        studio = ((props.get("services") or {}).get("Studio") or {}).get("endpoint")
+        return JobSnapshot(
+            name=body.get("name", name), status=str(props.get("status") or "NotStarted"), studio_url=studio
+        )
+
+    def submit_job(self, workspace: WorkspaceRef, request: JobRequest) -> JobSnapshot:
+        from azure.ai.ml import Input, Output, command
+        from azure.ai.ml.entities import Environment
+
+        environment_key = (workspace.id.lower(), request.image)
+        known_environment = self._environments.get(environment_key)
+        inputs: dict[str, Any] = dict(request.literal_inputs)
+        if request.model is not None:
+            inputs["model"] = Input(type=request.model.type, path=request.model.uri, mode=request.model.mode)
+        outputs = {"checkpoint": Output(type=request.checkpoint_output)} if request.checkpoint_output else None
+        job = command(
+            name=request.name,
+            display_name=request.display_name,
+            experiment_name=request.experiment,
+            command=request.command,
+            environment=known_environment or Environment(image=request.image),
+            compute=request.compute,
+            inputs=inputs or None,
+            outputs=outputs,
+            environment_variables=request.environment or None,
+            tags=request.tags,
+        )
+        if request.instance_type:
+            job.resources = {"instance_type": request.instance_type}
+        if request.timeout_seconds:
+            job.set_limits(timeout=request.timeout_seconds)
+        # amlwire validated the spec already (admission + models); AML validates again on submission.
+        with self._call("ml.job", "PUT", f"submit AML job {request.name}"):
+            created = self._ml(workspace).jobs.create_or_update(job, skip_validation=True)
+        if known_environment is None and isinstance(created.environment, str):
+            # the SDK registers an anonymous environment version per image; later jobs reuse it instead of
+            # writing the same version again on every submission
+            self._environments[environment_key] = created.environment
+        return _snapshot(created)
+
+    def list_jobs(self, workspace: WorkspaceRef, tag: str, wanted: set[str]) -> dict[str, JobSnapshot]:
+        """amlwire's jobs (by tag), newest first, paging only until every wanted job has been seen."""
+        found: dict[str, JobSnapshot] = {}
+        with self._call("ml.job.list", "GET", f"list AML jobs in {workspace.name}"):
+            for job in self._ml(workspace).jobs.list(tag=tag):
+                if job is None:
+                    continue
+                found[job.name] = _snapshot(job)
+                if wanted <= found.keys():
+                    break
+        return found
+
+    def cancel_job(self, workspace: WorkspaceRef, name: str) -> None:
+        with self._call("ml.job.cancel", "POST", f"cancel AML job {name}"):
+            self._ml(workspace).jobs.begin_cancel(name)
+
+    def job_details(self, workspace: WorkspaceRef, name: str) -> JobDetails:
+        # azure-ai-ml has no public call for a run's error; jobs.stream reads it from run history like this.
+        with self._call("history.run.details", "GET", f"read run history of AML job {name}"):
+            details = self._ml(workspace).jobs._runs_operations.get_run_details(name)
+            root = details.error.error if details.error else None
+            return JobDetails(
+                start_time=_iso(details.start_time_utc),
+                end_time=_iso(details.end_time_utc),
+                error=_error_tree(root) if root is not None else None,
+            )
+
+    def job_metrics(self, workspace: WorkspaceRef, name: str) -> dict[str, float]:
+        """Final metrics from the workspace's MLflow tracking server (the REST API of mlflow runs/get)."""
+        tracking = self._tracking_uri(workspace)
+        url = f"{tracking}/api/2.0/mlflow/runs/get?run_id={name}"
+        with self._call("mlflow.run", "GET", f"read metrics of AML job {name}"):
+            response = self.clients.send(workspace.subscription, url)
+        latest: dict[str, tuple[tuple[int, int], float]] = {}
+        for metric in response.get("run", {}).get("data", {}).get("metrics", []):
+            when = (int(metric.get("timestamp") or 0), int(metric.get("step") or 0))
+            if metric["key"] not in latest or when >= latest[metric["key"]][0]:
+                latest[metric["key"]] = (when, float(metric["value"]))
+        return {k: v for k, (_, v) in latest.items()}
+
+    def _tracking_uri(self, workspace: WorkspaceRef) -> str:
+        with self._call("ml.workspace", "GET", f"get AML workspace {workspace.name}"):
+            uri = str(self._ml(workspace).workspaces.get(workspace.name).mlflow_tracking_uri)
+        return "https://" + uri.removeprefix("azureml://").removeprefix("https://").rstrip("/")
+
+    def register_model(
+        self, workspace: WorkspaceRef, model_name: str, model_type: str, job_name: str
+    ) -> tuple[str, str]:
+        """Register the job's checkpoint output; a version already registered from this job is reused."""
+        from azure.ai.ml.entities import Model
+
+        ml = self._ml(workspace)
+        try:
+            with self._call("ml.model.version.list", "GET", f"list versions of model {model_name}"):
+                existing = list(ml.models.list(name=model_name))
+        except AzureNotFound:
+            existing = []
+        for version in existing:
+            if (version.tags or {}).get("amlwire.io/job") == job_name:
+                return version.name, str(version.version)
+        model = Model(
+            name=model_name,
+            type=model_type,
+            path=f"azureml://jobs/{job_name}/outputs/checkpoint",
+            tags={"amlwire.io/job": job_name},
+            description=f"Registered by amlwire from {job_name}",
+        )
+        with self._call("ml.model.version", "PUT", f"register model {model_name} from {job_name}"):
+            created = ml.models.create_or_update(model)
+        return created.name, str(created.version)
+
+
+class AzureAdapter(JobsAdapter):
     """The Azure side of amlwire. Thread-safe; clients are shared."""
 
     def __init__(self, clients: AzureClients, observe: CallObserver | None = None, lro_grace: float = 1.0) -> None:
         self.clients = clients
         self.lro_grace = lro_grace
+        self._environments: dict[tuple[str, str], str] = {}
         self._identity_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
         self._observe = observe or (lambda route, method, status: None)
@@ -198,13 +329,8 @@ class AzureAdapter:
             )
 
     def operation_state(self, subscription: str, url: str) -> OperationState:
-        client = self.clients.extensions(subscription)
         with self._call("operation", "GET", "check a long-running Azure operation"):
-            response = client.send_request(HttpRequest("GET", url))
-            response.raise_for_status()
-        if response.status_code == 202:
-            return OperationState(done=False, succeeded=False)
-        body = response.json() if response.content else {}
+            body = self.clients.send(subscription, url)
         status = str(body.get("status") or "Succeeded")
         if status.lower() in ("inprogress", "running", "accepted", "creating", "updating", "deleting"):
             return OperationState(done=False, succeeded=False)
@@ -343,3 +469,24 @@ def _compute_info(compute: Any) -> ComputeInfo:
 def _created_on(assignment: Any) -> datetime | None:
     value = getattr(assignment, "created_on", None)
     return value if isinstance(value, datetime) else None
+
+
+def _snapshot(job: Any) -> JobSnapshot:
+    return JobSnapshot(name=job.name, status=_enum(job.status), studio_url=getattr(job, "studio_url", None))
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value)
+
+
+def _error_tree(error: Any) -> dict[str, Any]:
+    """AML's nested error ({code, message, innerError: {code, ...}}) from the SDK's models."""
+    tree: dict[str, Any] = {"code": getattr(error, "code", None), "message": getattr(error, "message", None)}
+    inner = getattr(error, "inner_error", None)
+    if inner is not None and getattr(inner, "code", None):
+        tree["innerError"] = _error_tree(inner)
+    return tree

@@ -95,6 +95,43 @@ class AzureClients:
             lambda: StorageManagementClient(self.credential, subscription, **self.mgmt_kwargs()),
         )
 
+    def pipeline(self) -> Any:
+        """A bare ARM pipeline (auth, retries, user agent) for URLs no SDK method covers."""
+        from azure.core import PipelineClient
+        from azure.core.pipeline import policies
+
+        endpoint = self.settings.arm_endpoint
+        return self._cached(
+            ("pipeline",),
+            lambda: PipelineClient(
+                endpoint,
+                policies=[
+                    policies.HeadersPolicy(),
+                    policies.UserAgentPolicy(USER_AGENT),
+                    policies.RetryPolicy(retry_total=self.settings.azure_retry_total),
+                    policies.BearerTokenCredentialPolicy(self.credential, endpoint + "/.default"),
+                    policies.HttpLoggingPolicy(),
+                ],
+            ),
+        )
+
+    def send(self, subscription: str, url: str) -> dict[str, Any]:
+        """GET an absolute Azure URL (operation status, MLflow): JSON body, or InProgress for a 202."""
+        from azure.core.exceptions import HttpResponseError
+        from azure.core.rest import HttpRequest
+
+        kwargs = {
+            k: v
+            for k, v in self.common_kwargs().items()
+            if k in ("connection_verify", "connection_timeout", "read_timeout")
+        }
+        response = self.pipeline().send_request(HttpRequest("GET", url), **kwargs)
+        if response.status_code >= 400:
+            raise HttpResponseError(response=response)
+        if response.status_code == 202:
+            return {"status": "InProgress"}
+        return response.json() if response.content else {}  # type: ignore[no-any-return]
+
     def ml(self, subscription: str, group: str, workspace: str) -> Any:
         return self._cached(
             ("ml", subscription, group.lower(), workspace.lower()),

@@ -15,6 +15,7 @@ from amlwire.reconcile.ports import ServiceAccountInfo
 
 APPLY = "application/apply-patch+yaml"
 INSTANCE_TYPES = ("amlarc.azureml.com", "v1alpha1", "instancetypes")
+AML_JOBS = ("amlwire.io", "v1alpha1", "amljobs")
 
 
 def _message(error: client.ApiException) -> str:
@@ -125,3 +126,18 @@ class KubeAdapter:
                 self.custom.delete_cluster_custom_object(group, version, plural, name)
         except KubeNotFound:
             return
+
+    def get_aml_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        group, version, plural = AML_JOBS
+        try:
+            with _translated(f"read AmlJob {namespace}/{name}"):
+                return self.custom.get_namespaced_custom_object(group, version, namespace, plural, name)  # type: ignore[no-any-return]
+        except KubeNotFound:
+            return None
+
+    def patch_aml_job_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        group, version, plural = AML_JOBS
+        with _translated(f"update status of AmlJob {namespace}/{name}"):
+            self.custom.patch_namespaced_custom_object_status(
+                group, version, namespace, plural, name, {"status": dict(status)}
+            )

@@ -1,0 +1,277 @@
+"""AmlJob: the AML command job a spec stands for, and how AML's answer becomes status (pure)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from amlwire.api.amljob import AmlJobSpec, FailureStatus, GateSpec
+from amlwire.domain.conditions import Summary
+from amlwire.templates import embedded
+
+ISAACLAB_ROOT = "/workspace/isaaclab"
+EVALUATOR = "/tmp/amlwire_evaluate.py"  # noqa: S108 - a path inside the job's container
+FETCHER = "/tmp/amlwire_fetch_model.py"  # noqa: S108
+MODEL_DIR = "/tmp/amlwire-model"  # noqa: S108
+TERMINAL = frozenset({"Completed", "Failed", "Canceled", "NotResponding"})
+STREAM_AUTH = "ScriptExecution.StreamAccess.Authentication"
+TAG_COMPUTE = "amlwire.io/attached-compute"
+TAG_NAMESPACE = "amlwire.io/namespace"
+TAG_NAME = "amlwire.io/name"
+TAG_UID = "amlwire.io/uid"
+TAG_TEMPLATE = "amlwire.io/template"
+DEFAULT_EPISODES = 100
+
+
+def aml_job_name(name: str, uid: str) -> str:
+    """Deterministic from the uid, so a restart adopts the job instead of submitting it again."""
+    readable = re.sub(r"[^a-zA-Z0-9_-]", "-", name)[:60].strip("-_") or "job"
+    return f"{readable}-{uid.replace('-', '')[:12]}"
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    type: str
+    uri: str
+    mode: str  # AML input mode: download | ro_mount
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """Everything the adapter needs to build azure-ai-ml's command()."""
+
+    name: str
+    display_name: str
+    experiment: str
+    command: str
+    image: str
+    compute: str
+    instance_type: str | None
+    literal_inputs: dict[str, int | str]
+    model: ModelInput | None
+    checkpoint_output: str | None  # AML output type of ${{outputs.checkpoint}}, when there is one
+    environment: dict[str, str]
+    tags: dict[str, str]
+    timeout_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """What AML says about a job right now."""
+
+    name: str
+    status: str
+    studio_url: str | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class JobDetails:
+    """Run history of a finished job: when it ran and, when it failed, AML's error."""
+
+    start_time: str | None = None
+    end_time: str | None = None
+    error: Mapping[str, object] | None = None
+
+
+def _flag(name: str, value: object) -> list[str]:
+    return [] if value is None else [f"--{name}", str(value)]
+
+
+def _isaaclab(script: str, *args: str) -> str:
+    return f"cd {ISAACLAB_ROOT} && ./isaaclab.sh -p {script} {' '.join(shlex.quote(a) for a in args)}".rstrip()
+
+
+def build_command(spec: AmlJobSpec) -> str:
+    """The shell command of the job; README section "What the templates run" shows each one."""
+    if spec.template == "Command":
+        return spec.command or ""
+    lab = spec.isaac_lab
+    assert lab is not None  # admission: IsaacLab templates need spec.isaacLab
+    common = ["--task", lab.task, *_flag("num_envs", lab.num_envs), *_flag("seed", lab.seed)]
+    common += ["--headless"] if lab.headless else []
+    if spec.template == "IsaacLabTrain":
+        script = f"scripts/reinforcement_learning/{lab.framework}/train.py"
+        train = _isaaclab(script, *common, *_flag("max_iterations", lab.max_iterations), *lab.extra_args)
+        output = "${{outputs.checkpoint}}"
+        return f"{train} && mkdir -p {output} && cp -r logs/{lab.framework}/. {output}/"
+    model = spec.model
+    assert model is not None  # admission: IsaacLabValidate needs spec.model
+    steps = [embedded("isaaclab_evaluate.py", EVALUATOR)]
+    checkpoint = "${{inputs.model}}"
+    if model.delivery == "InContainer":
+        steps.insert(0, f"{embedded('fetch_model.py', FETCHER)} && python3 {FETCHER}")
+        checkpoint = MODEL_DIR
+    episodes = ["--episodes", str(lab.episodes or DEFAULT_EPISODES)]
+    steps.append(
+        _isaaclab(EVALUATOR, *common, "--checkpoint", "CHECKPOINT", *episodes, *lab.extra_args).replace(
+            "CHECKPOINT", checkpoint
+        )
+    )
+    return " && ".join(steps)
+
+
+def build_request(
+    spec: AmlJobSpec,
+    namespace: str,
+    name: str,
+    uid: str,
+    compute_name: str,
+    attached: str,
+    workspace_id: str,
+    identity_client_id: str | None,
+) -> JobRequest:
+    model_input = None
+    environment = dict(spec.environment_variables)
+    if spec.model is not None:
+        reference = f"azureml:{spec.model.name}:{spec.model.version}"
+        if spec.model.delivery == "InContainer":
+            environment.update(
+                {"AMLWIRE_MODEL": reference, "AMLWIRE_WORKSPACE": workspace_id, "AMLWIRE_MODEL_DIR": MODEL_DIR}
+            )
+            if identity_client_id:
+                environment["AZURE_CLIENT_ID"] = identity_client_id
+        else:
+            mode = "ro_mount" if spec.model.delivery == "Mount" else "download"
+            model_input = ModelInput(spec.model.type, reference, mode)
+    wants_checkpoint = spec.template == "IsaacLabTrain" or spec.registration is not None
+    output_type = spec.registration.type if spec.registration else "custom_model"
+    return JobRequest(
+        name=aml_job_name(name, uid),
+        display_name=spec.display_name or f"{namespace}/{name}",
+        experiment=spec.experiment or namespace,
+        command=build_command(spec),
+        image=spec.image,
+        compute=compute_name,
+        instance_type=spec.instance_type,
+        literal_inputs=dict(spec.inputs),
+        model=model_input,
+        checkpoint_output=output_type if wants_checkpoint else None,
+        environment=environment,
+        tags={
+            TAG_COMPUTE: attached,
+            TAG_NAMESPACE: namespace,
+            TAG_NAME: name,
+            TAG_UID: uid,
+            TAG_TEMPLATE: spec.template,
+        },
+        timeout_seconds=spec.timeout_seconds,
+    )
+
+
+def verdict(gate: GateSpec | None, metrics: Mapping[str, float]) -> Literal["Passed", "Failed"] | None:
+    """Passed or Failed against the gate; None without a gate (or before the metric is known)."""
+    if gate is None:
+        return None
+    value = metrics.get(gate.metric)
+    if value is None:
+        return "Failed"
+    passed = (gate.min is None or value >= gate.min) and (gate.max is None or value <= gate.max)
+    return "Passed" if passed else "Failed"
+
+
+WIRING_CONDITIONS = ("FederationReady", "ServiceAccountsReady", "ExtensionReady", "AccessReady", "ComputeReady")
+
+
+@dataclass(frozen=True)
+class ComputeHealth:
+    """What the job's AttachedCompute says about its links (type -> (status, reason, message))."""
+
+    name: str
+    conditions: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+
+    def broken(self) -> list[str]:
+        return [
+            f"{t} is {s} ({r}: {m})"
+            for t in WIRING_CONDITIONS
+            for s, r, m in [self.conditions.get(t, ("Unknown", "NotReported", ""))]
+            if s != "True"
+        ]
+
+
+def hint(code: str, message: str, compute: ComputeHealth, delivery: str | None) -> str | None:
+    """Map a known AML failure to the link of the wiring that explains it, and to the fix."""
+    text = f"{code} {message}"
+    if STREAM_AUTH not in text and "AuthorizationPermissionMismatch" not in text and "AADSTS70021" not in text:
+        return None
+    broken = compute.broken()
+    where = (
+        (f"AttachedCompute {compute.name}: " + "; ".join(broken))
+        if broken
+        else (
+            f"AttachedCompute {compute.name} reports every link Ready, so the data-capability sidecar itself is "
+            f"failing (e.g. certificate auth, field failure F23; run `amlwire doctor {compute.name}`)"
+        )
+    )
+    if "AADSTS70021" in text:
+        where = f"no federated credential matched the job's service account. {where}"
+    elif "AuthorizationPermissionMismatch" in text:
+        where = f"the identity lacks an effective Storage Blob Data role. {where}"
+    advice = (
+        ""
+        if delivery == "InContainer"
+        else (
+            " Or set spec.model.delivery: InContainer to download the model inside the job with the pod's workload "
+            "identity, bypassing the sidecar."
+        )
+    )
+    return f"The job could not reach storage: {where}.{advice}"
+
+
+def innermost_code(error: Mapping[str, object]) -> str:
+    """The most specific code of an AML error ({code, innerError: {code, innerError: ...}})."""
+    code = str(error.get("code") or "UserError")
+    inner = error.get("innerError") or error.get("inner_error")
+    while isinstance(inner, Mapping) and inner.get("code"):
+        code = str(inner["code"])
+        inner = inner.get("innerError") or inner.get("inner_error")
+    return code
+
+
+def failure(code: str, message: str, compute: ComputeHealth, delivery: str | None) -> FailureStatus:
+    return FailureStatus(code=code, message=message[:4000], hint=hint(code, message, compute, delivery))
+
+
+def job_summary(
+    submitted: bool, aml_status: str | None, verdict_: str | None, failure_: FailureStatus | None
+) -> list[Summary]:
+    """kstatus conditions of a job: Ready once it finished and passed; Stalled when it ended otherwise."""
+    if not submitted or aml_status is None:
+        return [
+            Summary("Ready", "False", "NotSubmitted", "The AML job is not submitted yet."),
+            Summary("Reconciling", "True", "Submitting", "amlwire is submitting the AML job."),
+            Summary("Stalled", "False", "NotStalled", "Nothing needs attention."),
+        ]
+    if aml_status not in TERMINAL:
+        return [
+            Summary("Ready", "False", aml_status, f"The AML job is {aml_status}."),
+            Summary("Reconciling", "True", aml_status, f"The AML job is {aml_status}."),
+            Summary("Stalled", "False", "NotStalled", "Nothing needs attention."),
+        ]
+    if aml_status == "Completed" and verdict_ != "Failed":
+        note = f" Verdict {verdict_}." if verdict_ else ""
+        return [
+            Summary("Ready", "True", "Completed", f"The AML job completed.{note}"),
+            Summary("Reconciling", "False", "Completed", "The AML job completed."),
+            Summary("Stalled", "False", "NotStalled", "Nothing needs attention."),
+        ]
+    if aml_status == "Completed":
+        reason, message = "VerdictFailed", "The AML job completed but its metric missed spec.gate."
+    elif failure_ is not None:
+        reason = re.sub(r"[^A-Za-z0-9_]", "", failure_.code) or "JobFailed"
+        message = failure_.hint or failure_.message
+    else:
+        reason, message = aml_status, f"The AML job ended {aml_status}."
+    return [
+        Summary("Ready", "False", reason, message),
+        Summary("Reconciling", "False", aml_status, f"The AML job ended {aml_status}."),
+        Summary("Stalled", "True", reason, message),
+    ]

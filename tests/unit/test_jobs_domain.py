@@ -1,0 +1,240 @@
+"""Table tests of the AmlJob domain: names, generated commands, requests, verdicts, hints, summaries."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+import yaml
+
+from amlwire.api.amljob import AmlJobSpec, FailureStatus, GateSpec
+from amlwire.domain.jobs import (
+    STREAM_AUTH,
+    WIRING_CONDITIONS,
+    ComputeHealth,
+    aml_job_name,
+    build_command,
+    build_request,
+    hint,
+    innermost_code,
+    job_summary,
+    verdict,
+)
+from amlwire.templates.fetch_model import parse_model, parse_workspace
+from amlwire.templates.isaaclab_evaluate import EpisodeTally, find_checkpoint
+from tests.conftest import REPO
+
+UID = "3f2a9c1e-1111-2222-3333-444455556666"
+WS = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w"
+
+
+def spec(example: str, **changes) -> AmlJobSpec:
+    raw = yaml.safe_load((REPO / "examples" / example).read_text())["spec"]
+    raw.update(changes)
+    return AmlJobSpec.model_validate(raw)
+
+
+@pytest.mark.parametrize("name", ["anymal-train-7", "a.b.c", "x" * 253])
+def test_aml_job_names_are_valid_and_derived_from_the_uid(name):
+    job = aml_job_name(name, UID)
+    assert re.fullmatch(r"[a-zA-Z0-9][\w-]{0,254}", job)
+    assert job.endswith("-3f2a9c1e1111")
+    assert job == aml_job_name(name, UID)
+    assert job != aml_job_name(name, UID.replace("3f", "4f"))
+
+
+@pytest.mark.parametrize("framework", ["rsl_rl", "skrl", "rl_games", "sb3"])
+def test_training_runs_the_frameworks_train_script_and_keeps_the_logs_as_checkpoint(framework):
+    command = build_command(
+        spec("amljob-train.yaml", isaacLab={"task": "Isaac-Ant-v0", "framework": framework, "maxIterations": 10})
+    )
+    assert f"./isaaclab.sh -p scripts/reinforcement_learning/{framework}/train.py --task Isaac-Ant-v0" in command
+    assert "--max_iterations 10" in command
+    assert "--headless" in command
+    assert command.endswith(f"cp -r logs/{framework}/. ${{{{outputs.checkpoint}}}}/")
+
+
+def test_hostile_task_names_cannot_break_out_of_the_command():
+    command = build_command(spec("amljob-train.yaml", isaacLab={"task": "T", "extraArgs": ["--x; rm -rf /"]}))
+    assert "'--x; rm -rf /'" in command
+
+
+def _embedded(command: str, target: str) -> str:
+    match = re.search(rf"echo (\S+) \| base64 -d > {re.escape(target)}", command)
+    assert match, command
+    return base64.b64decode(match.group(1)).decode()
+
+
+def test_validation_embeds_the_evaluator_and_reads_the_model_input():
+    command = build_command(spec("amljob-validate.yaml"))
+    assert "class EpisodeTally" in _embedded(command, "/tmp/amlwire_evaluate.py")
+    assert "--checkpoint ${{inputs.model}} --episodes 100" in command
+
+
+def test_in_container_delivery_fetches_the_model_with_workload_identity_first():
+    command = build_command(
+        spec("amljob-validate.yaml", model={"name": "m", "version": "2", "delivery": "InContainer"})
+    )
+    assert command.index("amlwire_fetch_model.py") < command.index("amlwire_evaluate.py")
+    assert "WorkloadIdentityCredential" in _embedded(command, "/tmp/amlwire_fetch_model.py")
+    assert "--checkpoint /tmp/amlwire-model" in command
+    assert "${{inputs.model}}" not in command
+
+
+@pytest.mark.parametrize(("delivery", "mode"), [("Mount", "ro_mount"), ("Download", "download")])
+def test_sidecar_deliveries_become_aml_input_modes(delivery, mode):
+    request = build_request(
+        spec("amljob-validate.yaml", model={"name": "m", "version": "2", "delivery": delivery}),
+        "robotics",
+        "v",
+        UID,
+        "k8s-gpu",
+        "robotics-gpu",
+        WS,
+        "client",
+    )
+    assert request.model is not None
+    assert (request.model.uri, request.model.mode, request.model.type) == ("azureml:m:2", mode, "custom_model")
+    assert "AMLWIRE_MODEL" not in request.environment
+
+
+def test_in_container_request_carries_the_model_and_workspace_in_the_environment():
+    request = build_request(
+        spec("amljob-validate.yaml", model={"name": "m", "version": "2", "delivery": "InContainer"}),
+        "robotics",
+        "v",
+        UID,
+        "k8s-gpu",
+        "robotics-gpu",
+        WS,
+        "client-id",
+    )
+    assert request.model is None
+    assert request.environment["AMLWIRE_MODEL"] == "azureml:m:2"
+    assert request.environment["AMLWIRE_WORKSPACE"] == WS
+    assert request.environment["AZURE_CLIENT_ID"] == "client-id"
+
+
+def test_request_tags_and_defaults():
+    request = build_request(
+        spec("amljob-command.yaml"), "robotics", "gpu-smoke", UID, "k8s-gpu", "robotics-gpu", WS, None
+    )
+    assert request.tags == {
+        "amlwire.io/attached-compute": "robotics-gpu",
+        "amlwire.io/namespace": "robotics",
+        "amlwire.io/name": "gpu-smoke",
+        "amlwire.io/uid": UID,
+        "amlwire.io/template": "Command",
+    }
+    assert request.experiment == "robotics"
+    assert request.literal_inputs == {"steps": 10}
+    assert request.checkpoint_output is None
+
+
+VERDICTS = [
+    (None, {"success_rate": 0.1}, None),
+    (GateSpec(min=0.9), {"success_rate": 0.94}, "Passed"),
+    (GateSpec(min=0.9), {"success_rate": 0.89}, "Failed"),
+    (GateSpec(min=0.9), {}, "Failed"),
+    (GateSpec(metric="loss", max=0.2), {"loss": 0.2}, "Passed"),
+    (GateSpec(metric="loss", min=0.1, max=0.2), {"loss": 0.05}, "Failed"),
+]
+
+
+@pytest.mark.parametrize(("gate", "metrics", "expected"), VERDICTS)
+def test_verdict(gate, metrics, expected):
+    assert verdict(gate, metrics) == expected
+
+
+def test_innermost_code():
+    assert innermost_code({"code": "UserError", "innerError": {"code": STREAM_AUTH}}) == STREAM_AUTH
+    assert innermost_code({"code": "SystemError"}) == "SystemError"
+
+
+BROKEN = ComputeHealth(
+    "robotics-gpu",
+    {"AccessReady": ("False", "RoleAssignmentMissing", "assign it"), "FederationReady": ("True", "Ok", "")},
+)
+HEALTHY = ComputeHealth(
+    "robotics-gpu",
+    dict.fromkeys(WIRING_CONDITIONS, ("True", "Ok", "")),
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "compute", "delivery", "expected"),
+    [
+        (f"{STREAM_AUTH}: permission denied", BROKEN, "Mount", "AccessReady is False (RoleAssignmentMissing"),
+        (f"{STREAM_AUTH}: permission denied", BROKEN, "Mount", "spec.model.delivery: InContainer"),
+        (f"{STREAM_AUTH}: permission denied", HEALTHY, "Download", "reports every link Ready"),
+        (
+            "AADSTS70021: No matching federated identity record",
+            BROKEN,
+            "InContainer",
+            "no federated credential matched",
+        ),
+    ],
+)
+def test_hints_name_the_broken_link_and_the_way_around(message, compute, delivery, expected):
+    assert expected in (hint("UserError", message, compute, delivery) or "")
+
+
+def test_no_hint_for_unrelated_failures_and_no_in_container_advice_when_already_in_container():
+    assert hint("UserError", "CUDA out of memory", BROKEN, "Mount") is None
+    assert "InContainer" not in (hint("UserError", f"{STREAM_AUTH}: x", BROKEN, "InContainer") or "")
+
+
+SUMMARIES = [
+    ((False, None, None, None), {"Ready": "False", "Reconciling": "True", "Stalled": "False"}),
+    ((True, "Running", None, None), {"Ready": "False", "Reconciling": "True", "Stalled": "False"}),
+    ((True, "Completed", "Passed", None), {"Ready": "True", "Reconciling": "False", "Stalled": "False"}),
+    ((True, "Completed", None, None), {"Ready": "True", "Reconciling": "False", "Stalled": "False"}),
+    ((True, "Completed", "Failed", None), {"Ready": "False", "Reconciling": "False", "Stalled": "True"}),
+    (
+        (True, "Failed", None, FailureStatus(code=STREAM_AUTH, message="m", hint="h")),
+        {"Ready": "False", "Reconciling": "False", "Stalled": "True"},
+    ),
+    ((True, "Canceled", None, None), {"Ready": "False", "Reconciling": "False", "Stalled": "True"}),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), SUMMARIES)
+def test_job_summary(args, expected):
+    assert {s.type: s.status for s in job_summary(*args)} == expected
+
+
+def test_failed_job_reason_keeps_the_aml_code_readable():
+    stalled = job_summary(True, "Failed", None, FailureStatus(code=STREAM_AUTH, message="m", hint="the hint"))[2]
+    assert stalled.reason == "ScriptExecutionStreamAccessAuthentication"
+    assert stalled.message == "the hint"
+
+
+def test_episode_tally_counts_time_outs_as_successes():
+    tally = EpisodeTally(num_envs=2)
+    tally.step([1.0, 2.0], [False, False], [False, False])
+    tally.step([1.0, 1.0], [True, False], [True, False])
+    tally.step([0.5, 0.5], [False, True], [False, False])
+    assert tally.summary() == {"episodes": 2.0, "success_rate": 0.5, "mean_episode_reward": 2.75}
+    assert EpisodeTally(1).summary()["success_rate"] == 0.0
+
+
+def test_find_checkpoint_takes_the_latest_iteration(tmp_path):
+    for iteration in (50, 1500, 300):
+        path = tmp_path / "run" / f"model_{iteration}.pt"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("x")
+    import os
+
+    for path in (tmp_path / "run").iterdir():
+        os.utime(path, (1, 1))
+    assert find_checkpoint(str(tmp_path)).endswith("model_1500.pt")
+    with pytest.raises(SystemExit, match="no rsl_rl checkpoint"):
+        find_checkpoint(str(tmp_path / "empty"))
+
+
+def test_fetch_model_argument_parsing():
+    assert parse_model("azureml:isaaclab-anymal-latest:2") == ("isaaclab-anymal-latest", "2")
+    assert parse_workspace(WS) == ("s", "rg", "w")
+    with pytest.raises(SystemExit, match="azureml:NAME:VERSION"):
+        parse_model("isaaclab:2")
