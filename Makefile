@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed-$(DEPS_HASH)
 TESTENV_BIN = $(shell ./hack/testenv.sh --print-bin)
 PYTEST_ARGS ?=
 
-.PHONY: help venv testenv crds check-crds lint test demo bench clean
+.PHONY: help venv testenv crds check-crds docs lint test demo bench clean
 
 help:
 	@echo "make test   - set up everything (virtualenv, test control plane, helm) and run all checks and tests"
 	@echo "make demo   - run amlwire end to end locally: apiserver + Azure sandbox + operator + examples"
 	@echo "make crds   - regenerate crds/ and the chart's copy from the models"
+	@echo "make docs   - regenerate docs/troubleshooting.md from the failure table"
 	@echo "make bench  - print the performance figures (bench/)"
 
 venv: $(STAMP)
@@ -33,6 +34,10 @@ crds: venv
 
 check-crds: venv
 	$(BIN)/python -m amlwire.api.crdgen --check
+
+docs: venv
+	$(BIN)/python -c "from amlwire.domain.failures import troubleshooting_markdown as t; print(t(), end='')" \
+		> docs/troubleshooting.md
 
 lint: venv
 	$(BIN)/ruff check operator tests bench

@@ -66,5 +66,16 @@ def sandbox(world_file: Path, host: str, port: int, ca_file: Path, seed: int) ->
     asyncio.run(serve())
 
 
+def _register_subcommands() -> None:
+    from amlwire.cli.doctor import doctor
+    from amlwire.cli.lint import lint
+
+    cli.add_command(doctor)
+    cli.add_command(lint)
+
+
+_register_subcommands()
+
+
 if __name__ == "__main__":
     cli()

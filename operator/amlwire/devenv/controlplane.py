@@ -27,6 +27,7 @@ from amlwire.devenv.ports import free_port
 
 ADMIN_USER = "admin"
 OPERATOR_USER = "amlwire-operator"
+VIEWER_USER = "amlwire-viewer"
 REQUIRED_BINARIES = ("etcd", "kube-apiserver")
 
 
@@ -59,10 +60,12 @@ class ControlPlane:
     startup_timeout: float = 90.0
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
     operator_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    viewer_token: str = field(default_factory=lambda: secrets.token_hex(16))
     server: str = ""
     ca_file: Path = field(default_factory=Path)
     kubeconfig: Path = field(default_factory=Path)
     operator_kubeconfig: Path = field(default_factory=Path)
+    viewer_kubeconfig: Path = field(default_factory=Path)
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
     _own_workdir: bool = False
@@ -178,6 +181,7 @@ class ControlPlane:
         tokens.write_text(
             f'{self.admin_token},{ADMIN_USER},admin-uid,"system:masters"\n'
             f"{self.operator_token},{OPERATOR_USER},operator-uid\n"
+            f"{self.viewer_token},{VIEWER_USER},viewer-uid\n"
         )
         self._apiserver_args = [
             "--etcd-servers",
@@ -219,6 +223,7 @@ class ControlPlane:
         self._spawn("kube-apiserver", self._apiserver_args)
         self.kubeconfig = self._write_kubeconfig("kubeconfig", ADMIN_USER, self.admin_token)
         self.operator_kubeconfig = self._write_kubeconfig("operator.kubeconfig", OPERATOR_USER, self.operator_token)
+        self.viewer_kubeconfig = self._write_kubeconfig("viewer.kubeconfig", VIEWER_USER, self.viewer_token)
 
     def _write_kubeconfig(self, filename: str, user: str, token: str) -> Path:
         assert self.workdir is not None

@@ -10,6 +10,7 @@ from typing import Any
 from kubernetes import client
 
 from amlwire.adapters.kube.client import FIELD_MANAGER
+from amlwire.domain.doctor import Pod
 from amlwire.domain.errors import KubeConflict, KubeError, KubeNotFound
 from amlwire.reconcile.ports import ServiceAccountInfo
 
@@ -141,3 +142,48 @@ class KubeAdapter:
             self.custom.patch_namespaced_custom_object_status(
                 group, version, namespace, plural, name, {"status": dict(status)}
             )
+
+    # -- reads for amlwire doctor -----------------------------------------------------------------
+    def list_pods(self, namespace: str) -> list[Pod]:
+        with _translated(f"list pods in {namespace}"):
+            pods = self.core.list_namespaced_pod(namespace).items
+        result = []
+        for pod in pods:
+            containers = [*(pod.spec.containers or []), *(pod.spec.init_containers or [])]
+            result.append(
+                Pod(
+                    name=pod.metadata.name,
+                    labels=dict(pod.metadata.labels or {}),
+                    env=tuple(sorted({e.name for c in containers for e in (c.env or [])})),
+                    volumes=tuple(v.name for v in pod.spec.volumes or []),
+                    containers=tuple(c.name for c in containers),
+                )
+            )
+        return result
+
+    def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int = 200) -> str | None:
+        """The container's recent log, or None when it cannot be read (no kubelet, no permission)."""
+        try:
+            return str(self.core.read_namespaced_pod_log(pod, namespace, container=container, tail_lines=tail_lines))
+        except client.ApiException:
+            return None
+
+    def get_attached_compute(self, name: str) -> dict[str, Any] | None:
+        try:
+            with _translated(f"read AttachedCompute {name}"):
+                return self.custom.get_cluster_custom_object("amlwire.io", "v1alpha1", "attachedcomputes", name)  # type: ignore[no-any-return]
+        except KubeNotFound:
+            return None
+
+    def list_aml_jobs(self) -> list[dict[str, Any]]:
+        group, version, plural = AML_JOBS
+        with _translated("list AmlJobs"):
+            return list(self.custom.list_cluster_custom_object(group, version, plural).get("items", []))
+
+    def events_about(self, kind: str, name: str, uid: str) -> list[tuple[str, str]]:
+        """(reason, message) of the Events about one object (this incarnation of it), oldest first."""
+        selector = f"involvedObject.kind={kind},involvedObject.name={name},involvedObject.uid={uid}"
+        with _translated(f"list events of {kind} {name}"):
+            events = self.core.list_event_for_all_namespaces(field_selector=selector).items
+        events.sort(key=lambda e: (e.last_timestamp or e.event_time or e.metadata.creation_timestamp).isoformat())
+        return [(e.reason or "", e.message or "") for e in events]

@@ -1,0 +1,334 @@
+"""amlwire lint: checks of AML job YAML (az ml v2 format) before submission, with file, line and field.
+
+Pure: text in, findings out. Rule ids F20-F22 are field failures (docs/troubleshooting.md); Lnn are the
+other mistakes the service would reject, or that make jobs fail later.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import yaml
+
+Severity = Literal["error", "warning"]
+LITERAL_TYPES = {"string", "integer", "number", "boolean"}
+DATA_TYPES = {"uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"}
+INPUT_MODES = {"ro_mount", "rw_mount", "download", "direct", "eval_mount", "eval_download"}
+OUTPUT_MODES = {"rw_mount", "upload", "direct"}
+COMMAND_KEYS = {
+    "$schema",
+    "type",
+    "name",
+    "display_name",
+    "description",
+    "tags",
+    "properties",
+    "experiment_name",
+    "command",
+    "code",
+    "environment",
+    "environment_variables",
+    "distribution",
+    "compute",
+    "resources",
+    "limits",
+    "inputs",
+    "outputs",
+    "identity",
+    "services",
+    "queue_settings",
+    "status",
+}
+PIPELINE_KEYS = {
+    "$schema",
+    "type",
+    "name",
+    "display_name",
+    "description",
+    "tags",
+    "properties",
+    "experiment_name",
+    "compute",
+    "settings",
+    "inputs",
+    "outputs",
+    "jobs",
+    "identity",
+    "status",
+}
+INPUT_KEYS = {"type", "path", "mode", "description", "optional", "default", "value", "datastore"}
+OUTPUT_KEYS = {"type", "path", "mode", "description", "name", "version"}
+CHECKPOINT_FILE = re.compile(r"\.(pt|pth|ckpt|onnx|zip|pkl|bin|safetensors)$|/outputs/checkpoint/?$", re.IGNORECASE)
+REFERENCE = re.compile(
+    r"^azureml:(?:"
+    r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?::(?P<version>[A-Za-z0-9_.-]+)|@(?P<label>latest))?"  # azureml:name:ver
+    r"|/subscriptions/.+"  # azureml:<ARM ID>
+    r"|//.+"  # azureml://datastores/..., azureml://jobs/..., azureml://registries/...
+    r")$"
+)
+BINDING = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z0-9_]+)\s*\}\}")
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str
+    line: int
+    field: str
+    rule: str
+    severity: Severity
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.severity} {self.rule} {self.field}: {self.message}"
+
+
+class _Lint:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.findings: list[Finding] = []
+
+    def add(self, node: yaml.Node | None, field: str, rule: str, message: str, severity: Severity = "error") -> None:
+        line = node.start_mark.line + 1 if node is not None else 1
+        self.findings.append(Finding(self.path, line, field, rule, severity, message))
+
+
+def _items(node: yaml.Node) -> Iterator[tuple[str, yaml.Node, yaml.Node]]:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            yield str(key.value), key, value
+
+
+def _get(node: yaml.Node, key: str) -> yaml.Node | None:
+    return next((value for name, _, value in _items(node) if name == key), None)
+
+
+def _scalar(node: yaml.Node | None) -> str | None:
+    return str(node.value) if isinstance(node, yaml.ScalarNode) and node.tag != "tag:yaml.org,2002:null" else None
+
+
+def lint_text(text: str, path: str = "<job>") -> list[Finding]:
+    lint = _Lint(path)
+    try:
+        document = yaml.compose(text)
+    except yaml.YAMLError as error:
+        # where the broken construct began (an unclosed bracket) is where to look, not where YAML gave up
+        problem, context = getattr(error, "problem_mark", None), getattr(error, "context_mark", None)
+        mark = context or problem
+        detail = f"{getattr(error, 'problem', error)}"
+        if context is not None and problem is not None and problem.line != context.line:
+            what = re.sub(r"^while parsing (an? )?", "", str(getattr(error, "context", "") or "construct"))
+            detail += f" (the {what} that starts on line {context.line + 1} is still open at line {problem.line + 1})"
+        lint.findings.append(
+            Finding(path, (mark.line + 1) if mark else 1, "<document>", "L01", "error", f"not valid YAML: {detail}")
+        )
+        return lint.findings
+    if not isinstance(document, yaml.MappingNode):
+        lint.add(document, "<document>", "L01", "an AML job is a YAML mapping (type, command, environment, ...)")
+        return lint.findings
+    job_type = _scalar(_get(document, "type")) or "command"
+    if job_type == "command":
+        _command_job(lint, document, "", pipeline_child=False)
+    elif job_type == "pipeline":
+        _pipeline_job(lint, document)
+    else:
+        lint.add(
+            _get(document, "type"),
+            "type",
+            "L10",
+            f"job type {job_type!r} is not checked by amlwire lint (command and pipeline are)",
+            "warning",
+        )
+    return sorted(lint.findings, key=lambda f: (f.line, f.rule))
+
+
+def _command_job(lint: _Lint, job: yaml.Node, prefix: str, pipeline_child: bool) -> None:
+    for name, key, _ in _items(job):
+        if name not in COMMAND_KEYS:
+            lint.add(
+                key,
+                prefix + name,
+                "L02",
+                f"unknown key {name!r} in a command job (did you mean one of "
+                f"{', '.join(_close(name, COMMAND_KEYS)) or 'the documented keys'}?)",
+            )
+    command = _get(job, "command")
+    if _scalar(command) is None:
+        lint.add(command or job, prefix + "command", "L05", "a command job needs `command:`")
+    if _get(job, "environment") is None:
+        lint.add(
+            job,
+            prefix + "environment",
+            "L04",
+            "a command job needs `environment:` (azureml:NAME:VERSION, or a mapping with image:)",
+        )
+    if _get(job, "compute") is None and not pipeline_child:
+        lint.add(
+            job,
+            prefix + "compute",
+            "L03",
+            "no `compute:`: the job would run on the workspace's default "
+            "compute (serverless), not on your Kubernetes compute; set compute: azureml:<name>",
+        )
+    _references(lint, job, prefix)
+    inputs = _get(job, "inputs")
+    outputs = _get(job, "outputs")
+    for name, key, value in _items(inputs) if inputs is not None else ():
+        _input(lint, prefix + f"inputs.{name}", key, value, command_job=True)
+    for name, key, value in _items(outputs) if outputs is not None else ():
+        _output(lint, prefix + f"outputs.{name}", key, value)
+    text = _scalar(command) or ""
+    declared = {
+        "inputs": {n for n, _, _ in _items(inputs)} if inputs else set(),
+        "outputs": {n for n, _, _ in _items(outputs)} if outputs else set(),
+    }
+    for kind, name in BINDING.findall(text):
+        if name not in declared[kind]:
+            lint.add(
+                command,
+                prefix + "command",
+                "L08",
+                f"${{{{{kind}.{name}}}}} is used but {kind}.{name} is not declared under {kind}:",
+            )
+
+
+def _pipeline_job(lint: _Lint, job: yaml.Node) -> None:
+    for name, key, _ in _items(job):
+        if name not in PIPELINE_KEYS:
+            lint.add(key, name, "L02", f"unknown key {name!r} in a pipeline job")
+    inputs = _get(job, "inputs")
+    for name, key, value in _items(inputs) if inputs is not None else ():
+        _input(lint, f"inputs.{name}", key, value, command_job=False)
+    children = _get(job, "jobs")
+    if children is None:
+        lint.add(job, "jobs", "L05", "a pipeline job needs `jobs:`")
+        return
+    for name, _, child in _items(children):
+        if (_scalar(_get(child, "type")) or "command") == "command":
+            _command_job(
+                lint,
+                child,
+                f"jobs.{name}.",
+                pipeline_child=_get(job, "settings") is not None or _get(job, "compute") is not None,
+            )
+
+
+def _input(lint: _Lint, field: str, key: yaml.Node, value: yaml.Node, command_job: bool) -> None:
+    if isinstance(value, yaml.ScalarNode):
+        if value.tag == "tag:yaml.org,2002:str" and value.value == "":
+            lint.add(
+                value,
+                field,
+                "F21",
+                'empty string input: AML rejects it ("Empty string is not allowed for '
+                'input value"); omit the input or use a sentinel',
+            )
+        return
+    if not isinstance(value, yaml.MappingNode):
+        lint.add(value, field, "L07", "an input is a plain value or a mapping with type and path")
+        return
+    for name, sub_key, _ in _items(value):
+        if name not in INPUT_KEYS:
+            lint.add(sub_key, f"{field}.{name}", "L02", f"unknown key {name!r} in an input")
+    kind = _scalar(_get(value, "type"))
+    if kind in LITERAL_TYPES:
+        if command_job:
+            default = _scalar(_get(value, "default")) or _scalar(_get(value, "value")) or "..."
+            lint.add(
+                key,
+                field,
+                "F20",
+                f"typed literal input (type: {kind}) in a command job; command jobs take "
+                f"plain values: {field.rsplit('.', 1)[-1]}: {default}",
+            )
+        return
+    if kind is None:
+        lint.add(key, field, "L07", f"input without `type:` (one of {', '.join(sorted(DATA_TYPES))})")
+        return
+    if kind not in DATA_TYPES:
+        hint = " (did you mean mlflow_model?)" if kind.startswith("mlflow") else ""
+        lint.add(
+            _get(value, "type"),
+            f"{field}.type",
+            "L07",
+            f"unknown input type {kind!r}{hint}; one of {', '.join(sorted(DATA_TYPES | LITERAL_TYPES))}",
+        )
+    mode = _scalar(_get(value, "mode"))
+    if mode is not None and mode not in INPUT_MODES:
+        lint.add(
+            _get(value, "mode"),
+            f"{field}.mode",
+            "L07",
+            f"unknown input mode {mode!r}; one of {', '.join(sorted(INPUT_MODES))}",
+        )
+    path = _scalar(_get(value, "path"))
+    if path is None:
+        lint.add(value, f"{field}.path", "L07", "a data or model input needs `path:`")
+    elif kind == "mlflow_model" and CHECKPOINT_FILE.search(path):
+        lint.add(
+            _get(value, "type"),
+            f"{field}.type",
+            "F22",
+            f"{path!r} looks like a plain checkpoint, not an MLflow model (no MLmodel file); use type: custom_model",
+        )
+    if path is not None and path.startswith("azureml:"):
+        _reference(lint, _get(value, "path"), f"{field}.path", path)
+
+
+def _output(lint: _Lint, field: str, key: yaml.Node, value: yaml.Node) -> None:
+    if not isinstance(value, yaml.MappingNode):
+        return
+    for name, sub_key, _ in _items(value):
+        if name not in OUTPUT_KEYS:
+            lint.add(sub_key, f"{field}.{name}", "L02", f"unknown key {name!r} in an output")
+    mode = _scalar(_get(value, "mode"))
+    if mode is not None and mode not in OUTPUT_MODES:
+        lint.add(
+            _get(value, "mode"),
+            f"{field}.mode",
+            "L07",
+            f"unknown output mode {mode!r}; one of {', '.join(sorted(OUTPUT_MODES))}",
+        )
+
+
+def _references(lint: _Lint, job: yaml.Node, prefix: str) -> None:
+    environment = _get(job, "environment")
+    if _scalar(environment) is not None:
+        _reference(lint, environment, prefix + "environment", _scalar(environment) or "")
+    compute = _scalar(_get(job, "compute"))
+    if compute is not None and not compute.startswith("azureml:") and not compute.startswith("${{"):
+        lint.add(
+            _get(job, "compute"),
+            prefix + "compute",
+            "L06",
+            f"compute {compute!r} should be written azureml:{compute}",
+            "warning",
+        )
+
+
+def _reference(lint: _Lint, node: yaml.Node | None, field: str, text: str) -> None:
+    match = REFERENCE.match(text)
+    if match is None:
+        lint.add(
+            node,
+            field,
+            "L06",
+            f"{text!r} is not a valid reference: azureml:NAME:VERSION, azureml:NAME@latest, "
+            "azureml:<ARM ID> or an azureml:// URI",
+        )
+    elif match["name"] and not match["version"] and not match["label"] and "compute" not in field:
+        lint.add(
+            node,
+            field,
+            "L09",
+            f"{text!r} names no version: pin one (azureml:{match['name']}:<version>) or "
+            f"say azureml:{match['name']}@latest",
+            "warning",
+        )
+
+
+def _close(name: str, known: set[str]) -> list[str]:
+    return difflib.get_close_matches(name, sorted(known), n=2)

@@ -1,0 +1,149 @@
+"""amlwire doctor, the gathering part: read-only calls through the same ports the operator uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+from amlwire.api.attachedcompute import AttachedComputeSpec
+from amlwire.domain.azure import ResourceId, WorkspaceRef
+from amlwire.domain.doctor import SIDECAR_CERTIFICATE_ERROR, Facts, Pod
+from amlwire.domain.errors import AzureError, AzureNotFound, KubeError, KubeNotFound
+from amlwire.reconcile.ports import AzurePort, ServiceAccountInfo
+
+T = TypeVar("T")
+CANNOT_RUN = {"AzureAuthenticationFailed", "AzureUnreachable"}
+SIDECAR = "data-capability"
+CONFLICT_REASON = "FederatedCredentialWriteConflict"
+
+
+class DoctorCannotRun(Exception):
+    """The doctor could not look at all (credentials, network, a target that does not exist)."""
+
+
+class DoctorKube(Protocol):
+    """The Kubernetes reads the doctor makes (it never writes)."""
+
+    def get_service_account(self, namespace: str, name: str) -> ServiceAccountInfo | None: ...
+    def list_pods(self, namespace: str) -> list[Pod]: ...
+    def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int = 200) -> str | None: ...
+    def list_aml_jobs(self) -> list[dict[str, Any]]: ...
+    def events_about(self, kind: str, name: str, uid: str) -> list[tuple[str, str]]: ...
+
+
+def _read(facts: Facts, area: str, read: Callable[[], T], missing: T) -> T:
+    """One read: its value; `missing` on 404; recorded as unreadable (or fatal) on other errors."""
+    try:
+        return read()
+    except AzureNotFound:
+        return missing
+    except AzureError as error:
+        if error.reason in CANNOT_RUN:
+            raise DoctorCannotRun(error.message) from error
+        facts.unreadable[area] = error.message
+    except KubeNotFound:
+        return missing
+    except KubeError as error:
+        facts.unreadable[area] = str(error)
+    return missing
+
+
+def gather(
+    spec: AttachedComputeSpec,
+    azure: AzurePort,
+    kube: DoctorKube | None,
+    now: datetime,
+    role_propagation: timedelta,
+    attached_compute: str | None = None,
+    kube_problem: str | None = None,
+) -> Facts:
+    facts = Facts(spec=spec, now=now, role_propagation=role_propagation)
+    c, w = spec.cluster, spec.workspace
+    cluster_id = str(
+        ResourceId(
+            spec.cluster_subscription_id, c.resource_group, "Microsoft.ContainerService", "managedClusters", c.name
+        )
+    )
+    workspace = WorkspaceRef(w.subscription_id, w.resource_group, w.name)
+    facts.cluster = _read(
+        facts, "cluster", lambda: azure.get_cluster(spec.cluster_subscription_id, c.resource_group, c.name), None
+    )
+    if facts.cluster is None and "cluster" not in facts.unreadable:
+        raise DoctorCannotRun(
+            f"AKS cluster {c.resource_group}/{c.name} does not exist in subscription "
+            f"{spec.cluster_subscription_id}: check the cluster you named"
+        )
+    facts.workspace = _read(facts, "workspace", lambda: azure.get_workspace(workspace), None)
+    if facts.workspace is None and "workspace" not in facts.unreadable:
+        raise DoctorCannotRun(
+            f"AML workspace {w.resource_group}/{w.name} does not exist in subscription "
+            f"{w.subscription_id}: check the workspace you named"
+        )
+    _gather_identity(facts, azure)
+    facts.extension = _read(facts, "extension", lambda: azure.get_extension(cluster_id, spec.extension.name), None)
+    facts.compute = _read(facts, "compute", lambda: azure.get_compute(workspace, spec.compute.name), None)
+    if facts.workspace is not None and facts.workspace.storage_account_id:
+        account = facts.workspace.storage_account_id
+        facts.storage = _read(facts, "storage", lambda: azure.get_storage_account(account), None)
+    principal = facts.workspace.identity_principal_id if facts.workspace else None
+    if principal:
+        facts.workspace_roles = _read(
+            facts, "workspace role assignments", lambda: azure.list_role_assignments(cluster_id, principal), []
+        )
+    if kube is None:
+        for area in ("service accounts", "pods"):
+            facts.unreadable[area] = kube_problem or "no Kubernetes access"
+    else:
+        _gather_kubernetes(facts, kube, attached_compute)
+    return facts
+
+
+def _gather_identity(facts: Facts, azure: AzurePort) -> None:
+    spec = facts.spec
+    facts.identity = _read(facts, "identity", lambda: azure.get_identity(spec.identity.resource_id), None)
+    if facts.identity is None:
+        return
+    facts.credentials = _read(
+        facts, "federated credentials", lambda: azure.list_federated_credentials(spec.identity.resource_id), []
+    )
+    principal = facts.identity.principal_id
+    scopes = {g.scope for g in spec.access.grants}
+    if facts.workspace is not None and facts.workspace.storage_account_id:
+        scopes.add(facts.workspace.storage_account_id)
+    for scope in sorted(scopes):
+        facts.identity_roles[scope] = _read(
+            facts, "role assignments", lambda scope=scope: azure.list_role_assignments(scope, principal), []
+        )
+
+
+def _gather_kubernetes(facts: Facts, kube: DoctorKube, attached_compute: tuple[str, str] | None) -> None:
+    spec = facts.spec
+    for account in spec.service_accounts:
+        found = _read(facts, "service accounts", lambda a=account: kube.get_service_account(a.namespace, a.name), None)
+        facts.service_accounts[(account.namespace, account.name)] = found.annotations if found else None
+    facts.pods = _read(facts, "pods", lambda: kube.list_pods(spec.compute.namespace), None)
+    for pod in facts.pods or []:
+        for container in (c for c in pod.containers if SIDECAR in c):
+            log = kube.pod_log(spec.compute.namespace, pod.name, container)
+            if log is None:
+                continue
+            facts.sidecar_sources.append(f"log of {pod.name}/{container}")
+            facts.sidecar_evidence += [line.strip() for line in log.splitlines() if SIDECAR_CERTIFICATE_ERROR in line]
+    if attached_compute is None:
+        return
+    name, uid = attached_compute
+    events = _read(facts, "events", lambda: kube.events_about("AttachedCompute", name, uid), [])
+    if "events" not in facts.unreadable:
+        facts.write_conflicts = [message for reason, message in events if reason == CONFLICT_REASON]
+    jobs = [
+        j for j in _read(facts, "AmlJobs", kube.list_aml_jobs, []) if (j.get("spec") or {}).get("computeRef") == name
+    ]
+    if jobs:
+        facts.sidecar_sources.append(f"{len(jobs)} AmlJob(s) on {name}")
+    for job in jobs:
+        failure = (job.get("status") or {}).get("failure") or {}
+        if SIDECAR_CERTIFICATE_ERROR in str(failure.get("message", "")):
+            facts.sidecar_evidence.append(
+                f"AmlJob {job['metadata']['namespace']}/{job['metadata']['name']}: {failure['message'][:300]}"
+            )
