@@ -32,8 +32,7 @@ def fast_world() -> World:
 def start_plane() -> tuple[ControlPlane, client.ApiClient]:
     plane = ControlPlane(find_binaries(REPO), workdir=Path(tempfile.mkdtemp(prefix="amlwire-bench-"))).start()
     kube = kube_client(plane)
-    instance_types = yaml.safe_load((REPO / "tests/fixtures/instancetypes.amlarc.azureml.com.yaml").read_text())
-    prepare_cluster(kube, [instance_types])
+    prepare_cluster(kube)
     return plane, kube
 
 

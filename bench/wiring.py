@@ -122,41 +122,6 @@ def raw_sdk_wiring(local: Any, spec: dict[str, Any]) -> float:
     return time.monotonic() - started
 
 
-def add_cluster(local: Any, index: int) -> str:
-    base = f"/subscriptions/{local.subscription}/resourceGroups/rg-aks/providers/Microsoft.ContainerService/"
-    cluster = f"{base}managedClusters/aks-{index}"
-    issuer = f"https://eastus.oic.prod-aks.azure.com/tenant/cluster-{index}/"
-    local.ctl.create(
-        cluster,
-        "Microsoft.ContainerService/managedClusters",
-        {
-            "location": "eastus",
-            "properties": {
-                "oidcIssuerProfile": {"enabled": True, "issuerURL": issuer},
-                "provisioningState": "Succeeded",
-                "securityProfile": {"workloadIdentity": {"enabled": True}},
-            },
-        },
-        {
-            "issuer_url": issuer,
-            "aml_service_accounts": ["azureml:default", "azureml:training"],
-            "job_service_account": "azureml:training",
-        },
-    )
-    local.ctl.create(
-        f"{cluster}/providers/Microsoft.KubernetesConfiguration/extensions/azureml",
-        "Microsoft.KubernetesConfiguration/extensions",
-        {
-            "properties": {
-                "extensionType": "Microsoft.AzureML.Kubernetes",
-                "provisioningState": "Succeeded",
-                "configurationSettings": {},
-            }
-        },
-    )
-    return f"aks-{index}"
-
-
 def main() -> None:
     console = Console()
     plane, kube = start_plane()
@@ -194,7 +159,7 @@ def main() -> None:
         names = []
         started = time.monotonic()
         for index in range(10):
-            cluster = add_cluster(shared, index)
+            cluster = shared.add_cluster(f"aks-{index}")
             item = example("attachedcompute.yaml")
             item["metadata"]["name"] = f"shared-{index}"
             item["spec"]["cluster"]["name"] = cluster

@@ -70,3 +70,24 @@ def kube_get(control_plane: ControlPlane) -> Callable[[str], Any]:
         return response.json()
 
     return get
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A handler thread still running now would hang interpreter exit (and CI) forever: fail loudly instead."""
+    import os
+    import sys
+    import threading
+    import traceback
+
+    from amlwire.handlers.operator import WORKER_THREAD_PREFIX
+
+    lingering = [t for t in threading.enumerate() if t.name.startswith(WORKER_THREAD_PREFIX) and t.is_alive()]
+    if not lingering:
+        return
+    frames = sys._current_frames()
+    for thread in lingering:
+        print(f"\nleaked operator thread {thread.name}:", file=sys.stderr)
+        traceback.print_stack(frames.get(thread.ident or 0), file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,8 @@ class Services:
     object_locks: KeyedLocks = field(default_factory=KeyedLocks)
     watch: JobWatch = field(default_factory=JobWatch)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set when the operator exits: background loops in threads end on it even if kopf never told them to stop.
+    shutdown: threading.Event = field(default_factory=threading.Event)
 
 
 def build_services(settings: Settings, credential: Any = None) -> Services:
@@ -29,8 +32,9 @@ def build_services(settings: Settings, credential: Any = None) -> Services:
     from amlwire.adapters.azure.clients import AzureClients
     from amlwire.adapters.kube.adapter import KubeAdapter
     from amlwire.adapters.kube.client import api_client, load_configuration
+    from amlwire.metrics import observe_arm_call
 
-    azure = AzureAdapter(AzureClients(settings, credential))
+    azure = AzureAdapter(AzureClients(settings, credential), observe=observe_arm_call)
     kube = KubeAdapter(api_client(load_configuration(settings.kubeconfig)))
     return Services(settings=settings, azure=azure, kube=kube, timings=Timings.from_settings(settings))
 

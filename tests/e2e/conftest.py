@@ -5,19 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import yaml
 
 from amlwire.devenv.stack import prepare_cluster
-from tests.conftest import REPO
 from tests.e2e.harness import Harness
-
-INSTANCE_TYPE_CRD = REPO / "tests" / "fixtures" / "instancetypes.amlarc.azureml.com.yaml"
 
 
 @pytest.fixture(scope="session")
 def cluster(kube):
     """amlwire's CRDs, the AzureML extension's InstanceType CRD, and the namespaces the examples use."""
-    prepare_cluster(kube, [yaml.safe_load(INSTANCE_TYPE_CRD.read_text())])
+    prepare_cluster(kube)
     return kube
 
 

@@ -12,8 +12,10 @@ import pytest
 import yaml
 from kubernetes import client
 
+from amlwire.adapters.kube.adapter import INSTANCE_TYPES
 from amlwire.devenv.controlplane import ControlPlane
 from amlwire.devenv.stack import FIC_TYPE, LocalStack
+from amlwire.reconcile.attachedcompute import OWNER_LABEL
 from amlwire.sandbox.world import World
 from tests.conftest import GROUP, REPO, VERSION
 
@@ -95,6 +97,17 @@ class Harness(LocalStack):
                     raise
         for account in self.core.list_namespaced_service_account("azureml").items:
             self.core.delete_namespaced_service_account(account.metadata.name, "azureml")
+        group, version, plural = INSTANCE_TYPES  # what the operator would have removed had it run the finalizer
+        owned = self.custom.list_cluster_custom_object(group, version, plural, label_selector=OWNER_LABEL)
+        for item in owned["items"]:
+            self.custom.delete_cluster_custom_object(group, version, plural, item["metadata"]["name"])
+
+    def adopt_everything(self) -> None:
+        """Clean up, at close, the amlwire objects made behind the harness's back (by a campaign, say)."""
+        for item in self.custom.list_cluster_custom_object(GROUP, VERSION, "attachedcomputes")["items"]:
+            self.created.append(("attachedcomputes", None, item["metadata"]["name"]))
+        for item in self.custom.list_cluster_custom_object(GROUP, VERSION, "amljobs")["items"]:
+            self.created.append(("amljobs", item["metadata"]["namespace"], item["metadata"]["name"]))
 
     # -- AttachedComputes -------------------------------------------------------------------------
     def apply_compute(self, name: str | None = None, **spec_changes: Any) -> str:

@@ -73,9 +73,10 @@ def test_train_validate_register_chain(harness):
 
 def test_broken_wiring_fails_a_mount_job_with_a_hint_and_in_container_completes(harness):
     compute = harness.wired(drift_interval=1.0)
-    harness.ctl.timing(job={"queuedSeconds": 2.5, "runningSeconds": 0.5})
+    # held in the queue until the wiring is broken: the sandbox judges the wiring when the job starts
+    harness.ctl.timing(job={"queuedSeconds": 3600, "runningSeconds": 0.5})
     mounted = harness.apply_job("amljob-validate.yaml", model={**MODEL, "delivery": "Mount"})
-    wait_for(lambda: (harness.job(mounted).get("status") or {}).get("amlJobName"), timeout=10)
+    aml_name = wait_for(lambda: (harness.job(mounted).get("status") or {}).get("amlJobName"), timeout=10)
     # someone strips the extension's identity settings; amlwire is in Verify mode for the extension
     harness.patch_compute(compute, {"extension": {"mode": "Verify"}})
     harness.ctl.patch(
@@ -83,6 +84,8 @@ def test_broken_wiring_fails_a_mount_job_with_a_hint_and_in_container_completes(
         {"properties": {"configurationSettings": {"identityType": None, "userAssignedIdentityResourceId": None}}},
     )
     harness.wait_condition(compute, "ExtensionReady", "False", "ExtensionIdentityMismatch")
+    harness.ctl.patch(f"{WORKSPACE_ID}/jobs/{aml_name}", extra={"queued": 0.1})
+    harness.ctl.timing(job={"queuedSeconds": 0.5, "runningSeconds": 0.5})
     obj = harness.wait_job(mounted, "Stalled", "True", "ScriptExecutionStreamAccessAuthentication")
     failure = obj["status"]["failure"]
     assert failure["code"] == "ScriptExecution.StreamAccess.Authentication"

@@ -67,9 +67,11 @@ def sandbox(world_file: Path, host: str, port: int, ca_file: Path, seed: int) ->
 
 
 def _register_subcommands() -> None:
+    from amlwire.cli.demo import demo
     from amlwire.cli.doctor import doctor
     from amlwire.cli.lint import lint
 
+    cli.add_command(demo)
     cli.add_command(doctor)
     cli.add_command(lint)
 

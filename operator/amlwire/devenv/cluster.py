@@ -18,10 +18,9 @@ def amlwire_crds() -> list[dict[str, Any]]:
 def install_crds(api: client.ApiClient, manifests: Iterable[dict[str, Any]], timeout: float = 30.0) -> None:
     """Create or replace CRDs and wait until each is Established."""
     ext = client.ApiextensionsV1Api(api)
-    names = []
-    for manifest in manifests:
+    manifests_list = list(manifests)
+    for manifest in manifests_list:
         name = manifest["metadata"]["name"]
-        names.append(name)
         try:
             ext.create_custom_resource_definition(manifest)
         except client.ApiException as error:
@@ -34,11 +33,25 @@ def install_crds(api: client.ApiClient, manifests: Iterable[dict[str, Any]], tim
             }
             ext.replace_custom_resource_definition(name, manifest)
     deadline = time.monotonic() + timeout
-    for name in names:
-        while not _established(ext, name):
+    for manifest in manifests_list:
+        name = manifest["metadata"]["name"]
+        while not (_established(ext, name) and _discoverable(api, manifest)):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"CRD {name} not Established after {timeout}s")
+                raise TimeoutError(f"CRD {name} not Established and discoverable after {timeout}s")
             time.sleep(0.1)
+
+
+def _discoverable(api: client.ApiClient, manifest: dict[str, Any]) -> bool:
+    """Served in API discovery too, which lags Established (clients that discover would not see it yet)."""
+    group, plural = manifest["spec"]["group"], manifest["spec"]["names"]["plural"]
+    version = next(v["name"] for v in manifest["spec"]["versions"] if v.get("served", True))
+    try:
+        resources = client.CustomObjectsApi(api).get_api_resources(group, version)
+    except client.ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return any(r.name == plural for r in resources.resources or [])
 
 
 def _established(ext: client.ApiextensionsV1Api, name: str) -> bool:

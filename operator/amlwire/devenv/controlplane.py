@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from amlwire.devenv.ports import free_port
+from amlwire.devenv.process import die_with_parent
 
 ADMIN_USER = "admin"
 OPERATOR_USER = "amlwire-operator"
@@ -66,6 +67,7 @@ class ControlPlane:
     kubeconfig: Path = field(default_factory=Path)
     operator_kubeconfig: Path = field(default_factory=Path)
     viewer_kubeconfig: Path = field(default_factory=Path)
+    audit_log: Path = field(default_factory=Path)
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
     _own_workdir: bool = False
@@ -119,6 +121,13 @@ class ControlPlane:
         self._spawn("kube-apiserver", self._apiserver_args)
         self._wait_ready()
 
+    def audit_records(self) -> list[dict[str, object]]:
+        """Every request the apiserver has served so far (level Metadata: who, what, verb, status)."""
+        import json
+
+        text = self.audit_log.read_text() if self.audit_log.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
     def log_tail(self, name: str, lines: int = 40) -> str:
         assert self.workdir is not None
         path = self.workdir / f"{name}.log"
@@ -135,6 +144,7 @@ class ControlPlane:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         )
 
@@ -177,6 +187,11 @@ class ControlPlane:
         serving.private_key_and_cert_chain_pem.write_to_path(str(certs / "serving.pem"))
         sa_key = certs / "sa.key"
         sa_key.write_bytes(_rsa_private_key_pem())
+        audit_policy = self.workdir / "audit-policy.yaml"
+        audit_policy.write_text(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: Metadata\n"
+        )
+        self.audit_log = self.workdir / "audit.log"
         tokens = self.workdir / "tokens.csv"
         tokens.write_text(
             f'{self.admin_token},{ADMIN_USER},admin-uid,"system:masters"\n'
@@ -217,6 +232,12 @@ class ControlPlane:
             "none",
             "--storage-media-type",
             "application/json",
+            "--audit-policy-file",
+            str(audit_policy),
+            "--audit-log-path",
+            str(self.audit_log),
+            "--audit-log-format",
+            "json",
             "--v",
             "1",
         ]

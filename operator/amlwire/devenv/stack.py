@@ -32,8 +32,14 @@ def kube_client(plane: ControlPlane, as_operator: bool = False) -> client.ApiCli
     return config.new_client_from_config(str(plane.operator_kubeconfig if as_operator else plane.kubeconfig))
 
 
-def prepare_cluster(kube: client.ApiClient, extra_crds: list[dict[str, Any]] | None = None) -> None:
-    install_crds(kube, [*amlwire_crds(), *(extra_crds or [])])
+INSTANCE_TYPE_CRD = Path(__file__).with_name("instancetypes.amlarc.azureml.com.yaml")
+
+
+def prepare_cluster(kube: client.ApiClient) -> None:
+    """amlwire's CRDs, the AzureML extension's InstanceType CRD (as the extension would install it), namespaces."""
+    import yaml
+
+    install_crds(kube, [*amlwire_crds(), yaml.safe_load(INSTANCE_TYPE_CRD.read_text())])
     for namespace in NAMESPACES:
         ensure_namespace(kube, namespace)
 
@@ -155,6 +161,43 @@ class LocalStack:
         values.update(overrides)
         return Settings(**values)
 
+    def add_cluster(self, name: str) -> str:
+        """Another AKS cluster (OIDC issuer, workload identity, the AzureML extension) in rg-aks."""
+        cluster = (
+            f"/subscriptions/{self.subscription}/resourceGroups/rg-aks/providers/"
+            f"Microsoft.ContainerService/managedClusters/{name}"
+        )
+        issuer = f"https://eastus.oic.prod-aks.azure.com/{self.tenant}/{name}/"
+        self.ctl.create(
+            cluster,
+            "Microsoft.ContainerService/managedClusters",
+            {
+                "location": "eastus",
+                "properties": {
+                    "oidcIssuerProfile": {"enabled": True, "issuerURL": issuer},
+                    "provisioningState": "Succeeded",
+                    "securityProfile": {"workloadIdentity": {"enabled": True}},
+                },
+            },
+            {
+                "issuer_url": issuer,
+                "aml_service_accounts": ["azureml:default", "azureml:training"],
+                "job_service_account": "azureml:training",
+            },
+        )
+        self.ctl.create(
+            f"{cluster}/providers/Microsoft.KubernetesConfiguration/extensions/azureml",
+            "Microsoft.KubernetesConfiguration/extensions",
+            {
+                "properties": {
+                    "extensionType": "Microsoft.AzureML.Kubernetes",
+                    "provisioningState": "Succeeded",
+                    "configurationSettings": {},
+                }
+            },
+        )
+        return name
+
     def start_operator(self, **overrides: Any) -> Any:
         from amlwire.handlers.operator import BackgroundOperator
         from amlwire.main import build_services
@@ -173,9 +216,19 @@ class LocalStack:
         self.sandbox.stop()
 
 
+def inherited_environment() -> dict[str, str]:
+    """This process's environment for a child, without what an in-process MLClient left in it.
+
+    azure-ai-ml records the cloud of the last MLClient in os.environ (AZUREML_CURRENT_CLOUD); a child
+    pointed at another sandbox would look that cloud up on management.azure.com.
+    """
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "AZUREML_CURRENT_CLOUD"}
+
+
 def operator_environment(stack: LocalStack, **settings: Any) -> dict[str, str]:
     """The environment of an `amlwire run` process pointed at this stack (as the Helm chart would set it)."""
-    import os
 
     values: dict[str, Any] = {
         "AMLWIRE_ARM_ENDPOINT": stack.sandbox.base_url,
@@ -191,13 +244,15 @@ def operator_environment(stack: LocalStack, **settings: Any) -> dict[str, str]:
         "AMLWIRE_AZURE_RETRY_TOTAL": "0",
     }
     values.update({f"AMLWIRE_{k.upper()}": str(v) for k, v in settings.items()})
-    return {**os.environ, **stack.azure_environment(), **{k: str(v) for k, v in values.items()}}
+    return {**inherited_environment(), **stack.azure_environment(), **{k: str(v) for k, v in values.items()}}
 
 
 def spawn_operator(stack: LocalStack, log_file: Path, **settings: Any) -> Any:
     """`amlwire run` as its own process (what runs in the pod), logging to `log_file`."""
     import subprocess
     import sys
+
+    from amlwire.devenv.process import die_with_parent
 
     log = log_file.open("ab")
     # Run outside any git work tree, as in the image: azure-ai-ml stamps the caller's git metadata onto every
@@ -208,5 +263,6 @@ def spawn_operator(stack: LocalStack, log_file: Path, **settings: Any) -> Any:
         stderr=subprocess.STDOUT,
         env=operator_environment(stack, **settings),
         start_new_session=True,
+        preexec_fn=die_with_parent,
         cwd=stack.workdir,
     )

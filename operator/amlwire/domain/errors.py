@@ -47,3 +47,7 @@ class KubeNotFound(Exception):
 
 class KubeError(Exception):
     """Another Kubernetes API failure; retried."""
+
+
+class KubeForbidden(KubeError):
+    """RBAC refused amlwire a Kubernetes request: its ClusterRole lacks a permission."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from amlwire import metrics
 from amlwire.api.amljob import AmlJobSpec, AmlJobStatus
 from amlwire.api.common import GROUP, VERSION
 from amlwire.config import Settings
@@ -89,8 +92,13 @@ def run_reconcile(
     computes: kopf.Index[str, dict[str, Any]],
 ) -> JobResult:
     spec = AmlJobSpec.model_validate(dict(raw_spec))
+    started = time.monotonic()
     with services.object_locks.hold(uid):
-        return reconcile_job(_scope(namespace, name, uid, generation, spec, status, services, computes))
+        result = reconcile_job(_scope(namespace, name, uid, generation, spec, status, services, computes))
+    metrics.record_reconcile(
+        "AmlJob", namespace, name, time.monotonic() - started, result.status.conditions, result.status.aml_status
+    )
+    return result
 
 
 def reconcile_aml_job(
@@ -145,6 +153,7 @@ def delete_aml_job(
             return  # let go: nothing amlwire can do about it
         raise kopf.TemporaryError(error.message, delay=error.retry_after or services.timings.retry_delay) from error
     post(body, events)
+    metrics.STATES.forget("AmlJob", namespace, name)
 
 
 def watch_compute_jobs(
@@ -168,7 +177,7 @@ def watch_compute_jobs(
     services.watch.attach(workspace.id)
     interval = base
     try:
-        while not stopped:
+        while not stopped and not services.shutdown.is_set():
             active = [j for j in jobs_by_compute.get(name, []) if j["amlJobName"] and j["amlStatus"] not in TERMINAL]
             changed = 0
             try:
@@ -177,9 +186,20 @@ def watch_compute_jobs(
             except Exception:  # a poller must outlive any surprise; the next interval tries again
                 log.exception("polling AML jobs of AttachedCompute %s failed", name)
             interval = base if changed or not active else min(interval * 1.5, base * 8)
-            stopped.wait(interval)
+            _pause(stopped, services.shutdown, interval)
     finally:
         services.watch.detach(workspace.id)
+
+
+def _pause(stopped: kopf.DaemonStopped, shutdown: threading.Event, seconds: float) -> None:
+    """Sleep until the next poll, waking within a second if kopf stops this daemon or the operator exits.
+
+    kopf sets `stopped` for the daemons it knows of; a daemon it spawns while exiting is told only by
+    `shutdown`, and a thread nobody stops keeps the process from exiting on SIGTERM.
+    """
+    deadline = time.monotonic() + seconds
+    while not stopped and not shutdown.is_set() and (left := deadline - time.monotonic()) > 0:
+        stopped.wait(min(left, 1.0))
 
 
 def _poll(

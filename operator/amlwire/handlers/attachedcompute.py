@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
+from amlwire import metrics
 from amlwire.api.attachedcompute import AttachedComputeSpec, AttachedComputeStatus
 from amlwire.api.common import GROUP, VERSION
 from amlwire.config import Settings
@@ -20,6 +22,7 @@ from amlwire.main import Services
 from amlwire.reconcile.attachedcompute import STEP_TYPES, Neighbours, Scope, cleanup, reconcile
 
 PLURAL = "attachedcomputes"
+KIND = "AttachedCompute"
 
 
 def identity_users(name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[str, dict[str, Any]]:
@@ -92,8 +95,10 @@ def reconcile_attached_compute(
         patch.status["observedGeneration"] = generation
         raise kopf.TemporaryError("first visit: status set, reconciling now", delay=0)
     scope = _scope(name, body, parsed, status, services, identity_users)
+    started = time.monotonic()
     with services.object_locks.hold(uid):
         result = reconcile(scope)
+    metrics.record_reconcile(KIND, None, name, time.monotonic() - started, result.status.conditions)
     write_status(patch, status, result.status)
     post(body, result.events)
     if result.requeue_after is not None:
@@ -135,6 +140,7 @@ def delete_attached_compute(
     post(body, result.events)
     if not result.finished:
         raise kopf.TemporaryError(result.message, delay=result.requeue_after)
+    metrics.STATES.forget(KIND, None, name)
 
 
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
 
+from amlwire import metrics
 from amlwire.adapters.kube.client import bearer_token, load_configuration
 from amlwire.config import Settings
 from amlwire.handlers import amljob, attachedcompute
 
 FINALIZER = "amlwire.io/finalizer"
+WORKER_THREAD_PREFIX = "amlwire-worker"
 log = logging.getLogger("amlwire")
 
 
@@ -39,26 +43,39 @@ def configure_logging(level: str) -> None:
     logger = logging.getLogger("kopf.objects")
     if not any(isinstance(f, RequeueIsNotAnError) for f in logger.filters):
         logger.addFilter(RequeueIsNotAnError())
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    quiet_sdk_loggers(level)
 
 
-def _warm_imports() -> None:
+def quiet_sdk_loggers(level: str) -> None:
+    """Set the SDK loggers' level, including those azure-ai-ml gives their own handler at import time."""
+    target = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".", 1)[0] in QUIET_LOGGERS]
+    for name in (*QUIET_LOGGERS, *names):
+        logging.getLogger(name).setLevel(target)
+
+
+def _warm_imports(level: str) -> None:
     """azure-ai-ml takes seconds to import; do it beside start-up, not inside the first reconcile."""
-    import azure.ai.ml  # noqa: F401
+    import azure.ai.ml
+    import azure.ai.ml.operations  # noqa: F401
+
+    quiet_sdk_loggers(level)
 
 
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    threading.Thread(target=_warm_imports, name="amlwire-warm-imports", daemon=True).start()
     config: Settings = memo.settings
+    threading.Thread(target=_warm_imports, args=(config.log_level,), name="amlwire-warm-imports", daemon=True).start()
     configure_logging(config.log_level)
+    metrics.STATES.clear()  # an operator started in this process before may have left objects behind
+    memo.metrics_server = metrics.serve(config.metrics_port)
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="amlwire.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
-    settings.execution.max_workers = config.max_workers
+    # Our own pool, named, so that a thread dump says whose threads these are and stop() can drain it.
+    settings.execution.executor = memo.executor = ThreadPoolExecutor(config.max_workers, WORKER_THREAD_PREFIX)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
@@ -70,6 +87,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         settings.peering.clusterwide = True
         settings.peering.priority = config.priority
         settings.peering.mandatory = True
+
+
+def on_exit(memo: kopf.Memo, **_: Any) -> None:
+    memo.services.shutdown.set()
+    server = getattr(memo, "metrics_server", None)
+    if server is not None:
+        server.shutdown()
+        server.server_close()
 
 
 def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
@@ -95,6 +120,7 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     kopf.on.startup(registry=registry)(configure)
     kopf.on.login(registry=registry)(login)
+    kopf.on.cleanup(registry=registry)(on_exit)
     attachedcompute.register(registry, settings)
     amljob.register(registry, settings)
     return registry
@@ -127,6 +153,7 @@ class BackgroundOperator:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="amlwire-operator", daemon=True)
+        self._memo = _memo(settings, services)
         self.error: BaseException | None = None
 
     def start(self, timeout: float = 30.0) -> BackgroundOperator:
@@ -136,8 +163,19 @@ class BackgroundOperator:
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Stop kopf, then wait for every handler thread: a thread left running would hang interpreter exit."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         self._thread.join(timeout)
+        self.services.shutdown.set()
+        executor = getattr(self._memo, "executor", None)
+        if isinstance(executor, ThreadPoolExecutor):
+            executor.shutdown(wait=False, cancel_futures=True)
+            for thread in list(executor._threads):
+                thread.join(max(0.0, deadline - time.monotonic()))
+        lingering = [t.name for t in getattr(executor, "_threads", ()) if t.is_alive()]
+        if self._thread.is_alive() or lingering:
+            raise RuntimeError(f"operator did not stop within {timeout}s; still running: {lingering}")
 
     def _main(self) -> None:
         try:
@@ -147,7 +185,7 @@ class BackgroundOperator:
                     namespaces=self.settings.namespaces,
                     standalone=True,
                     liveness_endpoint=self.settings.liveness_endpoint or None,
-                    memo=_memo(self.settings, self.services),
+                    memo=self._memo,
                     registry=build_registry(self.settings),
                     stop_flag=self._stop,
                     ready_flag=self._ready,

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from amlwire.api.common import Condition
 from amlwire.domain.conditions import Outcome, StepResult, blocked, retrying
-from amlwire.domain.errors import AzureError, KubeConflict, KubeError, KubeNotFound
+from amlwire.domain.errors import AzureError, KubeConflict, KubeError, KubeForbidden, KubeNotFound
 
 S = TypeVar("S")
 
@@ -84,6 +84,8 @@ def guarded(
                 return blocked(condition, "KubernetesFieldConflict", error.message, timings.blocked_recheck)
             except KubeNotFound as error:
                 return blocked(condition, "KubernetesObjectNotFound", str(error), timings.blocked_recheck)
+            except KubeForbidden as error:
+                return blocked(condition, "KubernetesPermissionDenied", str(error), timings.blocked_recheck)
             except KubeError as error:
                 return retrying(condition, "KubernetesUnavailable", str(error), timings.retry_delay)
 

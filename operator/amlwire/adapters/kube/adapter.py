@@ -11,7 +11,7 @@ from kubernetes import client
 
 from amlwire.adapters.kube.client import FIELD_MANAGER
 from amlwire.domain.doctor import Pod
-from amlwire.domain.errors import KubeConflict, KubeError, KubeNotFound
+from amlwire.domain.errors import KubeConflict, KubeError, KubeForbidden, KubeNotFound
 from amlwire.reconcile.ports import ServiceAccountInfo
 
 APPLY = "application/apply-patch+yaml"
@@ -39,6 +39,11 @@ def _translated(action: str) -> Iterator[None]:
             raise KubeConflict(f"{action}: {message}", managers) from error
         if error.status == 404:
             raise KubeNotFound(f"{action}: {_message(error)}") from error
+        if error.status == 403:
+            raise KubeForbidden(
+                f"{action}: {_message(error)}; amlwire's ClusterRole (charts/amlwire) must allow "
+                f"it: upgrade the chart, or restore a ClusterRole that was edited"
+            ) from error
         raise KubeError(f"{action}: {error.status} {_message(error)}") from error
 
 

@@ -1,0 +1,22 @@
+# amlwire operator image: `docker build -t ghcr.io/amlwire/amlwire:0.1.0 .`
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml constraints.txt README.md ./
+COPY operator ./operator
+RUN python -m venv /venv \
+ && /venv/bin/pip install --no-cache-dir --no-compile -c constraints.txt . \
+ && /venv/bin/python -m compileall -q /venv/lib
+
+FROM python:3.11-slim
+# The chart runs it with runAsUser 10001 and a read-only root filesystem (/tmp is an emptyDir).
+RUN groupadd --gid 10001 amlwire && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin amlwire
+COPY --from=build /venv /venv
+ENV PATH=/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp
+WORKDIR /tmp
+USER 10001:10001
+EXPOSE 8080 8081
+ENTRYPOINT ["amlwire"]
+CMD ["run"]

@@ -1,0 +1,224 @@
+"""The Helm chart: lint clean, installs into the apiserver, and its RBAC is exactly what the operator uses."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from azure.identity import WorkloadIdentityCredential
+from kubernetes import client
+
+from amlwire.devenv.controlplane import find_binaries
+from amlwire.devenv.stack import FIC_TYPE, OPERATOR_CLIENT_ID
+from amlwire.handlers.operator import BackgroundOperator
+from amlwire.main import build_services
+from tests.conftest import REPO, wait_for
+
+pytestmark = [pytest.mark.kube, pytest.mark.sandbox]
+CHART = REPO / "charts" / "amlwire"
+NAMESPACE, RELEASE = "amlwire-chart", "amlwire"
+CHART_USER = f"system:serviceaccount:{NAMESPACE}:amlwire"
+VALUES = [
+    "--set",
+    f"azure.clientId={OPERATOR_CLIENT_ID}",
+    "--set",
+    "azure.tenantId=72f988bf-86f1-41af-91ab-2d7cd011db47",
+]
+
+
+def helm(*args: str, kubeconfig: Path | None = None) -> str:
+    command = [str(find_binaries(REPO) / "helm"), *args, *(["--kubeconfig", str(kubeconfig)] if kubeconfig else [])]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr + done.stdout
+    return done.stdout + done.stderr
+
+
+def rendered(*extra: str) -> list[dict[str, Any]]:
+    out = helm("template", RELEASE, str(CHART), "-n", NAMESPACE, *VALUES, *extra)
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_helm_lint_is_clean():
+    out = helm("lint", str(CHART), "--strict", *VALUES)
+    assert "0 chart(s) failed" in out
+    assert "[WARNING]" not in out
+    assert "[INFO]" not in out
+
+
+def test_values_schema_refuses_bad_values():
+    done = subprocess.run(
+        [
+            str(find_binaries(REPO) / "helm"),
+            "template",
+            RELEASE,
+            str(CHART),
+            *VALUES,
+            "--set",
+            "operator.logFormat=xml",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "logFormat" in done.stderr
+
+
+def test_pod_runs_locked_down_with_workload_identity():
+    deployment = next(d for d in rendered() if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"  # never two active replicas without peering
+    account = next(d for d in rendered() if d["kind"] == "ServiceAccount")
+    assert account["metadata"]["annotations"]["azure.workload.identity/client-id"] == OPERATOR_CLIENT_ID
+
+
+def test_peering_makes_a_second_replica_safe():
+    documents = rendered("--set", "peering.enabled=true", "--set", "replicaCount=2")
+    kinds = {d["kind"] for d in documents}
+    assert {"ClusterKopfPeering", "CustomResourceDefinition"} <= kinds
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AMLWIRE_PEERING"] == "amlwire"
+    assert "strategy" not in deployment["spec"]
+    role = next(d for d in documents if d["kind"] == "ClusterRole")
+    assert any("clusterkopfpeerings" in r["resources"] for r in role["rules"])
+
+
+def test_crds_in_the_chart_are_the_generated_ones():
+    for path in (CHART / "crds").glob("*.yaml"):
+        assert path.read_text() == (REPO / "crds" / path.name).read_text()
+
+
+def _granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def _used(records: list[dict[str, Any]]) -> tuple[set[tuple[str, str, str]], list[str]]:
+    used, forbidden = set(), []
+    for record in records:
+        if record["user"]["username"] != CHART_USER or "objectRef" not in record:
+            continue
+        ref = record["objectRef"]
+        resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        if record.get("responseStatus", {}).get("code") == 403:
+            forbidden.append(f"{record['verb']} {resource} {ref.get('name', '')}: {record['responseStatus']}")
+        used.add((ref.get("apiGroup", ""), resource, record["verb"]))
+        if record["verb"] == "patch" and record.get("responseStatus", {}).get("code") == 201:
+            used.add((ref.get("apiGroup", ""), resource, "create"))  # server-side apply that created it
+    return used, forbidden
+
+
+def _tokens(core: client.CoreV1Api, tmp: Path, plane: Any) -> tuple[Path, Path]:
+    api = core.create_namespaced_service_account_token("amlwire", NAMESPACE, {"spec": {"expirationSeconds": 3600}})
+    azure = core.create_namespaced_service_account_token(
+        "amlwire", NAMESPACE, {"spec": {"audiences": ["api://AzureADTokenExchange"], "expirationSeconds": 3600}}
+    )
+    kubeconfig = tmp / "chart-sa.kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "sa",
+                "clusters": [
+                    {"name": "local", "cluster": {"server": plane.server, "certificate-authority": str(plane.ca_file)}}
+                ],
+                "users": [{"name": "sa", "user": {"token": api.status.token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}],
+            }
+        )
+    )
+    token_file = tmp / "chart-azure-token"
+    token_file.write_text(azure.status.token)
+    return kubeconfig, token_file
+
+
+def test_installed_chart_runs_a_whole_lifecycle_with_exactly_its_permissions(harness, tmp_path):
+    out = helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        "--create-namespace",
+        *VALUES,
+        kubeconfig=harness.plane.kubeconfig,
+    )
+    assert "STATUS: deployed" in out
+    apps = client.AppsV1Api(harness.kube)
+    assert apps.read_namespaced_deployment(RELEASE, NAMESPACE).spec.template.spec.service_account_name == "amlwire"
+    role = client.RbacAuthorizationV1Api(harness.kube).read_cluster_role(RELEASE)
+    role_doc = {"rules": [{"apiGroups": r.api_groups, "resources": r.resources, "verbs": r.verbs} for r in role.rules]}
+    harness.ctl.create(
+        f"{harness.operator_identity_id}/federatedIdentityCredentials/amlwire-chart",
+        FIC_TYPE,
+        {
+            "properties": {
+                "issuer": harness.plane.service_account_issuer,
+                "subject": CHART_USER,
+                "audiences": ["api://AzureADTokenExchange"],
+            }
+        },
+        {"backdated": True},
+    )
+    kubeconfig, token_file = _tokens(harness.core, tmp_path, harness.plane)
+    settings = harness.settings(kubeconfig=kubeconfig)
+    credential = WorkloadIdentityCredential(
+        tenant_id=harness.tenant,
+        client_id=OPERATOR_CLIENT_ID,
+        token_file_path=str(token_file),
+        authority=harness.sandbox.base_url,
+        connection_verify=str(harness.sandbox.ca_file),
+    )
+    harness.operator = BackgroundOperator(settings, build_services(settings, credential)).start()
+    try:
+        compute = harness.apply_compute("robotics-gpu")
+        harness.wait_ready(compute)
+        job = harness.apply_job("amljob-train.yaml")
+        harness.wait_job(job)
+        harness.delete_job(job)
+        wait_for(
+            lambda: (
+                not any(
+                    i["metadata"]["name"] == job
+                    for i in harness.custom.list_namespaced_custom_object(
+                        "amlwire.io", "v1alpha1", "robotics", "amljobs"
+                    )["items"]
+                )
+            ),
+            timeout=30,
+            what="job deleted",
+        )
+        harness.delete_compute(compute)
+        wait_for(
+            lambda: (
+                not harness.custom.list_cluster_custom_object("amlwire.io", "v1alpha1", "attachedcomputes")["items"]
+            ),
+            timeout=30,
+            what="compute deleted",
+        )
+    finally:
+        harness.stop()
+        helm("uninstall", RELEASE, "-n", NAMESPACE, kubeconfig=harness.plane.kubeconfig)
+    used, forbidden = _used(harness.plane.audit_records())
+    assert forbidden == []
+    unused = _granted(role_doc) - used
+    assert unused == set(), f"the ClusterRole grants what amlwire never used: {sorted(unused)}"

@@ -1,0 +1,35 @@
+"""`amlwire demo --once` runs headless to completion within three minutes and exits 0."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from amlwire.devenv.stack import inherited_environment
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.kube, pytest.mark.sandbox]
+
+
+def test_demo_once_finishes_headless(tmp_path):
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "amlwire.cli.main", "demo", "--once"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**inherited_environment(), "TERM": "dumb"},
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert elapsed < 180
+    out = done.stdout
+    assert "demo finished: the compute is Ready and every job completed" in out
+    assert "robotics-gpu" in out
+    assert "Passed" in out  # the validation job's verdict column
+    assert "no failures" in out  # the doctor's verdict on the demo's compute
+    assert "/metrics" in out
