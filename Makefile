@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(DEPS_HASH)
 TESTENV_BIN = $(shell ./hack/testenv.sh --print-bin)
 PYTEST_ARGS ?=
 
-.PHONY: help venv testenv crds check-crds docs lint test demo bench clean
+.PHONY: help venv testenv crds check-crds docs lint test chaos demo bench clean
 
 help:
 	@echo "make test   - set up everything (virtualenv, test control plane, helm) and run all checks and tests"
@@ -45,6 +45,9 @@ lint: venv
 
 test: venv testenv lint check-crds
 	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/pytest $(PYTEST_ARGS)
+
+chaos: venv testenv
+	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/pytest -m chaos tests/reliability $(PYTEST_ARGS)
 
 demo: venv testenv
 	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/amlwire demo $(DEMO_ARGS)

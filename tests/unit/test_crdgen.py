@@ -47,7 +47,11 @@ def test_schemas_are_structural(kind):
 def test_quantities_are_int_or_string():
     spec = model_schema(AttachedComputeSpec, "spec")
     requests = spec["properties"]["compute"]["properties"]["instanceTypes"]["items"]["properties"]["resources"]
-    assert requests["properties"]["limits"]["additionalProperties"] == {"x-kubernetes-int-or-string": True}
+    # maxLength bounds the cost of the isQuantity() rule, which the apiserver estimates at CRD admission
+    assert requests["properties"]["limits"]["additionalProperties"] == {
+        "x-kubernetes-int-or-string": True,
+        "maxLength": 64,
+    }
 
 
 def test_list_defaults_are_published_so_the_apiserver_applies_them():

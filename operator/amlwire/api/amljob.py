@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, WithJsonSchema
+from pydantic import Field, StringConstraints, WithJsonSchema, model_validator
 
 from amlwire.api.common import API_VERSION, CRDModel, Matches, ObjectStatus, cel, rule
 
@@ -111,6 +111,20 @@ class RegisterSpec(CRDModel):
     type: ModelType = Field(default="custom_model", description="Model type of the registered checkpoint.")
 
 
+NEEDS_MODEL = (
+    "spec.model is required when spec.template is IsaacLabValidate: name the registered checkpoint "
+    "to validate (spec.model.name and spec.model.version)"
+)
+NEEDS_COMMAND = "spec.command is required when spec.template is Command"
+NEEDS_ISAACLAB = (
+    "spec.isaacLab.task is required when spec.template is IsaacLabTrain or IsaacLabValidate, "
+    "e.g. isaacLab: {task: Isaac-Velocity-Rough-Anymal-C-v0}"
+)
+ISAACLAB_UNUSED = (
+    "spec.isaacLab is only used by the IsaacLab templates; remove it or pick template IsaacLabTrain or IsaacLabValidate"
+)
+
+
 class AmlJobSpec(CRDModel):
     """Desired AML command job."""
 
@@ -118,19 +132,17 @@ class AmlJobSpec(CRDModel):
         "json_schema_extra": cel(
             rule(
                 "self.template != 'IsaacLabValidate' || has(self.model)",
-                "spec.model is required when spec.template is IsaacLabValidate: name the registered checkpoint "
-                "to validate (spec.model.name and spec.model.version)",
+                NEEDS_MODEL,
                 fieldPath=".model",
             ),
             rule(
                 "self.template != 'Command' || (has(self.command) && size(self.command) > 0)",
-                "spec.command is required when spec.template is Command",
+                NEEDS_COMMAND,
                 fieldPath=".command",
             ),
             rule(
                 "!(self.template in ['IsaacLabTrain', 'IsaacLabValidate']) || has(self.isaacLab)",
-                "spec.isaacLab.task is required when spec.template is IsaacLabTrain or IsaacLabValidate, "
-                "e.g. isaacLab: {task: Isaac-Velocity-Rough-Anymal-C-v0}",
+                NEEDS_ISAACLAB,
                 fieldPath=".isaacLab",
             ),
             rule(
@@ -141,8 +153,7 @@ class AmlJobSpec(CRDModel):
             ),
             rule(
                 "self.template != 'Command' || !has(self.isaacLab)",
-                "spec.isaacLab is only used by the IsaacLab templates; remove it or pick template "
-                "IsaacLabTrain or IsaacLabValidate",
+                ISAACLAB_UNUSED,
                 fieldPath=".isaacLab",
             ),
             rule(
@@ -254,6 +265,19 @@ class AmlJobSpec(CRDModel):
     timeout_seconds: int | None = Field(
         default=None, ge=60, le=30 * 24 * 3600, description="Cancel the AML job after this many seconds."
     )
+
+    @model_validator(mode="after")
+    def _template_needs(self) -> AmlJobSpec:
+        """The template rules admission enforces, enforced again where admission was skipped (an older CRD)."""
+        if self.template == "IsaacLabValidate" and self.model is None:
+            raise ValueError(NEEDS_MODEL)
+        if self.template == "Command" and not self.command:
+            raise ValueError(NEEDS_COMMAND)
+        if self.template in ("IsaacLabTrain", "IsaacLabValidate") and self.isaac_lab is None:
+            raise ValueError(NEEDS_ISAACLAB)
+        if self.template == "Command" and self.isaac_lab is not None:
+            raise ValueError(ISAACLAB_UNUSED)
+        return self
 
 
 class FailureStatus(CRDModel):

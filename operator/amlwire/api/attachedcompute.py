@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator
 
 from amlwire.api.common import (
     API_VERSION,
@@ -33,7 +34,7 @@ ROLE_DEFINITION_RE = (
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 _SYSTEM_NAMESPACES_CEL = "[" + ", ".join(cel_string(n) for n in SYSTEM_NAMESPACES) + "]"
 
-Quantity = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
+Quantity = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True, "maxLength": 64})]
 SubscriptionId = Annotated[
     str,
     Matches(
@@ -152,17 +153,35 @@ class ExtensionSpec(CRDModel):
     )
 
 
+QUANTITY_RE = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([eE][+-]?[0-9]+)|[numkMGTPE]|[KMGTPE]i)?$")
+QUANTITIES_RULE = "self.all(k, type(self[k]) == int || isQuantity(self[k]))"
+NOT_A_QUANTITY = (
+    "spec.compute.instanceTypes[].resources.{field} values must be Kubernetes quantities such as 8, 500m or 64Gi"
+)
+
+
 class ResourceList(CRDModel):
     """Compute resources of an instance type."""
 
     requests: dict[str, Quantity] = Field(
-        default_factory=dict, max_length=16, description='Requested resources, e.g. cpu: "8", memory: 64Gi.'
+        default_factory=dict,
+        max_length=16,
+        description='Requested resources, e.g. cpu: "8", memory: 64Gi.',
+        json_schema_extra=cel(rule(QUANTITIES_RULE, NOT_A_QUANTITY.format(field="requests"))),
     )
     limits: dict[str, Quantity] = Field(
         default_factory=dict,
         max_length=16,
         description='Resource limits, e.g. cpu: "8", memory: 64Gi, nvidia.com/gpu: 1.',
+        json_schema_extra=cel(rule(QUANTITIES_RULE, NOT_A_QUANTITY.format(field="limits"))),
     )
+
+    @field_validator("requests", "limits")
+    @classmethod
+    def _quantities(cls, values: dict[str, int | str], info: ValidationInfo) -> dict[str, int | str]:
+        if any(isinstance(v, str) and not QUANTITY_RE.match(v) for v in values.values()):
+            raise ValueError(NOT_A_QUANTITY.format(field=info.field_name))
+        return values
 
 
 class InstanceTypeSpec(CRDModel):
@@ -266,7 +285,7 @@ class AccessSpec(CRDModel):
 class JobsPolicy(CRDModel):
     """Which namespaces may run AmlJobs on this compute."""
 
-    allowed_namespaces: list[Annotated[str, StringConstraints(max_length=63)]] = Field(
+    allowed_namespaces: list[Annotated[Dns1123Label, StringConstraints(max_length=63)]] = Field(
         default_factory=list,
         max_length=256,
         description="Namespaces whose AmlJobs may use this compute. Empty: none may.",

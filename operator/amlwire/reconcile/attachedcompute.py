@@ -551,14 +551,23 @@ def reconcile_compute(scope: Scope) -> StepResult:
     )
     keep = scope.other_operations("Compute")
     if decision.action is ComputeAction.ATTACH:
-        attached = scope.azure.begin_attach_compute(
-            ws,
-            compute.name,
-            scope.cluster_id,
-            compute.namespace,
-            scope.spec.identity.resource_id,
-            {OWNER_TAG: scope.name},
-        )
+        try:
+            attached = scope.azure.begin_attach_compute(
+                ws,
+                compute.name,
+                scope.cluster_id,
+                compute.namespace,
+                scope.spec.identity.resource_id,
+                {OWNER_TAG: scope.name},
+            )
+        except AzureNotFound:
+            return blocked(
+                COMPUTE_READY,
+                "WorkspaceNotFound",
+                f"workspace {ws.name} does not exist in resource group {ws.group} (subscription "
+                f"{ws.subscription}): fix spec.workspace.name or spec.workspace.resourceGroup",
+                scope.timings.blocked_recheck,
+            )
         if attached is not None and attached.provisioning_state.lower() == "succeeded":
             scope.events.append(Event("Normal", decision.reason, decision.message))
             scope.status.operations = keep

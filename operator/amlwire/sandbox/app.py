@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import secrets
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -720,10 +721,11 @@ async def token(request: web.Request, p: dict[str, str]) -> web.Response:
             "appid": client_id,
             "tid": p["tenant"],
             "xms_mirid": identity.id,
+            "uti": f"canary{secrets.token_hex(12)}",  # unique per token: a leak test can find each one
         }
-    return json_response(
-        {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": access_token(token_claims)}
-    )
+        issued = access_token(token_claims)
+        sandbox.state.issued_tokens.append(issued)
+    return json_response({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": issued})
 
 
 @route(router, "GET", "entra.openid", "/{tenant}/v2.0/.well-known/openid-configuration", authenticated=False)
@@ -742,6 +744,14 @@ async def openid_configuration(request: web.Request, p: dict[str, str]) -> web.R
 @route(router, "GET", "control.health", "/_sandbox/health", authenticated=False)
 async def health(request: web.Request, p: dict[str, str]) -> web.Response:
     return json_response({"status": "ok"})
+
+
+@route(router, "GET", "control.tokens", "/_sandbox/tokens", authenticated=False)
+async def issued_tokens(request: web.Request, p: dict[str, str]) -> web.Response:
+    """Every access token issued so far (tests look for them where no secret may be)."""
+    sandbox = sandbox_of(request)
+    with sandbox.state.lock:
+        return json_response(list(sandbox.state.issued_tokens))
 
 
 @route(router, "GET", "control.calls", "/_sandbox/calls", authenticated=False)

@@ -29,6 +29,9 @@ class SandboxClient:
     def counts(self, since: int = 0) -> Counter[str]:
         return Counter(self._call("GET", "/counts", params={"since": since}))
 
+    def issued_tokens(self) -> list[str]:
+        return self._call("GET", "/tokens")  # type: ignore[no-any-return]
+
     def mark(self) -> int:
         """A position in the call log: pass it as `since` to see only later calls."""
         return self._call("GET", "/mark")["next"]  # type: ignore[no-any-return]

@@ -123,6 +123,7 @@ class State:
         self.operations: dict[str, Operation] = {}
         self.faults: list[Fault] = []
         self.calls: list[Call] = []
+        self.issued_tokens: list[str] = []  # every access token handed out, for leak tests to look for
         self.fic_writes_until: dict[str, float] = {}
         self.job_rules: list[dict[str, Any]] = []
         self.timing = copy.deepcopy(world.timing)

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import urllib3
 from kubernetes import client
 
 from amlwire.adapters.kube.client import FIELD_MANAGER
@@ -45,6 +46,8 @@ def _translated(action: str) -> Iterator[None]:
                 f"it: upgrade the chart, or restore a ClusterRole that was edited"
             ) from error
         raise KubeError(f"{action}: {error.status} {_message(error)}") from error
+    except urllib3.exceptions.HTTPError as error:  # refused, reset, timed out: the apiserver is away for now
+        raise KubeError(f"{action}: the Kubernetes API server did not answer ({type(error).__name__})") from error
 
 
 class KubeAdapter:
