@@ -7,11 +7,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import yaml
 from kubernetes import client
 
+from amlwire.devenv.chaos import is_true
 from amlwire.devenv.controlplane import ControlPlane, find_binaries
 from amlwire.devenv.stack import LocalStack, kube_client, prepare_cluster
 from amlwire.sandbox.world import World
@@ -42,10 +41,6 @@ def stack(plane: ControlPlane, kube: client.ApiClient, world: World | None = Non
     )
 
 
-def example(name: str) -> dict[str, Any]:
-    return yaml.safe_load((REPO / "examples" / name).read_text())
-
-
 def wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> float:
     started = time.monotonic()
     while not predicate():
@@ -56,8 +51,7 @@ def wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) 
 
 
 def is_ready(custom: client.CustomObjectsApi, name: str) -> bool:
-    obj = custom.get_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name)
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in (obj.get("status") or {}).get("conditions", []))
+    return is_true(custom.get_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name))
 
 
 def delete_everything(custom: client.CustomObjectsApi) -> None:

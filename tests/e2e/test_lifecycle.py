@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.conftest import wait_for
-from tests.e2e.harness import CLUSTER_ID, IDENTITY_ID, RG, WORKSPACE_ID
+from tests.e2e.harness import IDENTITY_ID, RG, WORKSPACE_ID
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]
 
@@ -29,40 +29,6 @@ def test_drift_timer_restores_a_deleted_credential_and_otherwise_writes_nothing(
     assert writes == [("PUT", "msi.fic")]
 
 
-def _add_cluster(harness, index: int) -> str:
-    cluster = CLUSTER_ID.replace("aks-robotics", f"aks-{index}")
-    issuer = f"https://eastus.oic.prod-aks.azure.com/tenant/cluster-{index}/"
-    harness.ctl.create(
-        cluster,
-        "Microsoft.ContainerService/managedClusters",
-        {
-            "location": "eastus",
-            "properties": {
-                "oidcIssuerProfile": {"enabled": True, "issuerURL": issuer},
-                "securityProfile": {"workloadIdentity": {"enabled": True}},
-                "provisioningState": "Succeeded",
-            },
-        },
-        {
-            "issuer_url": issuer,
-            "aml_service_accounts": ["azureml:default", "azureml:training"],
-            "job_service_account": "azureml:training",
-        },
-    )
-    harness.ctl.create(
-        f"{cluster}/providers/Microsoft.KubernetesConfiguration/extensions/azureml",
-        "Microsoft.KubernetesConfiguration/extensions",
-        {
-            "properties": {
-                "extensionType": "Microsoft.AzureML.Kubernetes",
-                "provisioningState": "Succeeded",
-                "configurationSettings": {},
-            }
-        },
-    )
-    return f"aks-{index}"
-
-
 def test_ten_computes_sharing_one_identity_converge_without_a_409_in_status(harness):
     harness.ctl.timing(ficWriteWindowSeconds=0.2)
     # other writers hit the identity too: Azure answers some of amlwire's writes with the concurrency 409
@@ -76,7 +42,7 @@ def test_ten_computes_sharing_one_identity_converge_without_a_409_in_status(harn
     harness.start()
     names = []
     for index in range(10):
-        cluster = _add_cluster(harness, index)
+        cluster = harness.add_cluster(f"aks-{index}")
         names.append(
             harness.apply_compute(
                 f"shared-{index}",

@@ -190,9 +190,6 @@ class OperatorProcess:
             self.kill()
             return None
 
-    def exited(self) -> int | None:
-        return None if self.process is None else self.process.poll()
-
 
 # -- crash campaign -------------------------------------------------------------------------------------
 @dataclass
@@ -233,9 +230,6 @@ class CrashCampaign:
 
     def get_job(self, name: str, namespace: str = "robotics") -> dict[str, Any]:
         return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "amljobs", name)  # type: ignore[no-any-return]
-
-    def computes(self) -> list[dict[str, Any]]:
-        return self.custom.list_cluster_custom_object(GROUP, VERSION, "attachedcomputes")["items"]  # type: ignore[no-any-return]
 
     def apply_base(self) -> None:
         """The compute the job iterations run on, Ready before the first kill."""
@@ -297,8 +291,8 @@ class CrashCampaign:
         self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "amljobs", manifest)
 
         def finished() -> bool:
-            status = self.get_job(name, namespace).get("status") or {}
-            return status.get("amlStatus") in TERMINAL_JOB and is_true(self.get_job(name, namespace))
+            job = self.get_job(name, namespace)
+            return (job.get("status") or {}).get("amlStatus") in TERMINAL_JOB and is_true(job)
 
         killed_at = self._kill_after(mark, kill_after, finished)
         seconds, calls = self._restart_and_wait(mark, finished)
