@@ -62,6 +62,10 @@ class Harness(LocalStack):
         self.created: list[tuple[str, str | None, str]] = []
         self.custom = client.CustomObjectsApi(self.kube)
         self.core = client.CoreV1Api(self.kube)
+        # the apiserver is shared by the session: start from none of the amlwire objects other tests left
+        self.adopt_everything()
+        self._forget_objects()
+        self.created.clear()
 
     def start(self, **overrides: Any) -> Any:
         return self.start_operator(**overrides)

@@ -105,7 +105,9 @@ def test_broken_wiring_fails_a_mount_job_with_a_hint_and_in_container_completes(
     cluster_id = harness.ctl.resource(EXTENSION_ID)["id"].split("/providers/Microsoft.KubernetesConfiguration")[0]
     harness.ctl.patch(cluster_id, extra={"sidecar_certificate_auth": True})
     again = harness.apply_job("amljob-validate.yaml", model={**MODEL, "delivery": "Mount"})
-    failure = harness.wait_job(again, "Stalled", "True")["status"]["failure"]
+    # the operator's view of the compute may lag the apiserver's for a moment: wait for the job's own failure
+    stalled = harness.wait_job(again, "Stalled", "True", "ScriptExecutionStreamAccessAuthentication")
+    failure = stalled["status"]["failure"]
     assert "reports every link Ready" in failure["hint"]
     in_container = harness.apply_job("amljob-validate.yaml", model={**MODEL, "delivery": "InContainer"})
     status = harness.wait_job(in_container)["status"]
