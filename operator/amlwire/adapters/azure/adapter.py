@@ -11,10 +11,12 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from azure.core.exceptions import AzureError as SdkError
 from azure.core.exceptions import ResourceExistsError
 
 from amlwire.adapters.azure.clients import AzureClients
 from amlwire.adapters.azure.errors import classified
+from amlwire.adapters.azure.throttle import ThrottleGate
 from amlwire.domain.azure import (
     AUDIENCE,
     EXTENSION_TYPE,
@@ -54,7 +56,7 @@ class JobsAdapter:
         """One plain ARM GET of the job (MLClient.jobs.get costs several times the CPU for the same answer)."""
         url = f"{self.clients.settings.arm_endpoint}{workspace.id}/jobs/{name}?api-version={JOBS_API_VERSION}"
         try:
-            with self._call("ml.job", "GET", f"get AML job {name}"):
+            with self._call("ml.job", "GET", f"get AML job {name}", workspace.subscription):
                 body = self.clients.send(workspace.subscription, url)
         except AzureNotFound:
             return None
@@ -91,7 +93,7 @@ class JobsAdapter:
         if request.timeout_seconds:
             job.set_limits(timeout=request.timeout_seconds)
         # amlwire validated the spec already (admission + models); AML validates again on submission.
-        with self._call("ml.job", "PUT", f"submit AML job {request.name}"):
+        with self._call("ml.job", "PUT", f"submit AML job {request.name}", workspace.subscription):
             created = self._ml(workspace).jobs.create_or_update(job, skip_validation=True)
         if known_environment is None and isinstance(created.environment, str):
             # the SDK registers an anonymous environment version per image; later jobs reuse it instead of
@@ -102,7 +104,7 @@ class JobsAdapter:
     def list_jobs(self, workspace: WorkspaceRef, tag: str, wanted: set[str]) -> dict[str, JobSnapshot]:
         """amlwire's jobs (by tag), newest first, paging only until every wanted job has been seen."""
         found: dict[str, JobSnapshot] = {}
-        with self._call("ml.job.list", "GET", f"list AML jobs in {workspace.name}"):
+        with self._call("ml.job.list", "GET", f"list AML jobs in {workspace.name}", workspace.subscription):
             for job in self._ml(workspace).jobs.list(tag=tag):
                 if job is None:
                     continue
@@ -112,12 +114,12 @@ class JobsAdapter:
         return found
 
     def cancel_job(self, workspace: WorkspaceRef, name: str) -> None:
-        with self._call("ml.job.cancel", "POST", f"cancel AML job {name}"):
+        with self._call("ml.job.cancel", "POST", f"cancel AML job {name}", workspace.subscription):
             self._ml(workspace).jobs.begin_cancel(name)
 
     def job_details(self, workspace: WorkspaceRef, name: str) -> JobDetails:
         # azure-ai-ml has no public call for a run's error; jobs.stream reads it from run history like this.
-        with self._call("history.run.details", "GET", f"read run history of AML job {name}"):
+        with self._call("history.run.details", "GET", f"read run history of AML job {name}", workspace.subscription):
             details = self._ml(workspace).jobs._runs_operations.get_run_details(name)
             root = details.error.error if details.error else None
             return JobDetails(
@@ -130,7 +132,7 @@ class JobsAdapter:
         """Final metrics from the workspace's MLflow tracking server (the REST API of mlflow runs/get)."""
         tracking = self._tracking_uri(workspace)
         url = f"{tracking}/api/2.0/mlflow/runs/get?run_id={name}"
-        with self._call("mlflow.run", "GET", f"read metrics of AML job {name}"):
+        with self._call("mlflow.run", "GET", f"read metrics of AML job {name}", workspace.subscription):
             response = self.clients.send(workspace.subscription, url)
         latest: dict[str, tuple[tuple[int, int], float]] = {}
         for metric in response.get("run", {}).get("data", {}).get("metrics", []):
@@ -140,7 +142,7 @@ class JobsAdapter:
         return {k: v for k, (_, v) in latest.items()}
 
     def _tracking_uri(self, workspace: WorkspaceRef) -> str:
-        with self._call("ml.workspace", "GET", f"get AML workspace {workspace.name}"):
+        with self._call("ml.workspace", "GET", f"get AML workspace {workspace.name}", workspace.subscription):
             uri = str(self._ml(workspace).workspaces.get(workspace.name).mlflow_tracking_uri)
         return "https://" + uri.removeprefix("azureml://").removeprefix("https://").rstrip("/")
 
@@ -152,7 +154,9 @@ class JobsAdapter:
 
         ml = self._ml(workspace)
         try:
-            with self._call("ml.model.version.list", "GET", f"list versions of model {model_name}"):
+            with self._call(
+                "ml.model.version.list", "GET", f"list versions of model {model_name}", workspace.subscription
+            ):
                 existing = list(ml.models.list(name=model_name))
         except AzureNotFound:
             existing = []
@@ -166,7 +170,9 @@ class JobsAdapter:
             tags={"amlwire.io/job": job_name},
             description=f"Registered by amlwire from {job_name}",
         )
-        with self._call("ml.model.version", "PUT", f"register model {model_name} from {job_name}"):
+        with self._call(
+            "ml.model.version", "PUT", f"register model {model_name} from {job_name}", workspace.subscription
+        ):
             created = ml.models.create_or_update(model)
         return created.name, str(created.version)
 
@@ -181,14 +187,18 @@ class AzureAdapter(JobsAdapter):
         self._identity_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
         self._observe = observe or (lambda route, method, status: None)
+        self.throttle = ThrottleGate(max_hold=clients.settings.max_retry_delay)
 
     @contextmanager
-    def _call(self, route: str, method: str, action: str) -> Iterator[None]:
+    def _call(self, route: str, method: str, action: str, subscription: str) -> Iterator[None]:
+        self.throttle.check(subscription, method, action)
         try:
             with classified(action):
                 yield
         except AzureError as error:
             self._observe(route, method, error.status or 0)
+            if error.status == 429:
+                self.throttle.hold(subscription, method, error.retry_after)
             raise
         self._observe(route, method, 200)
 
@@ -198,7 +208,7 @@ class AzureAdapter(JobsAdapter):
 
     # -- AKS --------------------------------------------------------------------------------------
     def get_cluster(self, subscription: str, group: str, name: str) -> ClusterInfo:
-        with self._call("aks.cluster", "GET", f"get AKS cluster {group}/{name}"):
+        with self._call("aks.cluster", "GET", f"get AKS cluster {group}/{name}", subscription):
             cluster = self.clients.containers(subscription).managed_clusters.get(group, name)
         oidc = cluster.oidc_issuer_profile
         security = cluster.security_profile
@@ -215,7 +225,7 @@ class AzureAdapter(JobsAdapter):
     # -- managed identity and federated credentials ----------------------------------------------
     def get_identity(self, identity_id: str) -> IdentityInfo:
         rid = ResourceId.parse(identity_id)
-        with self._call("msi.identity", "GET", f"get identity {rid.group}/{rid.name}"):
+        with self._call("msi.identity", "GET", f"get identity {rid.group}/{rid.name}", rid.subscription):
             identity = self.clients.msi(rid.subscription).user_assigned_identities.get(rid.group, rid.name)
         return IdentityInfo(
             id=identity.id,
@@ -226,7 +236,7 @@ class AzureAdapter(JobsAdapter):
 
     def list_federated_credentials(self, identity_id: str) -> list[FederatedCredential]:
         rid = ResourceId.parse(identity_id)
-        with self._call("msi.fic.list", "GET", f"list federated credentials of {rid.name}"):
+        with self._call("msi.fic.list", "GET", f"list federated credentials of {rid.name}", rid.subscription):
             found = list(self.clients.msi(rid.subscription).federated_identity_credentials.list(rid.group, rid.name))
         return [FederatedCredential(f.name, f.issuer, f.subject, tuple(f.audiences or ())) for f in found]
 
@@ -235,7 +245,7 @@ class AzureAdapter(JobsAdapter):
         with self._identity_lock(identity_id):
             for attempt in range(1, FIC_WRITE_ATTEMPTS + 1):
                 try:
-                    with self._call("msi.fic", method, action):
+                    with self._call("msi.fic", method, action, ResourceId.parse(identity_id).subscription):
                         write()
                     return
                 except AzureError as error:
@@ -272,7 +282,7 @@ class AzureAdapter(JobsAdapter):
     def get_extension(self, cluster_id: str, name: str) -> ExtensionInfo | None:
         rid = ResourceId.parse(cluster_id)
         try:
-            with self._call("ext.extension", "GET", f"get extension {name} on {rid.name}"):
+            with self._call("ext.extension", "GET", f"get extension {name} on {rid.name}", rid.subscription):
                 extension = self.clients.extensions(rid.subscription).extensions.get(
                     rid.group, rid.namespace, rid.type, rid.name, name
                 )
@@ -312,7 +322,7 @@ class AzureAdapter(JobsAdapter):
             )
         )
         client = self.clients.extensions(rid.subscription).extensions
-        with self._call("ext.extension", "PUT", f"install extension {name} on {rid.name}"):
+        with self._call("ext.extension", "PUT", f"install extension {name} on {rid.name}", rid.subscription):
             return self._begin(
                 lambda **kw: client.begin_create(rid.group, rid.namespace, rid.type, rid.name, name, body, **kw)
             )
@@ -323,13 +333,13 @@ class AzureAdapter(JobsAdapter):
         rid = ResourceId.parse(cluster_id)
         body = models.PatchExtension(properties=models.PatchExtensionProperties(configuration_settings=dict(settings)))
         client = self.clients.extensions(rid.subscription).extensions
-        with self._call("ext.extension", "PATCH", f"update extension {name} on {rid.name}"):
+        with self._call("ext.extension", "PATCH", f"update extension {name} on {rid.name}", rid.subscription):
             return self._begin(
                 lambda **kw: client.begin_update(rid.group, rid.namespace, rid.type, rid.name, name, body, **kw)
             )
 
     def operation_state(self, subscription: str, url: str) -> OperationState:
-        with self._call("operation", "GET", "check a long-running Azure operation"):
+        with self._call("operation", "GET", "check a long-running Azure operation", subscription):
             body = self.clients.send(subscription, url)
         status = str(body.get("status") or "Succeeded")
         if status.lower() in ("inprogress", "running", "accepted", "creating", "updating", "deleting"):
@@ -341,7 +351,7 @@ class AzureAdapter(JobsAdapter):
     # -- role assignments -------------------------------------------------------------------------
     def list_role_assignments(self, scope: str, principal_id: str) -> list[RoleAssignment]:
         subscription = scope.strip("/").split("/")[1]
-        with self._call("authz.roleAssignment.list", "GET", f"list role assignments on {scope}"):
+        with self._call("authz.roleAssignment.list", "GET", f"list role assignments on {scope}", subscription):
             found = list(
                 self.clients.authorization(subscription).role_assignments.list_for_scope(
                     scope, filter=f"assignedTo('{principal_id}')"
@@ -361,7 +371,7 @@ class AzureAdapter(JobsAdapter):
             role_definition_id=role_definition_id, principal_id=principal_id, principal_type="ServicePrincipal"
         )
         try:
-            with self._call("authz.roleAssignment", "PUT", f"assign role on {scope}"):
+            with self._call("authz.roleAssignment", "PUT", f"assign role on {scope}", subscription):
                 try:
                     self.clients.authorization(subscription).role_assignments.create(scope, name, body)
                 except ResourceExistsError as error:
@@ -379,13 +389,13 @@ class AzureAdapter(JobsAdapter):
 
     def delete_role_assignment(self, scope: str, name: str) -> None:
         subscription = scope.strip("/").split("/")[1]
-        with self._call("authz.roleAssignment", "DELETE", f"delete role assignment {name} on {scope}"):
+        with self._call("authz.roleAssignment", "DELETE", f"delete role assignment {name} on {scope}", subscription):
             self.clients.authorization(subscription).role_assignments.delete(scope, name)
 
     # -- storage ----------------------------------------------------------------------------------
     def get_storage_account(self, account_id: str) -> StorageInfo:
         rid = ResourceId.parse(account_id)
-        with self._call("storage.account", "GET", f"get storage account {rid.name}"):
+        with self._call("storage.account", "GET", f"get storage account {rid.name}", rid.subscription):
             account = self.clients.storage(rid.subscription).storage_accounts.get_properties(rid.group, rid.name)
         return StorageInfo(id=account.id, allow_shared_key_access=account.allow_shared_key_access)
 
@@ -394,7 +404,9 @@ class AzureAdapter(JobsAdapter):
         return self.clients.ml(workspace.subscription, workspace.group, workspace.name)
 
     def get_workspace(self, workspace: WorkspaceRef) -> WorkspaceInfo:
-        with self._call("ml.workspace", "GET", f"get AML workspace {workspace.group}/{workspace.name}"):
+        with self._call(
+            "ml.workspace", "GET", f"get AML workspace {workspace.group}/{workspace.name}", workspace.subscription
+        ):
             found = self._ml(workspace).workspaces.get(workspace.name)
         identity = getattr(found, "identity", None)
         return WorkspaceInfo(
@@ -407,7 +419,7 @@ class AzureAdapter(JobsAdapter):
 
     def get_compute(self, workspace: WorkspaceRef, name: str) -> ComputeInfo | None:
         try:
-            with self._call("ml.compute", "GET", f"get compute {name} in {workspace.name}"):
+            with self._call("ml.compute", "GET", f"get compute {name} in {workspace.name}", workspace.subscription):
                 compute = self._ml(workspace).compute.get(name)
         except AzureNotFound:
             return None
@@ -438,14 +450,26 @@ class AzureAdapter(JobsAdapter):
                 type="user_assigned", user_assigned_identities=[ManagedIdentityConfiguration(resource_id=identity_id)]
             ),
         )
-        with self._call("ml.compute", "PUT", f"attach compute {name} to {workspace.name}"):
+        with self._call("ml.compute", "PUT", f"attach compute {name} to {workspace.name}", workspace.subscription):
             poller = self._ml(workspace).compute.begin_create_or_update(compute)
-            poller.wait(timeout=self.lro_grace)
-            return _compute_info(poller.result()) if poller.done() else None
+        return _finished_within(poller, self.lro_grace)
 
     def begin_detach_compute(self, workspace: WorkspaceRef, name: str) -> None:
-        with self._call("ml.compute", "DELETE", f"detach compute {name} from {workspace.name}"):
+        with self._call("ml.compute", "DELETE", f"detach compute {name} from {workspace.name}", workspace.subscription):
             self._ml(workspace).compute.begin_delete(name, action="Detach")
+
+
+def _finished_within(poller: Any, grace: float) -> ComputeInfo | None:
+    """The attach's result if Azure finished it within `grace`, else None.
+
+    Azure accepted the attach, so a failure now is the operation's (or its polling's), not the request's:
+    the compute's provisioningState and errors tell on the next pass, which counts it as an attempt.
+    """
+    try:
+        poller.wait(timeout=grace)
+        return _compute_info(poller.result()) if poller.done() else None
+    except SdkError:
+        return None
 
 
 def _compute_info(compute: Any) -> ComputeInfo:
