@@ -284,6 +284,43 @@ def test_f14_failed_compute_it_attached_is_detached_and_attached_again(harness):
     assert calls.count(("PUT", "ml.compute")) == 2
 
 
+def test_f14_a_failed_attach_operation_counts_as_an_attempt_and_is_retried(harness):
+    harness.ctl.add_fault(route="ml.compute", method="PUT", lroFailed=True, count=1)
+    harness.start()
+    name = harness.wait_ready(harness.apply_compute())["metadata"]["name"]
+    calls = [(c["method"], c["route"]) for c in harness.ctl.calls()]
+    assert calls.count(("PUT", "ml.compute")) == 2  # the failed attach, then the one after detaching it
+    assert ("DELETE", "ml.compute") in calls
+    assert harness.compute(name)["status"]["operations"] == []
+
+
+def test_f14_a_failed_detach_is_detached_again(harness):
+    harness.start()
+    name = harness.apply_compute()
+    harness.wait_ready(name)
+    harness.ctl.add_fault(route="ml.compute", method="DELETE", lroFailed=True, count=1)
+    harness.ctl.patch(f"{WORKSPACE_ID}/computes/k8s-gpu", {"properties": {"provisioningState": "Failed"}})
+    harness.patch_compute(name, {"deletionPolicy": "Orphan"})
+    harness.wait_reconciled(name)
+    calls = [(c["method"], c["route"]) for c in harness.ctl.calls()]
+    assert calls.count(("DELETE", "ml.compute")) == 2
+    assert harness.sandbox_compute()["properties"]["provisioningState"] == "Succeeded"
+
+
+def test_f14_attach_gives_up_after_three_failures_until_the_spec_changes(harness):
+    harness.ctl.add_fault(route="ml.compute", method="PUT", lroFailed=True, count=3)
+    harness.start()
+    name = harness.apply_compute()
+    obj = harness.wait_condition(name, "Stalled", "True", "ComputeAttachFailed", timeout=60)
+    message = next(c for c in obj["status"]["conditions"] if c["type"] == "ComputeReady")["message"]
+    assert "az ml compute detach --name k8s-gpu -g rg-ml -w mlw-robotics" in message
+    puts = [c for c in harness.ctl.calls() if (c["method"], c["route"]) == ("PUT", "ml.compute")]
+    assert len(puts) == 3
+    harness.patch_compute(name, {"deletionPolicy": "Orphan"})  # any change is "try again"
+    harness.wait_reconciled(name)
+    assert harness.sandbox_compute()["properties"]["provisioningState"] == "Succeeded"
+
+
 def test_f14_compute_name_taken_by_another_cluster(harness):
     harness.ctl.create(
         f"{WORKSPACE_ID}/computes/k8s-gpu",

@@ -1,4 +1,4 @@
-"""Table tests of access planning and the extension and compute decisions (pure)."""
+"""Table tests of access planning, the extension and compute decisions, and retry bookkeeping (pure)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from amlwire.api.attachedcompute import AccessGrant, RoleAssignmentStatus
+from amlwire.api.attachedcompute import AccessGrant, AttachedComputeStatus, OperationStatus, RoleAssignmentStatus
 from amlwire.domain.access import ROLE_GUIDS, assignment_name, plan_access, role_definition_id, role_guid
 from amlwire.domain.azure import ComputeInfo, ExtensionInfo, RoleAssignment
 from amlwire.domain.compute import OWNER_TAG, ComputeAction, decide_compute
 from amlwire.domain.extension import Action, decide_extension, desired_settings
+from amlwire.reconcile.attachedcompute import operations_to_resume
 
 SUB = "6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60"
 PRINCIPAL = "8e2d4c6a-0b1f-4e3d-a5c7-9b8a7f6e5d02"
@@ -174,3 +175,33 @@ COMPUTE_CASES = [
 def test_compute_decision(case, found, attempts, action, reason):
     decision = decide_compute(found, "k8s-gpu", CLUSTER, IDENTITY, "jobs", "mine", attempts, "az ml compute detach")
     assert (decision.action, decision.reason) == (action, reason)
+
+
+def operation(kind: str, attempt: int) -> OperationStatus:
+    return OperationStatus(kind=kind, started_at="2026-11-22T09:00:00Z", attempt=attempt)
+
+
+RESUME_CASES = [
+    # (case, observed generation, generation, operations before, kinds kept)
+    ("same generation keeps a spent attach", 2, 2, [operation("ComputeAttach", 3)], ["ComputeAttach"]),
+    ("new generation drops a spent attach", 1, 2, [operation("ComputeAttach", 3)], []),
+    ("new generation drops a spent detach", 1, 2, [operation("ComputeDetach", 3)], []),
+    ("new generation drops a spent extension update", 1, 2, [operation("ExtensionUpdate", 3)], []),
+    ("new generation keeps one with tries left", 1, 2, [operation("ComputeAttach", 2)], ["ComputeAttach"]),
+    (
+        "only the spent one goes",
+        1,
+        2,
+        [operation("ExtensionCreate", 1), operation("ComputeAttach", 3)],
+        ["ExtensionCreate"],
+    ),
+    ("no generation (never seen) keeps all", None, None, [operation("ComputeAttach", 3)], ["ComputeAttach"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "observed", "generation", "before", "kept"), RESUME_CASES, ids=[c[0] for c in RESUME_CASES]
+)
+def test_a_changed_spec_gives_spent_operations_a_fresh_start(case, observed, generation, before, kept):
+    previous = AttachedComputeStatus(observed_generation=observed, operations=before)
+    assert [op.kind for op in operations_to_resume(previous, generation)] == kept

@@ -21,9 +21,9 @@ from amlwire.api.attachedcompute import (
     RoleAssignmentStatus,
 )
 from amlwire.domain.access import created_status, plan_access, role_guid
-from amlwire.domain.azure import ClusterInfo, IdentityInfo, ResourceId, WorkspaceRef
+from amlwire.domain.azure import ClusterInfo, ComputeInfo, IdentityInfo, ResourceId, WorkspaceRef
 from amlwire.domain.cluster import CLUSTER_READY, check_cluster
-from amlwire.domain.compute import OWNER_TAG, ComputeAction, decide_compute, owned_by
+from amlwire.domain.compute import MAX_ATTACH_ATTEMPTS, OWNER_TAG, ComputeAction, decide_compute, owned_by
 from amlwire.domain.conditions import (
     Outcome,
     StepResult,
@@ -64,6 +64,13 @@ TENANT_ID_ANNOTATION = "azure.workload.identity/tenant-id"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "amlwire"}
 OWNER_LABEL = "amlwire.io/attached-compute"
 MAX_EXTENSION_ATTEMPTS = 3
+MAX_DETACH_ATTEMPTS = 3
+GIVE_UP_AFTER = {
+    "ComputeAttach": MAX_ATTACH_ATTEMPTS,
+    "ComputeDetach": MAX_DETACH_ATTEMPTS,
+    "ExtensionCreate": MAX_EXTENSION_ATTEMPTS,
+    "ExtensionUpdate": MAX_EXTENSION_ATTEMPTS,
+}
 ATTACH_SETTLE_SECONDS = 60.0
 
 # When several credentials were written at once, the condition names the most telling reason.
@@ -77,6 +84,13 @@ FEDERATION_REASON_ORDER = {
 # One lock per identity: federation lists, plans and writes under it, so AttachedComputes sharing an
 # identity never race each other to Azure's concurrent-write 409 or past the 20-credential cap.
 IDENTITY_LOCKS = KeyedLocks()
+
+
+def operations_to_resume(previous: AttachedComputeStatus, generation: int | None) -> list[OperationStatus]:
+    """The operations to go on following. A changed spec is the user's "try again": those that gave up go."""
+    if generation is None or generation == previous.observed_generation:
+        return list(previous.operations)
+    return [op for op in previous.operations if op.attempt < GIVE_UP_AFTER.get(op.kind, MAX_EXTENSION_ATTEMPTS)]
 
 
 @dataclass(frozen=True)
@@ -109,6 +123,7 @@ class Scope:
 
     def __post_init__(self) -> None:
         self.status = copy.deepcopy(self.previous)
+        self.status.operations = operations_to_resume(self.previous, self.generation)
 
     @property
     def cluster_id(self) -> str:
@@ -532,13 +547,14 @@ def reconcile_compute(scope: Scope) -> StepResult:
     attach = next((op for op in ops if op.kind == "ComputeAttach"), None)
     detach = next((op for op in ops if op.kind == "ComputeDetach"), None)
     found = scope.azure.get_compute(ws, compute.name)
-    settling = attach is not None and -seconds_until(attach.started_at, scope.now) < ATTACH_SETTLE_SECONDS
-    if (detach is not None and found is not None) or (found is None and settling and detach is None):
-        what = "detaching" if detach is not None else "attaching"
-        return progressing(
-            COMPUTE_READY, "ComputeProvisioning", f"compute {compute.name} is {what}", scope.timings.lro_poll_delay
-        )
     detach_command = f"az ml compute detach --name {compute.name} -g {ws.group} -w {ws.name}"
+    if detach is not None and found is not None:
+        return _follow_detach(scope, found, attach, detach, detach_command)
+    settling = attach is not None and -seconds_until(attach.started_at, scope.now) < ATTACH_SETTLE_SECONDS
+    if found is None and settling and detach is None:
+        return progressing(
+            COMPUTE_READY, "ComputeProvisioning", f"compute {compute.name} is attaching", scope.timings.lro_poll_delay
+        )
     decision = decide_compute(
         found,
         compute.name,
@@ -584,14 +600,7 @@ def reconcile_compute(scope: Scope) -> StepResult:
         scope.events.append(Event("Normal", decision.reason, decision.message))
         return progressing(COMPUTE_READY, decision.reason, decision.message, scope.timings.lro_poll_delay)
     if decision.action is ComputeAction.DETACH:
-        scope.azure.begin_detach_compute(ws, compute.name)
-        scope.status.operations = [
-            *keep,
-            *([attach] if attach else []),
-            OperationStatus(kind="ComputeDetach", started_at=rfc3339(scope.now)),
-        ]
-        scope.events.append(Event("Warning", decision.reason, decision.message))
-        return progressing(COMPUTE_READY, decision.reason, decision.message, scope.timings.lro_poll_delay)
+        return _detach_to_reattach(scope, attach, 1, decision.reason, decision.message)
     if decision.action is ComputeAction.WAIT:
         return progressing(COMPUTE_READY, decision.reason, decision.message, scope.timings.lro_poll_delay)
     if decision.action is ComputeAction.REPORT:
@@ -599,6 +608,41 @@ def reconcile_compute(scope: Scope) -> StepResult:
     scope.status.operations = keep
     scope.status.compute_id = found.id if found else None
     return done(COMPUTE_READY, decision.reason, decision.message)
+
+
+def _follow_detach(
+    scope: Scope, found: ComputeInfo, attach: OperationStatus | None, detach: OperationStatus, detach_command: str
+) -> StepResult:
+    """A detach amlwire started: still running, or over with the compute still there (the detach failed)."""
+    name = scope.spec.compute.name
+    if found.provisioning_state.lower() == "deleting":
+        return progressing(
+            COMPUTE_READY, "ComputeProvisioning", f"compute {name} is detaching", scope.timings.lro_poll_delay
+        )
+    errors = "; ".join(found.errors) or f"the compute is {found.provisioning_state}"
+    if detach.attempt >= MAX_DETACH_ATTEMPTS:
+        return blocked(
+            COMPUTE_READY,
+            "ComputeDetachFailed",
+            f"detaching compute {name} failed {detach.attempt} times ({errors}); detach it by hand "
+            f"({detach_command}) and amlwire attaches it again",
+            scope.timings.blocked_recheck,
+        )
+    message = f"detaching compute {name} failed ({errors}); detaching it again"
+    return _detach_to_reattach(scope, attach, detach.attempt + 1, "ComputeDetachFailed", message)
+
+
+def _detach_to_reattach(
+    scope: Scope, attach: OperationStatus | None, attempt: int, reason: str, message: str
+) -> StepResult:
+    scope.azure.begin_detach_compute(scope.workspace, scope.spec.compute.name)
+    scope.status.operations = [
+        *scope.other_operations("Compute"),
+        *([attach] if attach else []),
+        OperationStatus(kind="ComputeDetach", started_at=rfc3339(scope.now), attempt=attempt),
+    ]
+    scope.events.append(Event("Warning", reason, message))
+    return progressing(COMPUTE_READY, reason, message, scope.timings.lro_poll_delay)
 
 
 STEPS = (

@@ -305,6 +305,7 @@ async def delete_extension(request: web.Request, p: dict[str, str]) -> web.Respo
         if sandbox.state.get(arm_id(EXT, p)) is None:
             return web.Response(status=204)
         operation = sandbox.services.delete_extension(arm_id(EXT, p))
+        _apply_lro_fault(request, operation)
         return web.Response(status=202, headers=operation_headers(sandbox, operation, location=True))
 
 
@@ -442,6 +443,7 @@ async def delete_compute(request: web.Request, p: dict[str, str]) -> web.Respons
         operation = sandbox.services.delete_compute(
             arm_id(WS + "/computes/{compute}", p), request.query.get("underlyingResourceAction")
         )
+        _apply_lro_fault(request, operation)
         return web.Response(status=202, headers=operation_headers(sandbox, operation, location=True))
 
 
