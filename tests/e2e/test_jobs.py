@@ -213,6 +213,23 @@ def test_mlflow_model_type_for_a_plain_checkpoint_is_refused_with_the_fix(harnes
     assert "use type custom_model" in message
 
 
+def test_a_model_not_registered_is_named_and_the_job_runs_once_it_is(harness):
+    harness.wired()
+    name = harness.apply_job("amljob-validate.yaml", model={**MODEL, "version": "7"})
+    obj = harness.wait_job(name, "Stalled", "True", "ModelNotFound")
+    message = next(c for c in obj["status"]["conditions"] if c["type"] == "Submitted")["message"]
+    assert message.startswith("spec.model: model isaaclab-anymal-latest version 7 is not registered")
+    assert "az ml model create --name isaaclab-anymal-latest --version 7" in message
+    assert harness.aml_jobs() == []
+    registered = harness.ctl.resource(f"{WORKSPACE_ID}/models/{MODEL['name']}/versions/2")
+    harness.ctl.create(
+        f"{WORKSPACE_ID}/models/{MODEL['name']}/versions/7",
+        "Microsoft.MachineLearningServices/workspaces/models/versions",
+        {"properties": registered["properties"]},
+    )
+    harness.wait_job(name, "Submitted", "True", timeout=30)
+
+
 def test_unknown_instance_type_is_named(harness):
     harness.wired()
     name = harness.apply_job("amljob-validate.yaml", instanceType="gpu-8")

@@ -108,6 +108,7 @@ SEMANTIC = [
     ),
     ("job", "compute-unknown", set_path("spec.computeRef", "no-such-compute"), "spec.computeRef"),
     ("job", "instance-type-unknown", set_path("spec.instanceType", "gpu-9"), "spec.instanceType"),
+    ("job", "model-not-registered", set_path("spec.model.version", "999"), "spec.model"),
 ]
 
 

@@ -163,12 +163,31 @@ def _submit(scope: JobScope) -> JobSnapshot:
             compute.workspace.id,
             compute.identity_client_id,
         )
-        snapshot = scope.azure.submit_job(compute.workspace, request)
+        try:
+            snapshot = scope.azure.submit_job(compute.workspace, request)
+        except AzureError as error:
+            raise _explained(scope, compute.workspace, error) from error
         scope.events.append(Event("Normal", "Submitted", f"submitted AML job {name} to compute {compute.compute_name}"))
     scope.status.aml_job_name = name
     scope.status.workspace = compute.workspace.id
     scope.status.studio_url = snapshot.studio_url
     return snapshot
+
+
+def _explained(scope: JobScope, workspace: WorkspaceRef, error: AzureError) -> AzureError:
+    """A rejected submission in terms of the spec: AML's own words do not say which field is wrong."""
+    model = scope.spec.model
+    if error.retryable or model is None or scope.azure.model_exists(workspace, model.name, model.version):
+        return error
+    return AzureError(
+        "ModelNotFound",
+        f"spec.model: model {model.name} version {model.version} is not registered in workspace "
+        f"{workspace.name}; register it (az ml model create --name {model.name} --version {model.version} "
+        f"--path <checkpoint> -g {workspace.group} -w {workspace.name}) or fix spec.model.name and "
+        f"spec.model.version; amlwire submits the job once it exists",
+        retryable=False,
+        status=error.status,
+    )
 
 
 def _observe(scope: JobScope, workspace: WorkspaceRef, name: str) -> JobSnapshot | None:
@@ -246,7 +265,7 @@ def reconcile_job(scope: JobScope) -> JobResult:
         result = (
             retrying(SUBMITTED, error.reason, error.message, error.retry_after or scope.timings.retry_delay)
             if error.retryable
-            else blocked(SUBMITTED, "SubmissionRejected", error.message)
+            else blocked(SUBMITTED, *_rejection(scope, error))
         )
         if scope.status.aml_job_name:  # submitted already: keep following; the condition says what failed
             return _result(
@@ -257,6 +276,13 @@ def reconcile_job(scope: JobScope) -> JobResult:
             )
         return _result(scope, result, result.requeue_after)
     return _result(scope, done(SUBMITTED, "Submitted", f"AML job {scope.status.aml_job_name}"), requeue)
+
+
+def _rejection(scope: JobScope, error: AzureError) -> tuple[str, str, float | None]:
+    """Reason, message, recheck: a missing model may be registered later; other rejections wait for a fix."""
+    if error.reason == "ModelNotFound":
+        return error.reason, error.message, scope.timings.blocked_recheck
+    return "SubmissionRejected", error.message, None
 
 
 def _refusal_summary(step: StepResult) -> list[Summary]:

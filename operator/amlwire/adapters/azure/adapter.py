@@ -146,6 +146,16 @@ class JobsAdapter:
             uri = str(self._ml(workspace).workspaces.get(workspace.name).mlflow_tracking_uri)
         return "https://" + uri.removeprefix("azureml://").removeprefix("https://").rstrip("/")
 
+    def model_exists(self, workspace: WorkspaceRef, name: str, version: str) -> bool:
+        try:
+            with self._call(
+                "ml.model.version", "GET", f"get model {name}:{version} in {workspace.name}", workspace.subscription
+            ):
+                self._ml(workspace).models.get(name=name, version=version)
+        except AzureNotFound:
+            return False
+        return True
+
     def register_model(
         self, workspace: WorkspaceRef, model_name: str, model_type: str, job_name: str
     ) -> tuple[str, str]:
