@@ -15,7 +15,8 @@ help:
 	@echo "make demo   - run amlwire end to end locally: apiserver + Azure sandbox + operator + examples"
 	@echo "make crds   - regenerate crds/ and the chart's copy from the models"
 	@echo "make docs   - regenerate docs/troubleshooting.md from the failure table"
-	@echo "make bench  - print the performance figures (bench/)"
+	@echo "make bench  - print the performance and reliability figures (bench/)"
+	@echo "make chaos  - only the reliability suite (AMLWIRE_CHAOS_SEED=<n> replays another campaign)"
 
 venv: $(STAMP)
 
@@ -47,15 +48,15 @@ test: venv testenv lint check-crds
 	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/pytest $(PYTEST_ARGS)
 
 chaos: venv testenv
-	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/pytest -m chaos tests/reliability $(PYTEST_ARGS)
+	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 demo: venv testenv
 	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/amlwire demo $(DEMO_ARGS)
 
 bench: venv testenv
-	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/python bench/wiring.py
-	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/python bench/jobs.py
-	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/python bench/chaos.py
+	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/python -m bench.wiring
+	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/python -m bench.jobs
+	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/python -m bench.chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

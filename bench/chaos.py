@@ -4,7 +4,8 @@ Prints, for a seeded campaign of N iterations (half during wiring, half during j
 `amlwire run` is SIGKILLed a random number of ARM calls into the work and restarted: how many converged,
 duplicate AML jobs, orphaned or duplicate FICs and role assignments, and the time to converge after the
 restart. Then ARM calls per converged object for 3 AttachedComputes and 6 AmlJobs with 20% of ARM calls
-failing (429 with Retry-After, 500, +0.4 s latency, failed LROs), against the same work without faults.
+failing (429 with Retry-After, 500, +0.4 s latency; and 20% of long-running operations failing), against the
+same work without faults, and how many calls actually met each fault under the seed.
 Run: make bench, or .venv/bin/python -m bench.chaos [--iterations N] [--seed S]
 """
 
@@ -14,6 +15,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +27,13 @@ from amlwire.devenv.chaos import (
     Iteration,
     OperatorProcess,
     arm_calls,
+    cloud_faults,
     example,
     is_true,
     stack_problems,
     wait_until,
 )
 from bench.common import GROUP, VERSION, delete_everything, stack, start_plane
-
-EACH = 0.054  # four independent 5.4% draws: 1 - 0.946**4 = 20% of ARM calls meet a fault
-FAULTS = (
-    {"status": 429, "retryAfter": 1, "probability": EACH},
-    {"status": 500, "probability": EACH},
-    {"latency": 0.4, "probability": EACH},
-    {"lroFailed": True, "probability": EACH},
-)
 
 
 def crash_campaign(plane: Any, kube: Any, iterations: int, seed: int) -> list[Iteration]:
@@ -69,7 +64,7 @@ def delete_jobs(kube: Any) -> None:
         custom.delete_namespaced_custom_object(GROUP, VERSION, meta["namespace"], "amljobs", meta["name"])
 
 
-def fault_run(plane: Any, kube: Any, faults: bool) -> dict[str, Any]:
+def fault_run(plane: Any, kube: Any, faults: bool, seed: int) -> dict[str, Any]:
     """3 AttachedComputes and 6 AmlJobs to convergence; ARM calls and seconds, with or without faults."""
     from kubernetes import client
 
@@ -78,8 +73,8 @@ def fault_run(plane: Any, kube: Any, faults: bool) -> dict[str, Any]:
     local.ctl.timing(ficWriteWindowSeconds=0.05, job={"queuedSeconds": 0.2, "runningSeconds": 0.5})
     local.start_operator()
     try:
-        for fault in FAULTS if faults else ():
-            local.ctl.add_fault(route="*", **fault)
+        for fault in cloud_faults(seed) if faults else ():
+            local.ctl.add_fault(**fault)
         mark, started = local.ctl.mark(), time.monotonic()
         names = []
         for index in range(3):
@@ -119,7 +114,7 @@ def fault_run(plane: Any, kube: Any, faults: bool) -> dict[str, Any]:
             "converged": converged,
             "seconds": time.monotonic() - started,
             "calls": len(calls),
-            "faulted": sum(1 for c in calls if c["status"] in (429, 500)),
+            "faulted": Counter(c["fault"] for c in calls if c["fault"]),
             "objects": len(names) + len(jobs),
             "problems": problems,
         }
@@ -170,7 +165,14 @@ def report(
     faults.add_row(
         "ARM calls per converged object", f"{per_faulty:.1f}", f"{per_clean:.1f}", f"{per_faulty / per_clean:.2f}x"
     )
-    faults.add_row("calls answered 429 or 500", str(faulty["faulted"]), str(clean["faulted"]), "")
+    for kind in ("429", "500", "latency 0.4s", "lroFailed"):
+        faults.add_row(f"ARM calls that met a fault: {kind}", str(faulty["faulted"][kind]), str(clean["faulted"][kind]))
+    met = sum(faulty["faulted"].values())
+    faults.add_row(
+        "ARM calls that met a fault, all kinds",
+        f"{met} of {faulty['calls']} ({met / faulty['calls']:.0%})",
+        str(sum(clean["faulted"].values())),
+    )
     faults.add_row(
         "time to converge (s)",
         f"{faulty['seconds']:.1f}",
@@ -191,8 +193,8 @@ def main() -> None:
     plane, kube = start_plane()
     try:
         crashes = crash_campaign(plane, kube, args.iterations, args.seed)
-        clean = fault_run(plane, kube, faults=False)
-        faulty = fault_run(plane, kube, faults=True)
+        clean = fault_run(plane, kube, faults=False, seed=args.seed)
+        faulty = fault_run(plane, kube, faults=True, seed=args.seed)
     finally:
         plane.stop()
     report(Console(width=120), args.seed, crashes, clean, faulty)

@@ -1,32 +1,38 @@
-"""A fifth of all ARM calls fail (429 with Retry-After, 500, slow answers, failed LROs): everything converges."""
+"""A fifth of all ARM calls fail (429 with Retry-After, 500, slow answers, failed LROs): everything converges.
+
+Each fault draws from its own seeded sequence (AMLWIRE_CHAOS_SEED replays another); which call meets which
+draw still depends on thread timing, so the checks are about properties, not exact calls.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import os
+from collections import Counter, defaultdict
 
 import pytest
 
-from amlwire.devenv.chaos import arm_calls, is_true, job_problems, stack_problems, wait_until
+from amlwire.devenv.chaos import (
+    RETRY_AFTER,
+    arm_calls,
+    cloud_faults,
+    is_true,
+    job_problems,
+    stack_problems,
+    wait_until,
+)
 from tests.e2e.harness import IDENTITY_ID, IDENTITY_PRINCIPAL
 
-pytestmark = [pytest.mark.kube, pytest.mark.sandbox, pytest.mark.chaos]
-# four independent draws of 5.4% each: 1 - 0.946**4 = 20% of ARM calls meet a fault
-EACH = 0.054
-RETRY_AFTER = 1.0
-FAULTS = (
-    {"status": 429, "retryAfter": RETRY_AFTER, "probability": EACH},
-    {"status": 500, "probability": EACH},
-    {"latency": 0.4, "probability": EACH},
-    {"lroFailed": True, "probability": EACH},
-)
+pytestmark = [pytest.mark.kube, pytest.mark.sandbox, pytest.mark.slow]
+SEED = int(os.environ.get("AMLWIRE_CHAOS_SEED", "20261122"))
 COMPUTES, JOBS = 3, 6
+IN_FLIGHT = 0.1  # seconds after a 429 in which a request from another thread may already be on its way
 
 
 def test_a_fifth_of_arm_calls_failing_still_converges_and_honours_retry_after(harness):
     harness.ctl.timing(ficWriteWindowSeconds=0.05)
     harness.start()
-    for fault in FAULTS:
-        harness.ctl.add_fault(route="*", **fault)
+    for fault in cloud_faults(SEED):
+        harness.ctl.add_fault(**fault)
     mark = harness.ctl.mark()
     computes = ["robotics-gpu"]
     harness.apply_compute("robotics-gpu")
@@ -43,8 +49,9 @@ def test_a_fifth_of_arm_calls_failing_still_converges_and_honours_retry_after(ha
 
     assert wait_until(converged, 120, interval=0.2), _summary(harness, computes, jobs)
     calls = arm_calls(harness.ctl.calls(since=mark))
-    faulted = [c for c in calls if c["status"] in (429, 500)]
-    assert len(faulted) >= 0.08 * len(calls), "the fault mix did not bite"  # 429s and 500s are ~2/5 of it
+    met = Counter(c["fault"] for c in calls if c["fault"])
+    assert sum(met.values()) >= 0.1 * len(calls), f"the fault mix did not bite: {met} in {len(calls)} calls"
+    assert min(met["429"], met["500"]) >= 2, met
 
     assert stack_problems(harness, IDENTITY_ID, IDENTITY_PRINCIPAL) == []
     aml = harness.ctl.jobs()
@@ -55,16 +62,20 @@ def test_a_fifth_of_arm_calls_failing_still_converges_and_honours_retry_after(ha
 
 
 def _retry_after_violations(calls: list[dict]) -> list[str]:
-    """After a 429 with Retry-After on a request, the same request does not come back sooner."""
-    last_429: dict[tuple[str, str], float] = {}
+    """Once a 429 with Retry-After has been answered, the same request is not sent again sooner.
+
+    A request another thread had already committed to when the 429 came back is not a retry: it passed the
+    throttle gate and was being built by the SDK (tens of milliseconds) while the 429 was on its way.
+    """
+    answered_429: dict[tuple[str, str], float] = {}
     violations = []
-    for call in calls:
+    for call in sorted(calls, key=lambda c: c["started"]):
         key = (call["method"], call["path"])
-        throttled_at = last_429.pop(key, None)
-        if throttled_at is not None and call["time"] - throttled_at < RETRY_AFTER - 0.05:
-            violations.append(f"{key} retried {call['time'] - throttled_at:.2f}s after a 429 (Retry-After 1)")
+        throttled_at = answered_429.get(key)
+        if throttled_at is not None and IN_FLIGHT <= call["started"] - throttled_at < RETRY_AFTER - 0.05:
+            violations.append(f"{key} sent {call['started'] - throttled_at:.2f}s after a 429 (Retry-After 1)")
         if call["status"] == 429:
-            last_429[key] = call["time"]
+            answered_429[key] = call["time"]
     return violations
 
 

@@ -222,6 +222,29 @@ def test_probabilistic_faults_are_seeded(credential, arm, ctl):
     assert 8 <= failures <= 32
 
 
+def test_a_fault_with_a_seed_replays_the_same_failures(credential, arm, ctl):
+    msi = ManagedServiceIdentityClient(credential, SUB, **arm)
+
+    def pattern() -> list[bool]:
+        ctl.clear_faults()
+        ctl.add_fault(route="msi.identity", status=503, probability=0.5, seed=7)
+        outcomes = []
+        for _ in range(24):
+            try:
+                msi.user_assigned_identities.get("rg-id", "id-ml")
+                outcomes.append(True)
+            except HttpResponseError:
+                outcomes.append(False)
+        return outcomes
+
+    first = pattern()
+    assert 3 <= first.count(False) <= 21
+    mark = ctl.mark()
+    assert pattern() == first
+    met = [c["fault"] for c in ctl.calls(since=mark) if c["route"] == "msi.identity"]
+    assert met == [None if ok else "503" for ok in first]  # the call log says which calls met the fault
+
+
 def test_call_log_counts_calls_by_route_and_records_the_caller(credential, arm, ctl):
     ContainerServiceClient(credential, SUB, **arm).managed_clusters.get("rg-aks", "aks-robotics")
     mark = ctl.mark()

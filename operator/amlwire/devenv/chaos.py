@@ -24,10 +24,27 @@ from amlwire.devenv.stack import LocalStack, spawn_operator
 GROUP, VERSION = "amlwire.io", "v1alpha1"
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 # ARM calls a fresh wiring and a job submission make (bench/wiring.py, bench/jobs.py): kill points lie inside.
-WIRING_CALLS = 17
+WIRING_CALLS = 15
 SUBMISSION_CALLS = 4
 NOT_ARM = ("control.", "entra.", "metadata.", "sandbox.log")
 TERMINAL_JOB = ("Completed", "Failed", "Canceled")
+# Three independent draws of 7.2% each: 1 - 0.928**3 = 20% of ARM calls meet a 429, a 500 or latency;
+# calls that start a long-running operation also see that operation fail with the same 20%.
+FAULT_PROBABILITY = 0.072
+LRO_FAILURE_PROBABILITY = 0.2
+RETRY_AFTER = 1.0
+FAULT_MIX = ({"status": 429, "retryAfter": RETRY_AFTER}, {"status": 500}, {"latency": 0.4})
+LRO_STARTS = (("ml.compute", "PUT"), ("ml.compute", "DELETE"), ("ext.extension", "PUT"), ("ext.extension", "PATCH"))
+
+
+def cloud_faults(seed: int) -> list[dict[str, Any]]:
+    """The sandbox fault specs for a fifth of ARM calls failing, each drawing from its own seeded sequence."""
+    faults = [{"route": "*", "probability": FAULT_PROBABILITY, **fault} for fault in FAULT_MIX]
+    faults += [
+        {"route": route, "method": method, "lroFailed": True, "probability": LRO_FAILURE_PROBABILITY}
+        for route, method in LRO_STARTS
+    ]
+    return [{**fault, "seed": seed + index} for index, fault in enumerate(faults)]
 
 
 def arm_calls(calls: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -166,7 +183,8 @@ class OperatorProcess:
     """`amlwire run` against a LocalStack, restartable, killable with SIGKILL."""
 
     def __init__(self, stack: LocalStack, log_file: Path, **settings: Any) -> None:
-        self.stack, self.log_file, self.settings = stack, log_file, settings
+        self.stack, self.log_file = stack, log_file
+        self.settings = {"job_poll_interval": 0.5, **settings}  # a restart should not wait 30 s for a poll
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 

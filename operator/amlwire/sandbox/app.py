@@ -48,6 +48,7 @@ class Sandbox:
 
 SANDBOX_KEY: web.AppKey[Sandbox] = web.AppKey("sandbox", Sandbox)
 LRO_FAILED: web.RequestKey[bool] = web.RequestKey("lro_failed", bool)
+FAULT_MET: web.RequestKey[str] = web.RequestKey("fault_met", str)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -87,7 +88,7 @@ async def dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
             status=404,
         )
     spec, params = resolved
-    status = 500
+    status, started = 500, sandbox.state.now()
     try:
         if spec.authenticated and not request.headers.get("Authorization", "").startswith("Bearer "):
             raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
@@ -96,8 +97,10 @@ async def dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
             sandbox.services.settle()
         if fault is not None:
             if fault.latency:
+                request[FAULT_MET] = f"latency {fault.latency:g}s"
                 await asyncio.sleep(fault.latency)
             if fault.status:
+                request[FAULT_MET] = str(fault.status)
                 headers = {"Retry-After": str(int(fault.retry_after))} if fault.retry_after else {}
                 raise ArmError(fault.status, fault.code, fault.message, headers)
             request[LRO_FAILED] = fault.lro_failed
@@ -107,9 +110,14 @@ async def dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
     except ArmError as error:
         status = error.status
         return arm_error(error)
+    except ConnectionResetError:  # the client went away mid-request (a SIGKILLed operator): nobody to answer
+        status = 499
+        return web.Response(status=499)
     finally:
         with sandbox.state.lock:
-            sandbox.state.record(request.method, spec.name, request.path, status, _caller(request))
+            sandbox.state.record(
+                request.method, spec.name, request.path, status, _caller(request), request.get(FAULT_MET), started
+            )
 
 
 def create_app(sandbox: Sandbox) -> web.Application:
@@ -150,6 +158,7 @@ def operation_headers(sandbox: Sandbox, operation: Operation, location: bool = F
 
 def _apply_lro_fault(request: web.Request, operation: Operation) -> None:
     if request.get(LRO_FAILED):
+        request[FAULT_MET] = "lroFailed"
         operation.outcome = "Failed"
         operation.error = {"code": "InjectedOperationFailure", "message": "The operation failed (sandbox fault)."}
 
@@ -765,11 +774,13 @@ async def calls(request: web.Request, p: dict[str, str]) -> web.Response:
                 {
                     "seq": c.seq,
                     "time": c.time,
+                    "started": c.started,
                     "method": c.method,
                     "route": c.route,
                     "path": c.path,
                     "status": c.status,
                     "caller": c.caller,
+                    "fault": c.fault,
                 }
                 for c in sandbox.state.calls[since:]
                 if not c.route.startswith("control.")

@@ -95,6 +95,7 @@ class Fault:
     lro_failed: bool
     remaining: int | None
     probability: float | None
+    draws: random.Random | None = None  # its own seeded sequence, so a campaign replays whatever else ran
 
     def matches(self, method: str, route: str) -> bool:
         return (self.route == "*" or self.route == route) and (self.method is None or self.method == method)
@@ -109,6 +110,8 @@ class Call:
     path: str
     status: int
     caller: str | None
+    fault: str | None = None  # the injected fault this call met: "429", "500", "latency 0.4s", "lroFailed"
+    started: float | None = None  # when the request arrived (`time` is when it was answered)
 
 
 class State:
@@ -212,6 +215,7 @@ class State:
             lro_failed=bool(spec.get("lroFailed", False)),
             remaining=spec.get("count"),
             probability=spec.get("probability"),
+            draws=random.Random(spec["seed"]) if spec.get("seed") is not None else None,
         )
         self.faults.append(fault)
         return fault
@@ -225,12 +229,22 @@ class State:
                     continue
                 fault.remaining -= 1
                 return fault
-            if fault.probability is not None and self.random.random() < fault.probability:
+            if fault.probability is not None and (fault.draws or self.random).random() < fault.probability:
                 return fault
         return None
 
-    def record(self, method: str, route: str, path: str, status: int, caller: str | None) -> None:
-        self.calls.append(Call(len(self.calls), self.now(), method, route, path, status, caller))
+    def record(
+        self,
+        method: str,
+        route: str,
+        path: str,
+        status: int,
+        caller: str | None,
+        fault: str | None = None,
+        started: float | None = None,
+    ) -> None:
+        now = self.now()
+        self.calls.append(Call(len(self.calls), now, method, route, path, status, caller, fault, started or now))
 
     def counts(self, since: int = 0) -> Counter[str]:
         return Counter(f"{c.method} {c.route}" for c in self.calls[since:])
