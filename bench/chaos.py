@@ -47,21 +47,8 @@ def crash_campaign(plane: Any, kube: Any, iterations: int, seed: int) -> list[It
         return campaign.run(wirings=iterations // 2, submissions=iterations - iterations // 2)
     finally:
         operator.stop()
-        delete_jobs(kube)
         delete_everything(campaign.custom)
         local.close()
-
-
-def delete_jobs(kube: Any) -> None:
-    from kubernetes import client
-
-    custom = client.CustomObjectsApi(kube)
-    for item in custom.list_cluster_custom_object(GROUP, VERSION, "amljobs")["items"]:
-        meta = item["metadata"]
-        custom.patch_namespaced_custom_object(
-            GROUP, VERSION, meta["namespace"], "amljobs", meta["name"], {"metadata": {"finalizers": []}}
-        )
-        custom.delete_namespaced_custom_object(GROUP, VERSION, meta["namespace"], "amljobs", meta["name"])
 
 
 def fault_run(plane: Any, kube: Any, faults: bool, seed: int) -> dict[str, Any]:
@@ -120,7 +107,6 @@ def fault_run(plane: Any, kube: Any, faults: bool, seed: int) -> dict[str, Any]:
         }
     finally:
         local.stop_operator()
-        delete_jobs(kube)
         delete_everything(custom)
         local.close()
 

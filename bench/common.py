@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from amlwire.devenv.chaos import is_true
+from amlwire.devenv.chaos import is_true, wait_until
 from amlwire.devenv.controlplane import ControlPlane, find_binaries
 from amlwire.devenv.stack import LocalStack, kube_client, prepare_cluster
 from amlwire.sandbox.world import World
@@ -42,11 +42,10 @@ def stack(plane: ControlPlane, kube: client.ApiClient, world: World | None = Non
 
 
 def wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> float:
+    """Seconds until predicate() held; TimeoutError if it did not within `timeout`."""
     started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"not done after {timeout}s")
-        time.sleep(interval)
+    if not wait_until(predicate, timeout, interval):
+        raise TimeoutError(f"not done after {timeout}s")
     return time.monotonic() - started
 
 
@@ -55,6 +54,13 @@ def is_ready(custom: client.CustomObjectsApi, name: str) -> bool:
 
 
 def delete_everything(custom: client.CustomObjectsApi) -> None:
+    """Every AmlJob and AttachedCompute, finalizers and all: the next run starts from an empty apiserver."""
+    for item in custom.list_cluster_custom_object(GROUP, VERSION, "amljobs")["items"]:
+        meta = item["metadata"]
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, meta["namespace"], "amljobs", meta["name"], {"metadata": {"finalizers": []}}
+        )
+        custom.delete_namespaced_custom_object(GROUP, VERSION, meta["namespace"], "amljobs", meta["name"])
     for item in custom.list_cluster_custom_object(GROUP, VERSION, "attachedcomputes")["items"]:
         name = item["metadata"]["name"]
         custom.patch_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name, {"metadata": {"finalizers": []}})

@@ -13,6 +13,7 @@ import yaml
 from kubernetes import client
 
 from amlwire.adapters.kube.adapter import INSTANCE_TYPES
+from amlwire.devenv.chaos import condition
 from amlwire.devenv.controlplane import ControlPlane
 from amlwire.devenv.stack import FIC_TYPE, LocalStack
 from amlwire.reconcile.attachedcompute import OWNER_LABEL
@@ -132,8 +133,7 @@ class Harness(LocalStack):
         self.custom.delete_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name)
 
     def condition(self, name: str, type_: str) -> dict[str, Any] | None:
-        status = self.compute(name).get("status") or {}
-        return next((c for c in status.get("conditions", []) if c["type"] == type_), None)
+        return condition(self.compute(name), type_)
 
     def wait_condition(
         self,
@@ -149,7 +149,7 @@ class Harness(LocalStack):
         seen: dict[str, Any] | None = None
         while time.monotonic() < deadline:
             obj = get(name)
-            seen = next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
+            seen = condition(obj, type_)
             if seen and seen["status"] == status and (reason is None or seen["reason"] == reason):
                 return obj
             time.sleep(0.1)
@@ -166,7 +166,7 @@ class Harness(LocalStack):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             obj = self.compute(name)
-            ready = next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == "Ready"), None)
+            ready = condition(obj, "Ready")
             if ready and ready["status"] == "True" and ready.get("observedGeneration") == generation:
                 return obj
             time.sleep(0.1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
+from amlwire.devenv.chaos import condition
 from tests.e2e.harness import (
     CLUSTER_ID,
     EXTENSION_ID,
@@ -42,7 +43,7 @@ def test_f01_oidc_issuer_disabled(harness):
     harness.start()
     name = harness.apply_compute()
     obj = harness.wait_condition(name, "ClusterReady", "False", "OIDCIssuerDisabled")
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "ClusterReady")["message"]
+    message = condition(obj, "ClusterReady")["message"]
     assert "az aks update -g rg-aks -n aks-robotics --enable-oidc-issuer" in message
     harness.wait_condition(name, "Stalled", "True", "OIDCIssuerDisabled")
     assert harness.condition(name, "FederationReady")["reason"] == "WaitingClusterReady"
@@ -55,7 +56,7 @@ def test_f02_workload_identity_disabled(harness):
     harness.start()
     name = harness.apply_compute()
     obj = harness.wait_condition(name, "ClusterReady", "False", "WorkloadIdentityDisabled")
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "ClusterReady")["message"]
+    message = condition(obj, "ClusterReady")["message"]
     assert "--enable-workload-identity" in message
     harness.ctl.patch(CLUSTER_ID, {"properties": {"securityProfile": {"workloadIdentity": {"enabled": True}}}})
     harness.wait_ready(name)
@@ -67,7 +68,7 @@ def test_f03_identity_missing(harness):
     harness.start()
     name = harness.apply_compute()
     obj = harness.wait_condition(name, "IdentityReady", "False", "IdentityNotFound")
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "IdentityReady")["message"]
+    message = condition(obj, "IdentityReady")["message"]
     assert "az identity create -g rg-id -n id-ml" in message
     assert "spec.identity.resourceId" in message
     harness.ctl.create(IDENTITY_ID, "Microsoft.ManagedIdentity/userAssignedIdentities", identity)
@@ -78,7 +79,7 @@ def test_f04_missing_credential_is_created_and_reported_while_it_propagates(harn
     harness.start(federation_propagation_seconds=2)
     name = harness.apply_compute()
     obj = harness.wait_condition(name, "FederationReady", "False", "FederatedCredentialMissing")
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "FederationReady")["message"]
+    message = condition(obj, "FederationReady")["message"]
     assert "Entra honours a new federated credential" in message
     assert harness.condition(name, "Reconciling")["status"] == "True"
     harness.wait_ready(name)
@@ -91,7 +92,7 @@ def test_f05_issuer_mismatch_is_named_and_the_exact_issuer_used(harness):
     harness.start(federation_propagation_seconds=2)
     name = harness.apply_compute()
     obj = harness.wait_condition(name, "FederationReady", "False", "FederatedCredentialIssuerMismatch")
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "FederationReady")["message"]
+    message = condition(obj, "FederationReady")["message"]
     assert "'manual-training'" in message
     assert "only the trailing '/' differs" in message
     assert "delete 'manual-training'" in message
@@ -121,7 +122,7 @@ def test_f06_foreign_credential_with_wrong_audience_blocks(harness):
     harness.start()
     name = harness.apply_compute()
     obj = harness.wait_condition(name, "FederationReady", "False", "FederatedCredentialAudienceMismatch")
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "FederationReady")["message"]
+    message = condition(obj, "FederationReady")["message"]
     assert "'manual-default'" in message
     assert "az identity federated-credential delete" in message
     harness.ctl.patch(
@@ -136,7 +137,7 @@ def test_f07_credential_limit(harness):
     harness.start()
     name = harness.apply_compute()
     obj = harness.wait_condition(name, "FederationReady", "False", "FederatedCredentialLimit")
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "FederationReady")["message"]
+    message = condition(obj, "FederationReady")["message"]
     assert "has 20 federated credentials (20 not created by amlwire)" in message
     assert "amlwire needs 2 more" in message
     assert harness.condition(name, "Stalled")["status"] == "True"
@@ -150,7 +151,7 @@ def test_f09_service_account_the_extension_should_create_is_missing(harness):
     harness.start()
     name = harness.apply_compute(serviceAccounts=[{"namespace": "azureml", "name": "training", "create": False}])
     obj = harness.wait_condition(name, "ServiceAccountsReady", "False", "ServiceAccountMissing")
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "ServiceAccountsReady")["message"]
+    message = condition(obj, "ServiceAccountsReady")["message"]
     assert "azureml/training does not exist" in message
     assert harness.service_account("training") is None  # not created: the spec said the extension owns it
     harness.core.create_namespaced_service_account("azureml", {"metadata": {"name": "training"}})
@@ -176,7 +177,7 @@ def test_f10_annotation_set_wrong_by_someone_else(harness, labels, manager):
     harness.start()
     name = harness.apply_compute()
     obj = harness.wait_condition(name, "ServiceAccountsReady", "False", "ServiceAccountAnnotationConflict")
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "ServiceAccountsReady")["message"]
+    message = condition(obj, "ServiceAccountsReady")["message"]
     assert manager in message
     assert "azure.workload.identity/client-id='wrong'" in message
     assert "kubectl annotate serviceaccount -n azureml training" in message
@@ -197,7 +198,7 @@ def test_f12_extension_missing_in_verify_mode(harness):
     harness.start()
     name = harness.apply_compute(extension__mode="Verify")
     obj = harness.wait_condition(name, "ExtensionReady", "False", "ExtensionMissing")
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "ExtensionReady")["message"]
+    message = condition(obj, "ExtensionReady")["message"]
     assert "az k8s-extension create --extension-type Microsoft.AzureML.Kubernetes --name azureml" in message
     assert harness.condition(name, "ComputeReady")["reason"] == "WaitingExtensionReady"
     extension["properties"]["configurationSettings"].update(
@@ -241,7 +242,7 @@ def test_f13_extension_identity_settings_missing_in_verify_mode(harness):
     harness.start()
     name = harness.apply_compute(extension__mode="Verify")
     obj = harness.wait_condition(name, "ExtensionReady", "False", "ExtensionIdentityMismatch")
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "ExtensionReady")["message"]
+    message = condition(obj, "ExtensionReady")["message"]
     assert f"userAssignedIdentityResourceId={IDENTITY_ID}" in message
     assert "az k8s-extension update" in message
     assert "identityType" not in harness.extension_settings()  # Verify never writes
@@ -264,7 +265,7 @@ def test_f14_compute_attached_by_someone_else_without_the_identity(harness, ml_a
     harness.start()
     name = harness.apply_compute()
     obj = harness.wait_condition(name, "ComputeReady", "False", "ComputeIdentityMismatch")
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "ComputeReady")["message"]
+    message = condition(obj, "ComputeReady")["message"]
     assert "az ml compute detach --name k8s-gpu -g rg-ml -w mlw-robotics" in message
     assert harness.sandbox_compute() is not None  # not detached: amlwire did not attach it
     harness.ctl.delete(f"{WORKSPACE_ID}/computes/k8s-gpu")
@@ -312,7 +313,7 @@ def test_f14_attach_gives_up_after_three_failures_until_the_spec_changes(harness
     harness.start()
     name = harness.apply_compute()
     obj = harness.wait_condition(name, "Stalled", "True", "ComputeAttachFailed", timeout=60)
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "ComputeReady")["message"]
+    message = condition(obj, "ComputeReady")["message"]
     assert "az ml compute detach --name k8s-gpu -g rg-ml -w mlw-robotics" in message
     puts = [c for c in harness.ctl.calls() if (c["method"], c["route"]) == ("PUT", "ml.compute")]
     assert len(puts) == 3
@@ -339,10 +340,7 @@ def test_f14_compute_name_taken_by_another_cluster(harness):
     harness.start()
     name = harness.apply_compute()
     obj = harness.wait_condition(name, "ComputeReady", "False", "ComputeNameConflict")
-    assert (
-        "choose another spec.compute.name"
-        in next(c for c in obj["status"]["conditions"] if c["type"] == "ComputeReady")["message"]
-    )
+    assert "choose another spec.compute.name" in condition(obj, "ComputeReady")["message"]
     harness.patch_compute(name, {"compute": {"name": "k8s-gpu-2"}})
     harness.wait_reconciled(name)
 
@@ -353,7 +351,7 @@ def test_f15_role_missing_in_verify_mode(harness):
         access={"mode": "Verify", "grants": [{"scope": STORAGE_ID, "role": "Storage Blob Data Contributor"}]}
     )
     obj = harness.wait_condition(name, "AccessReady", "False", "RoleAssignmentMissing")
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "AccessReady")["message"]
+    message = condition(obj, "AccessReady")["message"]
     assert f"--assignee-object-id {IDENTITY_PRINCIPAL}" in message
     assert f"--scope {STORAGE_ID}" in message
     assert harness.role_assignments() == []  # Verify never writes
@@ -376,9 +374,9 @@ def test_f16_role_assignment_propagating_says_until_when(harness):
     harness.start(role_propagation_seconds=3)
     name = harness.apply_compute()
     obj = harness.wait_condition(name, "AccessReady", "False", "RoleAssignmentPropagating")
-    condition = next(c for c in obj["status"]["conditions"] if c["type"] == "AccessReady")
+    access = condition(obj, "AccessReady")
     effective = obj["status"]["roleAssignments"][0]["effectiveAt"]
-    assert f"expected effective at {effective}" in condition["message"]
+    assert f"expected effective at {effective}" in access["message"]
     assert harness.condition(name, "Stalled")["status"] == "False"
     harness.wait_ready(name, timeout=30)
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from amlwire.devenv.chaos import condition
 from tests.conftest import wait_for
 from tests.e2e.harness import EXTENSION_ID, IDENTITY_ID, WORKSPACE_ID
 
@@ -52,11 +53,11 @@ def test_validation_reports_metrics_and_a_verdict(harness, model, verdict, ready
     status = obj["status"]
     assert status["verdict"] == verdict
     assert "success_rate" in status["metrics"]
-    ready_condition = next(c for c in status["conditions"] if c["type"] == "Ready")
+    ready_condition = condition(obj, "Ready")
     assert ready_condition["status"] == ready
     if verdict == "Failed":
         assert ready_condition["reason"] == "VerdictFailed"
-        assert next(c for c in status["conditions"] if c["type"] == "Stalled")["status"] == "True"
+        assert condition(obj, "Stalled")["status"] == "True"
     inputs = harness.ctl.resource(f"{WORKSPACE_ID}/jobs/{status['amlJobName']}")["properties"]["inputs"]
     assert inputs["seed"] == {"jobInputType": "literal", "value": "42"}  # a plain literal, never typed (F20)
     assert inputs["model"]["jobInputType"] == "custom_model"
@@ -122,7 +123,7 @@ def test_namespace_not_allowed_is_stalled_until_an_admin_allows_it(harness):
     namespace = harness.core.list_namespace().items[-1].metadata.name
     name = harness.apply_job("amljob-validate.yaml", namespace=namespace)
     obj = harness.wait_job(name, "Stalled", "True", "NamespaceNotAllowed", namespace=namespace)
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "Stalled")["message"]
+    message = condition(obj, "Stalled")["message"]
     assert f"namespace {namespace} may not run jobs" in message
     assert "spec.jobs.allowedNamespaces" in message
     assert harness.aml_jobs() == []
@@ -209,7 +210,7 @@ def test_mlflow_model_type_for_a_plain_checkpoint_is_refused_with_the_fix(harnes
     harness.wired()
     name = harness.apply_job("amljob-validate.yaml", model={**MODEL, "type": "mlflow_model"})
     obj = harness.wait_job(name, "Stalled", "True", "SubmissionRejected")
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "Submitted")["message"]
+    message = condition(obj, "Submitted")["message"]
     assert "use type custom_model" in message
 
 
@@ -217,7 +218,7 @@ def test_a_model_not_registered_is_named_and_the_job_runs_once_it_is(harness):
     harness.wired()
     name = harness.apply_job("amljob-validate.yaml", model={**MODEL, "version": "7"})
     obj = harness.wait_job(name, "Stalled", "True", "ModelNotFound")
-    message = next(c for c in obj["status"]["conditions"] if c["type"] == "Submitted")["message"]
+    message = condition(obj, "Submitted")["message"]
     assert message.startswith("spec.model: model isaaclab-anymal-latest version 7 is not registered")
     assert "az ml model create --name isaaclab-anymal-latest --version 7" in message
     assert harness.aml_jobs() == []
@@ -234,7 +235,7 @@ def test_unknown_instance_type_is_named(harness):
     harness.wired()
     name = harness.apply_job("amljob-validate.yaml", instanceType="gpu-8")
     obj = harness.wait_job(name, "Stalled", "True", "InstanceTypeNotFound")
-    assert "(gpu-1)" in next(c for c in obj["status"]["conditions"] if c["type"] == "Stalled")["message"]
+    assert "(gpu-1)" in condition(obj, "Stalled")["message"]
 
 
 def test_polling_cost_follows_computes_not_jobs(harness):

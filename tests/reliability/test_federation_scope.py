@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
+from amlwire.devenv.chaos import condition
+
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]
 LISTED = [{"namespace": "azureml", "name": "default"}, {"namespace": "azureml", "name": "training"}]
 
@@ -39,8 +41,5 @@ def test_jobs_from_system_or_unlisted_namespaces_are_refused(harness):
     harness.wired()
     name = harness.apply_job("amljob-validate.yaml", namespace="kube-system")
     obj = harness.wait_job(name, "Stalled", "True", "NamespaceNotAllowed", namespace="kube-system")
-    assert (
-        "spec.jobs.allowedNamespaces"
-        in next(c for c in obj["status"]["conditions"] if c["type"] == "Stalled")["message"]
-    )
+    assert "spec.jobs.allowedNamespaces" in condition(obj, "Stalled")["message"]
     assert harness.aml_jobs() == []
