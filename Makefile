@@ -43,6 +43,7 @@ docs: venv
 lint: venv
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: venv testenv lint check-crds
 	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/pytest $(PYTEST_ARGS)

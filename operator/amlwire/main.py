@@ -1,33 +1,16 @@
-"""Composition root: settings and adapters are built here and handed to the kopf handlers."""
+"""Composition root: settings and adapters are built here and handed to the kopf handlers (nothing imports it
+but the entry points)."""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
-from typing import Any
+from azure.core.credentials import TokenCredential
 
 from amlwire.config import Settings
-from amlwire.reconcile.common import KeyedLocks, Timings
-from amlwire.reconcile.jobwatch import JobWatch
-from amlwire.reconcile.ports import AzurePort, KubePort
+from amlwire.reconcile.common import Timings
+from amlwire.reconcile.services import Services
 
 
-@dataclass
-class Services:
-    """What the handlers reach Azure and Kubernetes through, plus per-object locks."""
-
-    settings: Settings
-    azure: AzurePort
-    kube: KubePort
-    timings: Timings
-    object_locks: KeyedLocks = field(default_factory=KeyedLocks)
-    watch: JobWatch = field(default_factory=JobWatch)
-    extra: dict[str, Any] = field(default_factory=dict)
-    # Set when the operator exits: background loops in threads end on it even if kopf never told them to stop.
-    shutdown: threading.Event = field(default_factory=threading.Event)
-
-
-def build_services(settings: Settings, credential: Any = None) -> Services:
+def build_services(settings: Settings, credential: TokenCredential | None = None) -> Services:
     from amlwire.adapters.azure.adapter import AzureAdapter
     from amlwire.adapters.azure.clients import AzureClients
     from amlwire.adapters.kube.adapter import KubeAdapter

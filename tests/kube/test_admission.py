@@ -328,9 +328,9 @@ def test_published_openapi_describes_every_field(kube_get, kind):
 
 
 def test_published_openapi_carries_model_descriptions(kube_get):
-    from amlwire.api.attachedcompute import AttachedComputeSpec, IdentityRef
+    from amlwire.api.attachedcompute import AttachedComputeSpec, IdentitySpec
 
     spec = _published_schema(kube_get, "AttachedCompute")["properties"]["spec"]
     identity = spec["properties"]["identity"]
     assert identity["description"] == AttachedComputeSpec.model_fields["identity"].description
-    assert identity["properties"]["resourceId"]["description"] == IdentityRef.model_fields["resource_id"].description
+    assert identity["properties"]["resourceId"]["description"] == IdentitySpec.model_fields["resource_id"].description

@@ -11,7 +11,17 @@ from amlwire.domain.access import ROLE_GUIDS, assignment_name, plan_access, role
 from amlwire.domain.azure import ComputeInfo, ExtensionInfo, RoleAssignment
 from amlwire.domain.compute import OWNER_TAG, ComputeAction, decide_compute
 from amlwire.domain.extension import Action, decide_extension, desired_settings
-from amlwire.reconcile.attachedcompute import operations_to_resume
+from amlwire.domain.operations import RUNNING as IN_PROGRESS
+from amlwire.domain.operations import SUCCEEDED as WORKED
+from amlwire.domain.operations import (
+    Begin,
+    GiveUp,
+    Monitor,
+    Retry,
+    failed,
+    follow,
+    resume,
+)
 
 SUB = "6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60"
 PRINCIPAL = "8e2d4c6a-0b1f-4e3d-a5c7-9b8a7f6e5d02"
@@ -144,7 +154,6 @@ def compute(
 
 COMPUTE_CASES = [
     ("missing", None, 0, ComputeAction.ATTACH, "ComputeAttaching"),
-    ("missing after three failed attaches", None, 3, ComputeAction.REPORT, "ComputeAttachFailed"),
     ("another cluster", compute(cluster=CLUSTER + "2"), 0, ComputeAction.REPORT, "ComputeNameConflict"),
     ("creating", compute("Creating"), 1, ComputeAction.WAIT, "ComputeProvisioning"),
     ("failed, ours", compute("Failed"), 1, ComputeAction.DETACH, "ComputeAttachFailed"),
@@ -173,7 +182,7 @@ COMPUTE_CASES = [
     ("case", "found", "attempts", "action", "reason"), COMPUTE_CASES, ids=[c[0] for c in COMPUTE_CASES]
 )
 def test_compute_decision(case, found, attempts, action, reason):
-    decision = decide_compute(found, "k8s-gpu", CLUSTER, IDENTITY, "jobs", "mine", attempts, "az ml compute detach")
+    decision = decide_compute(found, "k8s-gpu", CLUSTER, IDENTITY, "jobs", "mine", "az ml compute detach")
     assert (decision.action, decision.reason) == (action, reason)
 
 
@@ -204,4 +213,32 @@ RESUME_CASES = [
 )
 def test_a_changed_spec_gives_spent_operations_a_fresh_start(case, observed, generation, before, kept):
     previous = AttachedComputeStatus(observed_generation=observed, operations=before)
-    assert [op.kind for op in operations_to_resume(previous, generation)] == kept
+    assert [op.kind for op in resume(previous.operations, generation, previous.observed_generation)] == kept
+
+
+FOLLOW_CASES = [
+    # (case, operation, observed, decision)
+    ("nothing recorded: begin", None, None, Begin()),
+    ("in progress: monitor", operation("ExtensionUpdate", 1), IN_PROGRESS, Monitor(operation("ExtensionUpdate", 1))),
+    ("succeeded: begin afresh if needed", operation("ComputeAttach", 2), WORKED, Begin()),
+    ("failed with tries left: retry", operation("ComputeAttach", 1), failed("boom"), Retry(2, "boom")),
+    ("failed a second time", operation("ComputeDetach", 2), failed(None), Retry(3, "no error details")),
+    (
+        "failed as often as allowed: give up",
+        operation("ExtensionCreate", 3),
+        failed("quota"),
+        GiveUp(operation("ExtensionCreate", 3), "quota"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "op", "seen", "decision"), FOLLOW_CASES, ids=[c[0] for c in FOLLOW_CASES])
+def test_the_ledger_follows_an_operation(case, op, seen, decision):
+    assert follow(op, seen, NOW) == decision
+
+
+def test_an_operation_that_never_finishes_is_given_up():
+    started = operation("ExtensionUpdate", 1)
+    assert follow(started, IN_PROGRESS, NOW + timedelta(hours=2), timeout=3600) == GiveUp(
+        started, "it has not finished after 7200s", timed_out=True
+    )

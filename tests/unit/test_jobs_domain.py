@@ -11,8 +11,6 @@ import yaml
 from amlwire.api.amljob import AmlJobSpec, FailureStatus, GateSpec
 from amlwire.domain.jobs import (
     STREAM_AUTH,
-    WIRING_CONDITIONS,
-    ComputeHealth,
     aml_job_name,
     build_command,
     build_request,
@@ -21,6 +19,7 @@ from amlwire.domain.jobs import (
     job_summary,
     verdict,
 )
+from amlwire.domain.view import WIRING_CONDITIONS, ComputeHealth
 from amlwire.templates.fetch_model import parse_model, parse_workspace
 from amlwire.templates.isaaclab_evaluate import EpisodeTally, find_checkpoint
 from tests.conftest import REPO
@@ -186,16 +185,16 @@ def test_no_hint_for_unrelated_failures_and_no_in_container_advice_when_already_
 
 
 SUMMARIES = [
-    ((False, None, None, None), {"Ready": "False", "Reconciling": "True", "Stalled": "False"}),
-    ((True, "Running", None, None), {"Ready": "False", "Reconciling": "True", "Stalled": "False"}),
-    ((True, "Completed", "Passed", None), {"Ready": "True", "Reconciling": "False", "Stalled": "False"}),
-    ((True, "Completed", None, None), {"Ready": "True", "Reconciling": "False", "Stalled": "False"}),
-    ((True, "Completed", "Failed", None), {"Ready": "False", "Reconciling": "False", "Stalled": "True"}),
+    ((None, None, None), {"Ready": "False", "Reconciling": "True", "Stalled": "False"}),
+    (("Running", None, None), {"Ready": "False", "Reconciling": "True", "Stalled": "False"}),
+    (("Completed", "Passed", None), {"Ready": "True", "Reconciling": "False", "Stalled": "False"}),
+    (("Completed", None, None), {"Ready": "True", "Reconciling": "False", "Stalled": "False"}),
+    (("Completed", "Failed", None), {"Ready": "False", "Reconciling": "False", "Stalled": "True"}),
     (
-        (True, "Failed", None, FailureStatus(code=STREAM_AUTH, message="m", hint="h")),
+        ("Failed", None, FailureStatus(code=STREAM_AUTH, message="m", hint="h")),
         {"Ready": "False", "Reconciling": "False", "Stalled": "True"},
     ),
-    ((True, "Canceled", None, None), {"Ready": "False", "Reconciling": "False", "Stalled": "True"}),
+    (("Canceled", None, None), {"Ready": "False", "Reconciling": "False", "Stalled": "True"}),
 ]
 
 
@@ -205,9 +204,14 @@ def test_job_summary(args, expected):
 
 
 def test_failed_job_reason_keeps_the_aml_code_readable():
-    stalled = job_summary(True, "Failed", None, FailureStatus(code=STREAM_AUTH, message="m", hint="the hint"))[2]
+    stalled = job_summary("Failed", None, FailureStatus(code=STREAM_AUTH, message="m", hint="the hint"))[2]
     assert stalled.reason == "ScriptExecutionStreamAccessAuthentication"
     assert stalled.message == "the hint"
+
+
+def test_other_failures_are_job_failed_with_the_code_in_status():
+    stalled = job_summary("Failed", None, FailureStatus(code="UserError", message="exit code 1"))[2]
+    assert (stalled.reason, stalled.message) == ("JobFailed", "exit code 1")
 
 
 def test_episode_tally_counts_time_outs_as_successes():

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, WithJsonSchema, model_validator
 
-from amlwire.api.common import API_VERSION, CRDModel, Matches, ObjectStatus, cel, rule
+from amlwire.api.common import CRDModel, Matches, ObjectStatus, cel, rule
 
 Template = Literal["IsaacLabTrain", "IsaacLabValidate", "Command"]
 Framework = Literal["rsl_rl", "skrl", "rl_games", "sb3"]
@@ -26,7 +27,7 @@ def immutable_rule(field: str) -> dict[str, str]:
     )
 
 
-def immutable(field: str) -> dict[str, Any]:
+def immutable(field: str) -> Callable[[dict[str, Any]], None]:
     return cel(immutable_rule(field))
 
 
@@ -324,7 +325,7 @@ class AmlJob(CRDModel):
 
     model_config = CRDModel.model_config | {"extra": "ignore"}
 
-    api_version: Literal["amlwire.io/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
+    api_version: Literal["amlwire.io/v1alpha1"] = Field(default="amlwire.io/v1alpha1", alias="apiVersion")
     kind: Literal["AmlJob"] = "AmlJob"
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: AmlJobSpec

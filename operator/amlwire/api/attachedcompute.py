@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, ValidationInfo, field_validator
 
 from amlwire.api.common import (
-    API_VERSION,
     DNS1123_LABEL_RE,
     RESOURCE_GROUP_RE,
     ROLE_NAMES,
@@ -60,7 +59,7 @@ Dns1123Label = Annotated[
 ]
 
 
-class WorkspaceRef(CRDModel):
+class WorkspaceSpec(CRDModel):
     """The Azure Machine Learning workspace the compute is attached to."""
 
     subscription_id: SubscriptionId = Field(max_length=36, description="Subscription ID (a UUID) of the workspace.")
@@ -75,7 +74,7 @@ class WorkspaceRef(CRDModel):
     ] = Field(min_length=3, max_length=33, description="Name of the AML workspace.")
 
 
-class ClusterRef(CRDModel):
+class ClusterSpec(CRDModel):
     """The AKS managed cluster that becomes the compute."""
 
     subscription_id: SubscriptionId | None = Field(
@@ -93,7 +92,7 @@ class ClusterRef(CRDModel):
     ] = Field(min_length=1, max_length=63, description="Name of the AKS managed cluster.")
 
 
-class IdentityRef(CRDModel):
+class IdentitySpec(CRDModel):
     """The user-assigned managed identity (UAMI) that AML jobs use to reach storage."""
 
     resource_id: Annotated[
@@ -326,9 +325,9 @@ class AttachedComputeSpec(CRDModel):
         )
     }
 
-    workspace: WorkspaceRef = Field(description="The AML workspace to attach the cluster to.")
-    cluster: ClusterRef = Field(description="The AKS cluster to attach.")
-    identity: IdentityRef = Field(description="The user-assigned managed identity jobs use.")
+    workspace: WorkspaceSpec = Field(description="The AML workspace to attach the cluster to.")
+    cluster: ClusterSpec = Field(description="The AKS cluster to attach.")
+    identity: IdentitySpec = Field(description="The user-assigned managed identity jobs use.")
     service_accounts: list[ServiceAccountRef] = Field(
         default_factory=_default_service_accounts,
         min_length=1,
@@ -360,6 +359,9 @@ class AttachedComputeSpec(CRDModel):
 class IdentityStatus(CRDModel):
     """What Azure reports for the identity."""
 
+    resource_id: str | None = Field(
+        default=None, description="ARM ID of the identity these IDs belong to (spec.identity.resourceId when read)."
+    )
     client_id: str | None = Field(default=None, description="Client (application) ID of the identity.")
     principal_id: str | None = Field(default=None, description="Object (principal) ID of the identity.")
     tenant_id: str | None = Field(default=None, description="Entra tenant of the identity.")
@@ -427,7 +429,7 @@ class AttachedCompute(CRDModel):
 
     model_config = CRDModel.model_config | {"extra": "ignore"}
 
-    api_version: Literal["amlwire.io/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
+    api_version: Literal["amlwire.io/v1alpha1"] = Field(default="amlwire.io/v1alpha1", alias="apiVersion")
     kind: Literal["AttachedCompute"] = "AttachedCompute"
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: AttachedComputeSpec

@@ -136,9 +136,9 @@ def demo(once: bool, world: Path, examples_dir: Path, timeout: float) -> None:
 
 
 def _apply_examples(kube: Any, folder: Path) -> list[str]:
-    from kubernetes import client
+    from amlwire.adapters.kube.client import custom_api
 
-    custom = client.CustomObjectsApi(kube)
+    custom = custom_api(kube)
     applied = []
     for name in EXAMPLES:
         manifest = yaml.safe_load((folder / name).read_text())

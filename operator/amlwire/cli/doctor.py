@@ -54,7 +54,7 @@ def spec_from_flags(values: dict[str, Any]) -> dict[str, Any]:
 
 def load_target(
     name: str | None, manifest: Path | None, values: dict[str, Any], kube: Any
-) -> tuple[dict[str, Any], str | None]:
+) -> tuple[dict[str, Any], tuple[str, str] | None]:
     """The spec to diagnose and, for a live AttachedCompute, its name."""
     if manifest is not None:
         documents = [d for d in yaml.safe_load_all(manifest.read_text()) if d]

@@ -19,7 +19,9 @@ from typing import Any
 import yaml
 from kubernetes import client
 
+from amlwire.adapters.kube.client import custom_api
 from amlwire.devenv.stack import LocalStack, spawn_operator
+from amlwire.domain.azure import managed_cluster_id
 
 GROUP, VERSION = "amlwire.io", "v1alpha1"
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -52,7 +54,7 @@ def arm_calls(calls: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def example(name: str) -> dict[str, Any]:
-    return yaml.safe_load((EXAMPLES / name).read_text())  # type: ignore[no-any-return]
+    return yaml.safe_load((EXAMPLES / name).read_text())
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -131,7 +133,7 @@ def job_problems(obj: dict[str, Any], aml_jobs: list[dict[str, Any]]) -> list[st
 
 
 def live_computes(stack: LocalStack) -> list[dict[str, Any]]:
-    found = client.CustomObjectsApi(stack.kube).list_cluster_custom_object(GROUP, VERSION, "attachedcomputes")
+    found = custom_api(stack.kube).list_cluster_custom_object(GROUP, VERSION, "attachedcomputes")
     return [o for o in found["items"] if not o["metadata"].get("deletionTimestamp")]
 
 
@@ -140,11 +142,12 @@ def wanted_federations(stack: LocalStack, computes: list[dict[str, Any]]) -> set
     wanted = set()
     for obj in computes:
         cluster = obj["spec"]["cluster"]
-        cluster_id = (
-            f"/subscriptions/{obj['spec']['workspace']['subscriptionId']}/resourceGroups/"
-            f"{cluster['resourceGroup']}/providers/Microsoft.ContainerService/managedClusters/{cluster['name']}"
+        cluster_id = managed_cluster_id(
+            cluster.get("subscriptionId") or obj["spec"]["workspace"]["subscriptionId"],
+            cluster["resourceGroup"],
+            cluster["name"],
         )
-        issuer = stack.ctl.resource(cluster_id)["properties"]["oidcIssuerProfile"]["issuerURL"]
+        issuer = (stack.ctl.resource(cluster_id) or {})["properties"]["oidcIssuerProfile"]["issuerURL"]
         for account in obj["spec"]["serviceAccounts"]:
             wanted.add((issuer, f"system:serviceaccount:{account['namespace']}:{account['name']}"))
     return wanted
@@ -231,23 +234,25 @@ class CrashCampaign:
     converge_timeout: float = 60.0
     base_compute: str = "robotics-gpu"
     rng: random.Random = field(init=False)
-    custom: client.CustomObjectsApi = field(init=False)
+    custom: Any = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)  # noqa: S311 - seeded on purpose, to replay a campaign
-        self.custom = client.CustomObjectsApi(self.stack.kube)
+        self.custom = custom_api(self.stack.kube)
 
     # the objects
     def get_compute(self, name: str) -> dict[str, Any] | None:
         try:
-            return self.custom.get_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name)  # type: ignore[no-any-return]
+            found: dict[str, Any] = self.custom.get_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name)
+            return found
         except client.ApiException as error:
             if error.status == 404:
                 return None
             raise
 
     def get_job(self, name: str, namespace: str = "robotics") -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "amljobs", name)  # type: ignore[no-any-return]
+        found: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "amljobs", name)
+        return found
 
     def apply_base(self) -> None:
         """The compute the job iterations run on, Ready before the first kill."""

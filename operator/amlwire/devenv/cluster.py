@@ -8,6 +8,7 @@ from typing import Any
 
 from kubernetes import client
 
+from amlwire.adapters.kube.client import core_api, custom_api, extensions_api
 from amlwire.api.crdgen import KINDS, crd
 
 
@@ -17,7 +18,7 @@ def amlwire_crds() -> list[dict[str, Any]]:
 
 def install_crds(api: client.ApiClient, manifests: Iterable[dict[str, Any]], timeout: float = 30.0) -> None:
     """Create or replace CRDs and wait until each is Established."""
-    ext = client.ApiextensionsV1Api(api)
+    ext = extensions_api(api)
     manifests_list = list(manifests)
     for manifest in manifests_list:
         name = manifest["metadata"]["name"]
@@ -46,7 +47,7 @@ def _discoverable(api: client.ApiClient, manifest: dict[str, Any]) -> bool:
     group, plural = manifest["spec"]["group"], manifest["spec"]["names"]["plural"]
     version = next(v["name"] for v in manifest["spec"]["versions"] if v.get("served", True))
     try:
-        resources = client.CustomObjectsApi(api).get_api_resources(group, version)
+        resources = custom_api(api).get_api_resources(group, version)
     except client.ApiException as error:
         if error.status == 404:
             return False
@@ -54,14 +55,14 @@ def _discoverable(api: client.ApiClient, manifest: dict[str, Any]) -> bool:
     return any(r.name == plural for r in resources.resources or [])
 
 
-def _established(ext: client.ApiextensionsV1Api, name: str) -> bool:
+def _established(ext: Any, name: str) -> bool:
     conditions = ext.read_custom_resource_definition_status(name).status.conditions or []
     return any(c.type == "Established" and c.status == "True" for c in conditions)
 
 
 def ensure_namespace(api: client.ApiClient, name: str) -> None:
     try:
-        client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+        core_api(api).create_namespace({"metadata": {"name": name}})
     except client.ApiException as error:
         if error.status != 409:
             raise

@@ -274,9 +274,8 @@ class ControlPlane:
         while time.monotonic() < deadline:
             for proc in self._procs:
                 if proc.poll() is not None:
-                    raise ControlPlaneError(
-                        f"{proc.args[0]} exited with {proc.returncode}:\n{self.log_tail(Path(str(proc.args[0])).name)}"
-                    )
+                    program = Path(str(proc.args[0] if isinstance(proc.args, list) else proc.args)).name
+                    raise ControlPlaneError(f"{program} exited with {proc.returncode}:\n{self.log_tail(program)}")
             with contextlib.suppress(requests.RequestException):
                 ready = requests.get(f"{self.server}/readyz", headers=headers, verify=str(self.ca_file), timeout=5)
                 default_ns = requests.get(

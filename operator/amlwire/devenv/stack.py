@@ -14,6 +14,7 @@ from typing import Any
 from azure.identity import WorkloadIdentityCredential
 from kubernetes import client, config
 
+from amlwire.adapters.kube.client import core_api
 from amlwire.config import Settings
 from amlwire.devenv.cluster import amlwire_crds, ensure_namespace, install_crds
 from amlwire.devenv.controlplane import ControlPlane
@@ -51,7 +52,7 @@ class LocalStack:
     plane: ControlPlane
     world: World
     workdir: Path
-    kube: client.ApiClient | None = None
+    kube: Any = None  # an admin client of the apiserver (made from the plane when not given)
     sandbox: SandboxServer = field(init=False)
     ctl: SandboxClient = field(init=False)
     operator: Any = None
@@ -109,7 +110,7 @@ class LocalStack:
 
     def refresh_operator_token(self) -> None:
         """What the kubelet does for a pod: project a service-account token for Entra's audience."""
-        core = client.CoreV1Api(self.kube)
+        core = core_api(self.kube)
         ensure_namespace(self.kube, OPERATOR_NAMESPACE)
         try:
             core.create_namespaced_service_account(OPERATOR_NAMESPACE, {"metadata": {"name": OPERATOR_ACCOUNT}})

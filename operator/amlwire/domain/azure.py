@@ -52,8 +52,30 @@ def same_id(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and a.rstrip("/").lower() == b.rstrip("/").lower()
 
 
+_SUBSCRIPTION = re.compile(r"^/subscriptions/(?P<subscription>[^/]+)", re.IGNORECASE)
+
+
+def subscription_of(scope: str) -> str:
+    """The subscription of any ARM ID or scope (/subscriptions/S/...)."""
+    match = _SUBSCRIPTION.match(scope)
+    if match is None:
+        raise ValueError(f"not an ARM scope: {scope!r}")
+    return match["subscription"]
+
+
+def name_of(resource_id: str) -> str:
+    """The last segment of an ARM ID: the resource's name."""
+    return resource_id.rstrip("/").rsplit("/", 1)[-1]
+
+
+def managed_cluster_id(subscription: str, group: str, name: str) -> str:
+    return str(ResourceId(subscription, group, "Microsoft.ContainerService", "managedClusters", name))
+
+
 @dataclass(frozen=True)
 class WorkspaceRef:
+    """An AML workspace, as the Azure port addresses it."""
+
     subscription: str
     group: str
     name: str
@@ -63,6 +85,11 @@ class WorkspaceRef:
         return str(
             ResourceId(self.subscription, self.group, "Microsoft.MachineLearningServices", "workspaces", self.name)
         )
+
+    @classmethod
+    def parse(cls, workspace_id: str) -> WorkspaceRef:
+        rid = ResourceId.parse(workspace_id)
+        return cls(rid.subscription, rid.group, rid.name)
 
 
 @dataclass(frozen=True)
@@ -113,7 +140,7 @@ class RoleAssignment:
 
     @property
     def role_guid(self) -> str:
-        return self.role_definition_id.rstrip("/").rsplit("/", 1)[-1].lower()
+        return name_of(self.role_definition_id).lower()
 
 
 @dataclass(frozen=True)

@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
+from amlwire.api import reasons as r
 from amlwire.domain.azure import ClusterInfo
 from amlwire.domain.conditions import StepResult, blocked, done
-
-CLUSTER_READY = "ClusterReady"
+from amlwire.domain.failures import BY_ID
 
 
 def check_cluster(cluster: ClusterInfo, group: str, name: str, recheck: float) -> StepResult:
     if not cluster.oidc_issuer_enabled or not cluster.issuer_url:
         return blocked(
-            CLUSTER_READY,
-            "OIDCIssuerDisabled",
+            r.CLUSTER_READY,
+            r.OIDC_ISSUER_DISABLED,
             f"AKS cluster {name} has no OIDC issuer, so Entra cannot trust its service-account tokens; "
-            f"enable it: az aks update -g {group} -n {name} --enable-oidc-issuer",
+            f"enable it: {BY_ID['F01'].fix(group=group, cluster=name)}",
             recheck,
         )
     if not cluster.workload_identity_enabled:
         return blocked(
-            CLUSTER_READY,
-            "WorkloadIdentityDisabled",
+            r.CLUSTER_READY,
+            r.WORKLOAD_IDENTITY_DISABLED,
             f"AKS cluster {name} does not run the workload identity webhook, so pods get no federated "
-            f"token; enable it: az aks update -g {group} -n {name} --enable-workload-identity",
+            f"token; enable it: {BY_ID['F02'].fix(group=group, cluster=name)}",
             recheck,
         )
     note = (
@@ -31,7 +31,7 @@ def check_cluster(cluster: ClusterInfo, group: str, name: str, recheck: float) -
         else ""
     )
     return done(
-        CLUSTER_READY,
-        "WorkloadIdentityEnabled",
+        r.CLUSTER_READY,
+        r.WORKLOAD_IDENTITY_ENABLED,
         f"OIDC issuer {cluster.issuer_url} and workload identity are enabled.{note}",
     )

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from amlwire.api import reasons as r
 from amlwire.domain.azure import ComputeInfo, same_id
+from amlwire.domain.operations import RUNNING, SUCCEEDED, Observed, failed
 
 OWNER_TAG = "amlwire.io/attached-compute"
 BUSY_STATES = {"creating", "updating", "deleting"}
-MAX_ATTACH_ATTEMPTS = 3
+ATTACH_SETTLE_SECONDS = 60.0  # how long an accepted attach may not show in the workspace yet
 
 
 class ComputeAction(Enum):
@@ -31,6 +33,10 @@ def owned_by(compute: ComputeInfo, owner: str) -> bool:
     return compute.tags.get(OWNER_TAG) == owner
 
 
+def errors_of(compute: ComputeInfo) -> str:
+    return "; ".join(compute.errors) or "no error details"
+
+
 def decide_compute(
     found: ComputeInfo | None,
     name: str,
@@ -38,22 +44,15 @@ def decide_compute(
     identity_id: str,
     namespace: str,
     owner: str,
-    attempts: int,
     detach_command: str,
 ) -> ComputeDecision:
+    """What the compute needs, seen on its own (the ledger counts the attempts)."""
     if found is None:
-        if attempts >= MAX_ATTACH_ATTEMPTS:
-            return ComputeDecision(
-                ComputeAction.REPORT,
-                "ComputeAttachFailed",
-                f"attaching compute {name} failed {attempts} times; see the workspace's activity "
-                f"log, fix the cause, then bump any field of the AttachedCompute to retry",
-            )
-        return ComputeDecision(ComputeAction.ATTACH, "ComputeAttaching", f"attaching compute {name}")
+        return ComputeDecision(ComputeAction.ATTACH, r.COMPUTE_ATTACHING, f"attaching compute {name}")
     if not same_id(found.cluster_id, cluster_id):
         return ComputeDecision(
             ComputeAction.REPORT,
-            "ComputeNameConflict",
+            r.COMPUTE_NAME_CONFLICT,
             f"compute {name} in the workspace is attached to another cluster "
             f"({found.cluster_id}); choose another spec.compute.name, or detach it: "
             f"{detach_command}",
@@ -61,44 +60,43 @@ def decide_compute(
     state = found.provisioning_state.lower()
     if state in BUSY_STATES:
         return ComputeDecision(
-            ComputeAction.WAIT, "ComputeProvisioning", f"compute {name} is {found.provisioning_state}"
+            ComputeAction.WAIT, r.COMPUTE_PROVISIONING, f"compute {name} is {found.provisioning_state}"
         )
     ours = owned_by(found, owner)
     if state == "failed":
-        errors = "; ".join(found.errors) or "no error details"
-        if ours and attempts < MAX_ATTACH_ATTEMPTS:
+        if ours:
             return ComputeDecision(
                 ComputeAction.DETACH,
-                "ComputeAttachFailed",
-                f"compute {name} is Failed ({errors}); detaching it to attach again",
+                r.COMPUTE_ATTACH_FAILED,
+                f"compute {name} is Failed ({errors_of(found)}); detaching it to attach again",
             )
         return ComputeDecision(
             ComputeAction.REPORT,
-            "ComputeAttachFailed",
-            f"compute {name} is Failed ({errors}); a Failed compute must be detached before it "
+            r.COMPUTE_ATTACH_FAILED,
+            f"compute {name} is Failed ({errors_of(found)}); a Failed compute must be detached before it "
             f"can be attached again: {detach_command}",
         )
-    wrong = _mismatch(found, identity_id, namespace)
+    wrong = mismatch(found, identity_id, namespace)
     if wrong:
         if ours:
             return ComputeDecision(
                 ComputeAction.DETACH,
-                "ComputeIdentityMismatch",
+                r.COMPUTE_IDENTITY_MISMATCH,
                 f"compute {name} {wrong}; detaching it to attach again with the identity",
             )
         return ComputeDecision(
             ComputeAction.REPORT,
-            "ComputeIdentityMismatch",
+            r.COMPUTE_IDENTITY_MISMATCH,
             f"compute {name} {wrong}, and amlwire did not attach it, so it will not detach it; "
             f"detach it ({detach_command}) and amlwire attaches it with spec.identity, or choose "
             f"another spec.compute.name",
         )
     return ComputeDecision(
-        ComputeAction.NONE, "ComputeAttached", f"compute {name} is attached with the user-assigned identity"
+        ComputeAction.NONE, r.COMPUTE_ATTACHED, f"compute {name} is attached with the user-assigned identity"
     )
 
 
-def _mismatch(found: ComputeInfo, identity_id: str, namespace: str) -> str | None:
+def mismatch(found: ComputeInfo, identity_id: str, namespace: str) -> str | None:
     if "userassigned" not in found.identity_type.lower().replace("_", ""):
         return f"is attached with identity type {found.identity_type}, not the user-assigned identity"
     if not any(same_id(i, identity_id) for i in found.identity_ids):
@@ -106,3 +104,30 @@ def _mismatch(found: ComputeInfo, identity_id: str, namespace: str) -> str | Non
     if found.namespace and found.namespace != namespace:
         return f"runs jobs in namespace {found.namespace}, not {namespace}"
     return None
+
+
+def observed_attach(found: ComputeInfo | None, age: float, detached_since: bool) -> Observed:
+    """Where an attach amlwire started stands, read off the compute.
+
+    A compute not in the workspace yet may still appear (Azure accepted the attach), unless amlwire has
+    detached it since (a failed attempt) or the settle time is over.
+    """
+    if found is None:
+        if detached_since:
+            return failed("the compute was detached to attach again")
+        return RUNNING if age < ATTACH_SETTLE_SECONDS else failed("the attach left no compute in the workspace")
+    state = found.provisioning_state.lower()
+    if state in BUSY_STATES:
+        return RUNNING
+    if state == "failed":
+        return failed(errors_of(found))
+    return SUCCEEDED
+
+
+def observed_detach(found: ComputeInfo | None) -> Observed:
+    """Where a detach amlwire started stands: over when the compute is gone."""
+    if found is None:
+        return SUCCEEDED
+    if found.provisioning_state.lower() == "deleting":
+        return RUNNING
+    return failed(f"the compute is {found.provisioning_state}: {errors_of(found)}")

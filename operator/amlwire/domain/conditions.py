@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Protocol
+from typing import Literal, Protocol
 
+from amlwire.api import reasons as r
 from amlwire.api.common import Condition
 
-READY = "Ready"
-RECONCILING = "Reconciling"
-STALLED = "Stalled"
-SUMMARY_TYPES = (READY, RECONCILING, STALLED)
+READY, RECONCILING, STALLED = r.READY, r.RECONCILING, r.STALLED
+SUMMARY_TYPES = r.SUMMARY_TYPES
 
 
 class Outcome(Enum):
@@ -37,13 +36,18 @@ _STATUS = {
 
 @dataclass(frozen=True)
 class StepResult:
-    """The outcome of one reconcile step, as one condition."""
+    """The outcome of one reconcile step, as one condition.
+
+    `provides` names facts a later step may need even when this one is not done (e.g. "the extension is
+    installed" while its settings are still being changed).
+    """
 
     type: str
     outcome: Outcome
     reason: str
     message: str
     requeue_after: float | None = None
+    provides: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def status(self) -> str:
@@ -54,16 +58,20 @@ class StepResult:
         return self.outcome is Outcome.DONE
 
 
-def done(type_: str, reason: str, message: str) -> StepResult:
-    return StepResult(type_, Outcome.DONE, reason, message)
+def done(type_: str, reason: str, message: str, provides: Iterable[str] = ()) -> StepResult:
+    return StepResult(type_, Outcome.DONE, reason, message, provides=frozenset(provides))
 
 
-def progressing(type_: str, reason: str, message: str, requeue_after: float) -> StepResult:
-    return StepResult(type_, Outcome.PROGRESSING, reason, message, requeue_after)
+def progressing(
+    type_: str, reason: str, message: str, requeue_after: float | None, provides: Iterable[str] = ()
+) -> StepResult:
+    return StepResult(type_, Outcome.PROGRESSING, reason, message, requeue_after, frozenset(provides))
 
 
-def blocked(type_: str, reason: str, message: str, requeue_after: float | None = None) -> StepResult:
-    return StepResult(type_, Outcome.BLOCKED, reason, message, requeue_after)
+def blocked(
+    type_: str, reason: str, message: str, requeue_after: float | None = None, provides: Iterable[str] = ()
+) -> StepResult:
+    return StepResult(type_, Outcome.BLOCKED, reason, message, requeue_after, frozenset(provides))
 
 
 def retrying(type_: str, reason: str, message: str, requeue_after: float) -> StepResult:
@@ -71,12 +79,12 @@ def retrying(type_: str, reason: str, message: str, requeue_after: float) -> Ste
 
 
 def waiting(type_: str, on: str) -> StepResult:
-    return StepResult(type_, Outcome.WAITING, f"Waiting{on}", f"Waiting for {on} to be True.")
+    return StepResult(type_, Outcome.WAITING, r.waiting_reason(on), f"Waiting for {on} to be True.")
 
 
 @dataclass(frozen=True)
 class Summary:
-    """A kstatus summary condition, with its status stated outright."""
+    """A condition with its status stated outright (kstatus summaries, first-visit conditions)."""
 
     type: str
     status: str
@@ -99,32 +107,39 @@ def rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-NOT_STALLED = Summary(STALLED, "False", "NotStalled", "Nothing needs attention.")
+NOT_STALLED = Summary(STALLED, "False", r.NOT_STALLED, "Nothing needs attention.")
+State = Literal["ready", "reconciling", "stalled"]
+
+
+def kstatus(state: State, reason: str, message: str, settled: tuple[str, str] | None = None) -> list[Summary]:
+    """The kstatus triple (Ready, Reconciling, Stalled) for a resource in one of its three states.
+
+    `settled` is Reconciling's (reason, message) once nothing is in progress (ready or stalled).
+    """
+    if state == "ready":
+        return [
+            Summary(READY, "True", reason, message),
+            Summary(RECONCILING, "False", *(settled or (r.RECONCILED, "Nothing to do."))),
+            NOT_STALLED,
+        ]
+    if state == "reconciling":
+        return [Summary(READY, "False", reason, message), Summary(RECONCILING, "True", reason, message), NOT_STALLED]
+    return [
+        Summary(READY, "False", reason, message),
+        Summary(RECONCILING, "False", *(settled or (r.STALLED_REASON, "Waiting for the fix named in Stalled."))),
+        Summary(STALLED, "True", reason, message),
+    ]
 
 
 def summarize(steps: Sequence[StepResult]) -> list[Summary]:
-    """kstatus summary conditions: Ready, Reconciling, Stalled (Flux, Argo CD and kubectl wait read these)."""
+    """kstatus summary conditions of step results (Flux, Argo CD and kubectl wait read these)."""
     blockers = [s for s in steps if s.outcome is Outcome.BLOCKED]
     pending = [s for s in steps if s.outcome in (Outcome.PROGRESSING, Outcome.RETRYING, Outcome.WAITING)]
     if not blockers and not pending:
-        return [
-            Summary(READY, "True", "Ready", "All links are in place."),
-            Summary(RECONCILING, "False", "Reconciled", "Nothing to do."),
-            NOT_STALLED,
-        ]
+        return kstatus("ready", r.READY_REASON, "All links are in place.")
     first = blockers[0] if blockers else _first_actionable(pending)
     explained = f"{first.type}: {first.message}"
-    if blockers:
-        return [
-            Summary(READY, "False", first.reason, explained),
-            Summary(RECONCILING, "False", "Stalled", "Waiting for the fix named in Stalled."),
-            Summary(STALLED, "True", first.reason, explained),
-        ]
-    return [
-        Summary(READY, "False", first.reason, explained),
-        Summary(RECONCILING, "True", first.reason, explained),
-        NOT_STALLED,
-    ]
+    return kstatus("stalled" if blockers else "reconciling", first.reason, explained)
 
 
 def _first_actionable(pending: Sequence[StepResult]) -> StepResult:
@@ -151,7 +166,7 @@ def fold(
         )
         by_type[result.type] = Condition(
             type=result.type,
-            status=result.status,  # type: ignore[arg-type]  # one of True/False/Unknown by construction
+            status=result.status,
             reason=result.reason,
             message=result.message,
             observed_generation=generation,
@@ -165,11 +180,11 @@ def fold(
 def first_visit(step_types: Sequence[str], generation: int | None, now: datetime) -> list[Condition]:
     """Conditions set on the first visit: every step Unknown, Reconciling True."""
     results: list[ConditionLike] = [
-        Summary(t, "Unknown", "NotYetChecked", "amlwire has not checked this yet.") for t in step_types
+        Summary(t, "Unknown", r.NOT_YET_CHECKED, "amlwire has not checked this yet.") for t in step_types
     ]
     results += [
-        Summary(READY, "Unknown", "Reconciling", "amlwire is reconciling this resource."),
-        Summary(RECONCILING, "True", "FirstVisit", "amlwire is reconciling this resource for the first time."),
+        Summary(READY, "Unknown", r.RECONCILING_REASON, "amlwire is reconciling this resource."),
+        Summary(RECONCILING, "True", r.FIRST_VISIT, "amlwire is reconciling this resource for the first time."),
         NOT_STALLED,
     ]
     return fold([], results, generation, now)

@@ -1,7 +1,9 @@
 """amlwire doctor, the pure part: facts read from Azure and Kubernetes in, one result per field failure out.
 
-The checks reuse the operator's own planners (federation, extension, compute, access), so the doctor and
-the operator never disagree about what is wrong.
+Each check is a small function named for what it detects, registered with the failure it reports
+(`@check("F04") def federated_credential_missing(facts)`). The checks reuse the operator's own planners
+(federation, extension, compute, access) and the failure table's fixes, so the doctor and the operator never
+disagree about what is wrong or how to fix it.
 """
 
 from __future__ import annotations
@@ -19,23 +21,18 @@ from amlwire.domain.azure import (
     ExtensionInfo,
     FederatedCredential,
     IdentityInfo,
-    ResourceId,
     RoleAssignment,
     StorageInfo,
     WorkspaceInfo,
+    name_of,
 )
 from amlwire.domain.compute import ComputeAction, decide_compute
 from amlwire.domain.conditions import rfc3339
-from amlwire.domain.extension import (
-    IDENTITY_ID,
-    IDENTITY_TYPE,
-    Action,
-    ExtensionDecision,
-    decide_extension,
-    desired_settings,
-)
-from amlwire.domain.failures import BY_ID
+from amlwire.domain.extension import IDENTITY_ID, IDENTITY_TYPE, Action, ExtensionDecision, decide_extension
+from amlwire.domain.extension import desired_settings as extension_settings
+from amlwire.domain.failures import AUDIENCE, BY_ID
 from amlwire.domain.federation import FederationPlan, plan_federation, subject_of
+from amlwire.domain.view import Target, target_of
 
 Status = Literal["pass", "fail", "warn", "skip"]
 CLIENT_ID_ANNOTATION = "azure.workload.identity/client-id"
@@ -84,6 +81,10 @@ class Facts:
     sidecar_sources: list[str] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)  # area -> why
 
+    @property
+    def target(self) -> Target:
+        return target_of(self.spec)
+
 
 @dataclass(frozen=True)
 class Result:
@@ -93,6 +94,7 @@ class Result:
     evidence: dict[str, str]
     fix: str = ""
     why: str = ""
+    check: str = ""  # the name of the check: what it verified
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -105,17 +107,46 @@ class Result:
         }
 
 
-def _result(id_: str, status: Status, evidence: Mapping[str, object], fix: str = "", why: str = "") -> Result:
-    return Result(
-        id_, BY_ID[id_].title, status, {k: str(v) for k, v in evidence.items()}, fix if status != "pass" else "", why
-    )
+CheckFn = Callable[[Facts], Result]
 
 
-def _skip(id_: str, why: str) -> Result:
-    return _result(id_, "skip", {}, why=why)
+@dataclass(frozen=True)
+class Check:
+    """One named check: what it detects (its function's name) and the field failure it reports."""
+
+    failure: str
+    run: CheckFn
+
+    @property
+    def name(self) -> str:
+        return self.run.__name__
 
 
-def _needs(facts: Facts, *areas: str) -> str | None:
+CHECKS: list[Check] = []
+
+
+def check(failure: str) -> Callable[[CheckFn], CheckFn]:
+    """Register a check of one field failure: `@check("F04") def federated_credential_missing(facts)`."""
+
+    def register(run: CheckFn) -> CheckFn:
+        if failure not in BY_ID or any(c.failure == failure for c in CHECKS):
+            raise ValueError(f"{failure}: not in the failure table, or checked twice")
+        CHECKS.append(Check(failure, run))
+        return run
+
+    return register
+
+
+def result(id_: str, status: Status, evidence: Mapping[str, object], fix: str = "", why: str = "") -> Result:
+    shown = {k: str(v) for k, v in evidence.items()}
+    return Result(id_, BY_ID[id_].title, status, shown, fix if status != "pass" else "", why)
+
+
+def skip(id_: str, why: str) -> Result:
+    return result(id_, "skip", {}, why=why)
+
+
+def unreadable(facts: Facts, *areas: str) -> str | None:
     for area in areas:
         if area in facts.unreadable:
             return f"could not read {area}: {facts.unreadable[area]}"
@@ -123,62 +154,69 @@ def _needs(facts: Facts, *areas: str) -> str | None:
 
 
 # -- the cluster ------------------------------------------------------------------------------------
-def check_f01(facts: Facts) -> Result:
-    c, spec = facts.cluster, facts.spec.cluster
-    if (why := _needs(facts, "cluster")) or c is None:
-        return _skip("F01", why or "cluster not read")
+def _cluster_values(facts: Facts) -> dict[str, str]:
+    return {"group": facts.spec.cluster.resource_group, "cluster": facts.spec.cluster.name}
+
+
+@check("F01")
+def oidc_issuer_disabled(facts: Facts) -> Result:
+    c = facts.cluster
+    if (why := unreadable(facts, "cluster")) or c is None:
+        return skip("F01", why or "cluster not read")
     evidence = {"oidcIssuerProfile.enabled": c.oidc_issuer_enabled, "issuerURL": c.issuer_url}
     ok = c.oidc_issuer_enabled and bool(c.issuer_url)
-    return _result(
-        "F01",
-        "pass" if ok else "fail",
-        evidence,
-        f"az aks update -g {spec.resource_group} -n {spec.name} --enable-oidc-issuer",
-    )
+    return result("F01", "pass" if ok else "fail", evidence, BY_ID["F01"].fix(**_cluster_values(facts)))
 
 
-def check_f02(facts: Facts) -> Result:
-    c, spec = facts.cluster, facts.spec.cluster
-    if (why := _needs(facts, "cluster")) or c is None:
-        return _skip("F02", why or "cluster not read")
-    return _result(
+@check("F02")
+def workload_identity_disabled(facts: Facts) -> Result:
+    c = facts.cluster
+    if (why := unreadable(facts, "cluster")) or c is None:
+        return skip("F02", why or "cluster not read")
+    return result(
         "F02",
         "pass" if c.workload_identity_enabled else "fail",
         {"securityProfile.workloadIdentity.enabled": c.workload_identity_enabled},
-        f"az aks update -g {spec.resource_group} -n {spec.name} --enable-workload-identity",
+        BY_ID["F02"].fix(**_cluster_values(facts)),
     )
 
 
-def check_f19(facts: Facts) -> Result:
-    c, spec = facts.cluster, facts.spec.cluster
-    if (why := _needs(facts, "cluster")) or c is None:
-        return _skip("F19", why or "cluster not read")
-    return _result(
+@check("F19")
+def local_accounts_disabled(facts: Facts) -> Result:
+    c = facts.cluster
+    if (why := unreadable(facts, "cluster")) or c is None:
+        return skip("F19", why or "cluster not read")
+    return result(
         "F19",
         "fail" if c.local_accounts_disabled else "pass",
         {"disableLocalAccounts": c.local_accounts_disabled},
-        f"the AzureML extension does not support clusters without local accounts: "
-        f"az aks update -g {spec.resource_group} -n {spec.name} --enable-local-accounts, or another cluster",
+        BY_ID["F19"].fix(**_cluster_values(facts)),
     )
 
 
 # -- identity and federation ----------------------------------------------------------------------
-def check_f03(facts: Facts) -> Result:
-    if why := _needs(facts, "identity"):
-        return _skip("F03", why)
-    rid = ResourceId.parse(facts.spec.identity.resource_id)
+def _identity_values(facts: Facts) -> dict[str, str]:
+    rid = facts.target.identity
+    return {"identity": rid.name, "group": rid.group}
+
+
+@check("F03")
+def identity_missing(facts: Facts) -> Result:
+    if why := unreadable(facts, "identity"):
+        return skip("F03", why)
+    rid = facts.target.identity
     if facts.identity is None:
-        return _result(
+        return result(
             "F03",
             "fail",
             {"resourceId": facts.spec.identity.resource_id, "GET": "404"},
-            f"az identity create -g {rid.group} -n {rid.name}, or fix spec.identity.resourceId",
+            BY_ID["F03"].fix(group=rid.group, name=rid.name),
         )
-    return _result("F03", "pass", {"clientId": facts.identity.client_id, "principalId": facts.identity.principal_id})
+    return result("F03", "pass", {"clientId": facts.identity.client_id, "principalId": facts.identity.principal_id})
 
 
 def _federation(facts: Facts) -> tuple[FederationPlan | None, str | None]:
-    why = _needs(facts, "cluster", "identity", "federated credentials")
+    why = unreadable(facts, "cluster", "identity", "federated credentials")
     if why:
         return None, why
     if facts.identity is None:
@@ -190,20 +228,21 @@ def _federation(facts: Facts) -> tuple[FederationPlan | None, str | None]:
         accounts,
         facts.cluster.issuer_url,
         facts.credentials,
-        identity_name=ResourceId.parse(facts.spec.identity.resource_id).name,
+        identity_name=facts.target.identity.name,
+        identity_group=facts.target.identity.group,
     )
     return plan, None
 
 
-def _identity_cli(facts: Facts) -> str:
-    rid = ResourceId.parse(facts.spec.identity.resource_id)
-    return f"--identity-name {rid.name} -g {rid.group}"
+def _subjects(facts: Facts) -> set[str]:
+    return {subject_of(a.namespace, a.name) for a in facts.spec.service_accounts}
 
 
-def check_f04(facts: Facts) -> Result:
+@check("F04")
+def federated_credential_missing(facts: Facts) -> Result:
     plan, why = _federation(facts)
     if plan is None:
-        return _skip("F04", why or "")
+        return skip("F04", why or "")
     missing = [w.credential for w in plan.writes if w.reason == "FederatedCredentialMissing"]
     evidence = {
         "issuer": plan.issuer,
@@ -211,130 +250,115 @@ def check_f04(facts: Facts) -> Result:
         "missing": ", ".join(c.subject for c in missing) or "none",
     }
     fixes = "; ".join(
-        f"az identity federated-credential create {_identity_cli(facts)} -n {c.name} --issuer {c.issuer} "
-        f"--subject {c.subject} --audiences api://AzureADTokenExchange"
-        for c in missing
+        BY_ID["F04"].fix(**_identity_values(facts), name=c.name, issuer=c.issuer, subject=c.subject) for c in missing
     )
-    return _result("F04", "fail" if missing else "pass", evidence, fixes)
+    return result("F04", "fail" if missing else "pass", evidence, fixes)
 
 
-def check_f05(facts: Facts) -> Result:
+@check("F05")
+def federated_credential_issuer_mismatch(facts: Facts) -> Result:
     plan, why = _federation(facts)
     if plan is None:
-        return _skip("F05", why or "")
-    issuer = plan.issuer
+        return skip("F05", why or "")
+    issuer, subjects = plan.issuer, _subjects(facts)
+    rewritten = {w.credential.name for w in plan.writes if w.reason == "FederatedCredentialIssuerMismatch"}
     wrong = [
         c
         for c in facts.credentials
-        if c.subject in {subject_of(a.namespace, a.name) for a in facts.spec.service_accounts}
-        and c.issuer != issuer
-        and c.issuer.rstrip("/").lower() == issuer.rstrip("/").lower()
-    ]
-    wrong += [
-        c
-        for c in facts.credentials
-        if any(w.credential.name == c.name and w.reason == "FederatedCredentialIssuerMismatch" for w in plan.writes)
-        and c not in wrong
+        if (c.subject in subjects and c.issuer != issuer and c.issuer.rstrip("/").lower() == issuer.rstrip("/").lower())
+        or c.name in rewritten
     ]
     evidence = {
         "cluster issuer": issuer,
         **{f"credential {c.name}": f"issuer {c.issuer}, subject {c.subject}" for c in wrong},
     }
-    fixes = "; ".join(
-        f"az identity federated-credential update {_identity_cli(facts)} -n {c.name} --issuer {issuer}" for c in wrong
-    )
-    return _result("F05", "fail" if wrong else "pass", evidence, fixes)
+    fixes = "; ".join(BY_ID["F05"].fix(**_identity_values(facts), name=c.name, issuer=issuer) for c in wrong)
+    return result("F05", "fail" if wrong else "pass", evidence, fixes)
 
 
-def check_f06(facts: Facts) -> Result:
+@check("F06")
+def federated_credential_audience_wrong(facts: Facts) -> Result:
     plan, why = _federation(facts)
     if plan is None:
-        return _skip("F06", why or "")
-    subjects = {subject_of(a.namespace, a.name) for a in facts.spec.service_accounts}
+        return skip("F06", why or "")
+    subjects = _subjects(facts)
     wrong = [
-        c
-        for c in facts.credentials
-        if c.issuer == plan.issuer and c.subject in subjects and c.audiences != ("api://AzureADTokenExchange",)
+        c for c in facts.credentials if c.issuer == plan.issuer and c.subject in subjects and c.audiences != (AUDIENCE,)
     ]
     evidence = {f"credential {c.name}": f"audiences {list(c.audiences)}" for c in wrong} or {"audiences": "ok"}
-    fixes = "; ".join(
-        f"az identity federated-credential update {_identity_cli(facts)} -n {c.name} "
-        f"--audiences api://AzureADTokenExchange"
-        for c in wrong
-    )
-    return _result("F06", "fail" if wrong else "pass", evidence, fixes)
+    fixes = "; ".join(BY_ID["F06"].fix(**_identity_values(facts), name=c.name) for c in wrong)
+    return result("F06", "fail" if wrong else "pass", evidence, fixes)
 
 
-def check_f07(facts: Facts) -> Result:
+@check("F07")
+def federated_credential_cap_reached(facts: Facts) -> Result:
     plan, why = _federation(facts)
     if plan is None:
-        return _skip("F07", why or "")
+        return skip("F07", why or "")
     blocked = any(p.reason == "FederatedCredentialLimit" for p in plan.problems)
     count = len(facts.credentials)
     status: Status = "fail" if blocked else ("warn" if count >= 18 else "pass")
-    return _result(
-        "F07",
-        status,
-        {"federated credentials": f"{count} of 20"},
-        f"az identity federated-credential list {_identity_cli(facts)}; delete the unused ones, or use "
-        f"another identity",
+    return result(
+        "F07", status, {"federated credentials": f"{count} of 20"}, BY_ID["F07"].fix(**_identity_values(facts))
     )
 
 
-def check_f08(facts: Facts) -> Result:
+@check("F08")
+def concurrent_credential_writes(facts: Facts) -> Result:
     if facts.write_conflicts is None:
-        return _skip("F08", "only visible in a live AttachedCompute's events (run: amlwire doctor NAME)")
-    return _result(
+        return skip("F08", "only visible in a live AttachedCompute's events (run: amlwire doctor NAME)")
+    return result(
         "F08",
         "fail" if facts.write_conflicts else "pass",
         {
             "409 conflicts seen": len(facts.write_conflicts),
             **({"last": facts.write_conflicts[-1]} if facts.write_conflicts else {}),
         },
-        "find the other tool writing federated credentials of this identity at the same time "
-        "(Terraform, Bicep, another amlwire) and serialize it",
+        BY_ID["F08"].fix(),
     )
 
 
 # -- Kubernetes -------------------------------------------------------------------------------------
-def check_f09(facts: Facts) -> Result:
-    if why := _needs(facts, "service accounts"):
-        return _skip("F09", why)
-    missing = [f"{ns}/{name}" for (ns, name), sa in facts.service_accounts.items() if sa is None]
-    return _result(
-        "F09",
-        "fail" if missing else "pass",
-        {"missing": ", ".join(missing) or "none"},
-        "; ".join(f"kubectl create serviceaccount -n {m.split('/')[0]} {m.split('/')[1]}" for m in missing),
+@check("F09")
+def service_account_missing(facts: Facts) -> Result:
+    if why := unreadable(facts, "service accounts"):
+        return skip("F09", why)
+    creates = {(a.namespace, a.name): a.create for a in facts.spec.service_accounts}
+    missing = [key for key, sa in facts.service_accounts.items() if sa is None]
+    fixes = "; ".join(
+        f"amlwire creates {ns}/{name} (spec.serviceAccounts[].create is true): check that the operator runs"
+        if creates.get((ns, name), True)
+        else BY_ID["F09"].fix(namespace=ns, name=name)
+        for ns, name in missing
     )
+    evidence = {"missing": ", ".join(f"{ns}/{name}" for ns, name in missing) or "none"}
+    return result("F09", "fail" if missing else "pass", evidence, fixes)
 
 
-def check_f10(facts: Facts) -> Result:
-    if why := _needs(facts, "service accounts", "identity"):
-        return _skip("F10", why)
+@check("F10")
+def client_id_annotation_wrong(facts: Facts) -> Result:
+    if why := unreadable(facts, "service accounts", "identity"):
+        return skip("F10", why)
     if facts.identity is None:
-        return _skip("F10", "the identity does not exist (F03)")
+        return skip("F10", "the identity does not exist (F03)")
     client_id = facts.identity.client_id
     wrong = {
-        f"{ns}/{name}": sa.get(CLIENT_ID_ANNOTATION, "absent")
+        (ns, name): sa.get(CLIENT_ID_ANNOTATION, "absent")
         for (ns, name), sa in facts.service_accounts.items()
         if sa is not None and sa.get(CLIENT_ID_ANNOTATION) != client_id
     }
-    evidence = {"identity clientId": client_id, **{f"{k} client-id": v for k, v in wrong.items()}}
-    fixes = "; ".join(
-        f"kubectl annotate serviceaccount -n {k.split('/')[0]} {k.split('/')[1]} "
-        f"{CLIENT_ID_ANNOTATION}={client_id} --overwrite"
-        for k in wrong
-    )
-    return _result("F10", "fail" if wrong else "pass", evidence, fixes)
+    evidence = {"identity clientId": client_id, **{f"{ns}/{name} client-id": v for (ns, name), v in wrong.items()}}
+    fixes = "; ".join(BY_ID["F10"].fix(namespace=ns, name=name, client_id=client_id) for ns, name in wrong)
+    return result("F10", "fail" if wrong else "pass", evidence, fixes)
 
 
-def check_f11(facts: Facts) -> Result:
+@check("F11")
+def job_pods_not_labelled(facts: Facts) -> Result:
     namespace = facts.spec.compute.namespace
-    if why := _needs(facts, "pods"):
-        return _skip("F11", why)
+    if why := unreadable(facts, "pods"):
+        return skip("F11", why)
     if not facts.pods:
-        return _skip("F11", f"no pods in namespace {namespace}: no job is running to inspect")
+        return skip("F11", f"no pods in namespace {namespace}: no job is running to inspect")
     bad = {}
     for pod in facts.pods:
         lacks = [
@@ -349,27 +373,29 @@ def check_f11(facts: Facts) -> Result:
         if lacks:
             bad[pod.name] = ", ".join(lacks)
     evidence = {"pods inspected": len(facts.pods), **{f"pod {k} lacks": v for k, v in bad.items()}}
-    return _result(
-        "F11",
-        "fail" if bad else "pass",
-        evidence,
-        f'make job pods in namespace {namespace} carry the label {WORKLOAD_IDENTITY_LABEL}: "true" (the '
-        f"workload identity webhook mutates only labelled pods)",
-    )
+    return result("F11", "fail" if bad else "pass", evidence, BY_ID["F11"].fix(namespace=namespace))
 
 
 # -- the extension, the compute ---------------------------------------------------------------------
 def _extension_decision(facts: Facts) -> ExtensionDecision:
     cluster = facts.spec.cluster
-    desired = desired_settings(facts.spec.extension.settings, facts.spec.identity.resource_id)
+    desired = extension_settings(facts.spec.extension.settings, facts.spec.identity.resource_id)
     return decide_extension(
         facts.extension, desired, False, cluster.resource_group, cluster.name, facts.spec.extension.name
     )
 
 
-def check_f12(facts: Facts) -> Result:
-    if why := _needs(facts, "extension"):
-        return _skip("F12", why)
+def _without_configure_advice(message: str, facts: Facts) -> str:
+    """The fix, without advising `mode: Configure` to a spec that is already in it."""
+    if facts.spec.extension.mode == "Configure":
+        return message.replace(", or set spec.extension.mode: Configure", "")
+    return message
+
+
+@check("F12")
+def extension_missing_or_failed(facts: Facts) -> Result:
+    if why := unreadable(facts, "extension"):
+        return skip("F12", why)
     decision = _extension_decision(facts)
     ext = facts.extension
     evidence = {
@@ -377,43 +403,41 @@ def check_f12(facts: Facts) -> Result:
         "provisioningState": ext.provisioning_state if ext else "404 (not installed)",
     }
     failed = decision.reason in ("ExtensionMissing", "ExtensionFailed", "ExtensionTypeMismatch")
-    return _result("F12", "fail" if failed else "pass", evidence, decision.message)
+    return result("F12", "fail" if failed else "pass", evidence, _without_configure_advice(decision.message, facts))
 
 
-def check_f13(facts: Facts) -> Result:
-    if why := _needs(facts, "extension"):
-        return _skip("F13", why)
+@check("F13")
+def extension_identity_not_set(facts: Facts) -> Result:
+    if why := unreadable(facts, "extension"):
+        return skip("F13", why)
     if facts.extension is None:
-        return _skip("F13", "the extension is not installed (F12)")
+        return skip("F13", "the extension is not installed (F12)")
     decision = _extension_decision(facts)
     settings = facts.extension.settings
     evidence = {IDENTITY_TYPE: settings.get(IDENTITY_TYPE, "absent"), IDENTITY_ID: settings.get(IDENTITY_ID, "absent")}
     wrong = decision.action is Action.REPORT and decision.reason == "ExtensionIdentityMismatch"
-    return _result("F13", "fail" if wrong else "pass", evidence, decision.message)
+    return result("F13", "fail" if wrong else "pass", evidence, _without_configure_advice(decision.message, facts))
 
 
-def check_f14(facts: Facts) -> Result:
-    if why := _needs(facts, "compute"):
-        return _skip("F14", why)
-    spec, ws = facts.spec, facts.spec.workspace
-    cluster_id = str(
-        ResourceId(
-            spec.cluster_subscription_id,
-            spec.cluster.resource_group,
-            "Microsoft.ContainerService",
-            "managedClusters",
-            spec.cluster.name,
-        )
-    )
-    detach = f"az ml compute detach --name {spec.compute.name} -g {ws.resource_group} -w {ws.name}"
+@check("F14")
+def compute_not_attached_with_the_identity(facts: Facts) -> Result:
+    if why := unreadable(facts, "compute"):
+        return skip("F14", why)
+    spec, target = facts.spec, facts.target
+    values = {
+        **target.detach_command_values,
+        "cluster_id": target.cluster_id,
+        "identity_id": target.identity_id,
+        "namespace": target.compute_namespace,
+    }
+    detach = BY_ID["F14"].command("detach", **values)
     decision = decide_compute(
         facts.compute,
-        spec.compute.name,
-        cluster_id,
-        spec.identity.resource_id,
-        spec.compute.namespace,
+        target.compute_name,
+        target.cluster_id,
+        target.identity_id,
+        target.compute_namespace,
         owner="",
-        attempts=0,
         detach_command=detach,
     )
     c = facts.compute
@@ -423,17 +447,11 @@ def check_f14(facts: Facts) -> Result:
         "identity": f"{c.identity_type} {', '.join(c.identity_ids)}".strip() if c else "-",
     }
     if decision.action is ComputeAction.NONE:
-        return _result("F14", "pass", evidence)
+        return result("F14", "pass", evidence)
     if decision.action is ComputeAction.WAIT:
-        return _result("F14", "warn", evidence, decision.message)
-    fix = (
-        f"az ml compute attach --type Kubernetes --name {spec.compute.name} --resource-id {cluster_id} "
-        f"--identity-type UserAssigned --user-assigned-identities {spec.identity.resource_id} "
-        f"--namespace {spec.compute.namespace} -g {ws.resource_group} -w {ws.name}"
-    )
-    if c is not None:
-        fix = f"{detach}; then {fix}"
-    return _result("F14", "fail", evidence, fix)
+        return result("F14", "warn", evidence, decision.message)
+    fix = BY_ID["F14"].fix(**values)
+    return result("F14", "fail", evidence, f"{detach}; then {fix}" if c is not None else fix)
 
 
 # -- access -----------------------------------------------------------------------------------------
@@ -457,139 +475,96 @@ def _wanted_roles(facts: Facts) -> list[tuple[str, set[str], str]]:
     return wanted
 
 
-def check_f15(facts: Facts) -> Result:
-    if why := _needs(facts, "role assignments", "workspace", "identity"):
-        return _skip("F15", why)
+@check("F15")
+def data_role_missing(facts: Facts) -> Result:
+    if why := unreadable(facts, "role assignments", "workspace", "identity"):
+        return skip("F15", why)
     if facts.identity is None:
-        return _skip("F15", "the identity does not exist (F03)")
+        return skip("F15", "the identity does not exist (F03)")
     principal = facts.identity.principal_id
     missing = [
         (scope, role)
         for scope, roles, role in _wanted_roles(facts)
         if not _holds(facts.identity_roles.get(scope, []), principal, roles, scope)
     ]
-    evidence = {"principalId": principal, **{f"missing on {s.rsplit('/', 1)[-1]}": r for s, r in missing}}
-    fixes = "; ".join(
-        f"az role assignment create --assignee-object-id {principal} --assignee-principal-type "
-        f'ServicePrincipal --role "{r}" --scope {s}'
-        for s, r in missing
-    )
-    return _result("F15", "fail" if missing else "pass", evidence, fixes)
+    evidence = {"principalId": principal, **{f"missing on {name_of(s)}": role for s, role in missing}}
+    fixes = "; ".join(BY_ID["F15"].fix(principal=principal, role=role, scope=s) for s, role in missing)
+    return result("F15", "fail" if missing else "pass", evidence, fixes)
 
 
-def check_f16(facts: Facts) -> Result:
-    if why := _needs(facts, "role assignments", "workspace", "identity"):
-        return _skip("F16", why)
+@check("F16")
+def role_still_propagating(facts: Facts) -> Result:
+    if why := unreadable(facts, "role assignments", "workspace", "identity"):
+        return skip("F16", why)
     if facts.identity is None:
-        return _skip("F16", "the identity does not exist (F03)")
+        return skip("F16", "the identity does not exist (F03)")
     young: list[tuple[RoleAssignment, str, str]] = []
     for scope, roles, _ in _wanted_roles(facts):
         for assignment in _holds(facts.identity_roles.get(scope, []), facts.identity.principal_id, roles, scope):
             if assignment.created_on and assignment.created_on + facts.role_propagation > facts.now:
-                young.append(
-                    (
-                        assignment,
-                        rfc3339(assignment.created_on),
-                        rfc3339(assignment.created_on + facts.role_propagation),
-                    )
-                )
-    evidence = {
-        f"{a.scope.rsplit('/', 1)[-1]} assigned": f"{created}, effective by {until}" for a, created, until in young
-    }
-    return _result(
+                created, until = assignment.created_on, assignment.created_on + facts.role_propagation
+                young.append((assignment, rfc3339(created), rfc3339(until)))
+    evidence = {f"{name_of(a.scope)} assigned": f"{created}, effective by {until}" for a, created, until in young}
+    return result(
         "F16",
         "fail" if young else "pass",
         evidence or {"assignments": "older than the window"},
-        "wait: Azure RBAC applies new assignments within minutes, sometimes longer; retry after "
-        + (max(until for _, _, until in young) if young else ""),
+        BY_ID["F16"].fix(until=max((until for _, _, until in young), default="")),
     )
 
 
-def check_f17(facts: Facts) -> Result:
-    if why := _needs(facts, "workspace", "storage"):
-        return _skip("F17", why)
+@check("F17")
+def shared_keys_off_with_key_datastore(facts: Facts) -> Result:
+    if why := unreadable(facts, "workspace", "storage"):
+        return skip("F17", why)
     if facts.workspace is None or facts.storage is None:
-        return _skip("F17", "the workspace's storage account was not found")
+        return skip("F17", "the workspace's storage account was not found")
     shared = facts.storage.allow_shared_key_access
     mode = (facts.workspace.system_datastores_auth_mode or "accesskey").lower()
     evidence = {"allowSharedKeyAccess": "null (true)" if shared is None else shared, "systemDatastoresAuthMode": mode}
     bad = shared is False and mode == "accesskey"
-    return _result(
-        "F17",
-        "fail" if bad else "pass",
-        evidence,
-        "switch the workspace's datastores to identity-based access (az ml datastore update ... "
-        "--identity) or, if the default datastore cannot change, create a new workspace with "
-        "system_datastores_auth_mode=identity",
-    )
+    return result("F17", "fail" if bad else "pass", evidence, BY_ID["F17"].fix())
 
 
-def check_f18(facts: Facts) -> Result:
-    if why := _needs(facts, "workspace", "workspace role assignments"):
-        return _skip("F18", why)
-    spec = facts.spec
-    cluster_id = str(
-        ResourceId(
-            spec.cluster_subscription_id,
-            spec.cluster.resource_group,
-            "Microsoft.ContainerService",
-            "managedClusters",
-            spec.cluster.name,
-        )
-    )
+@check("F18")
+def workspace_identity_lacks_cluster_roles(facts: Facts) -> Result:
+    if why := unreadable(facts, "workspace", "workspace role assignments"):
+        return skip("F18", why)
+    cluster_id = facts.target.cluster_id
     principal = facts.workspace.identity_principal_id if facts.workspace else None
     if not principal:
-        return _skip("F18", "the workspace has no managed identity to check")
+        return skip("F18", "the workspace has no managed identity to check")
     held = _holds(facts.workspace_roles, principal, CLUSTER_ROLES, cluster_id)
-    return _result(
+    return result(
         "F18",
         "pass" if held else "fail",
         {"workspace principal": principal, "roles on the cluster": len(held)},
-        f"az role assignment create --assignee-object-id {principal} --assignee-principal-type "
-        f"ServicePrincipal --role Reader --scope {cluster_id}",
+        BY_ID["F18"].fix(principal=principal, cluster_id=cluster_id),
     )
 
 
-def check_f23(facts: Facts) -> Result:
+@check("F23")
+def sidecar_certificate_auth(facts: Facts) -> Result:
     if facts.sidecar_evidence:
-        return _result(
+        return result(
             "F23",
             "fail",
             {"evidence": facts.sidecar_evidence[0], "sources": ", ".join(facts.sidecar_sources)},
-            "set spec.model.delivery: InContainer on AmlJobs (the job downloads the model with its own "
-            "workload identity), and repair the AzureML extension's data-capability identity",
+            BY_ID["F23"].fix(),
         )
     if not facts.sidecar_sources:
-        return _skip("F23", "no data-capability logs were readable and no AmlJob failed on this compute")
-    return _result("F23", "pass", {"sources": ", ".join(facts.sidecar_sources)})
-
-
-CHECKS: tuple[Callable[[Facts], Result], ...] = (
-    check_f01,
-    check_f02,
-    check_f03,
-    check_f04,
-    check_f05,
-    check_f06,
-    check_f07,
-    check_f08,
-    check_f09,
-    check_f10,
-    check_f11,
-    check_f12,
-    check_f13,
-    check_f14,
-    check_f15,
-    check_f16,
-    check_f17,
-    check_f18,
-    check_f19,
-    check_f23,
-)
+        return skip("F23", "no data-capability logs were readable and no AmlJob failed on this compute")
+    return result("F23", "pass", {"sources": ", ".join(facts.sidecar_sources)})
 
 
 def diagnose(facts: Facts) -> list[Result]:
-    return [check(facts) for check in CHECKS]
+    """Every check, in failure-id order, each result stamped with the name of the check that made it."""
+    ordered = sorted(CHECKS, key=lambda c: c.failure)
+    return [_named(c.run(facts), c.name) for c in ordered]
+
+
+def _named(found: Result, name: str) -> Result:
+    return Result(found.id, found.title, found.status, found.evidence, found.fix, found.why, name)
 
 
 def exit_code(results: list[Result]) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from amlwire.api.reasons import AZURE_NOT_FOUND
+
 
 class AzureError(Exception):
     """An Azure call failed. `reason` is CamelCase for conditions; `message` says what to do."""
@@ -29,7 +31,7 @@ class AzureNotFound(AzureError):
     """The resource does not exist (the caller decides whether that is a failure)."""
 
     def __init__(self, message: str, code: str | None = None) -> None:
-        super().__init__("NotFound", message, retryable=False, status=404, code=code)
+        super().__init__(AZURE_NOT_FOUND, message, retryable=False, status=404, code=code)
 
 
 class KubeConflict(Exception):

@@ -6,11 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
+from amlwire.api import reasons as r
 from amlwire.domain.azure import EXTENSION_TYPE, ExtensionInfo, same_id
+from amlwire.domain.failures import BY_ID
+from amlwire.domain.operations import RUNNING, SUCCEEDED, Observed, failed
 
 IDENTITY_TYPE = "identityType"
 IDENTITY_ID = "userAssignedIdentityResourceId"
 BUSY_STATES = {"creating", "updating", "deleting", "accepted", "running", "pending"}
+HEALTHY_STATES = {"succeeded", "updating"}  # installed: a compute can be attached, even while settings change
 
 
 class Action(Enum):
@@ -44,13 +48,26 @@ def drifted(current: Mapping[str, str], desired: Mapping[str, str]) -> dict[str,
     return out
 
 
+def installed(found: ExtensionInfo | None) -> bool:
+    return found is not None and found.provisioning_state.lower() in HEALTHY_STATES
+
+
+def observed(found: ExtensionInfo | None) -> Observed:
+    """Where an extension operation stands, read off the extension itself (no operation URL to ask)."""
+    if found is None:
+        return failed("the extension does not exist")
+    state = found.provisioning_state.lower()
+    if state in BUSY_STATES:
+        return RUNNING
+    if state == "succeeded":
+        return SUCCEEDED
+    return failed(f"the extension is in provisioning state {found.provisioning_state}")
+
+
 def az_command(cluster_group: str, cluster: str, name: str, settings: Mapping[str, str], create: bool) -> str:
     config = " ".join(f"{k}={v}" for k, v in settings.items())
-    verb = "create --extension-type " + EXTENSION_TYPE if create else "update"
-    return (
-        f"az k8s-extension {verb} --name {name} --cluster-type managedClusters --cluster-name {cluster} "
-        f"--resource-group {cluster_group} --config {config}"
-    )
+    values = {"group": cluster_group, "cluster": cluster, "name": name, "config": config}
+    return BY_ID["F12"].fix(**values) if create else BY_ID["F12"].command("update", **values)
 
 
 def decide_extension(
@@ -64,11 +81,11 @@ def decide_extension(
     if found is None:
         if configure:
             return ExtensionDecision(
-                Action.CREATE, "ExtensionInstalling", f"installing the AzureML extension {name}", dict(desired)
+                Action.CREATE, r.EXTENSION_INSTALLING, f"installing the AzureML extension {name}", dict(desired)
             )
         return ExtensionDecision(
             Action.REPORT,
-            "ExtensionMissing",
+            r.EXTENSION_MISSING,
             f"the AzureML extension {name} is not installed on {cluster}; install it: "
             f"{az_command(cluster_group, cluster, name, desired, create=True)}, or set "
             f"spec.extension.mode: Configure",
@@ -77,7 +94,7 @@ def decide_extension(
     if found.extension_type.lower() != EXTENSION_TYPE.lower():
         return ExtensionDecision(
             Action.REPORT,
-            "ExtensionTypeMismatch",
+            r.EXTENSION_TYPE_MISMATCH,
             f"extension {name} on {cluster} is a {found.extension_type}, not {EXTENSION_TYPE}; "
             f"set spec.extension.name to the AzureML extension's name",
             {},
@@ -85,20 +102,20 @@ def decide_extension(
     state = found.provisioning_state.lower()
     if state in BUSY_STATES:
         return ExtensionDecision(
-            Action.WAIT, "ExtensionProvisioning", f"extension {name} is {found.provisioning_state}", {}
+            Action.WAIT, r.EXTENSION_PROVISIONING, f"extension {name} is {found.provisioning_state}", {}
         )
     changes = drifted(found.settings, desired)
     if state == "failed":
         if configure:
             return ExtensionDecision(
                 Action.UPDATE,
-                "ExtensionRepairing",
+                r.EXTENSION_REPAIRING,
                 f"extension {name} is in provisioning state Failed; re-applying its settings",
                 dict(desired),
             )
         return ExtensionDecision(
             Action.REPORT,
-            "ExtensionFailed",
+            r.EXTENSION_FAILED,
             f"extension {name} on {cluster} is in provisioning state Failed; repair it: "
             f"{az_command(cluster_group, cluster, name, desired, create=False)}",
             {},
@@ -107,16 +124,16 @@ def decide_extension(
         keys = ", ".join(sorted(changes))
         if configure:
             return ExtensionDecision(
-                Action.UPDATE, "ExtensionIdentityMismatch", f"setting {keys} on extension {name}", changes
+                Action.UPDATE, r.EXTENSION_IDENTITY_MISMATCH, f"setting {keys} on extension {name}", changes
             )
         return ExtensionDecision(
             Action.REPORT,
-            "ExtensionIdentityMismatch",
+            r.EXTENSION_IDENTITY_MISMATCH,
             f"extension {name} settings {keys} differ from what keyless storage access needs; "
             f"run: {az_command(cluster_group, cluster, name, changes, create=False)}, or set "
             f"spec.extension.mode: Configure",
             {},
         )
     return ExtensionDecision(
-        Action.NONE, "ExtensionConfigured", f"extension {name} uses the identity for storage access", {}
+        Action.NONE, r.EXTENSION_CONFIGURED, f"extension {name} uses the identity for storage access", {}
     )

@@ -1,8 +1,31 @@
-"""The field failures amlwire knows: one table for `amlwire doctor`, `amlwire lint` and docs/troubleshooting.md."""
+"""The field failures amlwire knows: one table for the operator's messages, `amlwire doctor`, `amlwire lint`
+and docs/troubleshooting.md.
+
+Each failure's fix is a template written once. The operator and the doctor render it with the real names
+(`BY_ID["F01"].fix(group="rg-aks", cluster="aks")`); the docs render it with placeholders (`<group>`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from amlwire.api.reasons import REASONS
+
+AUDIENCE = "api://AzureADTokenExchange"
+
+
+class _Placeholders(dict[str, Any]):
+    """Values for a template; a name without a value renders as <name>."""
+
+    def __missing__(self, key: str) -> str:
+        return f"<{key}>"
+
+
+def render(template: str, values: Mapping[str, object] | None = None) -> str:
+    return string.Formatter().vformat(template, (), _Placeholders(values or {}))
 
 
 @dataclass(frozen=True)
@@ -10,39 +33,48 @@ class Failure:
     id: str
     title: str
     shows: str  # how it shows itself in the field
-    fix: str  # the generic fix; doctor fills in the real names
+    template: str  # the fix, with {placeholders} for the real names
     checked_by: str  # doctor | lint
+    commands: dict[str, str] = field(default_factory=dict)  # further named fixes, e.g. F12's update
 
+    def fix(self, **values: object) -> str:
+        return render(self.template, values)
+
+    def command(self, which: str, /, **values: object) -> str:
+        return render(self.commands[which], values)
+
+
+IDENTITY_CLI = "--identity-name {identity} -g {group}"
+EXTENSION_CLI = "--name {name} --cluster-type managedClusters --cluster-name {cluster} --resource-group {group}"
 
 FAILURES = (
     Failure(
         "F01",
         "AKS OIDC issuer disabled",
         "oidcIssuerProfile.enabled=false or no issuerURL; Entra cannot trust the cluster's service-account tokens",
-        "az aks update -g <group> -n <cluster> --enable-oidc-issuer",
+        "az aks update -g {group} -n {cluster} --enable-oidc-issuer",
         "doctor",
     ),
     Failure(
         "F02",
         "AKS workload identity disabled",
         "securityProfile.workloadIdentity.enabled is false; pods get no federated token",
-        "az aks update -g <group> -n <cluster> --enable-workload-identity",
+        "az aks update -g {group} -n {cluster} --enable-workload-identity",
         "doctor",
     ),
     Failure(
         "F03",
         "Identity missing",
         "the user-assigned identity's GET answers 404",
-        "az identity create -g <group> -n <name>, or fix spec.identity.resourceId",
+        "az identity create -g {group} -n {name}, or fix spec.identity.resourceId",
         "doctor",
     ),
     Failure(
         "F04",
         "Federated credential missing for a service account",
         "no federated credential on the identity with the cluster's issuer and system:serviceaccount:NS:SA",
-        "az identity federated-credential create "
-        "--identity-name <identity> -g <group> -n <name> --issuer <issuer> --subject <subject> --audiences "
-        "api://AzureADTokenExchange (amlwire does this)",
+        f"az identity federated-credential create {IDENTITY_CLI} -n {{name}} --issuer {{issuer}} --subject "
+        f"{{subject}} --audiences {AUDIENCE}",
         "doctor",
     ),
     Failure(
@@ -50,42 +82,52 @@ FAILURES = (
         "Federated credential issuer mismatch",
         "a credential for the subject has another issuer than the "
         "cluster's (often the trailing '/' or letter case); token exchange fails with AADSTS70021",
-        "recreate the credential with the cluster's exact issuer URL",
+        f"az identity federated-credential update {IDENTITY_CLI} -n {{name}} --issuer {{issuer}}",
         "doctor",
+        {"delete": f"az identity federated-credential delete {IDENTITY_CLI} -n {{name}}"},
     ),
     Failure(
         "F06",
         "Federated credential audience wrong",
-        "a credential for the issuer and subject has an audience other than api://AzureADTokenExchange",
-        "set its audience to api://AzureADTokenExchange",
+        f"a credential for the issuer and subject has an audience other than {AUDIENCE}",
+        f"az identity federated-credential update {IDENTITY_CLI} -n {{name}} --audiences {AUDIENCE}",
         "doctor",
+        {"delete": f"az identity federated-credential delete {IDENTITY_CLI} -n {{name}}"},
     ),
     Failure(
         "F07",
         "Federated credential cap reached",
         "20 federated credentials already on the identity (Azure's limit)",
-        "delete unused credentials or use another identity",
+        f"az identity federated-credential list {IDENTITY_CLI}; delete the unused ones, or use another "
+        f"identity in spec.identity.resourceId",
         "doctor",
     ),
     Failure(
         "F08",
         "Concurrent federated credential writes",
         "Azure answered 409 ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity",
-        "serialize writes to one identity (amlwire does; check other tools writing the same identity at the same time)",
+        "find the other tool writing federated credentials of this identity at the same time (Terraform, "
+        "Bicep, another amlwire) and serialize it",
         "doctor",
     ),
     Failure(
         "F09",
         "Service account missing",
         "the service account does not exist in its namespace",
-        "kubectl create serviceaccount -n <ns> <name>, or wait for the AzureML extension",
+        "kubectl create serviceaccount -n {namespace} {name}, or wait for the AzureML extension",
         "doctor",
+        {
+            "extension-owned": "the AzureML extension creates {namespace}/{name} (check ExtensionReady), or set "
+            "spec.serviceAccounts[].create: true",
+            "namespace": "kubectl create namespace {namespace}",
+        },
     ),
     Failure(
         "F10",
         "Service account annotation missing or wrong",
         "azure.workload.identity/client-id is absent or is not the identity's client ID",
-        "kubectl annotate serviceaccount -n <ns> <name> azure.workload.identity/client-id=<client id> --overwrite",
+        "kubectl annotate serviceaccount -n {namespace} {name} azure.workload.identity/client-id={client_id} "
+        "--overwrite",
         "doctor",
     ),
     Failure(
@@ -93,29 +135,35 @@ FAILURES = (
         "Job pods not labelled for workload identity",
         'job pods lack azure.workload.identity/use: "true", '
         "so the webhook injects no AZURE_FEDERATED_TOKEN_FILE and no projected token volume",
-        "label the job pods azure.workload.identity/use=true (the webhook only mutates labelled pods)",
+        'make job pods in namespace {namespace} carry the label azure.workload.identity/use: "true" (the '
+        "workload identity webhook mutates only labelled pods)",
         "doctor",
     ),
     Failure(
         "F12",
         "AzureML extension missing or failed",
         "the extension's GET answers 404 or provisioningState is Failed",
-        "az k8s-extension create/update --extension-type Microsoft.AzureML.Kubernetes ...",
+        f"az k8s-extension create --extension-type Microsoft.AzureML.Kubernetes {EXTENSION_CLI} --config {{config}}",
         "doctor",
+        {"update": f"az k8s-extension update {EXTENSION_CLI} --config {{config}}"},
     ),
     Failure(
         "F13",
         "Extension identity not set",
         "identityType or userAssignedIdentityResourceId is absent or names another identity",
-        "az k8s-extension update ... --config identityType=UserAssigned userAssignedIdentityResourceId=<identity id>",
+        f"az k8s-extension update {EXTENSION_CLI} --config identityType=UserAssigned "
+        f"userAssignedIdentityResourceId={{identity_id}}",
         "doctor",
     ),
     Failure(
         "F14",
         "Compute not attached, attached without the identity, or Failed",
         "compute 404, identity None or SystemAssigned, or provisioningState Failed",
-        "attach with identity: UserAssigned (detach a Failed compute first: az ml compute detach)",
+        "az ml compute attach --type Kubernetes --name {compute} --resource-id {cluster_id} --identity-type "
+        "UserAssigned --user-assigned-identities {identity_id} --namespace {namespace} -g {workspace_group} "
+        "-w {workspace}",
         "doctor",
+        {"detach": "az ml compute detach --name {compute} -g {workspace_group} -w {workspace}"},
     ),
     Failure(
         "F15",
@@ -123,15 +171,15 @@ FAILURES = (
         "no Storage Blob Data Reader/Contributor for the identity on the "
         "datastore's storage account (ScriptExecution.StreamAccess.Authentication, "
         "AuthorizationPermissionMismatch)",
-        "az role assignment create --assignee-object-id <principal> "
-        '--assignee-principal-type ServicePrincipal --role "Storage Blob Data Contributor" --scope <account>',
+        "az role assignment create --assignee-object-id {principal} --assignee-principal-type ServicePrincipal "
+        '--role "{role}" --scope {scope}',
         "doctor",
     ),
     Failure(
         "F16",
         "Role assignment still propagating",
         "the assignment is younger than the propagation window; access may still be denied",
-        "wait until the time given",
+        "wait: Azure RBAC applies new assignments within minutes, sometimes longer; retry after {until}",
         "doctor",
     ),
     Failure(
@@ -139,7 +187,8 @@ FAILURES = (
         "Shared keys disabled with a key-based datastore",
         "allowSharedKeyAccess=false while the "
         "workspace's datastores authenticate with account keys (system_datastores_auth_mode accesskey)",
-        "use identity-based datastores; if the default datastore cannot change, a new workspace",
+        "switch the workspace's datastores to identity-based access (az ml datastore update ... --identity) or, "
+        "if the default datastore cannot change, create a new workspace with system_datastores_auth_mode=identity",
         "doctor",
     ),
     Failure(
@@ -147,14 +196,16 @@ FAILURES = (
         "Workspace identity lacks cluster roles",
         "the workspace's identity has no Reader, Kubernetes "
         "Extension Contributor or AKS cluster admin role on the cluster",
-        "az role assignment create --assignee-object-id <workspace principal> --role Reader --scope <cluster>",
+        "az role assignment create --assignee-object-id {principal} --assignee-principal-type ServicePrincipal "
+        "--role Reader --scope {cluster_id}",
         "doctor",
     ),
     Failure(
         "F19",
         "AKS local accounts disabled",
         "disableLocalAccounts=true, which the AzureML extension does not support",
-        "a documented limitation: enable local accounts (az aks update --enable-local-accounts) or use another cluster",
+        "the AzureML extension does not support clusters without local accounts: az aks update -g {group} -n "
+        "{cluster} --enable-local-accounts, or another cluster",
         "doctor",
     ),
     Failure(
@@ -182,25 +233,33 @@ FAILURES = (
         "F23",
         "Data-capability sidecar using certificate auth",
         "sidecar log `failed to load certificate ... .pfx: no such file`",
-        "model.delivery: InContainer (SDK download with workload identity)",
+        "set spec.model.delivery: InContainer on AmlJobs (the job downloads the model with its own identity), "
+        "and repair the AzureML extension's data-capability identity",
         "doctor",
     ),
 )
 BY_ID = {f.id: f for f in FAILURES}
 
 
+def reasons_of(failure_id: str) -> list[str]:
+    """The condition and event reasons that point at a failure."""
+    return [r.name for r in REASONS.values() if r.failure == failure_id]
+
+
 def troubleshooting_markdown() -> str:
-    """docs/troubleshooting.md, from the same table the doctor and the linter use."""
+    """docs/troubleshooting.md, from the same table the operator, the doctor and the linter use."""
     lines = [
         "# Troubleshooting: every field failure amlwire knows",
         "",
         "Generated from `operator/amlwire/domain/failures.py` by `make docs`; `amlwire doctor` and "
-        "`amlwire lint` report these same ids. Do not edit by hand.",
+        "`amlwire lint` report these same ids, and the operator's conditions carry the reasons listed. Do not "
+        "edit by hand.",
         "",
-        "| id | failure | how it shows | fix | checked by |",
-        "|---|---|---|---|---|",
+        "| id | failure | how it shows | fix | condition reasons | checked by |",
+        "|---|---|---|---|---|---|",
     ]
     for f in FAILURES:
-        cells = [f.id, f.title, f.shows, f.fix, f"`amlwire {f.checked_by}`"]
+        reasons = ", ".join(f"`{r}`" for r in reasons_of(f.id)) or "-"
+        cells = [f.id, f.title, f.shows, f.fix(), reasons, f"`amlwire {f.checked_by}`"]
         lines.append("| " + " | ".join(cell.replace("|", r"\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"

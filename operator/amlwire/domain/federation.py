@@ -7,7 +7,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from amlwire.api import reasons as r
 from amlwire.domain.azure import AUDIENCE, FederatedCredential
+from amlwire.domain.failures import BY_ID
 
 FIC_LIMIT = 20
 NAME_PREFIX = "amlwire-"
@@ -56,10 +58,15 @@ class FederationPlan:
 
 def _diff(found: FederatedCredential, issuer: str, subject: str) -> tuple[str, str]:
     if found.issuer != issuer:
-        return "FederatedCredentialIssuerMismatch", f"its issuer was {found.issuer!r}, the cluster's is {issuer!r}"
+        return r.FEDERATED_CREDENTIAL_ISSUER_MISMATCH, f"its issuer was {found.issuer!r}, the cluster's is {issuer!r}"
     if found.audiences != (AUDIENCE,):
-        return "FederatedCredentialAudienceMismatch", f"its audiences were {list(found.audiences)}"
-    return "FederatedCredentialSubjectMismatch", f"its subject was {found.subject!r}"
+        return r.FEDERATED_CREDENTIAL_AUDIENCE_MISMATCH, f"its audiences were {list(found.audiences)}"
+    return r.FEDERATED_CREDENTIAL_SUBJECT_MISMATCH, f"its subject was {found.subject!r}"
+
+
+def _cli(identity_name: str, identity_group: str) -> dict[str, str]:
+    """The identity's name and group for a fix command, when known (else placeholders)."""
+    return {k: v for k, v in (("identity", identity_name), ("group", identity_group)) if v and v != "the identity"}
 
 
 def _issuer_near_miss(issuer: str, other: str) -> str:
@@ -77,6 +84,7 @@ def plan_federation(
     previously_managed: Iterable[str] = (),
     wanted_elsewhere: Iterable[tuple[str, str]] = (),
     identity_name: str = "the identity",
+    identity_group: str = "",
 ) -> FederationPlan:
     """Plan the credentials so that every service account federates with the cluster's exact issuer.
 
@@ -111,11 +119,11 @@ def plan_federation(
         if clash is not None:
             problems.append(
                 Problem(
-                    "FederatedCredentialAudienceMismatch",
+                    r.FEDERATED_CREDENTIAL_AUDIENCE_MISMATCH,
                     f"federated credential {clash.name!r} on {identity_name} (not created by amlwire) federates "
                     f"{subject} with audiences {list(clash.audiences)}; Entra needs exactly [{AUDIENCE!r}] and Azure "
-                    f"allows one credential per issuer and subject. Fix its audience or delete it: az identity "
-                    f"federated-credential delete --identity-name <identity> -g <group> -n {clash.name}",
+                    f"allows one credential per issuer and subject. Fix its audience or delete it: "
+                    + BY_ID["F06"].command("delete", **_cli(identity_name, identity_group), name=clash.name),
                 )
             )
             continue
@@ -131,7 +139,7 @@ def plan_federation(
             writes.append(
                 Write(
                     FederatedCredential(name, issuer, subject),
-                    "FederatedCredentialIssuerMismatch",
+                    r.FEDERATED_CREDENTIAL_ISSUER_MISMATCH,
                     f"created {name} with the cluster's exact issuer",
                 )
             )
@@ -139,7 +147,7 @@ def plan_federation(
             writes.append(
                 Write(
                     FederatedCredential(name, issuer, subject),
-                    "FederatedCredentialMissing",
+                    r.FEDERATED_CREDENTIAL_MISSING,
                     f"created {name} ({subject} had no federated credential)",
                 )
             )
@@ -161,11 +169,10 @@ def plan_federation(
         missing = ", ".join(w.credential.subject for w in creates)
         problems.append(
             Problem(
-                "FederatedCredentialLimit",
+                r.FEDERATED_CREDENTIAL_LIMIT,
                 f"{identity_name} has {len(existing)} federated credentials ({foreign} not created by amlwire) and "
                 f"Azure allows {FIC_LIMIT}; amlwire needs {len(creates)} more ({missing}). Delete credentials that "
-                f"are no longer used (az identity federated-credential list --identity-name <identity> -g <group>) "
-                f"or use another identity in spec.identity.resourceId.",
+                f"are no longer used ({BY_ID['F07'].fix(**_cli(identity_name, identity_group))}).",
             )
         )
         writes = [w for w in writes if w.credential.name in by_name]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
+from amlwire.api import reasons as r
 from amlwire.api.amljob import AmlJobSpec, FailureStatus, GateSpec
-from amlwire.domain.conditions import Summary
+from amlwire.domain.conditions import StepResult, Summary, blocked, kstatus, progressing
+from amlwire.domain.view import ComputeHealth, ComputeView
 from amlwire.templates import embedded
 
 ISAACLAB_ROOT = "/workspace/isaaclab"
@@ -80,6 +82,45 @@ class JobDetails:
     start_time: str | None = None
     end_time: str | None = None
     error: Mapping[str, object] | None = None
+
+
+def admit(spec: AmlJobSpec, namespace: str, compute: ComputeView | None, recheck: float) -> StepResult | None:
+    """Why the job cannot be submitted yet (looked at again later), or None when it can.
+
+    Refusals someone must fix are blocked (Stalled); a compute that is merely still reconciling (Azure busy or
+    throttling) makes the job wait, Reconciling, not Stalled.
+    """
+    if compute is None:
+        return blocked(
+            r.SUBMITTED,
+            r.COMPUTE_NOT_FOUND,
+            f"AttachedCompute {spec.compute_ref} does not exist (kubectl get amlc); create it, or delete and "
+            f"recreate this AmlJob with another spec.computeRef",
+            recheck,
+        )
+    if namespace not in compute.allowed_namespaces:
+        return blocked(
+            r.SUBMITTED,
+            r.NAMESPACE_NOT_ALLOWED,
+            f"namespace {namespace} may not run jobs on AttachedCompute {compute.name}; a cluster "
+            f"admin adds it to spec.jobs.allowedNamespaces of that AttachedCompute",
+            recheck,
+        )
+    if spec.instance_type and compute.instance_types and spec.instance_type not in compute.instance_types:
+        return blocked(
+            r.SUBMITTED,
+            r.INSTANCE_TYPE_NOT_FOUND,
+            f"spec.instanceType {spec.instance_type} is not one of AttachedCompute {compute.name}'s "
+            f"instance types ({', '.join(compute.instance_types)}); delete and recreate this AmlJob with one "
+            f"of them, or add it to the AttachedCompute",
+            recheck,
+        )
+    if not compute.ready:
+        message = f"AttachedCompute {compute.name} is not Ready: {compute.ready_message}"
+        if compute.stalled:
+            return blocked(r.SUBMITTED, r.COMPUTE_NOT_READY, message, recheck)
+        return progressing(r.SUBMITTED, r.COMPUTE_NOT_READY, message, recheck)
+    return None
 
 
 def _flag(name: str, value: object) -> list[str]:
@@ -178,25 +219,6 @@ def verdict(gate: GateSpec | None, metrics: Mapping[str, float]) -> Literal["Pas
     return "Passed" if passed else "Failed"
 
 
-WIRING_CONDITIONS = ("FederationReady", "ServiceAccountsReady", "ExtensionReady", "AccessReady", "ComputeReady")
-
-
-@dataclass(frozen=True)
-class ComputeHealth:
-    """What the job's AttachedCompute says about its links (type -> (status, reason, message))."""
-
-    name: str
-    conditions: dict[str, tuple[str, str, str]] = field(default_factory=dict)
-
-    def broken(self) -> list[str]:
-        return [
-            f"{t} is {s} ({r}: {m})"
-            for t in WIRING_CONDITIONS
-            for s, r, m in [self.conditions.get(t, ("Unknown", "NotReported", ""))]
-            if s != "True"
-        ]
-
-
 def hint(code: str, message: str, compute: ComputeHealth, delivery: str | None) -> str | None:
     """Map a known AML failure to the link of the wiring that explains it, and to the fix."""
     text = f"{code} {message}"
@@ -240,38 +262,23 @@ def failure(code: str, message: str, compute: ComputeHealth, delivery: str | Non
     return FailureStatus(code=code, message=message[:4000], hint=hint(code, message, compute, delivery))
 
 
-def job_summary(
-    submitted: bool, aml_status: str | None, verdict_: str | None, failure_: FailureStatus | None
-) -> list[Summary]:
-    """kstatus conditions of a job: Ready once it finished and passed; Stalled when it ended otherwise."""
-    if not submitted or aml_status is None:
-        return [
-            Summary("Ready", "False", "NotSubmitted", "The AML job is not submitted yet."),
-            Summary("Reconciling", "True", "Submitting", "amlwire is submitting the AML job."),
-            Summary("Stalled", "False", "NotStalled", "Nothing needs attention."),
-        ]
+def failure_reason(failure_: FailureStatus) -> str:
+    """The summary reason of a failed job: storage access (whatever shape AML reported it in) or JobFailed."""
+    return r.STORAGE_ACCESS_FAILED if failure_.hint else r.JOB_FAILED
+
+
+def job_summary(aml_status: str | None, verdict_: str | None, failure_: FailureStatus | None) -> list[Summary]:
+    """kstatus conditions of a submitted job: Ready once it finished and passed; Stalled when it ended otherwise."""
+    if aml_status is None:
+        return kstatus("reconciling", r.NOT_SUBMITTED, "The AML job is not submitted yet.")
     if aml_status not in TERMINAL:
-        return [
-            Summary("Ready", "False", aml_status, f"The AML job is {aml_status}."),
-            Summary("Reconciling", "True", aml_status, f"The AML job is {aml_status}."),
-            Summary("Stalled", "False", "NotStalled", "Nothing needs attention."),
-        ]
+        return kstatus("reconciling", aml_status, f"The AML job is {aml_status}.")
+    ended = (aml_status, f"The AML job ended {aml_status}.")
     if aml_status == "Completed" and verdict_ != "Failed":
         note = f" Verdict {verdict_}." if verdict_ else ""
-        return [
-            Summary("Ready", "True", "Completed", f"The AML job completed.{note}"),
-            Summary("Reconciling", "False", "Completed", "The AML job completed."),
-            Summary("Stalled", "False", "NotStalled", "Nothing needs attention."),
-        ]
+        return kstatus("ready", r.COMPLETED, f"The AML job completed.{note}", (r.COMPLETED, "The AML job completed."))
     if aml_status == "Completed":
-        reason, message = "VerdictFailed", "The AML job completed but its metric missed spec.gate."
-    elif failure_ is not None:
-        reason = re.sub(r"[^A-Za-z0-9_]", "", failure_.code) or "JobFailed"
-        message = failure_.hint or failure_.message
-    else:
-        reason, message = aml_status, f"The AML job ended {aml_status}."
-    return [
-        Summary("Ready", "False", reason, message),
-        Summary("Reconciling", "False", aml_status, f"The AML job ended {aml_status}."),
-        Summary("Stalled", "True", reason, message),
-    ]
+        return kstatus("stalled", r.VERDICT_FAILED, "The AML job completed but its metric missed spec.gate.", ended)
+    if failure_ is not None:
+        return kstatus("stalled", failure_reason(failure_), failure_.hint or failure_.message, ended)
+    return kstatus("stalled", aml_status, f"The AML job ended {aml_status}.", ended)

@@ -1,12 +1,10 @@
-"""kopf handlers for AmlJob, and the per-AttachedCompute daemon that follows AML job status."""
+"""kopf handlers for AmlJob, and the update the job poller makes outside any handler."""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -16,54 +14,33 @@ from amlwire import metrics
 from amlwire.api.amljob import AmlJobSpec, AmlJobStatus
 from amlwire.api.common import GROUP, VERSION
 from amlwire.config import Settings
-from amlwire.domain.azure import WorkspaceRef
-from amlwire.domain.errors import AzureError, KubeError
-from amlwire.domain.jobs import TAG_COMPUTE, TERMINAL
-from amlwire.handlers.status import FRAMEWORK_FIELD, invalid_spec, load_status, post, stall_invalid, write_status
-from amlwire.main import Services
-from amlwire.reconcile.amljob import JobResult, JobScope, cancel_job, compute_view, reconcile_job
+from amlwire.domain.view import ComputeView
+from amlwire.handlers.attachedcompute import INDEX
+from amlwire.handlers.status import apply, now, post, refuse_invalid
+from amlwire.reconcile.amljob import JobResult, JobScope, cancel_job, reconcile_job
+from amlwire.reconcile.poller import FollowedJob
+from amlwire.reconcile.services import Services
+from amlwire.reconcile.status import load_status, status_changes, without_framework
 
 PLURAL = "amljobs"
+KIND = "AmlJob"
 log = logging.getLogger("amlwire.jobs")
+ComputeIndex = kopf.Index[str, ComputeView]
 
 
-def computes_by_name(name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[str, dict[str, Any]]:
-    """Index: AttachedComputes by name, for admitting jobs without reading the API."""
-    return {name: {"spec": dict(spec), "status": {k: v for k, v in (status or {}).items() if k != FRAMEWORK_FIELD}}}
-
-
-def jobs_by_compute(
-    namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status, **_: Any
-) -> dict[str, dict[str, Any]]:
-    """Index: AmlJobs by the AttachedCompute they run on, for that compute's poller."""
-    status = status or {}
-    return {
-        str(spec.get("computeRef", "")): {
-            "namespace": namespace,
-            "name": name,
-            "uid": uid,
-            "amlJobName": status.get("amlJobName"),
-            "amlStatus": status.get("amlStatus"),
-            "workspace": status.get("workspace"),
-        }
-    }
-
-
-def _view(index: kopf.Index[str, dict[str, Any]], compute_ref: str) -> Any:
-    for entry in index.get(compute_ref, []):
-        return compute_view(compute_ref, entry["spec"], entry["status"])
-    return None
+def compute_of(index: ComputeIndex, name: str) -> ComputeView | None:
+    return next(iter(index.get(name, [])), None)
 
 
 def _scope(
+    services: Services,
+    computes: ComputeIndex,
     namespace: str,
     name: str,
     uid: str,
     generation: int | None,
     spec: AmlJobSpec,
     status: Mapping[str, Any] | None,
-    services: Services,
-    computes: kopf.Index[str, dict[str, Any]],
 ) -> JobScope:
     return JobScope(
         namespace=namespace,
@@ -72,190 +49,98 @@ def _scope(
         generation=generation,
         spec=spec,
         previous=load_status(AmlJobStatus, status),
-        now=datetime.now(UTC),
+        now=now(),
         timings=services.timings,
         azure=services.azure,
         watch=services.watch,
-        compute=_view(computes, spec.compute_ref),
-        poll_interval=services.settings.job_poll_interval,
+        compute=compute_of(computes, spec.compute_ref),
     )
 
 
-def run_reconcile(
-    namespace: str,
-    name: str,
-    uid: str,
-    generation: int | None,
-    raw_spec: Mapping[str, Any],
-    status: Mapping[str, Any] | None,
-    services: Services,
-    computes: kopf.Index[str, dict[str, Any]],
-) -> JobResult:
-    spec = AmlJobSpec.model_validate(dict(raw_spec))
+def run_reconcile(services: Services, scope: JobScope) -> JobResult:
     started = time.monotonic()
-    with services.object_locks.hold(uid):
-        result = reconcile_job(_scope(namespace, name, uid, generation, spec, status, services, computes))
+    with services.object_locks.hold(scope.uid):
+        result = reconcile_job(scope)
     metrics.record_reconcile(
-        "AmlJob", namespace, name, time.monotonic() - started, result.status.conditions, result.status.aml_status
+        KIND,
+        scope.namespace,
+        scope.name,
+        time.monotonic() - started,
+        result.status.conditions,
+        result.status.aml_status,
     )
     return result
 
 
 def reconcile_aml_job(
-    namespace: str,
+    *,
+    namespace: str | None,
     name: str,
     uid: str,
     body: kopf.Body,
     spec: kopf.Spec,
     status: kopf.Status,
     patch: kopf.Patch,
-    memo: kopf.Memo,
-    computes_by_name: kopf.Index[str, dict[str, Any]],
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
-    services: Services = memo.services
+    services: Services = kwargs["memo"].services
     generation = body.metadata.get("generation")
+    namespace = namespace or ""
     try:
-        result = run_reconcile(namespace, name, uid, generation, spec, status, services, computes_by_name)
+        parsed = AmlJobSpec.model_validate(dict(spec))
     except ValidationError as error:
-        message = invalid_spec(error)
-        stall_invalid(patch, status, AmlJobStatus, generation, message)
-        raise kopf.PermanentError(message) from error
-    write_status(patch, status, result.status)
-    post(body, result.events)
-    if result.requeue_after is not None:
-        raise kopf.TemporaryError("following the AML job", delay=result.requeue_after)
+        refuse_invalid(patch, status, AmlJobStatus, generation, error)
+    computes: ComputeIndex = kwargs[INDEX]
+    scope = _scope(services, computes, namespace, name, uid, generation, parsed, status)
+    result = run_reconcile(services, scope)
+    apply(patch, services.kube, body, status, result.status, result.events, result.requeue_after, result.summary)
 
 
 def delete_aml_job(
-    namespace: str,
-    name: str,
-    uid: str,
-    body: kopf.Body,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    memo: kopf.Memo,
-    computes_by_name: kopf.Index[str, dict[str, Any]],
-    **_: Any,
+    *, namespace: str | None, name: str, uid: str, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, **kwargs: Any
 ) -> None:
-    services: Services = memo.services
+    services: Services = kwargs["memo"].services
+    namespace = namespace or ""
     try:
         parsed = AmlJobSpec.model_validate(dict(spec))
     except ValidationError:
         return
-    scope = _scope(namespace, name, uid, body.metadata.get("generation"), parsed, status, services, computes_by_name)
-    try:
-        with services.object_locks.hold(uid):
-            events = cancel_job(scope)
-    except AzureError as error:
-        if not error.retryable:
-            kopf.event(body, type="Warning", reason=error.reason, message=f"could not cancel: {error.message}"[:1024])
-            return  # let go: nothing amlwire can do about it
-        raise kopf.TemporaryError(error.message, delay=error.retry_after or services.timings.retry_delay) from error
-    post(body, events)
-    metrics.STATES.forget("AmlJob", namespace, name)
+    scope = _scope(services, kwargs[INDEX], namespace, name, uid, body.metadata.get("generation"), parsed, status)
+    with services.object_locks.hold(uid):
+        result = cancel_job(scope)
+    post(services.kube, body, result.events)
+    if not result.finished:
+        raise kopf.TemporaryError("cancelling the AML job", delay=result.requeue_after)
+    metrics.STATES.forget(KIND, namespace, name)
 
 
-def watch_compute_jobs(
-    name: str,
-    spec: kopf.Spec,
-    stopped: kopf.DaemonStopped,
-    memo: kopf.Memo,
-    jobs_by_compute: kopf.Index[str, dict[str, Any]],
-    computes_by_name: kopf.Index[str, dict[str, Any]],
-    **_: Any,
-) -> None:
-    """One poller per AttachedCompute: list its workspace's amlwire jobs, update the jobs that changed."""
-    services: Services = memo.services
-    base = services.settings.job_poll_interval
-    workspace_spec = spec.get("workspace") or {}
-    workspace = WorkspaceRef(
-        workspace_spec.get("subscriptionId", ""),
-        workspace_spec.get("resourceGroup", ""),
-        workspace_spec.get("name", ""),
-    )
-    services.watch.attach(workspace.id)
-    interval = base
-    try:
-        while not stopped and not services.shutdown.is_set():
-            active = [j for j in jobs_by_compute.get(name, []) if j["amlJobName"] and j["amlStatus"] not in TERMINAL]
-            changed = 0
-            try:
-                if active and services.watch.claim(workspace.id, interval):
-                    changed = _poll(services, workspace, name, active, computes_by_name)
-            except Exception:  # a poller must outlive any surprise; the next interval tries again
-                log.exception("polling AML jobs of AttachedCompute %s failed", name)
-            interval = base if changed or not active else min(interval * 1.5, base * 8)
-            _pause(stopped, services.shutdown, interval)
-    finally:
-        services.watch.detach(workspace.id)
+def poller_update(services: Services, computes: ComputeIndex) -> Callable[[FollowedJob], None]:
+    """What the job poller does with a job whose AML status changed: reconcile it and write its status."""
 
-
-def _pause(stopped: kopf.DaemonStopped, shutdown: threading.Event, seconds: float) -> None:
-    """Sleep until the next poll, waking within a second if kopf stops this daemon or the operator exits.
-
-    kopf sets `stopped` for the daemons it knows of; a daemon it spawns while exiting is told only by
-    `shutdown`, and a thread nobody stops keeps the process from exiting on SIGTERM.
-    """
-    deadline = time.monotonic() + seconds
-    while not stopped and not shutdown.is_set() and (left := deadline - time.monotonic()) > 0:
-        stopped.wait(min(left, 1.0))
-
-
-def _poll(
-    services: Services,
-    workspace: WorkspaceRef,
-    compute: str,
-    active: list[dict[str, Any]],
-    computes: kopf.Index[str, dict[str, Any]],
-) -> int:
-    wanted = {j["amlJobName"] for j in active}
-    try:
-        listing = services.azure.list_jobs(workspace, TAG_COMPUTE, wanted)
-    except AzureError as error:
-        log.warning("listing AML jobs of %s failed (%s); retrying next interval", workspace.name, error.message)
-        return 0
-    services.watch.record(workspace.id, listing)
-    updated = 0
-    for job in active:
-        snapshot = listing.get(job["amlJobName"])
-        if snapshot is None or snapshot.status == job["amlStatus"]:
-            continue
+    def update(job: FollowedJob) -> None:
+        body = services.kube.get_aml_job(job.namespace, job.name)
+        if body is None or body["metadata"].get("deletionTimestamp") or body["metadata"].get("uid") != job.uid:
+            services.watch.unfollow(job.workspace_id, job.aml_job_name)
+            return
+        current = without_framework(body.get("status"))
         try:
-            updated += _update(services, job, computes)
-        except (AzureError, KubeError, ValidationError) as error:
-            log.warning("updating AmlJob %s/%s failed: %s", job["namespace"], job["name"], error)
-    return updated
+            spec = AmlJobSpec.model_validate(body["spec"])
+        except ValidationError:
+            return
+        scope = _scope(
+            services, computes, job.namespace, job.name, job.uid, body["metadata"].get("generation"), spec, current
+        )
+        result = run_reconcile(services, scope)
+        changes = status_changes(current, result.status)
+        if changes:
+            services.kube.patch_aml_job_status(job.namespace, job.name, changes)
+        post(services.kube, body, result.events)
 
-
-def _update(services: Services, job: dict[str, Any], computes: kopf.Index[str, dict[str, Any]]) -> int:
-    """Reconcile one job whose AML status changed, and write its status (outside a kopf handler)."""
-    body = services.kube.get_aml_job(job["namespace"], job["name"])
-    if body is None or body["metadata"].get("deletionTimestamp"):
-        return 0
-    current = {k: v for k, v in (body.get("status") or {}).items() if k != FRAMEWORK_FIELD}
-    result = run_reconcile(
-        job["namespace"],
-        job["name"],
-        job["uid"],
-        body["metadata"].get("generation"),
-        body["spec"],
-        current,
-        services,
-        computes,
-    )
-    collected = kopf.Patch()
-    if write_status(collected, current, result.status):
-        services.kube.patch_aml_job_status(job["namespace"], job["name"], dict(collected.get("status", {})))
-    post(body, result.events)
-    return 1
+    return update
 
 
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     jobs = (GROUP, VERSION, PLURAL)
-    computes = (GROUP, VERSION, "attachedcomputes")
-    kopf.index(*computes, registry=registry, id="computes_by_name")(computes_by_name)
-    kopf.index(*jobs, registry=registry, id="jobs_by_compute")(jobs_by_compute)
     for decorator in (
         kopf.on.resume(*jobs, registry=registry),
         kopf.on.create(*jobs, registry=registry),
@@ -263,4 +148,3 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     ):
         decorator(reconcile_aml_job)
     kopf.on.delete(*jobs, registry=registry)(delete_aml_job)
-    kopf.daemon(*computes, registry=registry, cancellation_timeout=10.0)(watch_compute_jobs)

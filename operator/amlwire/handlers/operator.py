@@ -15,9 +15,12 @@ from amlwire import metrics
 from amlwire.adapters.kube.client import bearer_token, load_configuration
 from amlwire.config import Settings
 from amlwire.handlers import amljob, attachedcompute
+from amlwire.reconcile.poller import JobPoller
+from amlwire.reconcile.services import Services
 
 FINALIZER = "amlwire.io/finalizer"
 WORKER_THREAD_PREFIX = "amlwire-worker"
+POLLER_THREAD = "amlwire-worker-poller"  # a worker too: the leak check in the tests covers it
 log = logging.getLogger("amlwire")
 
 
@@ -62,7 +65,27 @@ def _warm_imports(level: str) -> None:
     quiet_sdk_loggers(level)
 
 
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+def start_poller(services: Services, computes: amljob.ComputeIndex) -> threading.Thread:
+    """The one loop that follows AML jobs for the whole operator (see reconcile/poller.py)."""
+    poller = JobPoller(
+        services.azure, services.watch, amljob.poller_update(services, computes), services.settings.job_poll_interval
+    )
+
+    def loop() -> None:
+        while not services.shutdown.is_set():
+            try:
+                delay = poller.tick()
+            except Exception:  # the poller must outlive any surprise; the next tick tries again
+                log.exception("following AML jobs failed")
+                delay = poller.base
+            services.shutdown.wait(delay)
+
+    thread = threading.Thread(target=loop, name=POLLER_THREAD, daemon=True)
+    thread.start()
+    return thread
+
+
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     config: Settings = memo.settings
     threading.Thread(target=_warm_imports, args=(config.log_level,), name="amlwire-warm-imports", daemon=True).start()
     configure_logging(config.log_level)
@@ -81,6 +104,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    memo.poller = start_poller(memo.services, kwargs[attachedcompute.INDEX])
     settings.peering.standalone = config.peering is None
     if config.peering:
         settings.peering.name = config.peering
@@ -91,6 +115,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 def on_exit(memo: kopf.Memo, **_: Any) -> None:
     memo.services.shutdown.set()
+    poller = getattr(memo, "poller", None)
+    if poller is not None:
+        poller.join(10)
     server = getattr(memo, "metrics_server", None)
     if server is not None:
         server.shutdown()
@@ -111,7 +138,7 @@ def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
     )
 
 
-def _memo(settings: Settings, services: Any) -> kopf.Memo:
+def _memo(settings: Settings, services: Services) -> kopf.Memo:
     return kopf.Memo(settings=settings, services=services)
 
 
@@ -126,7 +153,7 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     return registry
 
 
-def run(settings: Settings, services: Any) -> None:
+def run(settings: Settings, services: Services) -> None:
     """Run the operator in the foreground until SIGINT/SIGTERM (what `amlwire run` does)."""
     kopf.configure(
         verbose=settings.log_level == "DEBUG",
@@ -147,7 +174,7 @@ def run(settings: Settings, services: Any) -> None:
 class BackgroundOperator:
     """The operator in a thread of this process, for tests and the demo: start(), then stop()."""
 
-    def __init__(self, settings: Settings, services: Any) -> None:
+    def __init__(self, settings: Settings, services: Services) -> None:
         self.settings = settings
         self.services = services
         self._stop = threading.Event()
@@ -173,7 +200,12 @@ class BackgroundOperator:
             executor.shutdown(wait=False, cancel_futures=True)
             for thread in list(executor._threads):
                 thread.join(max(0.0, deadline - time.monotonic()))
-        lingering = [t.name for t in getattr(executor, "_threads", ()) if t.is_alive()]
+        poller = getattr(self._memo, "poller", None)
+        if poller is not None:
+            poller.join(max(0.0, deadline - time.monotonic()))
+        lingering = [
+            t.name for t in [*getattr(executor, "_threads", ()), *([poller] if poller else [])] if t.is_alive()
+        ]
         if self._thread.is_alive() or lingering:
             raise RuntimeError(f"operator did not stop within {timeout}s; still running: {lingering}")
 

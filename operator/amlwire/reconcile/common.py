@@ -1,20 +1,18 @@
-"""Shared reconcile plumbing: timings from settings, keyed locks, events, and step error handling."""
+"""Shared reconcile plumbing: timings from settings, keyed locks, events, condition transitions."""
 
 from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal
 
 from amlwire.api.common import Condition
-from amlwire.domain.conditions import Outcome, StepResult, blocked, retrying
-from amlwire.domain.errors import AzureError, KubeConflict, KubeError, KubeForbidden, KubeNotFound
-
-S = TypeVar("S")
+from amlwire.domain.conditions import Outcome
+from amlwire.domain.operations import LRO_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -27,7 +25,7 @@ class Timings:
     blocked_recheck: float = 60.0
     federation_propagation: float = 60.0
     role_propagation: float = 600.0
-    lro_timeout: float = 3600.0
+    lro_timeout: float = LRO_TIMEOUT
 
     @classmethod
     def from_settings(cls, settings: Any) -> Timings:
@@ -41,11 +39,14 @@ class Timings:
         )
 
 
+EventType = Literal["Normal", "Warning"]
+
+
 @dataclass(frozen=True)
 class Event:
     """A Kubernetes Event to post on the object: Normal on progress, Warning on failures."""
 
-    type: str
+    type: EventType
     reason: str
     message: str
 
@@ -65,40 +66,10 @@ class KeyedLocks:
             yield
 
 
-def guarded(
-    condition: str, timings_of: Callable[[S], Timings]
-) -> Callable[[Callable[[S], StepResult]], Callable[[S], StepResult]]:
-    """Turn classified errors raised by a step into its condition: retrying, or blocked with the fix."""
-
-    def wrap(step: Callable[[S], StepResult]) -> Callable[[S], StepResult]:
-        def run(scope: S) -> StepResult:
-            timings = timings_of(scope)
-            try:
-                return step(scope)
-            except AzureError as error:
-                if error.retryable:
-                    delay = min(timings.max_retry_delay, error.retry_after or timings.retry_delay)
-                    return retrying(condition, error.reason, error.message, delay)
-                return blocked(condition, error.reason, error.message, timings.blocked_recheck)
-            except KubeConflict as error:
-                return blocked(condition, "KubernetesFieldConflict", error.message, timings.blocked_recheck)
-            except KubeNotFound as error:
-                return blocked(condition, "KubernetesObjectNotFound", str(error), timings.blocked_recheck)
-            except KubeForbidden as error:
-                return blocked(condition, "KubernetesPermissionDenied", str(error), timings.blocked_recheck)
-            except KubeError as error:
-                return retrying(condition, "KubernetesUnavailable", str(error), timings.retry_delay)
-
-        run.__name__ = step.__name__
-        return run
-
-    return wrap
-
-
 def transition_events(
     before: Iterable[Condition], after: Iterable[Condition], outcomes: dict[str, Outcome]
 ) -> list[Event]:
-    """Events for step conditions whose status or reason changed."""
+    """Events for step conditions whose status or reason changed (waiting for another link is no news)."""
     previous = {c.type: (c.status, c.reason) for c in before}
     events = []
     for condition in after:
@@ -114,8 +85,3 @@ def transition_events(
 
 def seconds_until(moment: str, now: datetime) -> float:
     return (datetime.fromisoformat(moment.replace("Z", "+00:00")) - now).total_seconds()
-
-
-def earliest(delays: Iterable[float | None]) -> float | None:
-    present = [d for d in delays if d is not None]
-    return max(0.05, min(present)) if present else None

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
+from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import AttachedComputeSpec
-from amlwire.domain.azure import ResourceId, WorkspaceRef
+from amlwire.domain.azure import RoleAssignment
 from amlwire.domain.doctor import SIDECAR_CERTIFICATE_ERROR, Facts, Pod
 from amlwire.domain.errors import AzureError, AzureNotFound, KubeError, KubeNotFound
+from amlwire.domain.view import target_of
 from amlwire.reconcile.ports import AzurePort, ServiceAccountInfo
 
 T = TypeVar("T")
-CANNOT_RUN = {"AzureAuthenticationFailed", "AzureUnreachable"}
+NO_ROLES: list[RoleAssignment] = []
+NO_EVENTS: list[tuple[str, str]] = []
+NO_OBJECTS: list[dict[str, Any]] = []
+CANNOT_RUN = {r.AZURE_AUTHENTICATION_FAILED, r.AZURE_UNREACHABLE}
 SIDECAR = "data-capability"
-CONFLICT_REASON = "FederatedCredentialWriteConflict"
 
 
 class DoctorCannotRun(Exception):
@@ -55,17 +60,13 @@ def gather(
     kube: DoctorKube | None,
     now: datetime,
     role_propagation: timedelta,
-    attached_compute: str | None = None,
+    attached_compute: tuple[str, str] | None = None,
     kube_problem: str | None = None,
 ) -> Facts:
     facts = Facts(spec=spec, now=now, role_propagation=role_propagation)
     c, w = spec.cluster, spec.workspace
-    cluster_id = str(
-        ResourceId(
-            spec.cluster_subscription_id, c.resource_group, "Microsoft.ContainerService", "managedClusters", c.name
-        )
-    )
-    workspace = WorkspaceRef(w.subscription_id, w.resource_group, w.name)
+    target = target_of(spec)
+    cluster_id, workspace = target.cluster_id, target.workspace
     facts.cluster = _read(
         facts, "cluster", lambda: azure.get_cluster(spec.cluster_subscription_id, c.resource_group, c.name), None
     )
@@ -113,14 +114,16 @@ def _gather_identity(facts: Facts, azure: AzurePort) -> None:
         scopes.add(facts.workspace.storage_account_id)
     for scope in sorted(scopes):
         facts.identity_roles[scope] = _read(
-            facts, "role assignments", lambda scope=scope: azure.list_role_assignments(scope, principal), []
+            facts, "role assignments", partial(azure.list_role_assignments, scope, principal), NO_ROLES
         )
 
 
 def _gather_kubernetes(facts: Facts, kube: DoctorKube, attached_compute: tuple[str, str] | None) -> None:
     spec = facts.spec
     for account in spec.service_accounts:
-        found = _read(facts, "service accounts", lambda a=account: kube.get_service_account(a.namespace, a.name), None)
+        found = _read(
+            facts, "service accounts", partial(kube.get_service_account, account.namespace, account.name), None
+        )
         facts.service_accounts[(account.namespace, account.name)] = found.annotations if found else None
     facts.pods = _read(facts, "pods", lambda: kube.list_pods(spec.compute.namespace), None)
     for pod in facts.pods or []:
@@ -133,11 +136,15 @@ def _gather_kubernetes(facts: Facts, kube: DoctorKube, attached_compute: tuple[s
     if attached_compute is None:
         return
     name, uid = attached_compute
-    events = _read(facts, "events", lambda: kube.events_about("AttachedCompute", name, uid), [])
+    events = _read(facts, "events", partial(kube.events_about, "AttachedCompute", name, uid), NO_EVENTS)
     if "events" not in facts.unreadable:
-        facts.write_conflicts = [message for reason, message in events if reason == CONFLICT_REASON]
+        facts.write_conflicts = [
+            message for reason, message in events if reason == r.FEDERATED_CREDENTIAL_WRITE_CONFLICT
+        ]
     jobs = [
-        j for j in _read(facts, "AmlJobs", kube.list_aml_jobs, []) if (j.get("spec") or {}).get("computeRef") == name
+        j
+        for j in _read(facts, "AmlJobs", kube.list_aml_jobs, NO_OBJECTS)
+        if (j.get("spec") or {}).get("computeRef") == name
     ]
     if jobs:
         facts.sidecar_sources.append(f"{len(jobs)} AmlJob(s) on {name}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,6 +19,7 @@ from amlwire.domain.azure import (
     WorkspaceRef,
 )
 from amlwire.domain.jobs import JobDetails, JobRequest, JobSnapshot
+from amlwire.reconcile.common import Event
 
 
 class AzurePort(Protocol):
@@ -47,7 +48,7 @@ class AzurePort(Protocol):
         namespace: str,
         identity_id: str,
         tags: Mapping[str, str],
-    ) -> None: ...
+    ) -> ComputeInfo | None: ...
     def begin_detach_compute(self, workspace: WorkspaceRef, name: str) -> None: ...
     def get_job(self, workspace: WorkspaceRef, name: str) -> JobSnapshot | None: ...
     def submit_job(self, workspace: WorkspaceRef, request: JobRequest) -> JobSnapshot: ...
@@ -69,6 +70,17 @@ class ServiceAccountInfo:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ObjectRef:
+    """The object an event is about (namespace None: cluster-scoped)."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+    namespace: str | None = None
+
+
 class KubePort(Protocol):
     """The Kubernetes API, as amlwire writes to it: server-side apply with field manager `amlwire`."""
 
@@ -83,3 +95,4 @@ class KubePort(Protocol):
     def delete_instance_type(self, name: str) -> None: ...
     def get_aml_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def patch_aml_job_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+    def post_events(self, about: ObjectRef, events: Sequence[Event]) -> None: ...

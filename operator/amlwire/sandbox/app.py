@@ -707,7 +707,7 @@ async def token(request: web.Request, p: dict[str, str]) -> web.Response:
                 "unauthorized_client",
                 f"AADSTS700016: Application with identifier '{client_id}' was not found in the directory.",
             )
-        audiences = claims.get("aud") if isinstance(claims.get("aud"), list) else [claims.get("aud")]
+        audiences: list[Any] = claims["aud"] if isinstance(claims.get("aud"), list) else [claims.get("aud")]
         fic = sandbox.services.matching_fic(identity.id, str(claims.get("iss")), str(claims.get("sub")))
         if fic is None or AUDIENCE not in audiences:
             return _token_error(

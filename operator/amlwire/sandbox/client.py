@@ -24,17 +24,17 @@ class SandboxClient:
         return response.json() if response.content else None
 
     def calls(self, since: int = 0) -> list[dict[str, Any]]:
-        return self._call("GET", "/calls", params={"since": since})  # type: ignore[no-any-return]
+        return self._call("GET", "/calls", params={"since": since})
 
     def counts(self, since: int = 0) -> Counter[str]:
         return Counter(self._call("GET", "/counts", params={"since": since}))
 
     def issued_tokens(self) -> list[str]:
-        return self._call("GET", "/tokens")  # type: ignore[no-any-return]
+        return self._call("GET", "/tokens")
 
     def mark(self) -> int:
         """A position in the call log: pass it as `since` to see only later calls."""
-        return self._call("GET", "/mark")["next"]  # type: ignore[no-any-return]
+        return self._call("GET", "/mark")["next"]
 
     def writes(self, since: int = 0) -> list[dict[str, Any]]:
         return [
@@ -44,13 +44,13 @@ class SandboxClient:
         ]
 
     def add_fault(self, **spec: Any) -> str:
-        return self._call("POST", "/faults", json=spec)["id"]  # type: ignore[no-any-return]
+        return self._call("POST", "/faults", json=spec)["id"]
 
     def clear_faults(self) -> None:
         self._call("DELETE", "/faults")
 
     def state(self) -> dict[str, Any]:
-        return self._call("GET", "/state")  # type: ignore[no-any-return]
+        return self._call("GET", "/state")
 
     def resource(self, resource_id: str) -> dict[str, Any] | None:
         resources = {k.lower(): v for k, v in self.state()["resources"].items()}
@@ -77,7 +77,7 @@ class SandboxClient:
             response.raise_for_status()
 
     def timing(self, **changes: Any) -> dict[str, Any]:
-        return self._call("PATCH", "/timing", json=changes)  # type: ignore[no-any-return]
+        return self._call("PATCH", "/timing", json=changes)
 
     def add_job_rule(self, match: dict[str, Any], **set_: Any) -> None:
         self._call("POST", "/job-rules", json={"match": match, "set": set_})
@@ -86,10 +86,10 @@ class SandboxClient:
         self._call("DELETE", "/job-rules")
 
     def jobs(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/jobs")  # type: ignore[no-any-return]
+        return self._call("GET", "/jobs")
 
     def judge(self, compute_id: str) -> dict[str, Any]:
-        return self._call("GET", "/judge", params={"compute": compute_id})  # type: ignore[no-any-return]
+        return self._call("GET", "/judge", params={"compute": compute_id})
 
     def reset(self) -> None:
         self._call("POST", "/reset")

@@ -17,6 +17,7 @@ from azure.core.exceptions import ResourceExistsError
 from amlwire.adapters.azure.clients import AzureClients
 from amlwire.adapters.azure.errors import classified
 from amlwire.adapters.azure.throttle import ThrottleGate
+from amlwire.api import reasons as r
 from amlwire.domain.azure import (
     AUDIENCE,
     EXTENSION_TYPE,
@@ -31,13 +32,14 @@ from amlwire.domain.azure import (
     StorageInfo,
     WorkspaceInfo,
     WorkspaceRef,
+    subscription_of,
 )
 from amlwire.domain.errors import AzureError, AzureNotFound
 from amlwire.domain.jobs import JobDetails, JobRequest, JobSnapshot
 
 FIC_WRITE_ATTEMPTS = 4
 JOBS_API_VERSION = "2024-04-01"
-CallObserver = Callable[[str, str, int | None], None]
+CallObserver = Callable[[str, str, int], None]
 
 
 def _enum(value: Any) -> str:
@@ -360,7 +362,7 @@ class AzureAdapter(JobsAdapter):
 
     # -- role assignments -------------------------------------------------------------------------
     def list_role_assignments(self, scope: str, principal_id: str) -> list[RoleAssignment]:
-        subscription = scope.strip("/").split("/")[1]
+        subscription = subscription_of(scope)
         with self._call("authz.roleAssignment.list", "GET", f"list role assignments on {scope}", subscription):
             found = list(
                 self.clients.authorization(subscription).role_assignments.list_for_scope(
@@ -374,9 +376,10 @@ class AzureAdapter(JobsAdapter):
 
     def create_role_assignment(self, scope: str, name: str, role_definition_id: str, principal_id: str) -> bool:
         """Create it; True when created, False when Azure already had it (409 RoleAssignmentExists)."""
-        from azure.mgmt.authorization.models import RoleAssignmentCreateParameters
+        # the client's default API version (2022-04-01): models.py re-exports older ones under the same name
+        from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreateParameters
 
-        subscription = scope.strip("/").split("/")[1]
+        subscription = subscription_of(scope)
         body = RoleAssignmentCreateParameters(
             role_definition_id=role_definition_id, principal_id=principal_id, principal_type="ServicePrincipal"
         )
@@ -390,7 +393,7 @@ class AzureAdapter(JobsAdapter):
                     raise
         except AzureNotFound as error:
             raise AzureError(
-                "AccessScopeNotFound",
+                r.ACCESS_SCOPE_NOT_FOUND,
                 f"{error.message}: the scope does not exist; fix spec.access.grants[].scope",
                 retryable=False,
                 status=404,
@@ -398,7 +401,7 @@ class AzureAdapter(JobsAdapter):
         return True
 
     def delete_role_assignment(self, scope: str, name: str) -> None:
-        subscription = scope.strip("/").split("/")[1]
+        subscription = subscription_of(scope)
         with self._call("authz.roleAssignment", "DELETE", f"delete role assignment {name} on {scope}", subscription):
             self.clients.authorization(subscription).role_assignments.delete(scope, name)
 

@@ -54,7 +54,7 @@ class AzureClients:
         with self._lock:
             if key not in self._cache:
                 self._cache[key] = build()
-            return self._cache[key]  # type: ignore[no-any-return]
+            return self._cache[key]
 
     def msi(self, subscription: str) -> Any:
         from azure.mgmt.msi import ManagedServiceIdentityClient
@@ -130,7 +130,7 @@ class AzureClients:
             raise HttpResponseError(response=response)
         if response.status_code == 202:
             return {"status": "InProgress"}
-        return response.json() if response.content else {}  # type: ignore[no-any-return]
+        return response.json() if response.content else {}
 
     def ml(self, subscription: str, group: str, workspace: str) -> Any:
         return self._cached(

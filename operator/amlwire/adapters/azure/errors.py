@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from azure.core.exceptions import (
     AzureError as SdkError,
@@ -19,6 +20,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
+from amlwire.api import reasons as r
 from amlwire.domain.errors import AzureError, AzureNotFound
 
 
@@ -33,53 +35,53 @@ class Rule:
 # By error code first (Azure's own words), then by HTTP status.
 BY_CODE: dict[str, Rule] = {
     "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity": Rule(
-        "FederatedCredentialWriteConflict",
+        r.FEDERATED_CREDENTIAL_WRITE_CONFLICT,
         True,
         2.0,
         "another writer is changing federated credentials of the same identity; amlwire retries",
     ),
-    "TooManyRequests": Rule("AzureThrottled", True, 10.0, "Azure is throttling requests; amlwire retries"),
-    "RetryableError": Rule("AzureUnavailable", True, 10.0),
-    "AnotherOperationInProgress": Rule("AzureOperationInProgress", True, 15.0),
-    "OperationNotAllowed": Rule("AzureOperationNotAllowed", False),
+    "TooManyRequests": Rule(r.AZURE_THROTTLED, True, 10.0, "Azure is throttling requests; amlwire retries"),
+    "RetryableError": Rule(r.AZURE_UNAVAILABLE, True, 10.0),
+    "AnotherOperationInProgress": Rule(r.AZURE_OPERATION_IN_PROGRESS, True, 15.0),
+    "OperationNotAllowed": Rule(r.AZURE_OPERATION_NOT_ALLOWED, False),
     "AuthorizationFailed": Rule(
-        "AzurePermissionDenied",
+        r.AZURE_PERMISSION_DENIED,
         False,
         None,
         "grant amlwire's identity the role this action needs on that scope (see the chart's README)",
     ),
-    "LinkedAuthorizationFailed": Rule("AzurePermissionDenied", False),
-    "InvalidAuthenticationToken": Rule("AzureAuthenticationFailed", False),
-    "SubscriptionNotFound": Rule("SubscriptionNotFound", False, None, "check the subscription ID in the spec"),
-    "ResourceGroupNotFound": Rule("ResourceGroupNotFound", False, None, "check the resource group in the spec"),
+    "LinkedAuthorizationFailed": Rule(r.AZURE_PERMISSION_DENIED, False),
+    "InvalidAuthenticationToken": Rule(r.AZURE_AUTHENTICATION_FAILED, False),
+    "SubscriptionNotFound": Rule(r.SUBSCRIPTION_NOT_FOUND, False, None, "check the subscription ID in the spec"),
+    "ResourceGroupNotFound": Rule(r.RESOURCE_GROUP_NOT_FOUND, False, None, "check the resource group in the spec"),
 }
 BY_STATUS: dict[int, Rule] = {
-    400: Rule("AzureBadRequest", False),
+    400: Rule(r.AZURE_BAD_REQUEST, False),
     401: Rule(
-        "AzureAuthenticationFailed",
+        r.AZURE_AUTHENTICATION_FAILED,
         False,
         None,
         "check amlwire's own workload identity (AZURE_CLIENT_ID, AZURE_TENANT_ID, its federated credential)",
     ),
     403: Rule(
-        "AzurePermissionDenied",
+        r.AZURE_PERMISSION_DENIED,
         False,
         None,
         "grant amlwire's identity the role this action needs on that scope (see the chart's README)",
     ),
-    408: Rule("AzureTimeout", True, 5.0),
-    409: Rule("AzureConflict", True, 5.0),
-    429: Rule("AzureThrottled", True, 10.0),
-    500: Rule("AzureUnavailable", True, 5.0),
-    502: Rule("AzureUnavailable", True, 5.0),
-    503: Rule("AzureUnavailable", True, 10.0),
-    504: Rule("AzureTimeout", True, 5.0),
+    408: Rule(r.AZURE_TIMEOUT, True, 5.0),
+    409: Rule(r.AZURE_CONFLICT, True, 5.0),
+    429: Rule(r.AZURE_THROTTLED, True, 10.0),
+    500: Rule(r.AZURE_UNAVAILABLE, True, 5.0),
+    502: Rule(r.AZURE_UNAVAILABLE, True, 5.0),
+    503: Rule(r.AZURE_UNAVAILABLE, True, 10.0),
+    504: Rule(r.AZURE_TIMEOUT, True, 5.0),
 }
 
 
 def retry_after(error: HttpResponseError) -> float | None:
     """Azure's Retry-After (seconds or HTTP date) or retry-after-ms, in seconds."""
-    response = error.response
+    response: Any = error.response
     if response is None:
         return None
     headers = {k.lower(): v for k, v in response.headers.items()}
@@ -117,7 +119,7 @@ def classify(error: Exception, action: str) -> AzureError:
         return AzureNotFound(f"{action}: not found ({_message(error)})", code=_code(error))
     if isinstance(error, ClientAuthenticationError) and getattr(error, "status_code", None) is None:
         return AzureError(
-            "AzureAuthenticationFailed",
+            r.AZURE_AUTHENTICATION_FAILED,
             f"{action}: amlwire could not get an Azure token: {error.message}; check the operator's "
             f"workload identity (service account annotation, AZURE_CLIENT_ID, federated credential)",
             retryable=False,
@@ -126,7 +128,9 @@ def classify(error: Exception, action: str) -> AzureError:
         code, status = _code(error), error.status_code
         if status == 404:
             return AzureNotFound(f"{action}: not found ({_message(error)})", code=code)
-        rule = BY_CODE.get(code or "") or BY_STATUS.get(status or 0) or Rule("AzureRequestFailed", (status or 0) >= 500)
+        rule = (
+            BY_CODE.get(code or "") or BY_STATUS.get(status or 0) or Rule(r.AZURE_REQUEST_FAILED, (status or 0) >= 500)
+        )
         delay = retry_after(error) or rule.delay
         advice = f"; {rule.advice}" if rule.advice else ""
         return AzureError(
@@ -139,11 +143,11 @@ def classify(error: Exception, action: str) -> AzureError:
         )
     if isinstance(error, ServiceRequestError | ServiceResponseError):
         return AzureError(
-            "AzureUnreachable", f"{action}: could not reach Azure: {error}", retryable=True, retry_after=5.0
+            r.AZURE_UNREACHABLE, f"{action}: could not reach Azure: {error}", retryable=True, retry_after=5.0
         )
     if isinstance(error, SdkError):
-        return AzureError("AzureRequestFailed", f"{action}: {error}", retryable=True, retry_after=10.0)
-    return AzureError("AzureRequestRejected", f"{action}: {type(error).__name__}: {error}", retryable=False)
+        return AzureError(r.AZURE_REQUEST_FAILED, f"{action}: {error}", retryable=True, retry_after=10.0)
+    return AzureError(r.AZURE_REQUEST_REJECTED, f"{action}: {type(error).__name__}: {error}", retryable=False)
 
 
 @contextmanager

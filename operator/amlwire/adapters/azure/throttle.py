@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from amlwire.api.reasons import AZURE_THROTTLED
 from amlwire.domain.errors import AzureError
 
 WRITES = frozenset({"PUT", "PATCH", "POST", "DELETE"})
@@ -47,7 +48,7 @@ class ThrottleGate:
         if left > 0:
             _, kind = budget(subscription, method)
             raise AzureError(
-                "AzureThrottled",
+                AZURE_THROTTLED,
                 f"{action}: Azure is throttling {kind} in subscription {subscription}; amlwire holds them "
                 f"for {left:.1f}s more, as Azure's Retry-After asked",
                 retryable=True,

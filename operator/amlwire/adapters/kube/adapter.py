@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
 from kubernetes import client
 
-from amlwire.adapters.kube.client import FIELD_MANAGER
+from amlwire.adapters.kube.client import FIELD_MANAGER, core_api, custom_api
 from amlwire.domain.doctor import Pod
 from amlwire.domain.errors import KubeConflict, KubeError, KubeForbidden, KubeNotFound
-from amlwire.reconcile.ports import ServiceAccountInfo
+from amlwire.reconcile.common import Event
+from amlwire.reconcile.ports import ObjectRef, ServiceAccountInfo
 
+log = logging.getLogger("amlwire.events")
 APPLY = "application/apply-patch+yaml"
+COMPONENT = "amlwire"
+CLUSTER_EVENTS_NAMESPACE = "default"  # where Kubernetes records the events of cluster-scoped objects
 INSTANCE_TYPES = ("amlarc.azureml.com", "v1alpha1", "instancetypes")
 AML_JOBS = ("amlwire.io", "v1alpha1", "amljobs")
 
 
 def _message(error: client.ApiException) -> str:
     try:
-        return str(json.loads(error.body).get("message", error.reason))
+        return str(json.loads(error.body or "").get("message", error.reason))
     except (TypeError, ValueError):
         return str(error.reason)
 
@@ -55,8 +61,8 @@ class KubeAdapter:
 
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
+        self.core = core_api(api)
+        self.custom = custom_api(api)
 
     def get_service_account(self, namespace: str, name: str) -> ServiceAccountInfo | None:
         try:
@@ -140,7 +146,7 @@ class KubeAdapter:
         group, version, plural = AML_JOBS
         try:
             with _translated(f"read AmlJob {namespace}/{name}"):
-                return self.custom.get_namespaced_custom_object(group, version, namespace, plural, name)  # type: ignore[no-any-return]
+                return self.custom.get_namespaced_custom_object(group, version, namespace, plural, name)
         except KubeNotFound:
             return None
 
@@ -150,6 +156,34 @@ class KubeAdapter:
             self.custom.patch_namespaced_custom_object_status(
                 group, version, namespace, plural, name, {"status": dict(status)}
             )
+
+    def post_events(self, about: ObjectRef, events: Sequence[Event]) -> None:
+        """Record events as Kubernetes does: in the object's namespace, or in `default` for a cluster-scoped
+        object with no namespace in involvedObject (so `kubectl describe` finds them). Best effort: an event
+        that cannot be written is logged, never raised."""
+        namespace = about.namespace or CLUSTER_EVENTS_NAMESPACE
+        involved = {"apiVersion": about.api_version, "kind": about.kind, "name": about.name, "uid": about.uid}
+        if about.namespace:
+            involved["namespace"] = about.namespace
+        for event in events:
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            body = {
+                "metadata": {"generateName": f"{about.name}.", "namespace": namespace},
+                "involvedObject": involved,
+                "type": event.type,
+                "reason": event.reason,
+                "message": event.message[:1024],
+                "source": {"component": COMPONENT},
+                "reportingComponent": COMPONENT,
+                "firstTimestamp": stamp,
+                "lastTimestamp": stamp,
+                "count": 1,
+            }
+            try:
+                with _translated(f"record event {event.reason} about {about.kind} {about.name}"):
+                    self.core.create_namespaced_event(namespace, body)
+            except (KubeError, KubeNotFound, KubeConflict) as error:
+                log.warning("%s", error)
 
     # -- reads for amlwire doctor -----------------------------------------------------------------
     def list_pods(self, namespace: str) -> list[Pod]:
@@ -179,7 +213,7 @@ class KubeAdapter:
     def get_attached_compute(self, name: str) -> dict[str, Any] | None:
         try:
             with _translated(f"read AttachedCompute {name}"):
-                return self.custom.get_cluster_custom_object("amlwire.io", "v1alpha1", "attachedcomputes", name)  # type: ignore[no-any-return]
+                return self.custom.get_cluster_custom_object("amlwire.io", "v1alpha1", "attachedcomputes", name)
         except KubeNotFound:
             return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 
@@ -34,3 +35,17 @@ def bearer_token(configuration: client.Configuration) -> str | None:
 
 def api_client(configuration: client.Configuration) -> client.ApiClient:
     return client.ApiClient(configuration)
+
+
+# The client's generated signatures ask for its model classes; amlwire passes plain manifests (which the
+# client serialises the same way), so its API objects are used untyped.
+def core_api(api: client.ApiClient) -> Any:
+    return client.CoreV1Api(api)
+
+
+def custom_api(api: client.ApiClient) -> Any:
+    return client.CustomObjectsApi(api)
+
+
+def extensions_api(api: client.ApiClient) -> Any:
+    return client.ApiextensionsV1Api(api)

@@ -1,0 +1,161 @@
+"""Typed views of an AttachedCompute: where its spec points in Azure, and what other objects need of it.
+
+`Target` is the ARM side of a valid spec. `ComputeView` is what the operator's index holds of each
+AttachedCompute (read tolerantly from the raw object, so a malformed one never breaks the index): AmlJobs
+admit themselves against it, AttachedComputes find their neighbours (sharing an identity) and siblings
+(sharing a cluster) in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from amlwire.api import reasons as r
+from amlwire.api.attachedcompute import AttachedComputeSpec
+from amlwire.domain.access import role_guid
+from amlwire.domain.azure import ResourceId, WorkspaceRef, managed_cluster_id, same_id
+from amlwire.domain.federation import subject_of
+
+WIRING_CONDITIONS = (r.FEDERATION_READY, r.SERVICE_ACCOUNTS_READY, r.EXTENSION_READY, r.ACCESS_READY, r.COMPUTE_READY)
+ConditionState = tuple[str, str, str]  # status, reason, message
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a valid AttachedCompute spec points, as Azure addresses it."""
+
+    workspace: WorkspaceRef
+    cluster_id: str
+    cluster_group: str
+    cluster_name: str
+    identity_id: str
+    compute_name: str
+    compute_namespace: str
+
+    @property
+    def identity(self) -> ResourceId:
+        return ResourceId.parse(self.identity_id)
+
+    @property
+    def detach_command_values(self) -> dict[str, str]:
+        return {"compute": self.compute_name, "workspace_group": self.workspace.group, "workspace": self.workspace.name}
+
+
+def target_of(spec: AttachedComputeSpec) -> Target:
+    w, c = spec.workspace, spec.cluster
+    return Target(
+        workspace=WorkspaceRef(w.subscription_id, w.resource_group, w.name),
+        cluster_id=managed_cluster_id(spec.cluster_subscription_id, c.resource_group, c.name),
+        cluster_group=c.resource_group,
+        cluster_name=c.name,
+        identity_id=spec.identity.resource_id,
+        compute_name=spec.compute.name,
+        compute_namespace=spec.compute.namespace,
+    )
+
+
+@dataclass(frozen=True)
+class ComputeHealth:
+    """What an AttachedCompute says about its links (type -> (status, reason, message))."""
+
+    name: str
+    conditions: Mapping[str, ConditionState] = field(default_factory=dict)
+
+    def broken(self) -> list[str]:
+        return [
+            f"{t} is {s} ({reason}: {m})"
+            for t in WIRING_CONDITIONS
+            for s, reason, m in [self.conditions.get(t, ("Unknown", "NotReported", ""))]
+            if s != "True"
+        ]
+
+    def state(self, type_: str) -> ConditionState | None:
+        return self.conditions.get(type_)
+
+
+@dataclass(frozen=True)
+class ComputeView:
+    """One AttachedCompute as the operator's index holds it."""
+
+    name: str
+    workspace: WorkspaceRef
+    cluster_id: str
+    identity_id: str
+    compute_name: str
+    compute_namespace: str
+    instance_types: tuple[str, ...] = ()
+    allowed_namespaces: tuple[str, ...] = ()
+    subjects: tuple[str, ...] = ()
+    grants: tuple[tuple[str, str], ...] = ()  # (scope lower-case, role GUID)
+    issuer: str | None = None
+    identity_client_id: str | None = None
+    conditions: Mapping[str, ConditionState] = field(default_factory=dict)
+    created: str = ""
+
+    @property
+    def health(self) -> ComputeHealth:
+        return ComputeHealth(self.name, self.conditions)
+
+    @property
+    def ready(self) -> bool:
+        return self.conditions.get(r.READY, ("Unknown", "", ""))[0] == "True"
+
+    @property
+    def stalled(self) -> bool:
+        return self.conditions.get(r.STALLED, ("Unknown", "", ""))[0] == "True"
+
+    @property
+    def ready_message(self) -> str:
+        _, reason, message = self.conditions.get(r.READY, ("Unknown", "", "it has not been reconciled yet"))
+        return f"{reason}: {message}".strip(": ")
+
+    def uses_identity(self, identity_id: str) -> bool:
+        return same_id(self.identity_id, identity_id)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def view_of(name: str, spec: Mapping[str, Any], status: Mapping[str, Any] | None, created: str = "") -> ComputeView:
+    """The view of a raw AttachedCompute (as kopf hands it over); missing or malformed fields stay empty."""
+    status = status or {}
+    workspace = spec.get("workspace") or {}
+    cluster = spec.get("cluster") or {}
+    compute = spec.get("compute") or {}
+    subscription = _text(workspace.get("subscriptionId"))
+    conditions = {
+        _text(c.get("type")): (_text(c.get("status")), _text(c.get("reason")), _text(c.get("message")))
+        for c in status.get("conditions") or []
+        if isinstance(c, Mapping)
+    }
+    return ComputeView(
+        name=name,
+        workspace=WorkspaceRef(subscription, _text(workspace.get("resourceGroup")), _text(workspace.get("name"))),
+        cluster_id=managed_cluster_id(
+            _text(cluster.get("subscriptionId")) or subscription,
+            _text(cluster.get("resourceGroup")),
+            _text(cluster.get("name")),
+        ),
+        identity_id=_text((spec.get("identity") or {}).get("resourceId")),
+        compute_name=_text(compute.get("name")),
+        compute_namespace=_text(compute.get("namespace")) or "default",
+        instance_types=tuple(_text(i.get("name")) for i in compute.get("instanceTypes") or () if isinstance(i, dict)),
+        allowed_namespaces=tuple(_text(n) for n in (spec.get("jobs") or {}).get("allowedNamespaces") or ()),
+        subjects=tuple(
+            subject_of(_text(a.get("namespace")), _text(a.get("name")))
+            for a in spec.get("serviceAccounts") or ()
+            if isinstance(a, dict)
+        ),
+        grants=tuple(
+            (_text(g.get("scope")).lower(), role_guid(_text(g.get("role"))))
+            for g in (spec.get("access") or {}).get("grants") or ()
+            if isinstance(g, dict)
+        ),
+        issuer=status.get("oidcIssuer") or None,
+        identity_client_id=(status.get("identity") or {}).get("clientId"),
+        conditions=conditions,
+        created=created,
+    )

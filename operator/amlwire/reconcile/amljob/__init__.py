@@ -1,0 +1,94 @@
+"""AmlJob: admit, submit once (or adopt), follow AML's status, and finish with metrics, verdict and hint.
+
+Level-based like AttachedCompute, through the same step runner: the same `reconcile_job` runs on create,
+update and resume, and when the poller sees AML's status change. Steps (one module each):
+
+  submit.py   Submitted   admission, then one submission (or adoption) per AmlJob
+  follow.py   Finished    AML's status, then times, failure and hint, metrics, verdict, registration
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amlwire.api import reasons as r
+from amlwire.api.amljob import AmlJobStatus
+from amlwire.domain.conditions import Outcome, StepResult, Summary, fold, kstatus
+from amlwire.domain.errors import AzureError
+from amlwire.domain.jobs import job_summary
+from amlwire.reconcile.amljob.follow import follow_the_job
+from amlwire.reconcile.amljob.scope import JobScope
+from amlwire.reconcile.amljob.submit import submit_the_job
+from amlwire.reconcile.common import Event, transition_events
+from amlwire.reconcile.runner import Step, earliest, run_steps
+
+STEPS: tuple[Step[JobScope], ...] = (submit_the_job, follow_the_job)
+assert tuple(s.condition for s in STEPS) == r.JOB_STEP_TYPES
+
+
+@dataclass(frozen=True)
+class JobResult:
+    status: AmlJobStatus
+    requeue_after: float | None
+    events: list[Event]
+
+    @property
+    def summary(self) -> str:
+        ready = next((c for c in self.status.conditions if c.type == r.READY), None)
+        return f"{ready.reason}: {ready.message}" if ready else ""
+
+
+def summarize_job(submitted: StepResult, status: AmlJobStatus) -> list[Summary]:
+    """Before submission the Submitted step speaks for the job; after it, AML's status and the verdict do."""
+    if submitted.ok:
+        return job_summary(status.aml_status, status.verdict, status.failure)
+    if submitted.outcome is Outcome.BLOCKED:
+        return kstatus("stalled", submitted.reason, submitted.message)
+    return kstatus("reconciling", submitted.reason, submitted.message)
+
+
+def reconcile_job(scope: JobScope) -> JobResult:
+    results = run_steps(STEPS, scope, scope.timings, scope.events)
+    status, before = scope.status, scope.previous.conditions
+    status.conditions = fold(before, [*results, *summarize_job(results[0], status)], scope.generation, scope.now)
+    status.observed_generation = scope.generation
+    outcomes = {result.type: result.outcome for result in results if result.type == r.FINISHED}
+    events = [*scope.events, *transition_events(before, status.conditions, outcomes)]
+    stalled = next(c for c in status.conditions if c.type == r.STALLED)
+    was = next(((c.status, c.reason) for c in before if c.type == r.STALLED), None)
+    told = any(e.reason in (stalled.reason, r.JOB_FAILED) for e in events)
+    if stalled.status == "True" and was != (stalled.status, stalled.reason) and not told:
+        events.append(Event("Warning", stalled.reason, stalled.message))
+    return JobResult(status, earliest(results), events)
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """How far deletion got: finished (the finalizer may go), or when to try cancelling again."""
+
+    finished: bool
+    requeue_after: float | None
+    events: list[Event]
+
+
+def cancel_job(scope: JobScope) -> Cancellation:
+    """On deletion: cancel the AML job unless it already ended, then let go (a refusal is reported, not retried)."""
+    name, workspace = scope.status.aml_job_name, scope.workspace
+    if not name or workspace is None:
+        return Cancellation(True, None, [])
+    scope.watch.unfollow(workspace.id, name)
+    try:
+        snapshot = scope.azure.get_job(workspace, name)
+        if snapshot is None or snapshot.terminal:
+            return Cancellation(True, None, [])
+        scope.azure.cancel_job(workspace, name)
+    except AzureError as error:
+        if error.retryable:
+            return Cancellation(False, error.retry_after or scope.timings.retry_delay, [])
+        return Cancellation(True, None, [Event("Warning", error.reason, f"could not cancel: {error.message}")])
+    return Cancellation(
+        True, None, [Event("Normal", r.CANCELED, f"canceled AML job {name} because the AmlJob was deleted")]
+    )
+
+
+__all__ = ["STEPS", "Cancellation", "JobResult", "JobScope", "cancel_job", "reconcile_job"]

@@ -1,0 +1,105 @@
+"""Deletion of an AttachedCompute: undo what amlwire created (deletionPolicy Delete), or leave it (Orphan)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amlwire.api import reasons as r
+from amlwire.domain.access import role_guid
+from amlwire.domain.compute import owned_by
+from amlwire.domain.errors import AzureError, AzureNotFound, KubeError
+from amlwire.domain.federation import NAME_PREFIX, subject_of
+from amlwire.reconcile.attachedcompute.federation import IDENTITY_LOCKS
+from amlwire.reconcile.attachedcompute.scope import OWNER_LABEL, Scope
+from amlwire.reconcile.common import Event
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    """How far deletion got: finished (the finalizer may go), or what it waits for and when to look again."""
+
+    finished: bool
+    message: str
+    requeue_after: float | None
+    events: list[Event]
+
+
+def cleanup(scope: Scope) -> Cleanup:
+    """Undo what amlwire created; classified errors say what deletion waits for, never raise."""
+    if scope.spec.deletion_policy == "Orphan":
+        return Cleanup(
+            True,
+            "deletionPolicy Orphan: Azure and the cluster left as they are",
+            None,
+            [Event("Normal", r.ORPHANED, "left Azure and the cluster untouched (deletionPolicy: Orphan)")],
+        )
+    try:
+        return _undo(scope)
+    except AzureError as error:
+        delay = error.retry_after if error.retryable else scope.timings.blocked_recheck
+        message = (
+            f"deletion waits: {error.message}; to let go without cleaning up Azure, set spec.deletionPolicy: Orphan"
+        )
+        warning = Event("Warning", error.reason, message)
+        return Cleanup(False, error.message, delay or scope.timings.retry_delay, [*scope.events, warning])
+    except KubeError as error:
+        return Cleanup(False, str(error), scope.timings.retry_delay, scope.events)
+
+
+def _undo(scope: Scope) -> Cleanup:
+    for item in scope.kube.list_instance_types(f"{OWNER_LABEL}={scope.name}"):
+        scope.kube.delete_instance_type(item)
+    for account in scope.spec.service_accounts:
+        scope.kube.release_service_account(account.namespace, account.name)
+    _delete_federated_credentials(scope)
+    _delete_role_assignments(scope)
+    remaining = _detach_compute(scope)
+    if remaining:
+        return Cleanup(False, remaining, scope.timings.lro_poll_delay, scope.events)
+    return Cleanup(True, "removed what amlwire created", None, scope.events)
+
+
+def _delete_federated_credentials(scope: Scope) -> None:
+    identity_id = scope.target.identity_id
+    try:
+        existing = scope.azure.list_federated_credentials(identity_id)
+    except AzureNotFound:
+        return
+    recorded = {f.name for f in scope.previous.federated_credentials}
+    issuer = scope.previous.oidc_issuer
+    subjects = {subject_of(sa.namespace, sa.name) for sa in scope.spec.service_accounts}
+    with IDENTITY_LOCKS.hold(identity_id):
+        for credential in existing:
+            ours = credential.name in recorded or (
+                credential.name.startswith(NAME_PREFIX)
+                and credential.issuer == issuer
+                and credential.subject in subjects
+            )
+            if ours and (credential.issuer, credential.subject) not in scope.neighbours.federations:
+                scope.azure.delete_federated_credential(identity_id, credential.name)
+                scope.note(r.FEDERATED_CREDENTIAL_DELETED, f"deleted {credential.name}")
+
+
+def _delete_role_assignments(scope: Scope) -> None:
+    for record in scope.previous.role_assignments:
+        if not record.created_by_amlwire or (record.scope.lower(), role_guid(record.role)) in scope.neighbours.grants:
+            continue
+        try:
+            scope.azure.delete_role_assignment(record.scope, record.name)
+        except AzureNotFound:
+            continue
+        scope.note(r.ROLE_ASSIGNMENT_DELETED, f"removed {record.role} on {record.scope}")
+
+
+def _detach_compute(scope: Scope) -> str | None:
+    target = scope.target
+    try:
+        found = scope.azure.get_compute(target.workspace, target.compute_name)
+    except AzureNotFound:
+        return None
+    if found is None or not owned_by(found, scope.name):
+        return None
+    if found.provisioning_state.lower() != "deleting":
+        scope.azure.begin_detach_compute(target.workspace, target.compute_name)
+        scope.note(r.COMPUTE_DETACHING, f"detaching compute {target.compute_name}")
+    return f"waiting for compute {target.compute_name} to detach"

@@ -1,0 +1,166 @@
+"""ComputeReady: the AML compute is attached to the workspace with the identity (long-running, never waited on).
+
+The ledger (domain/operations.py) follows the attach and the detach; this step says what to begin and how
+success looks: the compute in the workspace, Succeeded, on this cluster, with the identity.
+"""
+
+from __future__ import annotations
+
+from amlwire.api import reasons as r
+from amlwire.domain.azure import ComputeInfo
+from amlwire.domain.compute import (
+    OWNER_TAG,
+    ComputeAction,
+    decide_compute,
+    errors_of,
+    observed_attach,
+    observed_detach,
+)
+from amlwire.domain.conditions import StepResult, blocked, done, progressing
+from amlwire.domain.errors import AzureNotFound
+from amlwire.domain.failures import BY_ID
+from amlwire.domain.operations import (
+    Begin,
+    GiveUp,
+    Kind,
+    Monitor,
+    Retry,
+    age_of,
+    find,
+    follow,
+    recorded,
+    started,
+    without,
+)
+from amlwire.reconcile.attachedcompute.scope import Scope
+from amlwire.reconcile.runner import EXTENSION_INSTALLED, step
+
+
+def detach_command(scope: Scope) -> str:
+    return BY_ID["F14"].command("detach", **scope.target.detach_command_values)
+
+
+@step(r.COMPUTE_READY, needs=(r.CLUSTER_READY, r.IDENTITY_READY, EXTENSION_INSTALLED))
+def attach_the_compute(scope: Scope) -> StepResult:
+    """Azure attaches only to a cluster with a healthy AzureML extension, hence the needs."""
+    found = scope.azure.get_compute(scope.target.workspace, scope.target.compute_name)
+    detached_since = False
+    detach = find(scope.status.operations, Kind.COMPUTE_DETACH)
+    if detach is not None:
+        decision = follow(detach, observed_detach(found), scope.now, scope.timings.lro_timeout)
+        if not isinstance(decision, Begin):
+            return _follow_detach(scope, found, decision)
+        scope.status.operations = without(scope.status.operations, Kind.COMPUTE_DETACH)
+        detached_since = True
+    attach = find(scope.status.operations, Kind.COMPUTE_ATTACH)
+    if attach is not None:
+        seen = observed_attach(found, age_of(attach, scope.now), detached_since)
+        decision = follow(attach, seen, scope.now, scope.timings.lro_timeout)
+        if isinstance(decision, Monitor):
+            name = scope.target.compute_name
+            return progressing(
+                r.COMPUTE_READY, r.COMPUTE_PROVISIONING, f"compute {name} is attaching", scope.timings.lro_poll_delay
+            )
+        if isinstance(decision, GiveUp):
+            return _attach_gave_up(scope, found, decision)
+        if isinstance(decision, Retry):
+            return _attach_again(scope, found, decision.attempt)
+        scope.status.operations = without(scope.status.operations, Kind.COMPUTE_ATTACH)
+    return _converge(scope, found)
+
+
+def _follow_detach(scope: Scope, found: ComputeInfo | None, decision: Monitor | Retry | GiveUp) -> StepResult:
+    name = scope.target.compute_name
+    if isinstance(decision, Monitor):
+        return progressing(
+            r.COMPUTE_READY, r.COMPUTE_PROVISIONING, f"compute {name} is detaching", scope.timings.lro_poll_delay
+        )
+    if isinstance(decision, GiveUp):
+        return blocked(
+            r.COMPUTE_READY,
+            r.COMPUTE_DETACH_FAILED,
+            f"detaching compute {name} failed {decision.operation.attempt} times ({decision.error}); detach it by "
+            f"hand ({detach_command(scope)}) and amlwire attaches it again",
+            scope.timings.blocked_recheck,
+        )
+    message = f"detaching compute {name} failed ({decision.error}); detaching it again"
+    return _detach(scope, decision.attempt, r.COMPUTE_DETACH_FAILED, message)
+
+
+def _attach_gave_up(scope: Scope, found: ComputeInfo | None, decision: GiveUp) -> StepResult:
+    name, attempts = scope.target.compute_name, decision.operation.attempt
+    if found is not None:
+        message = (
+            f"compute {name} is Failed ({errors_of(found)}) after {attempts} attempts; a Failed compute must be "
+            f"detached before it can be attached again: {detach_command(scope)}; then change any field of the "
+            f"AttachedCompute to retry"
+        )
+    else:
+        message = (
+            f"attaching compute {name} failed {attempts} times ({decision.error}); see the workspace's activity "
+            f"log, fix the cause, then change any field of the AttachedCompute to retry"
+        )
+    return blocked(r.COMPUTE_READY, r.COMPUTE_ATTACH_FAILED, message, scope.timings.blocked_recheck)
+
+
+def _attach_again(scope: Scope, found: ComputeInfo | None, attempt: int) -> StepResult:
+    """A failed attach is retried: a Failed compute is detached first (Azure refuses to attach over it)."""
+    if found is not None:
+        message = f"compute {scope.target.compute_name} is Failed ({errors_of(found)}); detaching it to attach again"
+        return _detach(scope, 1, r.COMPUTE_ATTACH_FAILED, message)
+    return _attach(scope, attempt)
+
+
+def _converge(scope: Scope, found: ComputeInfo | None) -> StepResult:
+    target = scope.target
+    decision = decide_compute(
+        found,
+        target.compute_name,
+        target.cluster_id,
+        target.identity_id,
+        target.compute_namespace,
+        scope.name,
+        detach_command(scope),
+    )
+    if decision.action is ComputeAction.ATTACH:
+        return _attach(scope, 1)
+    if decision.action is ComputeAction.DETACH:
+        return _detach(scope, 1, decision.reason, decision.message)
+    if decision.action is ComputeAction.WAIT:
+        return progressing(r.COMPUTE_READY, decision.reason, decision.message, scope.timings.lro_poll_delay)
+    if decision.action is ComputeAction.REPORT:
+        return blocked(r.COMPUTE_READY, decision.reason, decision.message, scope.timings.blocked_recheck)
+    scope.status.compute_id = found.id if found else None
+    return done(r.COMPUTE_READY, decision.reason, decision.message)
+
+
+def _attach(scope: Scope, attempt: int) -> StepResult:
+    target = scope.target
+    ws, name = target.workspace, target.compute_name
+    try:
+        attached = scope.azure.begin_attach_compute(
+            ws, name, target.cluster_id, target.compute_namespace, target.identity_id, {OWNER_TAG: scope.name}
+        )
+    except AzureNotFound:
+        return blocked(
+            r.COMPUTE_READY,
+            r.WORKSPACE_NOT_FOUND,
+            f"workspace {ws.name} does not exist in resource group {ws.group} (subscription "
+            f"{ws.subscription}): fix spec.workspace.name or spec.workspace.resourceGroup",
+            scope.timings.blocked_recheck,
+        )
+    message = f"attaching compute {name}"
+    scope.note(r.COMPUTE_ATTACHING, message)
+    scope.status.operations = without(scope.status.operations, Kind.COMPUTE_ATTACH)
+    if attached is not None and attached.provisioning_state.lower() == "succeeded":
+        scope.status.compute_id = attached.id
+        return done(r.COMPUTE_READY, r.COMPUTE_ATTACHED, f"compute {name} is attached with the user-assigned identity")
+    scope.status.operations = recorded(scope.status.operations, started(Kind.COMPUTE_ATTACH, scope.now, attempt))
+    return progressing(r.COMPUTE_READY, r.COMPUTE_ATTACHING, message, scope.timings.lro_poll_delay)
+
+
+def _detach(scope: Scope, attempt: int, reason: str, message: str) -> StepResult:
+    scope.azure.begin_detach_compute(scope.target.workspace, scope.target.compute_name)
+    scope.status.operations = recorded(scope.status.operations, started(Kind.COMPUTE_DETACH, scope.now, attempt))
+    scope.warn(reason, message)
+    return progressing(r.COMPUTE_READY, reason, message, scope.timings.lro_poll_delay)

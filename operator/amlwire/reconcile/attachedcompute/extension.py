@@ -1,0 +1,120 @@
+"""ExtensionReady: the AzureML extension is installed and uses the identity (long-running, never waited on)."""
+
+from __future__ import annotations
+
+from amlwire.api import reasons as r
+from amlwire.domain.conditions import StepResult, blocked, done, progressing
+from amlwire.domain.extension import Action, decide_extension, desired_settings, installed, observed
+from amlwire.domain.operations import (
+    Begin,
+    GiveUp,
+    Kind,
+    Monitor,
+    Observed,
+    Progress,
+    Retry,
+    failed,
+    follow,
+    of_subject,
+    recorded,
+    started,
+    without,
+)
+from amlwire.reconcile.attachedcompute.scope import Scope
+from amlwire.reconcile.runner import EXTENSION_INSTALLED, step
+
+SUBJECT = "Extension"
+
+
+@step(r.EXTENSION_READY, needs=(r.IDENTITY_READY,))
+def configure_the_extension(scope: Scope) -> StepResult:
+    spec = scope.spec.extension
+    operation = of_subject(scope.status.operations, SUBJECT)
+    found = None
+    seen: Observed | None = None
+    if operation is not None:
+        if operation.url:
+            seen = _from_url(scope, operation.url)
+        else:  # Azure answered without an operation URL (nothing to change): the extension itself tells
+            found = scope.observed.extension = scope.azure.get_extension(scope.target.cluster_id, spec.name)
+            seen = observed(found)
+    decision = follow(operation, seen, scope.now, scope.timings.lro_timeout)
+    if isinstance(decision, Monitor):
+        return progressing(
+            r.EXTENSION_READY,
+            r.EXTENSION_PROVISIONING,
+            f"{decision.operation.kind} of extension {spec.name} started at {decision.operation.started_at} is in "
+            f"progress",
+            scope.timings.lro_poll_delay,
+        )
+    if isinstance(decision, GiveUp):
+        return _gave_up(scope, decision)
+    if isinstance(decision, Retry):
+        scope.warn(r.EXTENSION_OPERATION_FAILED, f"{operation.kind if operation else ''} failed: {decision.error}")
+    scope.status.operations = without(scope.status.operations, Kind.EXTENSION_CREATE, Kind.EXTENSION_UPDATE)
+    if found is None:
+        found = scope.observed.extension = scope.azure.get_extension(scope.target.cluster_id, spec.name)
+    return _converge(scope, decision, installed(found))
+
+
+def _from_url(scope: Scope, url: str) -> Observed:
+    state = scope.azure.operation_state(scope.spec.cluster_subscription_id, url)
+    if not state.done:
+        return Observed(Progress.RUNNING)
+    return Observed(Progress.SUCCEEDED) if state.succeeded else failed(state.error)
+
+
+def _gave_up(scope: Scope, decision: GiveUp) -> StepResult:
+    op, name = decision.operation, scope.spec.extension.name
+    if decision.timed_out:
+        return blocked(
+            r.EXTENSION_READY,
+            r.EXTENSION_OPERATION_TIMED_OUT,
+            f"the extension {op.kind} started at {op.started_at}: {decision.error}; check the extension in the portal",
+            scope.timings.blocked_recheck,
+        )
+    return blocked(
+        r.EXTENSION_READY,
+        r.EXTENSION_OPERATION_FAILED,
+        f"{op.kind} of extension {name} failed {op.attempt} times: {decision.error}; fix the cause, then change "
+        f"any field of the AttachedCompute to retry",
+        scope.timings.blocked_recheck,
+    )
+
+
+def _converge(scope: Scope, decision: Begin | Retry, was_installed: bool) -> StepResult:
+    spec, target = scope.spec.extension, scope.target
+    provides = (EXTENSION_INSTALLED,) if was_installed else ()
+    desired = desired_settings(spec.settings, target.identity_id)
+    choice = decide_extension(
+        scope.observed.extension,
+        desired,
+        spec.mode == "Configure",
+        target.cluster_group,
+        target.cluster_name,
+        spec.name,
+    )
+    if choice.action is Action.WAIT:
+        return progressing(
+            r.EXTENSION_READY, choice.reason, choice.message, scope.timings.lro_poll_delay, provides=provides
+        )
+    if choice.action is Action.REPORT:
+        return blocked(
+            r.EXTENSION_READY, choice.reason, choice.message, scope.timings.blocked_recheck, provides=provides
+        )
+    if choice.action is Action.NONE:
+        return done(r.EXTENSION_READY, choice.reason, choice.message, provides=(EXTENSION_INSTALLED,))
+    kind = Kind.EXTENSION_CREATE if choice.action is Action.CREATE else Kind.EXTENSION_UPDATE
+    begin = scope.azure.begin_create_extension if kind is Kind.EXTENSION_CREATE else scope.azure.begin_update_extension
+    url = begin(target.cluster_id, spec.name, choice.settings)
+    scope.note(choice.reason, choice.message)
+    if url and _from_url(scope, url).progress is Progress.SUCCEEDED:  # a quick operation needs no second pass
+        return done(
+            r.EXTENSION_READY,
+            r.EXTENSION_CONFIGURED,
+            f"extension {spec.name} uses the identity for storage access",
+            provides=(EXTENSION_INSTALLED,),
+        )
+    operation = started(kind, scope.now, attempt=decision.attempt, url=url)
+    scope.status.operations = recorded(scope.status.operations, operation)
+    return progressing(r.EXTENSION_READY, choice.reason, choice.message, scope.timings.lro_poll_delay, provides)

@@ -1,0 +1,152 @@
+"""Following AML jobs without a task per job: one listing per workspace per interval feeds every job in it.
+
+`JobWatch` holds what amlwire last heard from AML about its jobs and which jobs it follows (registered by the
+AmlJob reconcile while a job runs). `JobPoller.tick()` lists each workspace that has followed jobs when its
+interval is due, and hands every job whose AML status changed to `update` (which reconciles it and writes its
+status). ARM calls grow with workspaces, not with jobs; the loop that calls `tick` lives with kopf.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from amlwire.domain.azure import WorkspaceRef
+from amlwire.domain.errors import AzureError, KubeConflict, KubeError, KubeNotFound
+from amlwire.domain.jobs import TAG_COMPUTE, JobSnapshot
+from amlwire.reconcile.ports import AzurePort
+
+log = logging.getLogger("amlwire.jobs")
+BACKOFF = 1.5  # the interval grows by this while nothing changes in a workspace
+MAX_BACKOFF = 8.0  # up to this many times the base interval
+
+
+@dataclass(frozen=True)
+class FollowedJob:
+    """An AmlJob whose AML job is running, and where."""
+
+    namespace: str
+    name: str
+    uid: str
+    aml_job_name: str
+    workspace_id: str
+
+
+class JobWatch:
+    """What AML's listings said of the jobs amlwire follows, and what each AmlJob's status reflects already.
+
+    A job is news while the two differ: the poller hands it to `update` again until the AmlJob's status has
+    caught up (an update that failed half-way is tried again at the next listing).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listed: dict[str, dict[str, JobSnapshot]] = {}
+        self._applied: dict[str, dict[str, str]] = {}  # workspace -> AML job -> status the AmlJob shows
+        self._followed: dict[str, dict[str, FollowedJob]] = {}
+
+    def follow(self, job: FollowedJob, applied: JobSnapshot) -> None:
+        """Follow a running job whose AmlJob status now shows `applied`."""
+        key = job.workspace_id.lower()
+        with self._lock:
+            self._followed.setdefault(key, {})[job.aml_job_name] = job
+            self._applied.setdefault(key, {})[job.aml_job_name] = applied.status
+
+    def unfollow(self, workspace_id: str, aml_job_name: str) -> None:
+        key = workspace_id.lower()
+        with self._lock:
+            for table in (self._followed, self._listed, self._applied):
+                table.get(key, {}).pop(aml_job_name, None)
+
+    def follows(self, workspace_id: str, aml_job_name: str) -> bool:
+        with self._lock:
+            return aml_job_name in self._followed.get(workspace_id.lower(), {})
+
+    def followed(self) -> dict[str, list[FollowedJob]]:
+        with self._lock:
+            return {ws: list(jobs.values()) for ws, jobs in self._followed.items() if jobs}
+
+    def record(self, workspace_id: str, snapshots: dict[str, JobSnapshot]) -> set[str]:
+        """Store what a listing said of the followed jobs; return those whose AmlJob does not show it yet."""
+        key = workspace_id.lower()
+        with self._lock:
+            followed = self._followed.get(key, {})
+            listed = self._listed.setdefault(key, {})
+            listed.update({n: s for n, s in snapshots.items() if n in followed})
+            applied = self._applied.get(key, {})
+            return {n for n, s in listed.items() if n in followed and applied.get(n) != s.status}
+
+    def invalidate(self, workspace_id: str, aml_job_name: str) -> None:
+        """The AmlJob's status may not show what was applied (its write failed): hand it over again."""
+        with self._lock:
+            self._applied.get(workspace_id.lower(), {}).pop(aml_job_name, None)
+
+    def get(self, workspace_id: str, name: str) -> JobSnapshot | None:
+        """The latest listing's word on a job."""
+        with self._lock:
+            return self._listed.get(workspace_id.lower(), {}).get(name)
+
+
+class JobPoller:
+    """One listing per workspace per interval; the jobs whose status changed are handed to `update`."""
+
+    def __init__(
+        self,
+        azure: AzurePort,
+        watch: JobWatch,
+        update: Callable[[FollowedJob], None],
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.azure = azure
+        self.watch = watch
+        self.update = update
+        self.base = interval
+        self.clock = clock
+        self._due: dict[str, float] = {}
+        self._interval: dict[str, float] = {}
+
+    def tick(self) -> float:
+        """Poll every workspace that is due; return the seconds until the next one is."""
+        now = self.clock()
+        followed = self.watch.followed()
+        for workspace_id in list(self._due):
+            if workspace_id not in followed:  # nothing left to follow there: start afresh next time
+                self._due.pop(workspace_id)
+                self._interval.pop(workspace_id, None)
+        for workspace_id, jobs in followed.items():
+            if self._due.get(workspace_id, now) > now:
+                continue
+            changed = self._poll(workspace_id, jobs)
+            interval = (
+                self.base
+                if changed
+                else min(self._interval.get(workspace_id, self.base) * BACKOFF, self.base * MAX_BACKOFF)
+            )
+            self._interval[workspace_id] = interval
+            self._due[workspace_id] = now + interval
+        upcoming = [due - self.clock() for due in self._due.values()]
+        return max(0.05, min(upcoming)) if upcoming else self.base
+
+    def _poll(self, workspace_id: str, jobs: list[FollowedJob]) -> int:
+        workspace = WorkspaceRef.parse(workspace_id)
+        try:
+            listing = self.azure.list_jobs(workspace, TAG_COMPUTE, {j.aml_job_name for j in jobs})
+        except AzureError as error:
+            log.warning("listing AML jobs in %s failed (%s); retrying next interval", workspace.name, error.message)
+            return 0
+        changed = self.watch.record(workspace_id, listing)
+        updated = 0
+        for job in jobs:
+            if job.aml_job_name not in changed:
+                continue
+            try:
+                self.update(job)
+                updated += 1
+            except (AzureError, KubeError, KubeConflict, KubeNotFound) as error:
+                self.watch.invalidate(workspace_id, job.aml_job_name)
+                log.warning("updating AmlJob %s/%s failed: %s", job.namespace, job.name, error)
+        return updated

@@ -1,0 +1,91 @@
+"""One step runner for both kinds: ordered steps with declared dependencies and one error guard.
+
+A step owns one condition. It runs only when what it `needs` holds: a condition that is True, or a fact an
+earlier step provides (see StepResult.provides); otherwise its condition says which link it waits for.
+Classified errors a step raises become its condition (retrying, or blocked with the fix), never a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from amlwire.api import reasons as r
+from amlwire.domain.conditions import Outcome, StepResult, blocked, retrying, waiting
+from amlwire.domain.errors import AzureError, KubeConflict, KubeError, KubeForbidden, KubeNotFound
+from amlwire.reconcile.common import Event, Timings
+
+S = TypeVar("S")
+
+# Facts a step may provide before its own condition is True, and the condition that reports them.
+EXTENSION_INSTALLED = "ExtensionInstalled"
+FACT_REPORTED_BY = {EXTENSION_INSTALLED: r.EXTENSION_READY}
+
+
+@dataclass(frozen=True)
+class Step(Generic[S]):
+    condition: str
+    run: Callable[[S], StepResult]
+    needs: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.run.__name__
+
+
+def step(condition: str, needs: Iterable[str] = ()) -> Callable[[Callable[[S], StepResult]], Step[S]]:
+    """Declare a step: `@step(COMPUTE_READY, needs=(CLUSTER_READY, IDENTITY_READY))`."""
+
+    def declare(run: Callable[[S], StepResult]) -> Step[S]:
+        return Step(condition, run, tuple(needs))
+
+    return declare
+
+
+def guard(condition: str, run: Callable[[], StepResult], timings: Timings, events: list[Event]) -> StepResult:
+    """Run one step; a classified error becomes its condition: retrying, or blocked with the fix."""
+    try:
+        return run()
+    except AzureError as error:
+        if error.retryable:
+            delay = error.retry_after or timings.retry_delay
+            if delay > timings.max_retry_delay:
+                events.append(Event("Normal", error.reason, capped(error.message, delay, timings.max_retry_delay)))
+            return retrying(condition, error.reason, error.message, min(timings.max_retry_delay, delay))
+        return blocked(condition, error.reason, error.message, timings.blocked_recheck)
+    except KubeConflict as error:
+        return blocked(condition, r.KUBERNETES_FIELD_CONFLICT, error.message, timings.blocked_recheck)
+    except KubeNotFound as error:
+        return blocked(condition, r.KUBERNETES_OBJECT_NOT_FOUND, str(error), timings.blocked_recheck)
+    except KubeForbidden as error:
+        return blocked(condition, r.KUBERNETES_PERMISSION_DENIED, str(error), timings.blocked_recheck)
+    except KubeError as error:
+        return retrying(condition, r.KUBERNETES_UNAVAILABLE, str(error), timings.retry_delay)
+
+
+def capped(message: str, asked: float, cap: float) -> str:
+    return f"{message}; Azure asked to wait {asked:.0f}s, capped at AMLWIRE_MAX_RETRY_DELAY ({cap:.0f}s)"
+
+
+def run_steps(steps: Sequence[Step[S]], scope: S, timings: Timings, events: list[Event]) -> list[StepResult]:
+    """Every step in order; a step whose needs do not hold waits, naming the first missing link."""
+    results: list[StepResult] = []
+    held: set[str] = set()
+    for current in steps:
+        missing = next((need for need in current.needs if need not in held), None)
+        if missing is not None:
+            result = waiting(current.condition, FACT_REPORTED_BY.get(missing, missing))
+        else:
+            result = guard(current.condition, lambda s=current: s.run(scope), timings, events)  # type: ignore[misc]
+        if result.ok:
+            held.add(result.type)
+        held |= result.provides
+        results.append(result)
+    return results
+
+
+def earliest(results: Iterable[StepResult]) -> float | None:
+    """The soonest requeue any unfinished step asks for."""
+    delays = [s.requeue_after for s in results if s.outcome is not Outcome.DONE and s.requeue_after is not None]
+    return max(0.05, min(delays)) if delays else None

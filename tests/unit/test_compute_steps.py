@@ -1,0 +1,725 @@
+"""Each AttachedCompute step on fakes of the ports: given Azure, Kubernetes and the previous status, the
+condition, the events, the operations and the writes it makes (the style of Flux's per-sub-reconciler tests).
+
+The e2e tier checks the same behaviours between the real parts; these run in milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import yaml
+
+from amlwire.api import reasons as r
+from amlwire.api.attachedcompute import (
+    AttachedComputeSpec,
+    AttachedComputeStatus,
+    FederatedCredentialStatus,
+    OperationStatus,
+)
+from amlwire.domain.access import assignment_name, role_definition_id
+from amlwire.domain.azure import ComputeInfo, ExtensionInfo, FederatedCredential, OperationState, RoleAssignment
+from amlwire.domain.conditions import Outcome, StepResult, blocked
+from amlwire.domain.errors import AzureError
+from amlwire.domain.federation import credential_name
+from amlwire.reconcile.attachedcompute import STEPS, Neighbours, Scope, reconcile
+from amlwire.reconcile.attachedcompute.access import assign_roles
+from amlwire.reconcile.attachedcompute.cluster import check_the_cluster, find_the_identity
+from amlwire.reconcile.attachedcompute.compute import attach_the_compute
+from amlwire.reconcile.attachedcompute.extension import configure_the_extension
+from amlwire.reconcile.attachedcompute.federation import federate_service_accounts
+from amlwire.reconcile.attachedcompute.instance_types import apply_instance_types
+from amlwire.reconcile.attachedcompute.service_accounts import CLIENT_ID_ANNOTATION, annotate_service_accounts
+from amlwire.reconcile.common import Timings
+from amlwire.reconcile.runner import EXTENSION_INSTALLED, Step, guard, run_steps
+from amlwire.reconcile.runner import step as declare
+from tests.conftest import REPO
+from tests.fakes import (
+    CLIENT_ID,
+    CLUSTER_ID,
+    IDENTITY_ID,
+    ISSUER,
+    PRINCIPAL,
+    STORAGE_ID,
+    WORKSPACE,
+    FakeAzure,
+    FakeKube,
+    at,
+    healthy_azure,
+    rejected,
+    throttled,
+)
+
+TIMINGS = Timings(
+    retry_delay=1,
+    max_retry_delay=30,
+    lro_poll_delay=2,
+    blocked_recheck=60,
+    federation_propagation=0,
+    role_propagation=0,
+)
+DETACH = "az ml compute detach --name k8s-gpu -g rg-ml -w mlw-robotics"
+
+
+def spec(**changes: Any) -> AttachedComputeSpec:
+    raw = yaml.safe_load((REPO / "examples" / "attachedcompute.yaml").read_text())["spec"]
+    for dotted, value in changes.items():
+        node = raw
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return AttachedComputeSpec.model_validate(raw)
+
+
+def make(
+    azure: FakeAzure | None = None,
+    kube: FakeKube | None = None,
+    previous: AttachedComputeStatus | None = None,
+    minutes: float = 0,
+    timings: Timings = TIMINGS,
+    generation: int = 1,
+    observe: bool = True,
+    **spec_changes: Any,
+) -> Scope:
+    """A pass over fakes; with `observe`, the cluster and identity steps' facts are already read."""
+    azure = azure or healthy_azure()
+    scope = Scope(
+        name="robotics-gpu",
+        generation=generation,
+        spec=spec(**spec_changes),
+        previous=previous or AttachedComputeStatus(observed_generation=generation),
+        now=at(minutes),
+        timings=timings,
+        azure=azure,
+        kube=kube or FakeKube(),
+    )
+    if observe:
+        scope.observed.cluster = azure.clusters.get(CLUSTER_ID.lower())
+        scope.observed.identity = azure.identities.get(IDENTITY_ID.lower())
+    return scope
+
+
+def run(step: Step[Scope], scope: Scope) -> StepResult:
+    return guard(step.condition, lambda: step.run(scope), scope.timings, scope.events)
+
+
+def reasons(scope: Scope) -> list[str]:
+    return [e.reason for e in scope.events]
+
+
+# -- ClusterReady, IdentityReady --------------------------------------------------------------------------
+def _cluster(azure: FakeAzure, **changes: Any) -> FakeAzure:
+    azure.clusters[CLUSTER_ID.lower()] = replace(azure.clusters[CLUSTER_ID.lower()], **changes)
+    return azure
+
+
+CLUSTER_CASES = [
+    ("healthy", {}, Outcome.DONE, r.WORKLOAD_IDENTITY_ENABLED, "are enabled"),
+    (
+        "no OIDC issuer",
+        {"oidc_issuer_enabled": False},
+        Outcome.BLOCKED,
+        r.OIDC_ISSUER_DISABLED,
+        "az aks update -g rg-aks -n aks-robotics --enable-oidc-issuer",
+    ),
+    (
+        "no workload identity",
+        {"workload_identity_enabled": False},
+        Outcome.BLOCKED,
+        r.WORKLOAD_IDENTITY_DISABLED,
+        "--enable-workload-identity",
+    ),
+    (
+        "local accounts off",
+        {"local_accounts_disabled": True},
+        Outcome.DONE,
+        r.WORKLOAD_IDENTITY_ENABLED,
+        "does not support",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "changes", "outcome", "reason", "says"), CLUSTER_CASES, ids=[c[0] for c in CLUSTER_CASES]
+)
+def test_cluster_step(case, changes, outcome, reason, says):
+    scope = make(_cluster(healthy_azure(), **changes), observe=False)
+    result = run(check_the_cluster, scope)
+    assert (result.outcome, result.reason) == (outcome, reason)
+    assert says in result.message
+    assert scope.status.oidc_issuer == (None if changes.get("oidc_issuer_enabled") is False else ISSUER)
+
+
+def test_a_missing_cluster_names_spec_cluster():
+    azure = healthy_azure()
+    azure.clusters.clear()
+    result = run(check_the_cluster, make(azure, observe=False))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.CLUSTER_NOT_FOUND)
+    assert "fix spec.cluster" in result.message
+
+
+def test_throttling_is_retried_after_retry_after_not_stalled():
+    azure = healthy_azure()
+    azure.fail("get_cluster", throttled(7))
+    result = run(check_the_cluster, make(azure, observe=False))
+    assert (result.outcome, result.reason, result.requeue_after) == (Outcome.RETRYING, r.AZURE_THROTTLED, 7)
+
+
+def test_a_retry_after_beyond_the_cap_is_capped_and_said():
+    azure = healthy_azure()
+    azure.fail("get_cluster", throttled(90))
+    scope = make(azure, observe=False)
+    result = run(check_the_cluster, scope)
+    assert result.requeue_after == TIMINGS.max_retry_delay
+    assert "Azure asked to wait 90s, capped at AMLWIRE_MAX_RETRY_DELAY (30s)" in scope.events[0].message
+
+
+def test_identity_step():
+    scope = make(observe=False)
+    assert run(find_the_identity, scope).reason == r.IDENTITY_FOUND
+    assert scope.status.identity is not None
+    assert (scope.status.identity.client_id, scope.status.identity.resource_id) == (CLIENT_ID, IDENTITY_ID)
+    azure = healthy_azure()
+    azure.identities.clear()
+    result = run(find_the_identity, make(azure, observe=False))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.IDENTITY_NOT_FOUND)
+    assert "az identity create -g rg-id -n id-ml" in result.message
+
+
+# -- FederationReady --------------------------------------------------------------------------------------
+def ours(namespace: str, name: str, issuer: str = ISSUER, audiences: tuple[str, ...] = ("api://AzureADTokenExchange",)):
+    return FederatedCredential(
+        credential_name(namespace, name, issuer), issuer, f"system:serviceaccount:{namespace}:{name}", audiences
+    )
+
+
+def test_missing_credentials_are_created_one_per_service_account():
+    scope = make()
+    result = run(federate_service_accounts, scope)
+    assert result.outcome is Outcome.DONE
+    assert scope.azure.count("put_federated_credential") == 2
+    assert reasons(scope) == [r.FEDERATED_CREDENTIAL_MISSING] * 2
+    assert {c.subject for c in scope.status.federated_credentials} == {
+        "system:serviceaccount:azureml:default",
+        "system:serviceaccount:azureml:training",
+    }
+
+
+def test_new_credentials_propagate_before_the_step_is_done():
+    scope = make(timings=replace(TIMINGS, federation_propagation=60))
+    result = run(federate_service_accounts, scope)
+    assert (result.outcome, result.reason) == (Outcome.PROGRESSING, r.FEDERATED_CREDENTIAL_MISSING)
+    assert result.requeue_after == 60
+    assert "Entra honours a new federated credential" in result.message
+
+
+def test_credentials_in_place_are_not_written_again():
+    azure = healthy_azure()
+    for name in ("default", "training"):
+        credential = ours("azureml", name)
+        azure.credentials[IDENTITY_ID.lower()][credential.name] = credential
+    scope = make(azure)
+    assert run(federate_service_accounts, scope).outcome is Outcome.DONE
+    assert azure.writes() == []
+
+
+def test_an_amlwire_credential_with_the_wrong_issuer_is_corrected():
+    azure = healthy_azure()
+    wrong = ours("azureml", "default")
+    azure.credentials[IDENTITY_ID.lower()][wrong.name] = replace(wrong, issuer=ISSUER.rstrip("/"))
+    scope = make(azure)
+    run(federate_service_accounts, scope)
+    assert r.FEDERATED_CREDENTIAL_ISSUER_MISMATCH in reasons(scope)
+    assert azure.credentials[IDENTITY_ID.lower()][wrong.name].issuer == ISSUER
+
+
+def test_a_foreign_credential_with_the_wrong_audience_blocks_with_the_delete_command():
+    azure = healthy_azure()
+    azure.credentials[IDENTITY_ID.lower()]["manual"] = FederatedCredential(
+        "manual", ISSUER, "system:serviceaccount:azureml:default", ("api://Other",)
+    )
+    result = run(federate_service_accounts, make(azure))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.FEDERATED_CREDENTIAL_AUDIENCE_MISMATCH)
+    assert "az identity federated-credential delete --identity-name id-ml -g rg-id -n manual" in result.message
+
+
+def test_the_cap_of_twenty_blocks_before_writing():
+    azure = healthy_azure()
+    for i in range(20):
+        azure.credentials[IDENTITY_ID.lower()][f"other-{i}"] = FederatedCredential(f"other-{i}", ISSUER, f"s{i}")
+    result = run(federate_service_accounts, make(azure))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.FEDERATED_CREDENTIAL_LIMIT)
+    assert azure.writes() == []
+
+
+def test_a_credential_no_longer_listed_is_deleted_unless_a_neighbour_needs_it():
+    stale = ours("azureml", "old")
+    previous = AttachedComputeStatus(
+        observed_generation=1, federated_credentials=[FederatedCredentialStatus(name=stale.name, subject=stale.subject)]
+    )
+    azure = healthy_azure()
+    azure.credentials[IDENTITY_ID.lower()][stale.name] = stale
+    scope = make(azure, previous=previous)
+    run(federate_service_accounts, scope)
+    assert stale.name not in azure.credentials[IDENTITY_ID.lower()]
+    assert r.FEDERATED_CREDENTIAL_DELETED in reasons(scope)
+
+    azure.credentials[IDENTITY_ID.lower()][stale.name] = stale
+    scope = make(azure, previous=previous)
+    scope.neighbours = Neighbours(federations=frozenset({(ISSUER, stale.subject)}))
+    run(federate_service_accounts, scope)
+    assert stale.name in azure.credentials[IDENTITY_ID.lower()]
+
+
+def test_a_concurrent_write_conflict_is_retried():
+    azure = healthy_azure()
+    azure.fail(
+        "put_federated_credential",
+        AzureError(r.FEDERATED_CREDENTIAL_WRITE_CONFLICT, "409 concurrent", retryable=True, retry_after=2.0),
+    )
+    result = run(federate_service_accounts, make(azure))
+    assert (result.outcome, result.reason, result.requeue_after) == (
+        Outcome.RETRYING,
+        r.FEDERATED_CREDENTIAL_WRITE_CONFLICT,
+        2.0,
+    )
+
+
+# -- ServiceAccountsReady ---------------------------------------------------------------------------------
+def test_service_accounts_are_created_and_annotated():
+    kube = FakeKube()
+    scope = make(kube=kube)
+    assert run(annotate_service_accounts, scope).reason == r.SERVICE_ACCOUNTS_ANNOTATED
+    assert kube.service_accounts[("azureml", "training")].annotations[CLIENT_ID_ANNOTATION] == CLIENT_ID
+    assert reasons(scope) == [r.SERVICE_ACCOUNT_ANNOTATED] * 2
+    scope = make(kube=kube)
+    run(annotate_service_accounts, scope)
+    assert kube.calls.count("apply_service_account") == 2  # already right: not applied again
+
+
+def test_an_account_the_extension_creates_is_reported_missing_not_created():
+    kube = FakeKube()
+    result = run(
+        annotate_service_accounts,
+        make(kube=kube, serviceAccounts=[{"namespace": "azureml", "name": "training", "create": False}]),
+    )
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.SERVICE_ACCOUNT_MISSING)
+    assert "azureml/training does not exist" in result.message
+    assert kube.service_accounts == {}
+
+
+def test_an_annotation_owned_by_someone_else_is_a_conflict_naming_them():
+    from amlwire.reconcile.ports import ServiceAccountInfo
+
+    kube = FakeKube()
+    kube.service_accounts[("azureml", "training")] = ServiceAccountInfo(
+        "azureml", "training", {CLIENT_ID_ANNOTATION: "wrong"}
+    )
+    kube.owners[("azureml", "training")] = "argocd-controller"
+    result = run(annotate_service_accounts, make(kube=kube))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.SERVICE_ACCOUNT_ANNOTATION_CONFLICT)
+    assert "argocd-controller" in result.message
+    assert f"kubectl annotate serviceaccount -n azureml training {CLIENT_ID_ANNOTATION}={CLIENT_ID}" in result.message
+
+
+def test_a_missing_namespace_is_named():
+    result = run(annotate_service_accounts, make(kube=FakeKube(namespaces=set())))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.NAMESPACE_NOT_FOUND)
+    assert "kubectl create namespace azureml" in result.message
+
+
+# -- ExtensionReady ---------------------------------------------------------------------------------------
+EXT_KEY = (CLUSTER_ID.lower(), "azureml")
+
+
+def operation(
+    kind: str, attempt: int = 1, url: str | None = "https://operations/0", minutes: float = 0
+) -> OperationStatus:
+    return OperationStatus(kind=kind, url=url, started_at=at(minutes).strftime("%Y-%m-%dT%H:%M:%SZ"), attempt=attempt)
+
+
+def with_operations(*operations: OperationStatus) -> AttachedComputeStatus:
+    return AttachedComputeStatus(observed_generation=1, operations=list(operations))
+
+
+def test_the_identity_settings_are_patched_and_only_they():
+    azure = healthy_azure()
+    scope = make(azure)
+    result = run(configure_the_extension, scope)
+    assert result.outcome is Outcome.DONE  # the fake finishes at once: no second pass needed
+    ((_, (_, _, settings)),) = [c for c in azure.calls if c[0] == "begin_update_extension"]
+    assert settings == {"identityType": "UserAssigned", "userAssignedIdentityResourceId": IDENTITY_ID}
+    assert EXTENSION_INSTALLED in result.provides
+
+
+def test_a_slow_update_is_recorded_and_monitored_without_reading_the_extension_again():
+    azure = healthy_azure(extension_operations_finish=False)
+    scope = make(azure)
+    result = run(configure_the_extension, scope)
+    assert (result.outcome, result.reason) == (Outcome.PROGRESSING, r.EXTENSION_IDENTITY_MISMATCH)
+    (op,) = scope.status.operations
+    assert (op.kind, op.attempt) == ("ExtensionUpdate", 1)
+    scope = make(azure, previous=with_operations(op))
+    result = run(configure_the_extension, scope)
+    assert (result.outcome, result.reason) == (Outcome.PROGRESSING, r.EXTENSION_PROVISIONING)
+    assert azure.count("get_extension") == 1
+    assert azure.count("begin_update_extension") == 1
+    azure.finish(op.url or "")
+    scope = make(azure, previous=with_operations(op))
+    assert run(configure_the_extension, scope).reason == r.EXTENSION_CONFIGURED
+    assert scope.status.operations == []
+
+
+def test_a_missing_extension_is_installed_in_configure_mode_and_reported_in_verify_mode():
+    azure = healthy_azure()
+    azure.extensions.clear()
+    scope = make(azure)
+    run(configure_the_extension, scope)
+    assert azure.count("begin_create_extension") == 1
+    azure.extensions.clear()
+    result = run(configure_the_extension, make(azure, extension__mode="Verify"))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.EXTENSION_MISSING)
+    assert "az k8s-extension create --extension-type Microsoft.AzureML.Kubernetes --name azureml" in result.message
+    assert EXTENSION_INSTALLED not in result.provides
+
+
+def test_a_failed_operation_is_retried_then_given_up_after_three_attempts():
+    azure = healthy_azure(extension_operations_finish=False)
+    azure.operations["https://operations/0"] = OperationState(done=True, succeeded=False, error="Helm failed")
+    azure.extensions[EXT_KEY] = replace(azure.extensions[EXT_KEY], provisioning_state="Failed")
+    scope = make(azure, previous=with_operations(operation("ExtensionUpdate", 1)))
+    result = run(configure_the_extension, scope)
+    assert (result.reason, scope.status.operations[0].attempt) == (r.EXTENSION_REPAIRING, 2)
+    assert r.EXTENSION_OPERATION_FAILED in reasons(scope)
+    scope = make(azure, previous=with_operations(operation("ExtensionUpdate", 3)))
+    result = run(configure_the_extension, scope)
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.EXTENSION_OPERATION_FAILED)
+    assert "failed 3 times: Helm failed" in result.message
+
+
+def test_a_patch_answered_without_an_operation_counts_as_an_attempt():
+    """Azure answers 200 and no operation URL to a PATCH that changes nothing: a Failed extension stays
+    Failed, and amlwire stops after the retry limit instead of PATCHing forever."""
+    azure = healthy_azure(update_answers_without_url=True)
+    azure.extensions[EXT_KEY] = ExtensionInfo(
+        "id",
+        "Microsoft.AzureML.Kubernetes",
+        "Failed",
+        {"enableTraining": "True", "identityType": "UserAssigned", "userAssignedIdentityResourceId": IDENTITY_ID},
+    )
+    previous = AttachedComputeStatus(observed_generation=1)
+    for _ in range(6):
+        scope = make(azure, previous=previous)
+        result = run(configure_the_extension, scope)
+        previous = scope.status
+    assert azure.count("begin_update_extension") == 3
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.EXTENSION_OPERATION_FAILED)
+
+
+def test_an_operation_that_never_ends_times_out():
+    azure = healthy_azure(extension_operations_finish=False)
+    azure.operations["https://operations/0"] = OperationState(done=False, succeeded=False)
+    scope = make(azure, previous=with_operations(operation("ExtensionUpdate", 1, minutes=-120)))
+    result = run(configure_the_extension, scope)
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.EXTENSION_OPERATION_TIMED_OUT)
+
+
+# -- AccessReady ------------------------------------------------------------------------------------------
+def test_missing_roles_are_assigned_once_with_deterministic_names():
+    azure = healthy_azure()
+    scope = make(azure)
+    assert run(assign_roles, scope).reason == r.ROLES_ASSIGNED
+    assert azure.count("create_role_assignment") == 2
+    assert reasons(scope) == [r.ROLE_ASSIGNMENT_CREATED] * 2
+    assert all(s.created_by_amlwire for s in scope.status.role_assignments)
+    scope = make(azure, previous=scope.status)
+    run(assign_roles, scope)
+    assert azure.count("create_role_assignment") == 2
+
+
+def test_a_new_assignment_propagates_with_a_time_named():
+    scope = make(timings=replace(TIMINGS, role_propagation=600))
+    result = run(assign_roles, scope)
+    assert (result.outcome, result.reason) == (Outcome.PROGRESSING, r.ROLE_ASSIGNMENT_PROPAGATING)
+    assert "expected effective at 2026-11-26T10:10:00Z" in result.message
+
+
+def test_verify_mode_reports_the_command_and_writes_nothing():
+    azure = healthy_azure()
+    result = run(assign_roles, make(azure, access__mode="Verify"))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.ROLE_ASSIGNMENT_MISSING)
+    assert f"--assignee-object-id {PRINCIPAL}" in result.message
+    assert f"--scope {STORAGE_ID}" in result.message
+    assert azure.writes() == []
+
+
+def test_an_inherited_assignment_satisfies_a_grant():
+    azure = healthy_azure()
+    group = STORAGE_ID.split("/providers/")[0]
+    azure.assignments.append(
+        RoleAssignment(
+            "inherited",
+            group,
+            role_definition_id(WORKSPACE.subscription, "Storage Blob Data Contributor"),
+            PRINCIPAL,
+            at(-60),
+        )
+    )
+    scope = make(azure, access__grants=[{"scope": STORAGE_ID, "role": "Storage Blob Data Contributor"}])
+    assert run(assign_roles, scope).reason == r.ROLES_ASSIGNED
+    assert azure.count("create_role_assignment") == 0
+    assert scope.status.role_assignments[0].created_by_amlwire is False
+    assert assignment_name(STORAGE_ID, "Storage Blob Data Contributor", PRINCIPAL) != "inherited"
+
+
+# -- InstanceTypesReady -----------------------------------------------------------------------------------
+def test_instance_types_are_applied_and_stale_ones_removed():
+    kube = FakeKube()
+    kube.instance_types["old"] = {
+        "metadata": {"name": "old", "labels": {"amlwire.io/attached-compute": "robotics-gpu"}}
+    }
+    kube.instance_types["foreign"] = {"metadata": {"name": "foreign", "labels": {}}}
+    result = run(apply_instance_types, make(kube=kube))
+    assert result.reason == r.INSTANCE_TYPES_APPLIED
+    assert set(kube.instance_types) == {"gpu-1", "foreign"}
+
+
+def test_instance_types_without_the_crd_are_blocked_naming_the_extension():
+    result = run(apply_instance_types, make(kube=FakeKube(crd_served=False)))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.INSTANCE_TYPE_CRD_MISSING)
+    result = run(apply_instance_types, make(kube=FakeKube(crd_served=False), compute__instanceTypes=[]))
+    assert result.reason == r.NO_INSTANCE_TYPES_REQUESTED
+
+
+# -- ComputeReady -----------------------------------------------------------------------------------------
+def attached(state: str = "Succeeded", owner: str | None = "robotics-gpu", **changes: Any) -> ComputeInfo:
+    tags = {"amlwire.io/attached-compute": owner} if owner else {}
+    base = ComputeInfo(
+        f"{WORKSPACE.id}/computes/k8s-gpu", state, CLUSTER_ID, "azureml-jobs", "UserAssigned", (IDENTITY_ID,), tags
+    )
+    return replace(base, **changes)
+
+
+def with_compute(compute: ComputeInfo | None, **changes: Any) -> FakeAzure:
+    azure = healthy_azure(**changes)
+    if compute is not None:
+        azure.computes[(WORKSPACE.id.lower(), "k8s-gpu")] = compute
+    return azure
+
+
+COMPUTE_CASES = [
+    # (case, compute in the workspace, operations before, outcome, reason, calls it begins, operations after)
+    ("absent: attached at once", None, [], Outcome.DONE, r.COMPUTE_ATTACHED, ["begin_attach_compute"], []),
+    ("attached already", attached(), [], Outcome.DONE, r.COMPUTE_ATTACHED, [], []),
+    ("adopted, not ours", attached(owner=None), [], Outcome.DONE, r.COMPUTE_ATTACHED, [], []),
+    (
+        "creating",
+        attached("Creating"),
+        [operation("ComputeAttach", 1, None)],
+        Outcome.PROGRESSING,
+        r.COMPUTE_PROVISIONING,
+        [],
+        ["ComputeAttach"],
+    ),
+    (
+        "attach not visible yet",
+        None,
+        [operation("ComputeAttach", 1, None, minutes=-0.5)],
+        Outcome.PROGRESSING,
+        r.COMPUTE_PROVISIONING,
+        [],
+        ["ComputeAttach"],
+    ),
+    (
+        "attach failed once: detach first",
+        attached("Failed", errors=("quota",)),
+        [operation("ComputeAttach", 1, None)],
+        Outcome.PROGRESSING,
+        r.COMPUTE_ATTACH_FAILED,
+        ["begin_detach_compute"],
+        ["ComputeAttach", "ComputeDetach"],
+    ),
+    (
+        "detached after a failure: attach again",
+        None,
+        [operation("ComputeAttach", 1, None), operation("ComputeDetach", 1, None)],
+        Outcome.DONE,
+        r.COMPUTE_ATTACHED,
+        ["begin_attach_compute"],
+        [],
+    ),
+    (
+        "attach failed three times",
+        attached("Failed", errors=("quota",)),
+        [operation("ComputeAttach", 3, None)],
+        Outcome.BLOCKED,
+        r.COMPUTE_ATTACH_FAILED,
+        [],
+        ["ComputeAttach"],
+    ),
+    (
+        "attach left nothing after the settle time",
+        None,
+        [operation("ComputeAttach", 1, None, minutes=-5)],
+        Outcome.DONE,
+        r.COMPUTE_ATTACHED,
+        ["begin_attach_compute"],
+        [],
+    ),
+    (
+        "failed, ours, no record: detach to attach again",
+        attached("Failed"),
+        [],
+        Outcome.PROGRESSING,
+        r.COMPUTE_ATTACH_FAILED,
+        ["begin_detach_compute"],
+        ["ComputeDetach"],
+    ),
+    ("failed, not ours", attached("Failed", owner=None), [], Outcome.BLOCKED, r.COMPUTE_ATTACH_FAILED, [], []),
+    (
+        "another identity, ours: detach",
+        attached(identity_ids=(IDENTITY_ID + "2",)),
+        [],
+        Outcome.PROGRESSING,
+        r.COMPUTE_IDENTITY_MISMATCH,
+        ["begin_detach_compute"],
+        ["ComputeDetach"],
+    ),
+    (
+        "another identity, not ours",
+        attached(owner=None, identity_type="SystemAssigned", identity_ids=()),
+        [],
+        Outcome.BLOCKED,
+        r.COMPUTE_IDENTITY_MISMATCH,
+        [],
+        [],
+    ),
+    ("another cluster", attached(cluster_id=CLUSTER_ID + "x"), [], Outcome.BLOCKED, r.COMPUTE_NAME_CONFLICT, [], []),
+    (
+        "detaching",
+        attached("Deleting"),
+        [operation("ComputeDetach", 1, None)],
+        Outcome.PROGRESSING,
+        r.COMPUTE_PROVISIONING,
+        [],
+        ["ComputeDetach"],
+    ),
+    (
+        "detach failed: again",
+        attached("Failed"),
+        [operation("ComputeDetach", 1, None)],
+        Outcome.PROGRESSING,
+        r.COMPUTE_DETACH_FAILED,
+        ["begin_detach_compute"],
+        ["ComputeDetach"],
+    ),
+    (
+        "detach failed three times",
+        attached("Failed"),
+        [operation("ComputeDetach", 3, None)],
+        Outcome.BLOCKED,
+        r.COMPUTE_DETACH_FAILED,
+        [],
+        ["ComputeDetach"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "compute", "before", "outcome", "reason", "begins", "after"),
+    COMPUTE_CASES,
+    ids=[c[0] for c in COMPUTE_CASES],
+)
+def test_compute_step(case, compute, before, outcome, reason, begins, after):
+    azure = with_compute(compute)
+    scope = make(azure, previous=with_operations(*before))
+    result = run(attach_the_compute, scope)
+    assert (result.outcome, result.reason) == (outcome, reason), result.message
+    assert list(azure.writes()) == begins
+    assert [op.kind for op in scope.status.operations] == after
+
+
+def test_a_given_up_attach_names_the_detach_command_and_a_spec_change_retries():
+    azure = with_compute(attached("Failed", errors=("quota",)))
+    result = run(attach_the_compute, make(azure, previous=with_operations(operation("ComputeAttach", 3, None))))
+    assert DETACH in result.message
+    retried = make(azure, previous=with_operations(operation("ComputeAttach", 3, None)), generation=2)
+    assert retried.status.operations == []  # a changed spec is the user's "try again"
+
+
+def test_retry_counts_the_attach_attempt_across_the_detach():
+    azure = with_compute(None, attach_finishes=False)
+    before = with_operations(operation("ComputeAttach", 2, None), operation("ComputeDetach", 1, None))
+    scope = make(azure, previous=before)
+    run(attach_the_compute, scope)
+    assert [(op.kind, op.attempt) for op in scope.status.operations] == [("ComputeAttach", 3)]
+
+
+def test_a_missing_workspace_is_named():
+    azure = healthy_azure()
+    azure.workspaces.clear()
+    result = run(attach_the_compute, make(azure))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.WORKSPACE_NOT_FOUND)
+
+
+# -- the runner and the whole pass ------------------------------------------------------------------------
+def test_a_step_whose_needs_do_not_hold_waits_naming_the_link():
+    calls = []
+
+    @declare("B", needs=("A",))
+    def b(scope: Any) -> StepResult:
+        calls.append("b")
+        raise AssertionError("must not run")
+
+    @declare("A")
+    def a(scope: Any) -> StepResult:
+        return blocked("A", "Broken", "A is broken")
+
+    results = run_steps([a, b], None, TIMINGS, [])
+    assert [(x.type, x.outcome, x.reason) for x in results] == [
+        ("A", Outcome.BLOCKED, "Broken"),
+        ("B", Outcome.WAITING, "WaitingA"),
+    ]
+    assert calls == []
+
+
+def test_a_fresh_compute_converges_in_one_pass_on_fakes_and_a_resync_writes_nothing():
+    azure, kube = healthy_azure(), FakeKube()
+    scope = make(azure, kube, observe=False)
+    result = reconcile(scope)
+    assert result.ready, [(c.type, c.reason, c.message) for c in result.status.conditions]
+    assert [s.condition for s in STEPS] == list(r.COMPUTE_STEP_TYPES)
+    writes = len(azure.writes())
+    again = reconcile(make(azure, kube, previous=result.status, observe=False))
+    assert again.ready
+    assert len(azure.writes()) == writes
+    assert again.requeue_after is None
+
+
+def test_the_extension_not_installed_holds_the_compute_and_instance_types():
+    azure = healthy_azure()
+    azure.extensions.clear()
+    result = reconcile(make(azure, observe=False, extension__mode="Verify"))
+    conditions = {c.type: (c.status, c.reason) for c in result.status.conditions}
+    assert conditions[r.COMPUTE_READY] == ("Unknown", "WaitingExtensionReady")
+    assert conditions[r.INSTANCE_TYPES_READY] == ("Unknown", "WaitingExtensionReady")
+    assert conditions[r.STALLED] == ("True", r.EXTENSION_MISSING)
+    assert azure.count("begin_attach_compute") == 0
+
+
+def test_an_oidc_issuer_off_blocks_federation_and_stalls():
+    result = reconcile(make(_cluster(healthy_azure(), oidc_issuer_enabled=False), observe=False))
+    conditions = {c.type: (c.status, c.reason) for c in result.status.conditions}
+    assert conditions[r.FEDERATION_READY] == ("Unknown", "WaitingClusterReady")
+    assert conditions[r.STALLED] == ("True", r.OIDC_ISSUER_DISABLED)
+
+
+def test_a_rejected_request_is_blocked_with_azures_words():
+    azure = healthy_azure()
+    azure.fail("list_role_assignments", rejected("the scope is malformed"))
+    result = run(assign_roles, make(azure))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, "AzureBadRequest")
+    assert "the scope is malformed" in result.message

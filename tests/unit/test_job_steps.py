@@ -1,0 +1,377 @@
+"""Each AmlJob step, the job poller and deletion on fakes of the ports: given the compute, AML and the previous
+status, the conditions, events and calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from amlwire.api import reasons as r
+from amlwire.api.amljob import AmlJobSpec, AmlJobStatus
+from amlwire.domain.conditions import Outcome, StepResult
+from amlwire.domain.errors import KubeError
+from amlwire.domain.jobs import JobDetails, JobSnapshot, aml_job_name
+from amlwire.domain.view import ComputeView, view_of
+from amlwire.reconcile.amljob import JobScope, cancel_job, reconcile_job
+from amlwire.reconcile.amljob.follow import follow_the_job
+from amlwire.reconcile.amljob.submit import submit_the_job
+from amlwire.reconcile.common import Timings
+from amlwire.reconcile.poller import FollowedJob, JobPoller, JobWatch
+from amlwire.reconcile.runner import Step, guard
+from tests.conftest import REPO
+from tests.fakes import WORKSPACE, FakeAzure, at, rejected, throttled
+
+UID = "0b9c8d7e-1111-2222-3333-444455556666"
+NAME = aml_job_name("anymal-validate-7", UID)
+TIMINGS = Timings(retry_delay=1, max_retry_delay=30, lro_poll_delay=2, blocked_recheck=60)
+
+
+def compute(ready: str = "True", stalled: str = "False", **spec_changes: Any) -> ComputeView:
+    raw = yaml.safe_load((REPO / "examples" / "attachedcompute.yaml").read_text())["spec"]
+    raw.update(spec_changes)
+    status = {
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": ready,
+                "reason": "Ready" if ready == "True" else "AzureThrottled",
+                "message": "",
+            },
+            {"type": "Stalled", "status": stalled, "reason": "NotStalled", "message": ""},
+        ],
+        "identity": {"clientId": "client"},
+    }
+    return view_of("robotics-gpu", raw, status)
+
+
+def spec(example: str = "amljob-validate.yaml", **changes: Any) -> AmlJobSpec:
+    raw = yaml.safe_load((REPO / "examples" / example).read_text())["spec"]
+    raw.update(changes)
+    return AmlJobSpec.model_validate(raw)
+
+
+def make(
+    azure: FakeAzure | None = None,
+    view: ComputeView | None = None,
+    previous: AmlJobStatus | None = None,
+    watch: JobWatch | None = None,
+    namespace: str = "robotics",
+    job: AmlJobSpec | None = None,
+    no_compute: bool = False,
+) -> JobScope:
+    return JobScope(
+        namespace=namespace,
+        name="anymal-validate-7",
+        uid=UID,
+        generation=1,
+        spec=job or spec(),
+        previous=previous or AmlJobStatus(),
+        now=at(),
+        timings=TIMINGS,
+        azure=azure or models(FakeAzure()),
+        watch=watch or JobWatch(),
+        compute=None if no_compute else (view or compute()),
+    )
+
+
+def models(azure: FakeAzure) -> FakeAzure:
+    azure.models.add(("isaaclab-anymal-latest", "2"))
+    return azure
+
+
+def run(step: Step[JobScope], scope: JobScope) -> StepResult:
+    return guard(step.condition, lambda: step.run(scope), scope.timings, scope.events)
+
+
+def submitted(status: str = "Running", **fields: Any) -> AmlJobStatus:
+    return AmlJobStatus(aml_job_name=NAME, workspace=WORKSPACE.id, aml_status=status, **fields)
+
+
+# -- Submitted ----------------------------------------------------------------------------------------------
+ADMISSION_CASES = [
+    # (case, scope changes, outcome, reason, says)
+    ("no such compute", {"no_compute": True}, Outcome.BLOCKED, r.COMPUTE_NOT_FOUND, "delete and recreate"),
+    (
+        "namespace not allowed",
+        {"namespace": "team-x"},
+        Outcome.BLOCKED,
+        r.NAMESPACE_NOT_ALLOWED,
+        "spec.jobs.allowedNamespaces",
+    ),
+    (
+        "unknown instance type",
+        {"job": spec(instanceType="gpu-8")},
+        Outcome.BLOCKED,
+        r.INSTANCE_TYPE_NOT_FOUND,
+        "(gpu-1)",
+    ),
+    ("compute stalled", {"view": compute("False", "True")}, Outcome.BLOCKED, r.COMPUTE_NOT_READY, "is not Ready"),
+    (
+        "compute throttled, not stalled",
+        {"view": compute("False", "False")},
+        Outcome.PROGRESSING,
+        r.COMPUTE_NOT_READY,
+        "is not Ready",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "changes", "outcome", "reason", "says"), ADMISSION_CASES, ids=[c[0] for c in ADMISSION_CASES]
+)
+def test_admission(case, changes, outcome, reason, says):
+    azure = models(FakeAzure())
+    result = run(submit_the_job, make(azure, **changes))
+    assert (result.outcome, result.reason) == (outcome, reason)
+    assert says in result.message
+    assert azure.writes() == []
+
+
+def test_a_compute_that_is_only_reconciling_keeps_the_job_reconciling_not_stalled():
+    result = reconcile_job(make(view=compute("False", "False")))
+    summary = {c.type: c.status for c in result.status.conditions}
+    assert (summary["Reconciling"], summary["Stalled"]) == ("True", "False")
+
+
+def test_a_job_is_submitted_once_with_the_name_derived_from_its_uid():
+    azure = models(FakeAzure())
+    scope = make(azure)
+    result = run(submit_the_job, scope)
+    assert result.reason == r.SUBMITTED_REASON
+    assert (scope.status.aml_job_name, scope.status.workspace) == (NAME, WORKSPACE.id)
+    assert [e.reason for e in scope.events] == [r.SUBMITTED_REASON]
+    run(submit_the_job, make(azure, previous=scope.status))
+    assert azure.count("submit_job") == 1
+
+
+def test_an_existing_aml_job_is_adopted_not_submitted_again():
+    azure = models(FakeAzure())
+    azure.jobs[(WORKSPACE.id.lower(), NAME)] = JobSnapshot(NAME, "Running")
+    scope = make(azure)
+    run(submit_the_job, scope)
+    assert azure.count("submit_job") == 0
+    assert [e.reason for e in scope.events] == [r.ADOPTED]
+
+
+def test_a_missing_model_is_named_and_rechecked_without_writing():
+    azure = FakeAzure()
+    scope = make(azure)
+    result = run(submit_the_job, scope)
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.MODEL_NOT_FOUND)
+    assert result.message.startswith("spec.model: model isaaclab-anymal-latest version 2 is not registered")
+    status = reconcile_job(make(azure)).status
+    for _ in range(3):
+        status = reconcile_job(make(azure, previous=status)).status
+    assert azure.count("submit_job") == 2  # a first try each time, then none while the model is missing
+    models(azure)
+    reconcile_job(make(azure, previous=status))
+    assert azure.count("submit_job") == 3
+
+
+def test_a_rejected_job_is_stalled_with_amls_words_and_not_retried():
+    azure = models(FakeAzure())
+    azure.fail("submit_job", rejected("Invalid command: ${{inputs.lr}} is not defined"))
+    result = reconcile_job(make(azure))
+    stalled = next(c for c in result.status.conditions if c.type == "Stalled")
+    assert (stalled.status, stalled.reason) == ("True", r.SUBMISSION_REJECTED)
+    assert "${{inputs.lr}}" in stalled.message
+    assert result.requeue_after is None
+
+
+def test_throttling_at_submission_is_retried_not_stalled():
+    azure = models(FakeAzure())
+    azure.fail("submit_job", throttled(4))
+    result = reconcile_job(make(azure))
+    conditions = {c.type: (c.status, c.reason) for c in result.status.conditions}
+    assert conditions["Submitted"] == ("Unknown", r.AZURE_THROTTLED)
+    assert conditions["Stalled"][0] == "False"
+    assert result.requeue_after == 4
+
+
+# -- Finished -----------------------------------------------------------------------------------------------
+def polled(watch: JobWatch, status: str) -> JobWatch:
+    """The watch as the poller leaves it after a listing that showed the job in `status`."""
+    watch.follow(FollowedJob("robotics", "anymal-validate-7", UID, NAME, WORKSPACE.id), JobSnapshot(NAME, "Queued"))
+    watch.record(WORKSPACE.id, {NAME: JobSnapshot(NAME, status)})
+    return watch
+
+
+def test_a_running_job_is_followed_from_the_pollers_listing():
+    azure, watch = FakeAzure(), polled(JobWatch(), "Running")
+    scope = make(azure, previous=submitted("Queued"), watch=watch)
+    result = run(follow_the_job, scope)
+    assert (result.outcome, result.reason) == (Outcome.PROGRESSING, "Running")
+    assert watch.follows(WORKSPACE.id, NAME)
+    assert scope.status.start_time == "2026-11-26T10:00:00Z"
+    assert azure.calls == []
+
+
+def test_after_a_restart_a_running_job_is_followed_without_reading_it():
+    azure, watch = FakeAzure(), JobWatch()
+    run(follow_the_job, make(azure, previous=submitted("Running"), watch=watch))
+    assert azure.calls == []
+    assert watch.follows(WORKSPACE.id, NAME)
+
+
+def test_a_completed_job_records_metrics_verdict_and_registers_the_checkpoint():
+    azure = FakeAzure()
+    azure.jobs[(WORKSPACE.id.lower(), NAME)] = JobSnapshot(NAME, "Completed")
+    azure.metrics[NAME] = {"success_rate": 0.95}
+    job = spec(register={"modelName": "anymal", "type": "custom_model"})
+    scope = make(azure, previous=submitted("Running"), watch=polled(JobWatch(), "Completed"), job=job)
+    result = reconcile_job(scope)
+    status = result.status
+    assert (status.verdict, status.metrics, status.registered_model.name) == (
+        "Passed",
+        {"success_rate": 0.95},
+        "anymal",
+    )
+    assert next(c for c in status.conditions if c.type == "Ready").status == "True"
+    assert {e.reason for e in result.events} >= {r.MODEL_REGISTERED, r.COMPLETED}
+
+
+def test_a_metric_below_the_gate_fails_the_verdict_and_registers_nothing():
+    azure = FakeAzure()
+    azure.jobs[(WORKSPACE.id.lower(), NAME)] = JobSnapshot(NAME, "Completed")
+    azure.metrics[NAME] = {"success_rate": 0.41}
+    result = reconcile_job(
+        make(
+            azure,
+            previous=submitted("Running"),
+            watch=polled(JobWatch(), "Completed"),
+            job=spec(register={"modelName": "anymal"}),
+        )
+    )
+    stalled = next(c for c in result.status.conditions if c.type == "Stalled")
+    assert (stalled.status, stalled.reason) == ("True", r.VERDICT_FAILED)
+    assert azure.count("register_model") == 0
+
+
+def test_a_storage_failure_gets_a_hint_naming_the_broken_link():
+    azure = FakeAzure()
+    azure.jobs[(WORKSPACE.id.lower(), NAME)] = JobSnapshot(NAME, "Failed")
+    azure.details[NAME] = JobDetails(
+        error={
+            "code": "UserError",
+            "message": "permission denied",
+            "innerError": {"code": "ScriptExecution.StreamAccess.Authentication"},
+        }
+    )
+    view = view_of(
+        "robotics-gpu",
+        yaml.safe_load((REPO / "examples" / "attachedcompute.yaml").read_text())["spec"],
+        {
+            "conditions": [
+                {"type": "AccessReady", "status": "False", "reason": "RoleAssignmentMissing", "message": "no role"}
+            ]
+        },
+    )
+    result = reconcile_job(make(azure, view=view, previous=submitted("Running"), watch=polled(JobWatch(), "Failed")))
+    assert result.status.failure.code == "ScriptExecution.StreamAccess.Authentication"
+    assert "AccessReady is False (RoleAssignmentMissing" in (result.status.failure.hint or "")
+    stalled = next(c for c in result.status.conditions if c.type == "Stalled")
+    assert stalled.reason == r.STORAGE_ACCESS_FAILED
+    assert [e.reason for e in result.events if e.type == "Warning"] == [r.JOB_FAILED]
+
+
+def test_an_error_while_recording_results_is_retried_and_keeps_the_job_unfinished():
+    azure = FakeAzure()
+    azure.jobs[(WORKSPACE.id.lower(), NAME)] = JobSnapshot(NAME, "Completed")
+    azure.fail("job_metrics", throttled(3))
+    result = reconcile_job(make(azure, previous=submitted("Running"), watch=polled(JobWatch(), "Completed")))
+    assert result.status.end_time is None
+    assert result.status.aml_status == "Running"
+    assert result.requeue_after == 3
+
+
+# -- deletion -----------------------------------------------------------------------------------------------
+def test_deleting_a_running_job_cancels_it_and_a_finished_one_is_left_alone():
+    azure = FakeAzure()
+    azure.jobs[(WORKSPACE.id.lower(), NAME)] = JobSnapshot(NAME, "Running")
+    done = cancel_job(make(azure, previous=submitted()))
+    assert done.finished
+    assert [e.reason for e in done.events] == [r.CANCELED]
+    azure.set_job(NAME, "Completed")
+    assert cancel_job(make(azure, previous=submitted())).events == []
+    assert azure.count("cancel_job") == 1
+
+
+def test_deletion_retries_a_throttled_cancel_and_lets_go_of_a_refused_one():
+    azure = FakeAzure()
+    azure.jobs[(WORKSPACE.id.lower(), NAME)] = JobSnapshot(NAME, "Running")
+    azure.fail("cancel_job", throttled(2))
+    first = cancel_job(make(azure, previous=submitted()))
+    assert (first.finished, first.requeue_after) == (False, 2)
+    azure.fail("cancel_job", rejected("forbidden", 403))
+    second = cancel_job(make(azure, previous=submitted()))
+    assert second.finished
+    assert [e.type for e in second.events] == ["Warning"]
+
+
+# -- the poller ---------------------------------------------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def followed(name: str, workspace: str = WORKSPACE.id) -> FollowedJob:
+    return FollowedJob("robotics", name, "uid-" + name, name, workspace)
+
+
+def test_the_poller_lists_each_workspace_once_and_updates_only_jobs_that_changed():
+    azure, watch, clock, updated = FakeAzure(), JobWatch(), Clock(), []
+    for i in range(5):
+        azure.jobs[(WORKSPACE.id.lower(), f"j{i}")] = JobSnapshot(f"j{i}", "Running")
+        watch.follow(followed(f"j{i}"), JobSnapshot(f"j{i}", "Running"))
+    poller = JobPoller(azure, watch, lambda job: updated.append(job.name), interval=10, clock=clock)
+    poller.tick()
+    assert (azure.count("list_jobs"), updated) == (1, [])
+    azure.set_job("j3", "Completed")
+    clock.now = 15
+    poller.tick()
+    assert (azure.count("list_jobs"), updated) == (2, ["j3"])
+
+
+def test_the_poller_backs_off_while_nothing_changes_and_waits_for_the_due_time():
+    azure, watch, clock = FakeAzure(), JobWatch(), Clock()
+    azure.jobs[(WORKSPACE.id.lower(), "j")] = JobSnapshot("j", "Running")
+    watch.follow(followed("j"), JobSnapshot("j", "Running"))
+    poller = JobPoller(azure, watch, lambda job: None, interval=10, clock=clock)
+    delays = [poller.tick()]
+    for _ in range(5):
+        clock.now += delays[-1]
+        delays.append(poller.tick())
+    assert delays == [15.0, 22.5, 33.75, 50.625, 75.9375, 80.0]
+    assert poller.tick() == 80.0  # due again only after the interval: no listing now
+    assert azure.count("list_jobs") == 6
+
+
+def test_a_job_whose_update_failed_is_handed_over_again_at_the_next_listing():
+    azure, watch, clock, attempts = FakeAzure(), JobWatch(), Clock(), []
+    azure.jobs[(WORKSPACE.id.lower(), "j")] = JobSnapshot("j", "Completed")
+    watch.follow(followed("j"), JobSnapshot("j", "Running"))
+
+    def update(job: FollowedJob) -> None:
+        attempts.append(job.name)
+        if len(attempts) == 1:
+            raise KubeError("the apiserver is away")
+        watch.unfollow(job.workspace_id, job.aml_job_name)  # what the follow step does once it is finished
+
+    poller = JobPoller(azure, watch, update, interval=10, clock=clock)
+    clock.now += poller.tick()
+    clock.now += poller.tick()
+    poller.tick()
+    assert attempts == ["j", "j"]
+
+
+def test_a_listing_that_fails_is_logged_and_tried_next_interval():
+    azure, watch, clock = FakeAzure(), JobWatch(), Clock()
+    watch.follow(followed("j"), JobSnapshot("j", "Running"))
+    azure.fail("list_jobs", throttled(5))
+    poller = JobPoller(azure, watch, lambda job: None, interval=10, clock=clock)
+    assert poller.tick() == 15.0
