@@ -8,13 +8,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, config
 
 from amlwire.devenv.cluster import amlwire_crds, install_crds
 from amlwire.devenv.controlplane import ControlPlane, ControlPlaneError, find_binaries
+from amlwire.sandbox.world import World
 
 REPO = Path(__file__).resolve().parent.parent
 GROUP, VERSION = "amlwire.io", "v1alpha1"
+
+
+def demo_world(lro: float, queued: float, running: float) -> World:
+    """The demo's world (examples/sandbox/world.yaml), with fast operations and jobs for tests."""
+    world = World.load(REPO / "examples" / "sandbox" / "world.yaml")
+    world.timing.lro_seconds = lro
+    world.timing.fic_write_window_seconds = 0.02
+    world.timing.job.queued_seconds = queued
+    world.timing.job.running_seconds = running
+    return world
+
+
+def example(name: str, **spec_changes: Any) -> dict[str, Any]:
+    """The spec of an example manifest (examples/NAME), with top-level fields changed."""
+    spec: dict[str, Any] = yaml.safe_load((REPO / "examples" / name).read_text())["spec"]
+    spec.update(spec_changes)
+    return spec
 
 
 @pytest.fixture(scope="session")

@@ -13,20 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from amlwire.domain.azure import (
-    ClusterInfo,
-    ComputeInfo,
-    ExtensionInfo,
-    FederatedCredential,
-    IdentityInfo,
-    OperationState,
-    RoleAssignment,
-    StorageInfo,
-    WorkspaceInfo,
-    WorkspaceRef,
-    managed_cluster_id,
-    same_id,
-)
+from amlwire.domain import azure as az
 from amlwire.domain.errors import AzureError, AzureNotFound, KubeConflict, KubeNotFound
 from amlwire.domain.jobs import JobDetails, JobRequest, JobSnapshot
 from amlwire.reconcile.common import Event
@@ -34,14 +21,14 @@ from amlwire.reconcile.ports import ObjectRef, ServiceAccountInfo
 
 SUB = "6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
-CLUSTER_ID = managed_cluster_id(SUB, "rg-aks", "aks-robotics")
+CLUSTER_ID = az.managed_cluster_id(SUB, "rg-aks", "aks-robotics")
 ISSUER = f"https://eastus.oic.prod-aks.azure.com/{TENANT}/aks-robotics/"
 IDENTITY_ID = (
     f"/subscriptions/{SUB}/resourceGroups/rg-id/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-ml"
 )
 CLIENT_ID = "3c5b0f0e-1d6e-4a7b-9c2d-5e6f7a8b9c01"
 PRINCIPAL = "8e2d4c6a-0b1f-4e3d-a5c7-9b8a7f6e5d02"
-WORKSPACE = WorkspaceRef(SUB, "rg-ml", "mlw-robotics")
+WORKSPACE = az.WorkspaceRef(SUB, "rg-ml", "mlw-robotics")
 STORAGE_ID = f"/subscriptions/{SUB}/resourceGroups/rg-ml/providers/Microsoft.Storage/storageAccounts/stmlrobotics"
 REGISTRY_ID = f"/subscriptions/{SUB}/resourceGroups/rg-ml/providers/Microsoft.ContainerRegistry/registries/crrobotics"
 EXTENSION_TYPE = "Microsoft.AzureML.Kubernetes"
@@ -59,15 +46,15 @@ def rejected(message: str = "bad request", status: int = 400) -> AzureError:
 class FakeAzure:
     """AzurePort over dictionaries. Long-running operations finish when `finish(url)` says so."""
 
-    clusters: dict[str, ClusterInfo] = field(default_factory=dict)
-    identities: dict[str, IdentityInfo] = field(default_factory=dict)
-    credentials: dict[str, dict[str, FederatedCredential]] = field(default_factory=lambda: defaultdict(dict))
-    extensions: dict[tuple[str, str], ExtensionInfo] = field(default_factory=dict)
-    operations: dict[str, OperationState] = field(default_factory=dict)
-    assignments: list[RoleAssignment] = field(default_factory=list)
-    storage: dict[str, StorageInfo] = field(default_factory=dict)
-    workspaces: dict[str, WorkspaceInfo] = field(default_factory=dict)
-    computes: dict[tuple[str, str], ComputeInfo] = field(default_factory=dict)
+    clusters: dict[str, az.ClusterInfo] = field(default_factory=dict)
+    identities: dict[str, az.IdentityInfo] = field(default_factory=dict)
+    credentials: dict[str, dict[str, az.FederatedCredential]] = field(default_factory=lambda: defaultdict(dict))
+    extensions: dict[tuple[str, str], az.ExtensionInfo] = field(default_factory=dict)
+    operations: dict[str, az.OperationState] = field(default_factory=dict)
+    assignments: list[az.RoleAssignment] = field(default_factory=list)
+    storage: dict[str, az.StorageInfo] = field(default_factory=dict)
+    workspaces: dict[str, az.WorkspaceInfo] = field(default_factory=dict)
+    computes: dict[tuple[str, str], az.ComputeInfo] = field(default_factory=dict)
     jobs: dict[tuple[str, str], JobSnapshot] = field(default_factory=dict)
     submitted: list[JobRequest] = field(default_factory=list)
     details: dict[str, JobDetails] = field(default_factory=dict)
@@ -96,28 +83,28 @@ class FakeAzure:
         return [name for name, _ in self.calls if name.startswith(prefixes)]
 
     # -- AKS ------------------------------------------------------------------------------------------
-    def get_cluster(self, subscription: str, group: str, name: str) -> ClusterInfo:
+    def get_cluster(self, subscription: str, group: str, name: str) -> az.ClusterInfo:
         self._call("get_cluster", subscription, group, name)
-        found = self.clusters.get(managed_cluster_id(subscription, group, name).lower())
+        found = self.clusters.get(az.managed_cluster_id(subscription, group, name).lower())
         if found is None:
             raise AzureNotFound(f"cluster {name}: not found")
         return found
 
     # -- identities and federated credentials ---------------------------------------------------------
-    def get_identity(self, identity_id: str) -> IdentityInfo:
+    def get_identity(self, identity_id: str) -> az.IdentityInfo:
         self._call("get_identity", identity_id)
         found = self.identities.get(identity_id.lower())
         if found is None:
             raise AzureNotFound(f"identity {identity_id}: not found")
         return found
 
-    def list_federated_credentials(self, identity_id: str) -> list[FederatedCredential]:
+    def list_federated_credentials(self, identity_id: str) -> list[az.FederatedCredential]:
         self._call("list_federated_credentials", identity_id)
         if identity_id.lower() not in self.identities:
             raise AzureNotFound(f"identity {identity_id}: not found")
         return list(self.credentials[identity_id.lower()].values())
 
-    def put_federated_credential(self, identity_id: str, credential: FederatedCredential) -> None:
+    def put_federated_credential(self, identity_id: str, credential: az.FederatedCredential) -> None:
         self._call("put_federated_credential", identity_id, credential)
         self.credentials[identity_id.lower()][credential.name] = credential
 
@@ -126,7 +113,7 @@ class FakeAzure:
         self.credentials[identity_id.lower()].pop(name, None)
 
     # -- the cluster extension --------------------------------------------------------------------------
-    def get_extension(self, cluster_id: str, name: str) -> ExtensionInfo | None:
+    def get_extension(self, cluster_id: str, name: str) -> az.ExtensionInfo | None:
         self._call("get_extension", cluster_id, name)
         return self.extensions.get((cluster_id.lower(), name))
 
@@ -137,11 +124,11 @@ class FakeAzure:
         state = "Succeeded" if self.extension_operations_finish else ("Creating" if create else "Updating")
         if unchanged and self.update_answers_without_url:
             return None  # 200, no operation: the extension stays as it was (Failed stays Failed)
-        self.extensions[(cluster_id.lower(), name)] = ExtensionInfo(
+        self.extensions[(cluster_id.lower(), name)] = az.ExtensionInfo(
             f"{cluster_id}/extensions/{name}", EXTENSION_TYPE, state, merged
         )
         url = f"https://operations/{len(self.operations)}"
-        self.operations[url] = OperationState(done=self.extension_operations_finish, succeeded=True)
+        self.operations[url] = az.OperationState(done=self.extension_operations_finish, succeeded=True)
         return url
 
     def begin_create_extension(self, cluster_id: str, name: str, settings: Mapping[str, str]) -> str | None:
@@ -152,19 +139,19 @@ class FakeAzure:
         self._call("begin_update_extension", cluster_id, name, dict(settings))
         return self._operation(cluster_id, name, settings, create=False)
 
-    def operation_state(self, subscription: str, url: str) -> OperationState:
+    def operation_state(self, subscription: str, url: str) -> az.OperationState:
         self._call("operation_state", subscription, url)
         return self.operations[url]
 
     def finish(self, url: str, succeeded: bool = True, error: str | None = None) -> None:
         """The long-running operation at `url` ends; its extension takes the outcome's state."""
-        self.operations[url] = OperationState(done=True, succeeded=succeeded, error=error)
+        self.operations[url] = az.OperationState(done=True, succeeded=succeeded, error=error)
         for key, extension in self.extensions.items():
             if extension.provisioning_state in ("Creating", "Updating"):
                 self.extensions[key] = replace(extension, provisioning_state="Succeeded" if succeeded else "Failed")
 
     # -- role assignments --------------------------------------------------------------------------------
-    def list_role_assignments(self, scope: str, principal_id: str) -> list[RoleAssignment]:
+    def list_role_assignments(self, scope: str, principal_id: str) -> list[az.RoleAssignment]:
         self._call("list_role_assignments", scope, principal_id)
         return [
             a
@@ -176,7 +163,7 @@ class FakeAzure:
         self._call("create_role_assignment", scope, name, role_definition_id, principal_id)
         if any(a.name == name for a in self.assignments):
             return False
-        self.assignments.append(RoleAssignment(name, scope, role_definition_id, principal_id, None))
+        self.assignments.append(az.RoleAssignment(name, scope, role_definition_id, principal_id, None))
         return True
 
     def delete_role_assignment(self, scope: str, name: str) -> None:
@@ -187,44 +174,45 @@ class FakeAzure:
             raise AzureNotFound(f"role assignment {name}: not found")
 
     # -- storage, workspace, compute ---------------------------------------------------------------------
-    def get_storage_account(self, account_id: str) -> StorageInfo:
+    def get_storage_account(self, account_id: str) -> az.StorageInfo:
         self._call("get_storage_account", account_id)
         found = self.storage.get(account_id.lower())
         if found is None:
             raise AzureNotFound(f"storage account {account_id}: not found")
         return found
 
-    def get_workspace(self, workspace: WorkspaceRef) -> WorkspaceInfo:
+    def get_workspace(self, workspace: az.WorkspaceRef) -> az.WorkspaceInfo:
         self._call("get_workspace", workspace)
         found = self.workspaces.get(workspace.id.lower())
         if found is None:
             raise AzureNotFound(f"workspace {workspace.name}: not found")
         return found
 
-    def get_compute(self, workspace: WorkspaceRef, name: str) -> ComputeInfo | None:
+    def get_compute(self, workspace: az.WorkspaceRef, name: str) -> az.ComputeInfo | None:
         self._call("get_compute", workspace, name)
         return self.computes.get((workspace.id.lower(), name))
 
     def begin_attach_compute(
-        self,
-        workspace: WorkspaceRef,
-        name: str,
-        cluster_id: str,
-        namespace: str,
-        identity_id: str,
-        tags: Mapping[str, str],
-    ) -> ComputeInfo | None:
-        self._call("begin_attach_compute", workspace, name, cluster_id, namespace, identity_id, dict(tags))
+        self, workspace: az.WorkspaceRef, attachment: az.ComputeAttachment
+    ) -> az.ComputeInfo | None:
+        self._call("begin_attach_compute", workspace, attachment)
         if workspace.id.lower() not in self.workspaces:
             raise AzureNotFound(f"workspace {workspace.name}: not found")
+        a = attachment
         state = "Succeeded" if self.attach_finishes else "Creating"
-        compute = ComputeInfo(
-            f"{workspace.id}/computes/{name}", state, cluster_id, namespace, "UserAssigned", (identity_id,), dict(tags)
+        compute = az.ComputeInfo(
+            f"{workspace.id}/computes/{a.name}",
+            state,
+            a.cluster_id,
+            a.namespace,
+            "UserAssigned",
+            (a.identity_id,),
+            dict(a.tags),
         )
-        self.computes[(workspace.id.lower(), name)] = compute
+        self.computes[(workspace.id.lower(), a.name)] = compute
         return compute if self.attach_finishes else None
 
-    def begin_detach_compute(self, workspace: WorkspaceRef, name: str) -> None:
+    def begin_detach_compute(self, workspace: az.WorkspaceRef, name: str) -> None:
         self._call("begin_detach_compute", workspace, name)
         key = (workspace.id.lower(), name)
         if key in self.computes:
@@ -238,11 +226,11 @@ class FakeAzure:
         self.computes.pop((WORKSPACE.id.lower(), name), None)
 
     # -- jobs and models ------------------------------------------------------------------------------------
-    def get_job(self, workspace: WorkspaceRef, name: str) -> JobSnapshot | None:
+    def get_job(self, workspace: az.WorkspaceRef, name: str) -> JobSnapshot | None:
         self._call("get_job", workspace, name)
         return self.jobs.get((workspace.id.lower(), name))
 
-    def submit_job(self, workspace: WorkspaceRef, request: JobRequest) -> JobSnapshot:
+    def submit_job(self, workspace: az.WorkspaceRef, request: JobRequest) -> JobSnapshot:
         self._call("submit_job", workspace, request)
         if request.model is not None:
             _, name, version = request.model.uri.split(":")
@@ -255,11 +243,11 @@ class FakeAzure:
         self.jobs[(workspace.id.lower(), request.name)] = snapshot
         return snapshot
 
-    def list_jobs(self, workspace: WorkspaceRef, tag: str, wanted: set[str]) -> dict[str, JobSnapshot]:
+    def list_jobs(self, workspace: az.WorkspaceRef, tag: str, wanted: set[str]) -> dict[str, JobSnapshot]:
         self._call("list_jobs", workspace, tag)
         return {name: job for (ws, name), job in self.jobs.items() if ws == workspace.id.lower()}
 
-    def cancel_job(self, workspace: WorkspaceRef, name: str) -> None:
+    def cancel_job(self, workspace: az.WorkspaceRef, name: str) -> None:
         self._call("cancel_job", workspace, name)
         key = (workspace.id.lower(), name)
         self.jobs[key] = replace(self.jobs[key], status="CancelRequested")
@@ -268,20 +256,20 @@ class FakeAzure:
         key = (WORKSPACE.id.lower(), name)
         self.jobs[key] = replace(self.jobs[key], status=status)
 
-    def job_details(self, workspace: WorkspaceRef, name: str) -> JobDetails:
+    def job_details(self, workspace: az.WorkspaceRef, name: str) -> JobDetails:
         self._call("job_details", workspace, name)
         return self.details.get(name, JobDetails("2026-11-26T10:00:00Z", "2026-11-26T10:05:00Z"))
 
-    def job_metrics(self, workspace: WorkspaceRef, name: str) -> dict[str, float]:
+    def job_metrics(self, workspace: az.WorkspaceRef, name: str) -> dict[str, float]:
         self._call("job_metrics", workspace, name)
         return dict(self.metrics.get(name, {}))
 
-    def model_exists(self, workspace: WorkspaceRef, name: str, version: str) -> bool:
+    def model_exists(self, workspace: az.WorkspaceRef, name: str, version: str) -> bool:
         self._call("model_exists", workspace, name, version)
         return (name, version) in self.models
 
     def register_model(
-        self, workspace: WorkspaceRef, model_name: str, model_type: str, job_name: str
+        self, workspace: az.WorkspaceRef, model_name: str, model_type: str, job_name: str
     ) -> tuple[str, str]:
         self._call("register_model", workspace, model_name, model_type, job_name)
         version = str(1 + sum(1 for name, _ in self.models if name == model_name))
@@ -292,13 +280,13 @@ class FakeAzure:
 def healthy_azure(**changes: Any) -> FakeAzure:
     """The example AttachedCompute's Azure: cluster, identity, extension, workspace, storage; nothing wired yet."""
     azure = FakeAzure(**changes)
-    azure.clusters[CLUSTER_ID.lower()] = ClusterInfo(CLUSTER_ID, "eastus", True, ISSUER, True, False)
-    azure.identities[IDENTITY_ID.lower()] = IdentityInfo(IDENTITY_ID, CLIENT_ID, PRINCIPAL, TENANT)
-    azure.extensions[(CLUSTER_ID.lower(), "azureml")] = ExtensionInfo(
+    azure.clusters[CLUSTER_ID.lower()] = az.ClusterInfo(CLUSTER_ID, "eastus", True, ISSUER, True, False)
+    azure.identities[IDENTITY_ID.lower()] = az.IdentityInfo(IDENTITY_ID, CLIENT_ID, PRINCIPAL, TENANT)
+    azure.extensions[(CLUSTER_ID.lower(), "azureml")] = az.ExtensionInfo(
         f"{CLUSTER_ID}/extensions/azureml", EXTENSION_TYPE, "Succeeded", {"enableTraining": "True"}
     )
-    azure.workspaces[WORKSPACE.id.lower()] = WorkspaceInfo(WORKSPACE.id, "eastus", STORAGE_ID, "identity", None)
-    azure.storage[STORAGE_ID.lower()] = StorageInfo(STORAGE_ID, False)
+    azure.workspaces[WORKSPACE.id.lower()] = az.WorkspaceInfo(WORKSPACE.id, "eastus", STORAGE_ID, "identity", None)
+    azure.storage[STORAGE_ID.lower()] = az.StorageInfo(STORAGE_ID, False)
     return azure
 
 
@@ -379,4 +367,4 @@ def at(minutes: float = 0.0) -> datetime:
 
 
 def same(a: str, b: str) -> bool:
-    return same_id(a, b)
+    return az.same_id(a, b)

@@ -13,12 +13,13 @@ import yaml
 from kubernetes import client
 
 from amlwire.adapters.kube.adapter import INSTANCE_TYPES
+from amlwire.api.reasons import REASONS
 from amlwire.devenv.chaos import condition
 from amlwire.devenv.controlplane import ControlPlane
 from amlwire.devenv.stack import FIC_TYPE, LocalStack
 from amlwire.reconcile.attachedcompute import OWNER_LABEL
 from amlwire.sandbox.world import World
-from tests.conftest import GROUP, REPO, VERSION
+from tests.conftest import GROUP, REPO, VERSION, demo_world
 
 SUB = "6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -35,12 +36,7 @@ __all__ = ["FIC_TYPE"]
 
 def test_world() -> World:
     """The demo world, fast: no LRO or propagation delays unless a test asks for them."""
-    world = World.load(REPO / "examples" / "sandbox" / "world.yaml")
-    world.timing.lro_seconds = 0.1
-    world.timing.fic_write_window_seconds = 0.02
-    world.timing.job.queued_seconds = 0.2
-    world.timing.job.running_seconds = 0.5
-    return world
+    return demo_world(lro=0.1, queued=0.2, running=0.5)
 
 
 def compute_manifest(name: str, **spec_changes: Any) -> dict[str, Any]:
@@ -80,8 +76,30 @@ class Harness(LocalStack):
 
     def close(self) -> None:
         self.stop_operator()
+        undeclared = self.undeclared_reasons()
         self._forget_objects()
         self.sandbox.stop()
+        if undeclared:
+            pytest.fail(f"reasons emitted but not declared in amlwire.api.reasons: {sorted(undeclared)}")
+
+    def undeclared_reasons(self) -> set[str]:
+        """Every reason amlwire put on a condition or an event in this test is in the one vocabulary."""
+        seen = {
+            e.reason
+            for e in self.core.list_event_for_all_namespaces().items
+            if e.source and e.source.component == "amlwire" and e.reason
+        }
+        for kind, namespace, name in self.created:
+            try:
+                obj = (
+                    self.custom.get_cluster_custom_object(GROUP, VERSION, kind, name)
+                    if namespace is None
+                    else self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, kind, name)
+                )
+            except client.ApiException:
+                continue
+            seen |= {c["reason"] for c in (obj.get("status") or {}).get("conditions", [])}
+        return seen - set(REASONS)
 
     def _forget_objects(self) -> None:
         """Remove what the test created from the shared apiserver, finalizers and all."""

@@ -384,23 +384,11 @@ def test_f16_role_assignment_propagating_says_until_when(harness):
 @pytest.fixture
 def ml_attach(harness):
     """Attach the compute in the sandbox as someone else would, with the real MLClient."""
-    from tests.sandbox.conftest import StaticCredential, sandbox_cloud
+    from tests.sandbox.conftest import ml_client
     from tests.sandbox.wiring import attach_compute
 
     def attach(identity: str | None) -> None:
-        from azure.ai.ml import MLClient
-
-        ml = MLClient(
-            StaticCredential(),
-            "6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60",
-            "rg-ml",
-            "mlw-robotics",
-            cloud=f"Other{harness.sandbox.port}",
-            cloud_metadata=sandbox_cloud(harness.sandbox.base_url),
-            connection_verify=str(harness.sandbox.ca_file),
-            enable_telemetry=False,
-        )
-        attach_compute(ml, identity=identity)
+        attach_compute(ml_client(harness.sandbox, "Other"), identity=identity)
 
     return attach
 

@@ -169,26 +169,17 @@ def test_restart_mid_flight_does_not_resubmit(harness):
 
 def test_a_job_submitted_before_a_crash_is_adopted_not_submitted_again(harness):
     """As after a crash between AML's answer and the status write: the job exists under the derived name."""
-    from azure.ai.ml import MLClient, command
+    from azure.ai.ml import command
     from azure.ai.ml.entities import Environment
 
     from amlwire.domain.jobs import aml_job_name
-    from tests.sandbox.conftest import StaticCredential, sandbox_cloud
+    from tests.sandbox.conftest import ml_client
 
     compute = harness.wired()
     harness.stop()
     name = harness.apply_job("amljob-train.yaml")
     uid = harness.job(name)["metadata"]["uid"]
-    ml = MLClient(
-        StaticCredential(),
-        harness.subscription,
-        "rg-ml",
-        "mlw-robotics",
-        cloud=f"Pre{harness.sandbox.port}",
-        cloud_metadata=sandbox_cloud(harness.sandbox.base_url),
-        connection_verify=str(harness.sandbox.ca_file),
-        enable_telemetry=False,
-    )
+    ml = ml_client(harness.sandbox, "Pre")
     ml.jobs.create_or_update(
         command(
             name=aml_job_name(name, uid),

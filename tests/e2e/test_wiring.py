@@ -74,3 +74,5 @@ def test_no_error_events_for_requeues(harness):
     harness.wait_ready(name)
     types = {(e.type, e.reason) for e in harness.events(name)}
     assert not [t for t in types if t[0] not in ("Normal", "Warning")], types
+    assert {("Normal", "RoleAssignmentCreated"), ("Normal", "ComputeAttaching")} <= types, types
+    assert not [t for t in types if t[0] == "Warning"], types

@@ -15,7 +15,7 @@ from azure.core.credentials import AccessToken, AccessTokenInfo
 from amlwire.sandbox.client import SandboxClient
 from amlwire.sandbox.server import SandboxServer
 from amlwire.sandbox.world import World
-from tests.conftest import REPO
+from tests.conftest import demo_world
 
 SUB = "6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -56,12 +56,7 @@ class StaticCredential:
 
 
 def fast_world() -> World:
-    world = World.load(REPO / "examples" / "sandbox" / "world.yaml")
-    world.timing.lro_seconds = 0.2
-    world.timing.fic_write_window_seconds = 0.02
-    world.timing.job.queued_seconds = 0.1
-    world.timing.job.running_seconds = 0.3
-    return world
+    return demo_world(lro=0.2, queued=0.1, running=0.3)
 
 
 @pytest.fixture
@@ -107,19 +102,25 @@ def sandbox_cloud(base_url: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def ml(sandbox: SandboxServer, credential: StaticCredential) -> Any:
+def ml_client(sandbox: SandboxServer, cloud: str, credential: Any | None = None) -> Any:
+    """azure-ai-ml's MLClient on the example workspace in `sandbox` (a cloud name per caller: the SDK caches
+    clouds by name for the whole process)."""
     from azure.ai.ml import MLClient
 
     return MLClient(
-        credential,
+        credential or StaticCredential(),
         SUB,
         "rg-ml",
         "mlw-robotics",
-        cloud=f"Sandbox{sandbox.port}",
+        cloud=f"{cloud}{sandbox.port}",
         cloud_metadata=sandbox_cloud(sandbox.base_url),
         connection_verify=str(sandbox.ca_file),
         retry_total=0,
         enable_telemetry=False,
         show_progress=False,
     )
+
+
+@pytest.fixture
+def ml(sandbox: SandboxServer, credential: StaticCredential) -> Any:
+    return ml_client(sandbox, "Sandbox", credential)

@@ -52,6 +52,12 @@ def assignment(principal: str = IDENTITY_PRINCIPAL, role: str = BLOB_CONTRIBUTOR
     )
 
 
+def patch_settings(extensions, settings):
+    """Start a PATCH of the example extension's configuration settings (a long-running operation)."""
+    body = ext_models.PatchExtension(properties=ext_models.PatchExtensionProperties(configuration_settings=settings))
+    return extensions.extensions.begin_update(*CLUSTER_ARGS, "azureml", body)
+
+
 def test_managed_cluster_reports_issuer_and_workload_identity(credential, arm, ctl):
     cluster = ContainerServiceClient(credential, SUB, **arm).managed_clusters.get("rg-aks", "aks-robotics")
     assert cluster.oidc_issuer_profile.enabled is True
@@ -76,15 +82,7 @@ def test_managed_cluster_reports_issuer_and_workload_identity(credential, arm, c
 def test_extension_update_is_a_long_running_operation(extensions, ctl):
     ctl.timing(lroSeconds=0.6)
     started = time.monotonic()
-    poller = extensions.extensions.begin_update(
-        *CLUSTER_ARGS,
-        "azureml",
-        ext_models.PatchExtension(
-            properties=ext_models.PatchExtensionProperties(
-                configuration_settings={"identityType": "UserAssigned", "userAssignedIdentityResourceId": IDENTITY_ID}
-            )
-        ),
-    )
+    poller = patch_settings(extensions, {"identityType": "UserAssigned", "userAssignedIdentityResourceId": IDENTITY_ID})
     assert extensions.extensions.get(*CLUSTER_ARGS, "azureml").properties.provisioning_state == "Updating"
     result = poller.result()
     elapsed = time.monotonic() - started
@@ -97,11 +95,7 @@ def test_extension_update_is_a_long_running_operation(extensions, ctl):
 
 def test_extension_resume_from_continuation_token(extensions, ctl):
     ctl.timing(lroSeconds=0.4)
-    poller = extensions.extensions.begin_update(
-        *CLUSTER_ARGS,
-        "azureml",
-        ext_models.PatchExtension(properties=ext_models.PatchExtensionProperties(configuration_settings={"a": "b"})),
-    )
+    poller = patch_settings(extensions, {"a": "b"})
     token = poller.continuation_token()
     resumed = extensions.extensions.begin_update(*CLUSTER_ARGS, "azureml", None, continuation_token=token)
     time.sleep(0.5)
@@ -126,13 +120,7 @@ def test_extension_create_and_delete(extensions, ctl):
 def test_extension_operation_can_fail(extensions, ctl):
     ctl.timing(lroOutcome="Failed")
     with pytest.raises(HttpResponseError) as caught:
-        extensions.extensions.begin_update(
-            *CLUSTER_ARGS,
-            "azureml",
-            ext_models.PatchExtension(
-                properties=ext_models.PatchExtensionProperties(configuration_settings={"x": "y"})
-            ),
-        ).result()
+        patch_settings(extensions, {"x": "y"}).result()
     assert caught.value.error.code == "ExtensionOperationFailed"
     assert extensions.extensions.get(*CLUSTER_ARGS, "azureml").properties.provisioning_state == "Failed"
 
@@ -200,13 +188,7 @@ def test_injected_server_errors_and_latency(credential, arm, ctl):
 def test_injected_lro_failure(extensions, ctl):
     ctl.add_fault(route="ext.extension", method="PATCH", lroFailed=True, count=1)
     with pytest.raises(HttpResponseError) as caught:
-        extensions.extensions.begin_update(
-            *CLUSTER_ARGS,
-            "azureml",
-            ext_models.PatchExtension(
-                properties=ext_models.PatchExtensionProperties(configuration_settings={"x": "y"})
-            ),
-        ).result()
+        patch_settings(extensions, {"x": "y"}).result()
     assert caught.value.error.code == "InjectedOperationFailure"
 
 

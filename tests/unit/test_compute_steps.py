@@ -10,7 +10,6 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-import yaml
 
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import (
@@ -35,7 +34,7 @@ from amlwire.reconcile.attachedcompute.service_accounts import CLIENT_ID_ANNOTAT
 from amlwire.reconcile.common import Timings
 from amlwire.reconcile.runner import EXTENSION_INSTALLED, Step, guard, run_steps
 from amlwire.reconcile.runner import step as declare
-from tests.conftest import REPO
+from tests.conftest import example
 from tests.fakes import (
     CLIENT_ID,
     CLUSTER_ID,
@@ -64,7 +63,7 @@ DETACH = "az ml compute detach --name k8s-gpu -g rg-ml -w mlw-robotics"
 
 
 def spec(**changes: Any) -> AttachedComputeSpec:
-    raw = yaml.safe_load((REPO / "examples" / "attachedcompute.yaml").read_text())["spec"]
+    raw = example("attachedcompute.yaml")
     for dotted, value in changes.items():
         node = raw
         *parents, leaf = dotted.split("__")

@@ -8,14 +8,13 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-import yaml
 
 from amlwire.api.attachedcompute import AttachedComputeSpec
 from amlwire.domain.access import role_definition_id
 from amlwire.domain.azure import ComputeInfo, ExtensionInfo, FederatedCredential, RoleAssignment
 from amlwire.domain.doctor import CHECKS, Facts, Pod, diagnose, exit_code
 from amlwire.domain.federation import credential_name
-from tests.conftest import REPO
+from tests.conftest import example
 from tests.fakes import (
     CLIENT_ID,
     CLUSTER_ID,
@@ -34,9 +33,7 @@ WORKSPACE_PRINCIPAL = "9a0c7a52-0000-4000-8000-00000000aa01"
 
 
 def spec() -> AttachedComputeSpec:
-    return AttachedComputeSpec.model_validate(
-        yaml.safe_load((REPO / "examples" / "attachedcompute.yaml").read_text())["spec"]
-    )
+    return AttachedComputeSpec.model_validate(example("attachedcompute.yaml"))
 
 
 def healthy() -> Facts:

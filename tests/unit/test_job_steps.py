@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import yaml
 
 from amlwire.api import reasons as r
 from amlwire.api.amljob import AmlJobSpec, AmlJobStatus
@@ -20,7 +19,7 @@ from amlwire.reconcile.amljob.submit import submit_the_job
 from amlwire.reconcile.common import Timings
 from amlwire.reconcile.poller import FollowedJob, JobPoller, JobWatch
 from amlwire.reconcile.runner import Step, guard
-from tests.conftest import REPO
+from tests.conftest import example
 from tests.fakes import WORKSPACE, FakeAzure, at, rejected, throttled
 
 UID = "0b9c8d7e-1111-2222-3333-444455556666"
@@ -29,8 +28,7 @@ TIMINGS = Timings(retry_delay=1, max_retry_delay=30, lro_poll_delay=2, blocked_r
 
 
 def compute(ready: str = "True", stalled: str = "False", **spec_changes: Any) -> ComputeView:
-    raw = yaml.safe_load((REPO / "examples" / "attachedcompute.yaml").read_text())["spec"]
-    raw.update(spec_changes)
+    raw = example("attachedcompute.yaml", **spec_changes)
     status = {
         "conditions": [
             {
@@ -46,10 +44,8 @@ def compute(ready: str = "True", stalled: str = "False", **spec_changes: Any) ->
     return view_of("robotics-gpu", raw, status)
 
 
-def spec(example: str = "amljob-validate.yaml", **changes: Any) -> AmlJobSpec:
-    raw = yaml.safe_load((REPO / "examples" / example).read_text())["spec"]
-    raw.update(changes)
-    return AmlJobSpec.model_validate(raw)
+def spec(name: str = "amljob-validate.yaml", **changes: Any) -> AmlJobSpec:
+    return AmlJobSpec.model_validate(example(name, **changes))
 
 
 def make(
@@ -261,7 +257,7 @@ def test_a_storage_failure_gets_a_hint_naming_the_broken_link():
     )
     view = view_of(
         "robotics-gpu",
-        yaml.safe_load((REPO / "examples" / "attachedcompute.yaml").read_text())["spec"],
+        example("attachedcompute.yaml"),
         {
             "conditions": [
                 {"type": "AccessReady", "status": "False", "reason": "RoleAssignmentMissing", "message": "no role"}

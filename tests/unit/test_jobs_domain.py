@@ -6,11 +6,11 @@ import base64
 import re
 
 import pytest
-import yaml
 
 from amlwire.api.amljob import AmlJobSpec, FailureStatus, GateSpec
 from amlwire.domain.jobs import (
     STREAM_AUTH,
+    JobRequest,
     aml_job_name,
     build_command,
     build_request,
@@ -22,16 +22,20 @@ from amlwire.domain.jobs import (
 from amlwire.domain.view import WIRING_CONDITIONS, ComputeHealth
 from amlwire.templates.fetch_model import parse_model, parse_workspace
 from amlwire.templates.isaaclab_evaluate import EpisodeTally, find_checkpoint
-from tests.conftest import REPO
+from tests.conftest import example
 
 UID = "3f2a9c1e-1111-2222-3333-444455556666"
 WS = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w"
 
 
-def spec(example: str, **changes) -> AmlJobSpec:
-    raw = yaml.safe_load((REPO / "examples" / example).read_text())["spec"]
-    raw.update(changes)
-    return AmlJobSpec.model_validate(raw)
+def spec(name: str, **changes) -> AmlJobSpec:
+    return AmlJobSpec.model_validate(example(name, **changes))
+
+
+def validate_request(delivery: str, client_id: str | None) -> JobRequest:
+    """The request of the validation example with model m:2 delivered as `delivery`."""
+    job = spec("amljob-validate.yaml", model={"name": "m", "version": "2", "delivery": delivery})
+    return build_request(job, "robotics", "v", UID, "k8s-gpu", "robotics-gpu", WS, client_id)
 
 
 @pytest.mark.parametrize("name", ["anymal-train-7", "a.b.c", "x" * 253])
@@ -83,32 +87,14 @@ def test_in_container_delivery_fetches_the_model_with_workload_identity_first():
 
 @pytest.mark.parametrize(("delivery", "mode"), [("Mount", "ro_mount"), ("Download", "download")])
 def test_sidecar_deliveries_become_aml_input_modes(delivery, mode):
-    request = build_request(
-        spec("amljob-validate.yaml", model={"name": "m", "version": "2", "delivery": delivery}),
-        "robotics",
-        "v",
-        UID,
-        "k8s-gpu",
-        "robotics-gpu",
-        WS,
-        "client",
-    )
+    request = validate_request(delivery, "client")
     assert request.model is not None
     assert (request.model.uri, request.model.mode, request.model.type) == ("azureml:m:2", mode, "custom_model")
     assert "AMLWIRE_MODEL" not in request.environment
 
 
 def test_in_container_request_carries_the_model_and_workspace_in_the_environment():
-    request = build_request(
-        spec("amljob-validate.yaml", model={"name": "m", "version": "2", "delivery": "InContainer"}),
-        "robotics",
-        "v",
-        UID,
-        "k8s-gpu",
-        "robotics-gpu",
-        WS,
-        "client-id",
-    )
+    request = validate_request("InContainer", "client-id")
     assert request.model is None
     assert request.environment["AMLWIRE_MODEL"] == "azureml:m:2"
     assert request.environment["AMLWIRE_WORKSPACE"] == WS

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, WithJsonSchema, model_validator
 
-from amlwire.api.common import CRDModel, Matches, ObjectStatus, cel, rule
+from amlwire.api.common import CRDModel, CRDRoot, Matches, ObjectStatus, cel, rule
 
 Template = Literal["IsaacLabTrain", "IsaacLabValidate", "Command"]
 Framework = Literal["rsl_rl", "skrl", "rl_games", "sb3"]
@@ -313,20 +313,11 @@ class AmlJobStatus(ObjectStatus):
     registered_model: RegisteredModelStatus | None = Field(
         default=None, description="Model version registered from the output (spec.register)."
     )
-    kopf: dict[str, Any] | None = Field(
-        default=None,
-        description="Handler progress kept by the operator framework.",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
-    )
 
 
-class AmlJob(CRDModel):
+class AmlJob(CRDRoot):
     """An Azure Machine Learning command job (IsaacLab training or validation) on an AttachedCompute."""
 
-    model_config = CRDModel.model_config | {"extra": "ignore"}
-
-    api_version: Literal["amlwire.io/v1alpha1"] = Field(default="amlwire.io/v1alpha1", alias="apiVersion")
     kind: Literal["AmlJob"] = "AmlJob"
-    metadata: dict[str, Any] = Field(default_factory=dict)
     spec: AmlJobSpec
     status: AmlJobStatus = Field(default_factory=AmlJobStatus)

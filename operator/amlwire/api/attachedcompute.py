@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, ValidationInfo, field_validator
 
@@ -13,6 +13,7 @@ from amlwire.api.common import (
     ROLE_NAMES,
     UUID_RE,
     CRDModel,
+    CRDRoot,
     Matches,
     ObjectStatus,
     cel,
@@ -417,20 +418,11 @@ class AttachedComputeStatus(ObjectStatus):
     operations: list[OperationStatus] = Field(
         default_factory=list, description="Long-running Azure operations in flight."
     )
-    kopf: dict[str, Any] | None = Field(
-        default=None,
-        description="Handler progress kept by the operator framework.",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
-    )
 
 
-class AttachedCompute(CRDModel):
+class AttachedCompute(CRDRoot):
     """An AKS cluster attached to an AML workspace as a Kubernetes compute, with keyless storage access."""
 
-    model_config = CRDModel.model_config | {"extra": "ignore"}
-
-    api_version: Literal["amlwire.io/v1alpha1"] = Field(default="amlwire.io/v1alpha1", alias="apiVersion")
     kind: Literal["AttachedCompute"] = "AttachedCompute"
-    metadata: dict[str, Any] = Field(default_factory=dict)
     spec: AttachedComputeSpec
     status: AttachedComputeStatus = Field(default_factory=AttachedComputeStatus)

@@ -132,3 +132,17 @@ class ObjectStatus(CRDModel):
         description="Conditions in kstatus form: Ready, Reconciling, Stalled, and one per step.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
+    kopf: dict[str, Any] | None = Field(
+        default=None,
+        description="Handler progress kept by the operator framework.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class CRDRoot(CRDModel):
+    """A whole custom resource: apiVersion, kind, metadata, spec and status (metadata is the apiserver's)."""
+
+    model_config = CRDModel.model_config | {"extra": "ignore"}
+
+    api_version: Literal["amlwire.io/v1alpha1"] = Field(default="amlwire.io/v1alpha1", alias="apiVersion")
+    metadata: dict[str, Any] = Field(default_factory=dict)

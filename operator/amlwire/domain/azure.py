@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -168,6 +169,17 @@ class ComputeInfo:
     identity_ids: tuple[str, ...]
     tags: dict[str, str] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ComputeAttachment:
+    """What attaching a Kubernetes compute to a workspace takes: the cluster, its namespace, the identity."""
+
+    name: str
+    cluster_id: str
+    namespace: str
+    identity_id: str
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import AttachedComputeSpec
 from amlwire.domain.access import STORAGE_DATA_ROLES, role_guid, scope_covers
 from amlwire.domain.azure import (
@@ -154,43 +155,40 @@ def unreadable(facts: Facts, *areas: str) -> str | None:
 
 
 # -- the cluster ------------------------------------------------------------------------------------
-def _cluster_values(facts: Facts) -> dict[str, str]:
-    return {"group": facts.spec.cluster.resource_group, "cluster": facts.spec.cluster.name}
+def _cluster_check(facts: Facts, id_: str, healthy: Callable[[ClusterInfo], bool], evidence: dict[str, str]) -> Result:
+    """A check of one property of the cluster: `evidence` names the fields it read (attribute -> shown as)."""
+    c = facts.cluster
+    if (why := unreadable(facts, "cluster")) or c is None:
+        return skip(id_, why or "cluster not read")
+    shown = {label: getattr(c, attribute) for attribute, label in evidence.items()}
+    fix = BY_ID[id_].fix(group=facts.spec.cluster.resource_group, cluster=facts.spec.cluster.name)
+    return result(id_, "pass" if healthy(c) else "fail", shown, fix)
 
 
 @check("F01")
 def oidc_issuer_disabled(facts: Facts) -> Result:
-    c = facts.cluster
-    if (why := unreadable(facts, "cluster")) or c is None:
-        return skip("F01", why or "cluster not read")
-    evidence = {"oidcIssuerProfile.enabled": c.oidc_issuer_enabled, "issuerURL": c.issuer_url}
-    ok = c.oidc_issuer_enabled and bool(c.issuer_url)
-    return result("F01", "pass" if ok else "fail", evidence, BY_ID["F01"].fix(**_cluster_values(facts)))
+    return _cluster_check(
+        facts,
+        "F01",
+        lambda c: c.oidc_issuer_enabled and bool(c.issuer_url),
+        {"oidc_issuer_enabled": "oidcIssuerProfile.enabled", "issuer_url": "issuerURL"},
+    )
 
 
 @check("F02")
 def workload_identity_disabled(facts: Facts) -> Result:
-    c = facts.cluster
-    if (why := unreadable(facts, "cluster")) or c is None:
-        return skip("F02", why or "cluster not read")
-    return result(
+    return _cluster_check(
+        facts,
         "F02",
-        "pass" if c.workload_identity_enabled else "fail",
-        {"securityProfile.workloadIdentity.enabled": c.workload_identity_enabled},
-        BY_ID["F02"].fix(**_cluster_values(facts)),
+        lambda c: c.workload_identity_enabled,
+        {"workload_identity_enabled": "securityProfile.workloadIdentity.enabled"},
     )
 
 
 @check("F19")
 def local_accounts_disabled(facts: Facts) -> Result:
-    c = facts.cluster
-    if (why := unreadable(facts, "cluster")) or c is None:
-        return skip("F19", why or "cluster not read")
-    return result(
-        "F19",
-        "fail" if c.local_accounts_disabled else "pass",
-        {"disableLocalAccounts": c.local_accounts_disabled},
-        BY_ID["F19"].fix(**_cluster_values(facts)),
+    return _cluster_check(
+        facts, "F19", lambda c: not c.local_accounts_disabled, {"local_accounts_disabled": "disableLocalAccounts"}
     )
 
 
@@ -234,16 +232,28 @@ def _federation(facts: Facts) -> tuple[FederationPlan | None, str | None]:
     return plan, None
 
 
+def federation_check(failure: str) -> Callable[[Callable[[Facts, FederationPlan], Result]], CheckFn]:
+    """A check of the identity's federated credentials: it runs on the operator's own federation plan, and is
+    skipped (saying why) when there is no plan to make (no identity, no issuer, nothing readable)."""
+
+    def register(run: Callable[[Facts, FederationPlan], Result]) -> CheckFn:
+        def checked(facts: Facts) -> Result:
+            plan, why = _federation(facts)
+            return skip(failure, why or "") if plan is None else run(facts, plan)
+
+        checked.__name__ = run.__name__
+        return check(failure)(checked)
+
+    return register
+
+
 def _subjects(facts: Facts) -> set[str]:
     return {subject_of(a.namespace, a.name) for a in facts.spec.service_accounts}
 
 
-@check("F04")
-def federated_credential_missing(facts: Facts) -> Result:
-    plan, why = _federation(facts)
-    if plan is None:
-        return skip("F04", why or "")
-    missing = [w.credential for w in plan.writes if w.reason == "FederatedCredentialMissing"]
+@federation_check("F04")
+def federated_credential_missing(facts: Facts, plan: FederationPlan) -> Result:
+    missing = [w.credential for w in plan.writes if w.reason == r.FEDERATED_CREDENTIAL_MISSING]
     evidence = {
         "issuer": plan.issuer,
         "federated": ", ".join(sorted(plan.satisfied)) or "none",
@@ -255,13 +265,10 @@ def federated_credential_missing(facts: Facts) -> Result:
     return result("F04", "fail" if missing else "pass", evidence, fixes)
 
 
-@check("F05")
-def federated_credential_issuer_mismatch(facts: Facts) -> Result:
-    plan, why = _federation(facts)
-    if plan is None:
-        return skip("F05", why or "")
+@federation_check("F05")
+def federated_credential_issuer_mismatch(facts: Facts, plan: FederationPlan) -> Result:
     issuer, subjects = plan.issuer, _subjects(facts)
-    rewritten = {w.credential.name for w in plan.writes if w.reason == "FederatedCredentialIssuerMismatch"}
+    rewritten = {w.credential.name for w in plan.writes if w.reason == r.FEDERATED_CREDENTIAL_ISSUER_MISMATCH}
     wrong = [
         c
         for c in facts.credentials
@@ -276,11 +283,8 @@ def federated_credential_issuer_mismatch(facts: Facts) -> Result:
     return result("F05", "fail" if wrong else "pass", evidence, fixes)
 
 
-@check("F06")
-def federated_credential_audience_wrong(facts: Facts) -> Result:
-    plan, why = _federation(facts)
-    if plan is None:
-        return skip("F06", why or "")
+@federation_check("F06")
+def federated_credential_audience_wrong(facts: Facts, plan: FederationPlan) -> Result:
     subjects = _subjects(facts)
     wrong = [
         c for c in facts.credentials if c.issuer == plan.issuer and c.subject in subjects and c.audiences != (AUDIENCE,)
@@ -290,12 +294,9 @@ def federated_credential_audience_wrong(facts: Facts) -> Result:
     return result("F06", "fail" if wrong else "pass", evidence, fixes)
 
 
-@check("F07")
-def federated_credential_cap_reached(facts: Facts) -> Result:
-    plan, why = _federation(facts)
-    if plan is None:
-        return skip("F07", why or "")
-    blocked = any(p.reason == "FederatedCredentialLimit" for p in plan.problems)
+@federation_check("F07")
+def federated_credential_cap_reached(facts: Facts, plan: FederationPlan) -> Result:
+    blocked = any(p.reason == r.FEDERATED_CREDENTIAL_LIMIT for p in plan.problems)
     count = len(facts.credentials)
     status: Status = "fail" if blocked else ("warn" if count >= 18 else "pass")
     return result(
@@ -402,7 +403,7 @@ def extension_missing_or_failed(facts: Facts) -> Result:
         "extension": facts.spec.extension.name,
         "provisioningState": ext.provisioning_state if ext else "404 (not installed)",
     }
-    failed = decision.reason in ("ExtensionMissing", "ExtensionFailed", "ExtensionTypeMismatch")
+    failed = decision.reason in (r.EXTENSION_MISSING, r.EXTENSION_FAILED, r.EXTENSION_TYPE_MISMATCH)
     return result("F12", "fail" if failed else "pass", evidence, _without_configure_advice(decision.message, facts))
 
 
@@ -415,7 +416,7 @@ def extension_identity_not_set(facts: Facts) -> Result:
     decision = _extension_decision(facts)
     settings = facts.extension.settings
     evidence = {IDENTITY_TYPE: settings.get(IDENTITY_TYPE, "absent"), IDENTITY_ID: settings.get(IDENTITY_ID, "absent")}
-    wrong = decision.action is Action.REPORT and decision.reason == "ExtensionIdentityMismatch"
+    wrong = decision.action is Action.REPORT and decision.reason == r.EXTENSION_IDENTITY_MISMATCH
     return result("F13", "fail" if wrong else "pass", evidence, _without_configure_advice(decision.message, facts))
 
 
@@ -475,13 +476,26 @@ def _wanted_roles(facts: Facts) -> list[tuple[str, set[str], str]]:
     return wanted
 
 
-@check("F15")
-def data_role_missing(facts: Facts) -> Result:
-    if why := unreadable(facts, "role assignments", "workspace", "identity"):
-        return skip("F15", why)
-    if facts.identity is None:
-        return skip("F15", "the identity does not exist (F03)")
-    principal = facts.identity.principal_id
+def role_check(failure: str) -> Callable[[Callable[[Facts, str], Result]], CheckFn]:
+    """A check of the identity's role assignments: it runs with the identity's principal ID, and is skipped
+    (saying why) when the identity or its assignments could not be read."""
+
+    def register(run: Callable[[Facts, str], Result]) -> CheckFn:
+        def checked(facts: Facts) -> Result:
+            if why := unreadable(facts, "role assignments", "workspace", "identity"):
+                return skip(failure, why)
+            if facts.identity is None:
+                return skip(failure, "the identity does not exist (F03)")
+            return run(facts, facts.identity.principal_id)
+
+        checked.__name__ = run.__name__
+        return check(failure)(checked)
+
+    return register
+
+
+@role_check("F15")
+def data_role_missing(facts: Facts, principal: str) -> Result:
     missing = [
         (scope, role)
         for scope, roles, role in _wanted_roles(facts)
@@ -492,15 +506,11 @@ def data_role_missing(facts: Facts) -> Result:
     return result("F15", "fail" if missing else "pass", evidence, fixes)
 
 
-@check("F16")
-def role_still_propagating(facts: Facts) -> Result:
-    if why := unreadable(facts, "role assignments", "workspace", "identity"):
-        return skip("F16", why)
-    if facts.identity is None:
-        return skip("F16", "the identity does not exist (F03)")
+@role_check("F16")
+def role_still_propagating(facts: Facts, principal: str) -> Result:
     young: list[tuple[RoleAssignment, str, str]] = []
     for scope, roles, _ in _wanted_roles(facts):
-        for assignment in _holds(facts.identity_roles.get(scope, []), facts.identity.principal_id, roles, scope):
+        for assignment in _holds(facts.identity_roles.get(scope, []), principal, roles, scope):
             if assignment.created_on and assignment.created_on + facts.role_propagation > facts.now:
                 created, until = assignment.created_on, assignment.created_on + facts.role_propagation
                 young.append((assignment, rfc3339(created), rfc3339(until)))

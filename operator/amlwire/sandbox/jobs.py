@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 from amlwire.sandbox import ids
-from amlwire.sandbox.services import STREAM_AUTH, TERMINAL_JOB_STATES, Services, model_ref
+from amlwire.sandbox.cloud import STREAM_AUTH, TERMINAL_JOB_STATES, Cloud, model_ref
 from amlwire.sandbox.state import ArmError, Resource, iso, key
 
 SIDECAR_MODES = {"ro_mount", "readonlymount", "download", "rw_mount", "readwritemount", "upload", "direct"}
@@ -16,13 +16,13 @@ DATA_INPUTS = {"uri_file", "uri_folder", "custom_model", "mlflow_model", "mltabl
 class Jobs:
     """AML command jobs over the emulated services."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.state = services.state
+    def __init__(self, cloud: Cloud) -> None:
+        self.cloud = cloud
+        self.state = cloud.state
 
     def submit(self, job_id: str, body: dict[str, Any]) -> tuple[Resource, bool]:
         workspace_id = job_id.split("/jobs/", 1)[0]
-        workspace = self.services.workspace(workspace_id)
+        workspace = self.cloud.workspace(workspace_id)
         existing = self.state.get(job_id)
         props = body.get("properties") or {}
         if existing is not None:  # a job is immutable once submitted: only tags and names change
@@ -155,11 +155,11 @@ class Jobs:
             problem = "the compute no longer exists"
         else:
             if self._needs_sidecar(props):
-                problem = self.services.storage_access_problem(compute, workspace, bool(props.get("outputs")))
+                problem = self.cloud.storage_access_problem(compute, workspace, bool(props.get("outputs")))
                 if problem:
                     job.extra["error"] = _stream_access_error(problem)
             if problem is None and self._downloads_in_container(props):
-                problem = self.services.in_container_problem(compute, workspace)
+                problem = self.cloud.in_container_problem(compute, workspace)
                 if problem:
                     job.extra["error"] = {
                         "code": "UserError",

@@ -1,15 +1,22 @@
-"""A case-insensitive router of ARM paths; each route's name is how the call log counts it."""
+"""A case-insensitive router of ARM paths; each route's name is how the call log counts it.
+
+Route handlers are plain functions of one `Call` (http.py). The application (app.py) reads the request,
+draws faults, then runs the handler under the state's lock: no handler takes the lock itself.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.StreamResponse]]
+if TYPE_CHECKING:
+    from amlwire.sandbox.http import Call
+
+Handler = Callable[["Call"], web.StreamResponse]
 _PLACEHOLDER = re.compile(r"\{(\w+)(\*?)\}")
 
 
@@ -38,21 +45,37 @@ class Router:
 
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         allowed = False
-        for route in self.routes:
-            match = route.pattern.match(path)
+        for candidate in self.routes:
+            match = candidate.pattern.match(path)
             if match is None:
                 continue
-            if route.method == method:
-                return route, match.groupdict()
+            if candidate.method == method:
+                return candidate, match.groupdict()
             allowed = True
         if allowed:
             raise web.HTTPMethodNotAllowed(method, [])
         return None
 
 
-def route(router: Router, method: str, name: str, template: str, authenticated: bool = True) -> Callable[[Any], Any]:
+ROUTER = Router()
+
+
+def serve(name: str, template: str, type_: str) -> None:
+    """Register the GET of one resource type: its stored body, or ARM's 404."""
+    from amlwire.sandbox.http import json_response
+
+    def get(call: Call) -> web.StreamResponse:
+        return json_response(call.state.require(call.id(template), type_).body)
+
+    get.__name__ = f"get_{name.replace('.', '_')}"
+    ROUTER.add("GET", name, template, get)
+
+
+def route(method: str, name: str, template: str, authenticated: bool = True) -> Callable[[Handler], Handler]:
+    """Register a handler on the sandbox's router: `@route("GET", "msi.identity", MSI)`."""
+
     def register(handler: Handler) -> Handler:
-        router.add(method, name, template, handler, authenticated)
+        ROUTER.add(method, name, template, handler, authenticated)
         return handler
 
     return register

@@ -22,6 +22,7 @@ from amlwire.domain.azure import (
     AUDIENCE,
     EXTENSION_TYPE,
     ClusterInfo,
+    ComputeAttachment,
     ComputeInfo,
     ExtensionInfo,
     FederatedCredential,
@@ -438,15 +439,7 @@ class AzureAdapter(JobsAdapter):
             return None
         return _compute_info(compute)
 
-    def begin_attach_compute(
-        self,
-        workspace: WorkspaceRef,
-        name: str,
-        cluster_id: str,
-        namespace: str,
-        identity_id: str,
-        tags: Mapping[str, str],
-    ) -> ComputeInfo | None:
+    def begin_attach_compute(self, workspace: WorkspaceRef, attachment: ComputeAttachment) -> ComputeInfo | None:
         """Start the attach; return the compute if Azure finished within the short grace, else None.
 
         MLClient always polls in a daemon thread of its own. amlwire waits at most `lro_grace` seconds for
@@ -454,16 +447,16 @@ class AzureAdapter(JobsAdapter):
         """
         from azure.ai.ml.entities import IdentityConfiguration, KubernetesCompute, ManagedIdentityConfiguration
 
+        identity = ManagedIdentityConfiguration(resource_id=attachment.identity_id)
         compute = KubernetesCompute(
-            name=name,
-            resource_id=cluster_id,
-            namespace=namespace,
-            tags=dict(tags),
-            identity=IdentityConfiguration(
-                type="user_assigned", user_assigned_identities=[ManagedIdentityConfiguration(resource_id=identity_id)]
-            ),
+            name=attachment.name,
+            resource_id=attachment.cluster_id,
+            namespace=attachment.namespace,
+            tags=dict(attachment.tags),
+            identity=IdentityConfiguration(type="user_assigned", user_assigned_identities=[identity]),
         )
-        with self._call("ml.compute", "PUT", f"attach compute {name} to {workspace.name}", workspace.subscription):
+        action = f"attach compute {attachment.name} to {workspace.name}"
+        with self._call("ml.compute", "PUT", action, workspace.subscription):
             poller = self._ml(workspace).compute.begin_create_or_update(compute)
         return _finished_within(poller, self.lro_grace)
 

@@ -7,7 +7,7 @@ success looks: the compute in the workspace, Succeeded, on this cluster, with th
 from __future__ import annotations
 
 from amlwire.api import reasons as r
-from amlwire.domain.azure import ComputeInfo
+from amlwire.domain.azure import ComputeAttachment, ComputeInfo
 from amlwire.domain.compute import (
     OWNER_TAG,
     ComputeAction,
@@ -138,9 +138,10 @@ def _attach(scope: Scope, attempt: int) -> StepResult:
     target = scope.target
     ws, name = target.workspace, target.compute_name
     try:
-        attached = scope.azure.begin_attach_compute(
-            ws, name, target.cluster_id, target.compute_namespace, target.identity_id, {OWNER_TAG: scope.name}
+        attachment = ComputeAttachment(
+            name, target.cluster_id, target.compute_namespace, target.identity_id, {OWNER_TAG: scope.name}
         )
+        attached = scope.azure.begin_attach_compute(ws, attachment)
     except AzureNotFound:
         return blocked(
             r.COMPUTE_READY,

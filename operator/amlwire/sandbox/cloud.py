@@ -40,8 +40,8 @@ def model_ref(text: str) -> tuple[str, str] | None:
     return None
 
 
-class Services:
-    """The emulated Azure services over one State."""
+class Cloud:
+    """The emulated Azure services over one State: the rules each service enforces."""
 
     def __init__(self, state: State) -> None:
         self.state = state
