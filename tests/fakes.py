@@ -358,6 +358,9 @@ class FakeKube:
             else:
                 current[key] = value
 
+    def request_reconcile(self, attached_compute: str, at: str) -> None:
+        self.calls.append(f"request_reconcile {attached_compute}")
+
     def post_events(self, about: ObjectRef, events: Sequence[Event]) -> None:
         self.events += [(about, e) for e in events]
 

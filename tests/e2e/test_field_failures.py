@@ -149,7 +149,12 @@ def test_f07_credential_limit(harness):
 
 def test_f09_service_account_the_extension_should_create_is_missing(harness):
     harness.start()
-    name = harness.apply_compute(serviceAccounts=[{"namespace": "azureml", "name": "training", "create": False}])
+    name = harness.apply_compute(
+        serviceAccounts=[
+            {"namespace": "azureml", "name": "default"},
+            {"namespace": "azureml", "name": "training", "create": False},
+        ]
+    )
     obj = harness.wait_condition(name, "ServiceAccountsReady", "False", "ServiceAccountMissing")
     message = condition(obj, "ServiceAccountsReady")["message"]
     assert "azureml/training does not exist" in message

@@ -226,6 +226,37 @@ JOB_CASES = [
 ]
 
 
+COMMAND_CASES = [
+    ("undeclared-input", {"command": "python train.py --lr ${{inputs.lr}}"}, "spec.command", "does not declare"),
+    ("undeclared-output", {"command": "cp -r x ${{outputs.weights}}"}, "spec.command", "the only output"),
+    (
+        "checkpoint-output-without-register",
+        {"command": "cp -r x ${{outputs.checkpoint}}"},
+        "spec.command",
+        "spec.register declares",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "spec", "field", "fix"), COMMAND_CASES, ids=[c[0] for c in COMMAND_CASES])
+def test_a_command_binding_nothing_is_refused_like_amlwire_lint_l08(custom, robotics, case, spec, field, fix):
+    obj = fresh(load("amljob-command.yaml"))
+    obj["spec"].update(spec)
+    message = rejection(custom, obj)
+    assert field in message, message
+    assert fix in message, message
+
+
+def test_a_command_binding_what_it_declares_is_admitted(custom, robotics):
+    obj = fresh(load("amljob-command.yaml"))
+    obj["spec"].update(
+        command="python train.py --steps ${{ inputs.steps }} --lr ${{inputs.lr}} && cp -r out ${{outputs.checkpoint}}",
+        inputs={"steps": 10, "lr": "3e-4"},
+        register={"modelName": "smoke"},
+    )
+    assert create(custom, obj)["metadata"]["uid"]
+
+
 @pytest.fixture(scope="module")
 def robotics(kube: client.ApiClient) -> str:
     ensure_namespace(kube, "robotics")

@@ -18,11 +18,12 @@ from amlwire.api.attachedcompute import (
     FederatedCredentialStatus,
     OperationStatus,
 )
-from amlwire.domain.access import assignment_name, role_definition_id
+from amlwire.domain.access import assignment_name, role_definition_id, role_guid
 from amlwire.domain.azure import ComputeInfo, ExtensionInfo, FederatedCredential, OperationState, RoleAssignment
 from amlwire.domain.conditions import Outcome, StepResult, blocked
 from amlwire.domain.errors import AzureError
 from amlwire.domain.federation import credential_name
+from amlwire.domain.view import ComputeView
 from amlwire.reconcile.attachedcompute import STEPS, Neighbours, Scope, reconcile
 from amlwire.reconcile.attachedcompute.access import assign_roles
 from amlwire.reconcile.attachedcompute.cluster import check_the_cluster, find_the_identity
@@ -103,6 +104,11 @@ def make(
 
 def run(step: Step[Scope], scope: Scope) -> StepResult:
     return guard(step.condition, lambda: step.run(scope), scope.timings, scope.events)
+
+
+def neighbour(name: str, identity: str = IDENTITY_ID, cluster: str = CLUSTER_ID, **fields: Any) -> ComputeView:
+    """Another AttachedCompute as the operator's index holds it."""
+    return ComputeView(name, WORKSPACE, cluster, identity, "other", "azureml-jobs", issuer=ISSUER, **fields)
 
 
 def reasons(scope: Scope) -> list[str]:
@@ -268,7 +274,7 @@ def test_a_credential_no_longer_listed_is_deleted_unless_a_neighbour_needs_it():
 
     azure.credentials[IDENTITY_ID.lower()][stale.name] = stale
     scope = make(azure, previous=previous)
-    scope.neighbours = Neighbours(federations=frozenset({(ISSUER, stale.subject)}))
+    scope.neighbours = Neighbours((neighbour("other", subjects=(stale.subject,)),))
     run(federate_service_accounts, scope)
     assert stale.name in azure.credentials[IDENTITY_ID.lower()]
 
@@ -722,3 +728,162 @@ def test_a_rejected_request_is_blocked_with_azures_words():
     result = run(assign_roles, make(azure))
     assert (result.outcome, result.reason) == (Outcome.BLOCKED, "AzureBadRequest")
     assert "the scope is malformed" in result.message
+
+
+# -- what a cluster admin does: shared clusters, identity changes, running jobs ---------------------------
+OTHER_IDENTITY = IDENTITY_ID.replace("id-ml", "id-other")
+
+
+def sibling(**fields: Any) -> Neighbours:
+    """Another AttachedCompute on the same cluster, with another identity, created before this one."""
+    return Neighbours((neighbour("first", identity=OTHER_IDENTITY, created="2026-11-26T09:00:00Z", **fields),))
+
+
+def test_an_extension_owned_for_another_identity_is_not_written():
+    azure = healthy_azure()
+    scope = make(azure)
+    scope.created, scope.neighbours = "2026-11-26T09:30:00Z", sibling(owns_extension=True)
+    result = run(configure_the_extension, scope)
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.EXTENSION_OWNED_BY_ANOTHER)
+    assert "AttachedCompute first" in result.message
+    assert "id-other" in result.message
+    assert azure.writes() == []
+    assert scope.status.owns_extension is False
+    assert EXTENSION_INSTALLED not in result.provides  # its compute is not attached under a foreign identity
+
+
+OWNER_CASES = [
+    # (case, the other compute, this one created, this one owned it before, refused)
+    ("an earlier compute that set it", {"owns_extension": True}, "2026-11-26T09:30:00Z", False, True),
+    ("an earlier compute not Ready yet", {}, "2026-11-26T09:30:00Z", False, True),
+    (
+        "an earlier compute whose identity is missing",
+        {"conditions": {"IdentityReady": ("False", "IdentityNotFound", "")}},
+        "2026-11-26T09:30:00Z",
+        False,
+        False,
+    ),
+    ("a later compute", {}, "2026-11-26T08:00:00Z", False, False),
+    ("this one set it first", {"owns_extension": False}, "2026-11-26T09:30:00Z", True, False),
+    ("another identity in Verify mode", {"configures_extension": False}, "2026-11-26T09:30:00Z", False, False),
+]
+
+
+@pytest.mark.parametrize(("case", "other", "created", "owned", "refused"), OWNER_CASES, ids=[c[0] for c in OWNER_CASES])
+def test_who_sets_a_shared_extensions_identity(case, other, created, owned, refused):
+    scope = make(previous=AttachedComputeStatus(observed_generation=1, owns_extension=owned))
+    scope.created, scope.neighbours = created, sibling(**other)
+    result = run(configure_the_extension, scope)
+    assert (result.reason == r.EXTENSION_OWNED_BY_ANOTHER) is refused
+
+
+def test_computes_sharing_an_identity_share_the_extension():
+    scope = make()
+    scope.created = "2026-11-26T09:30:00Z"
+    scope.neighbours = Neighbours((neighbour("first", owns_extension=True, created="2026-11-26T09:00:00Z"),))
+    assert run(configure_the_extension, scope).reason == r.EXTENSION_CONFIGURED
+
+
+def changed_identity(azure: FakeAzure) -> AttachedComputeStatus:
+    """The status of a compute wired with OTHER_IDENTITY, whose spec now names IDENTITY_ID."""
+    from amlwire.api.attachedcompute import IdentityStatus, RoleAssignmentStatus
+
+    azure.identities[OTHER_IDENTITY.lower()] = replace(azure.identities[IDENTITY_ID.lower()], id=OTHER_IDENTITY)
+    old = ours("azureml", "default")
+    azure.credentials[OTHER_IDENTITY.lower()][old.name] = old
+    azure.assignments.append(RoleAssignment("old-ra", STORAGE_ID, "role", "old-principal"))
+    return AttachedComputeStatus(
+        observed_generation=1,
+        identity=IdentityStatus(resource_id=OTHER_IDENTITY, client_id="c", principal_id="old-principal"),
+        federated_credentials=[FederatedCredentialStatus(name=old.name, subject=old.subject)],
+        role_assignments=[
+            RoleAssignmentStatus(
+                scope=STORAGE_ID, role="Storage Blob Data Contributor", name="old-ra", created_by_amlwire=True
+            )
+        ],
+    )
+
+
+def test_changing_the_identity_removes_what_amlwire_made_on_the_former_one():
+    azure = healthy_azure()
+    scope = make(azure, previous=changed_identity(azure), generation=2)
+    run(federate_service_accounts, scope)
+    run(assign_roles, scope)
+    assert azure.credentials[OTHER_IDENTITY.lower()] == {}
+    assert len(azure.credentials[IDENTITY_ID.lower()]) == 2
+    assert not any(a.name == "old-ra" for a in azure.assignments)
+    assert "deleted amlwire-azureml-default" in " ".join(e.message for e in scope.events)
+    assert "of the former identity" in " ".join(e.message for e in scope.events)
+
+
+def test_what_a_neighbour_still_uses_on_the_former_identity_stays():
+    azure = healthy_azure()
+    scope = make(azure, previous=changed_identity(azure), generation=2)
+    still = ("system:serviceaccount:azureml:default",)
+    scope.neighbours = Neighbours(
+        (
+            neighbour(
+                "other",
+                identity=OTHER_IDENTITY,
+                subjects=still,
+                grants=((STORAGE_ID.lower(), role_guid("Storage Blob Data Contributor")),),
+            ),
+        )
+    )
+    run(federate_service_accounts, scope)
+    run(assign_roles, scope)
+    assert len(azure.credentials[OTHER_IDENTITY.lower()]) == 1
+    assert any(a.name == "old-ra" for a in azure.assignments)
+
+
+def test_a_compute_to_reattach_waits_for_running_jobs_unless_told_otherwise():
+    azure = with_compute(attached(identity_ids=(OTHER_IDENTITY,)))
+    scope = make(azure)
+    scope.neighbours = Neighbours(running_jobs=("robotics/train-1",))
+    result = run(attach_the_compute, scope)
+    assert (result.outcome, result.reason) == (Outcome.PROGRESSING, r.COMPUTE_DETACH_WAITS_FOR_JOBS)
+    assert "robotics/train-1" in result.message
+    assert "amlwire.io/detach-under-running-jobs=true" in result.message
+    assert azure.writes() == []
+    scope = make(azure)
+    scope.neighbours, scope.detach_under_jobs = Neighbours(running_jobs=("robotics/train-1",)), True
+    run(attach_the_compute, scope)
+    assert azure.writes() == ["begin_detach_compute"]
+
+
+def test_an_extension_service_account_left_out_holds_federation():
+    azure = healthy_azure()
+    scope = make(azure, serviceAccounts=[{"namespace": "azureml", "name": "training"}])
+    result = run(federate_service_accounts, scope)
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.EXTENSION_SERVICE_ACCOUNT_NOT_FEDERATED)
+    assert "{namespace: azureml, name: default}" in result.message
+    foreign = FederatedCredential("manual", ISSUER, "system:serviceaccount:azureml:default")
+    azure.credentials[IDENTITY_ID.lower()]["manual"] = foreign
+    scope = make(azure, serviceAccounts=[{"namespace": "azureml", "name": "training"}])
+    assert run(federate_service_accounts, scope).outcome is Outcome.DONE  # federated by someone else: fine
+
+
+def test_an_account_no_longer_listed_loses_amlwires_annotation():
+    kube = FakeKube()
+    previous = AttachedComputeStatus(
+        observed_generation=1,
+        federated_credentials=[FederatedCredentialStatus(name="x", subject="system:serviceaccount:robotics:old")],
+    )
+    scope = make(kube=kube, previous=previous)
+    run(annotate_service_accounts, scope)
+    assert kube.calls.count("release_service_account") == 1
+    assert r.SERVICE_ACCOUNT_RELEASED in reasons(scope)
+    scope = make(kube=kube, previous=previous)
+    scope.neighbours = Neighbours((neighbour("other", subjects=("system:serviceaccount:robotics:old",)),))
+    run(annotate_service_accounts, scope)
+    assert kube.calls.count("release_service_account") == 1  # another AttachedCompute still lists it
+
+
+def test_a_key_based_datastore_with_shared_keys_off_holds_access():
+    azure = healthy_azure()
+    workspace = azure.workspaces[WORKSPACE.id.lower()]
+    azure.workspaces[WORKSPACE.id.lower()] = replace(workspace, system_datastores_auth_mode="accesskey")
+    result = run(assign_roles, make(azure))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.SHARED_KEY_ACCESS_DISABLED)
+    assert "KeyBasedAuthenticationNotPermitted" in result.message
+    assert "new workspace" in result.message

@@ -371,3 +371,81 @@ def test_a_listing_that_fails_is_logged_and_tried_next_interval():
     azure.fail("list_jobs", throttled(5))
     poller = JobPoller(azure, watch, lambda job: None, interval=10, clock=clock)
     assert poller.tick() == 15.0
+
+
+# -- hints that point the right way; jobs whose AML job or compute is gone -----------------------------------
+def failed_with(azure: FakeAzure, error: dict[str, Any]) -> FakeAzure:
+    azure.jobs[(WORKSPACE.id.lower(), NAME)] = JobSnapshot(NAME, "Failed")
+    azure.details[NAME] = JobDetails(error=error)
+    return azure
+
+
+def test_a_token_exchange_for_an_unlisted_account_is_f04_for_that_account():
+    message = (
+        "AADSTS70021: No matching federated identity record found for presented assertion. Assertion "
+        "Issuer: 'https://oidc/'. Assertion Subject: 'system:serviceaccount:azureml-jobs:default'."
+    )
+    azure = failed_with(FakeAzure(), {"code": "UserError", "message": message})
+    result = reconcile_job(make(azure, previous=submitted("Running"), watch=polled(JobWatch(), "Failed")))
+    hint = result.status.failure.hint or ""
+    assert "system:serviceaccount:azureml-jobs:default (field failure F04)" in hint
+    assert "{namespace: azureml-jobs, name: default}" in hint
+    assert "F23" not in hint
+
+
+def test_key_based_authentication_refused_is_f17():
+    error = {
+        "code": "UserError",
+        "message": "KeyBasedAuthenticationNotPermitted: Key based authentication is not "
+        "permitted on this storage account.",
+    }
+    azure = failed_with(FakeAzure(), error)
+    result = reconcile_job(make(azure, previous=submitted("Running"), watch=polled(JobWatch(), "Failed")))
+    assert "F17" in (result.status.failure.hint or "")
+    assert "F23" not in (result.status.failure.hint or "")
+
+
+def test_a_storage_failure_asks_its_compute_to_look_again_now():
+    error = {"code": "ScriptExecution.StreamAccess.Authentication", "message": "permission denied"}
+    azure = failed_with(FakeAzure(), error)
+    result = reconcile_job(make(azure, previous=submitted("Running"), watch=polled(JobWatch(), "Failed")))
+    assert result.reverify == "robotics-gpu"
+    other = failed_with(FakeAzure(), {"code": "UserError", "message": "CUDA out of memory"})
+    assert (
+        reconcile_job(make(other, previous=submitted("Running"), watch=polled(JobWatch(), "Failed"))).reverify is None
+    )
+
+
+@pytest.mark.parametrize(("compute_gone", "reason"), [(True, r.COMPUTE_NOT_FOUND), (False, r.AML_JOB_NOT_FOUND)])
+def test_a_job_whose_aml_job_is_gone_is_stalled_not_followed_forever(compute_gone, reason):
+    watch = JobWatch()
+    result = reconcile_job(make(FakeAzure(), previous=submitted("Completed"), watch=watch, no_compute=compute_gone))
+    stalled = next(c for c in result.status.conditions if c.type == "Stalled")
+    assert (stalled.status, stalled.reason) == ("True", reason)
+    assert not watch.follows(WORKSPACE.id, NAME)
+
+
+def test_a_job_whose_compute_is_gone_is_still_followed_to_its_end():
+    azure, watch = FakeAzure(), polled(JobWatch(), "Completed")
+    azure.jobs[(WORKSPACE.id.lower(), NAME)] = JobSnapshot(NAME, "Completed")
+    azure.metrics[NAME] = {"success_rate": 0.97}
+    result = reconcile_job(make(azure, previous=submitted("Running"), watch=watch, no_compute=True))
+    assert next(c for c in result.status.conditions if c.type == "Ready").status == "True"
+
+
+def test_a_rejection_names_the_fields_and_how_to_change_them():
+    azure = models(FakeAzure())
+    azure.fail("submit_job", rejected("Invalid command"))
+    result = run(submit_the_job, make(azure))
+    assert "spec.command, spec.inputs" in result.message
+    assert "delete and recreate the AmlJob" in result.message
+
+
+def test_a_command_naming_an_undeclared_input_is_refused_by_the_model():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="does not declare"):
+        spec("amljob-command.yaml", command="python train.py --lr ${{inputs.lr}}")
+    with pytest.raises(ValidationError, match="only output"):
+        spec("amljob-command.yaml", command="cp x ${{outputs.model}}")
+    assert spec("amljob-command.yaml", command="python train.py --lr ${{ inputs.lr }}", inputs={"lr": "3e-4"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -121,6 +122,17 @@ NEEDS_ISAACLAB = (
     "spec.isaacLab.task is required when spec.template is IsaacLabTrain or IsaacLabValidate, "
     "e.g. isaacLab: {task: Isaac-Velocity-Rough-Anymal-C-v0}"
 )
+UNDECLARED_INPUT = (
+    "spec.command uses ${{inputs.NAME}} for an input spec.inputs does not declare, and AML refuses such a job: "
+    "declare it in spec.inputs (spec.model is ${{inputs.model}}), or remove it from spec.command"
+)
+UNDECLARED_OUTPUT = (
+    "spec.command uses ${{outputs.NAME}} for an output the job does not have: the only output is "
+    "${{outputs.checkpoint}}, which spec.register declares"
+)
+# ${{inputs.NAME}} / ${{outputs.NAME}} in a command; the same regex in CEL (RE2) and in Python
+BINDING = r"[$][{][{] *(inputs|outputs)[.]([A-Za-z0-9_]+) *[}][}]"
+_BOUND_NAME = "m.split('.')[1].split('}')[0].trim()"
 ISAACLAB_UNUSED = (
     "spec.isaacLab is only used by the IsaacLab templates; remove it or pick template IsaacLabTrain or IsaacLabValidate"
 )
@@ -156,6 +168,18 @@ class AmlJobSpec(CRDModel):
                 "self.template != 'Command' || !has(self.isaacLab)",
                 ISAACLAB_UNUSED,
                 fieldPath=".isaacLab",
+            ),
+            rule(
+                "!has(self.command) || self.command.findAll('[$][{][{] *inputs[.][A-Za-z0-9_]+ *[}][}]')"
+                f".all(m, {_BOUND_NAME} in self.inputs || (has(self.model) && {_BOUND_NAME} == 'model'))",
+                UNDECLARED_INPUT,
+                fieldPath=".command",
+            ),
+            rule(
+                "!has(self.command) || self.command.findAll('[$][{][{] *outputs[.][A-Za-z0-9_]+ *[}][}]')"
+                f".all(m, has(self.register) && {_BOUND_NAME} == 'checkpoint')",
+                UNDECLARED_OUTPUT,
+                fieldPath=".command",
             ),
             rule(
                 "!has(self.gate) || has(self.gate.min) || has(self.gate.max)",
@@ -278,6 +302,11 @@ class AmlJobSpec(CRDModel):
             raise ValueError(NEEDS_ISAACLAB)
         if self.template == "Command" and self.isaac_lab is not None:
             raise ValueError(ISAACLAB_UNUSED)
+        for kind, name in re.findall(BINDING, self.command or ""):
+            if kind == "inputs" and name not in self.inputs and not (name == "model" and self.model):
+                raise ValueError(UNDECLARED_INPUT)
+            if kind == "outputs" and not (name == "checkpoint" and self.registration):
+                raise ValueError(UNDECLARED_OUTPUT)
         return self
 
 

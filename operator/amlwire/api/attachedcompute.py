@@ -288,8 +288,9 @@ class JobsPolicy(CRDModel):
     allowed_namespaces: list[Annotated[Dns1123Label, StringConstraints(max_length=63)]] = Field(
         default_factory=list,
         max_length=256,
-        description="Namespaces whose AmlJobs may use this compute. Empty: none may.",
-        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Namespaces whose AmlJobs may use this compute. Empty: none may. The list has one owner: "
+        "applying it replaces it whole (server-side apply), so GitOps can take back a namespace it granted.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
 
 
@@ -415,6 +416,16 @@ class AttachedComputeStatus(ObjectStatus):
         default_factory=list, description="Role assignments for spec.access.grants."
     )
     compute_id: str | None = Field(default=None, description="ARM ID of the attached AML compute.")
+    owns_extension: bool | None = Field(
+        default=None,
+        description="Whether this AttachedCompute sets the identity of its cluster's AzureML extension. One "
+        "extension serves one identity: the first AttachedCompute Ready on a cluster owns it; others on the "
+        "cluster share its identity or are refused.",
+    )
+    last_handled_reconcile_at: str | None = Field(
+        default=None,
+        description="The value of the amlwire.io/reconcile-requested-at annotation amlwire last reconciled for.",
+    )
     operations: list[OperationStatus] = Field(
         default_factory=list, description="Long-running Azure operations in flight."
     )

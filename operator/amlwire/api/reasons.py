@@ -107,6 +107,9 @@ FEDERATED_CREDENTIAL_WRITE_CONFLICT = reason(
     "FederatedCredentialWriteConflict", "Azure refused a concurrent credential write on the identity", "F08"
 )
 SERVICE_ACCOUNTS_FEDERATED = reason("ServiceAccountsFederated", "every service account is federated")
+EXTENSION_SERVICE_ACCOUNT_NOT_FEDERATED = reason(
+    "ExtensionServiceAccountNotFederated", "a service account the AzureML extension runs as is not federated", "F04"
+)
 
 # ServiceAccountsReady
 SERVICE_ACCOUNT_MISSING = reason("ServiceAccountMissing", "a service account does not exist", "F09")
@@ -114,6 +117,9 @@ SERVICE_ACCOUNT_ANNOTATION_CONFLICT = reason(
     "ServiceAccountAnnotationConflict", "another manager set the client-id annotation to another value", "F10"
 )
 NAMESPACE_NOT_FOUND = reason("NamespaceNotFound", "a service account's namespace does not exist", "F09")
+SERVICE_ACCOUNT_OWNED_BY_ANOTHER = reason(
+    "ServiceAccountOwnedByAnotherCompute", "another AttachedCompute annotated the account for another identity", "F10"
+)
 SERVICE_ACCOUNTS_ANNOTATED = reason("ServiceAccountsAnnotated", "every service account carries the client ID")
 
 # ExtensionReady
@@ -131,6 +137,9 @@ EXTENSION_IDENTITY_MISMATCH = reason(
     "ExtensionIdentityMismatch", "the extension's identity settings are absent or name another identity", "F13"
 )
 EXTENSION_CONFIGURED = reason("ExtensionConfigured", "the extension uses the identity")
+EXTENSION_OWNED_BY_ANOTHER = reason(
+    "ExtensionOwnedByAnotherCompute", "another AttachedCompute on the cluster set the extension's identity", "F13"
+)
 
 # AccessReady
 NO_GRANTS_REQUESTED = reason("NoGrantsRequested", "spec.access.grants is empty")
@@ -140,6 +149,11 @@ ROLE_ASSIGNMENT_PROPAGATING = reason(
 )
 ACCESS_SCOPE_NOT_FOUND = reason("AccessScopeNotFound", "a scope in spec.access.grants does not exist", "F15")
 ROLES_ASSIGNED = reason("RolesAssigned", "the identity holds every role in spec.access.grants")
+SHARED_KEY_ACCESS_DISABLED = reason(
+    "SharedKeyAccessDisabled",
+    "the workspace's key-based default datastore sits on an account with shared keys off",
+    "F17",
+)
 
 # InstanceTypesReady
 NO_INSTANCE_TYPES_REQUESTED = reason("NoInstanceTypesRequested", "spec.compute.instanceTypes is empty")
@@ -157,6 +171,9 @@ COMPUTE_IDENTITY_MISMATCH = reason(
     "ComputeIdentityMismatch", "the compute is attached without the identity or in another namespace", "F14"
 )
 COMPUTE_NAME_CONFLICT = reason("ComputeNameConflict", "the compute name is taken by another cluster", "F14")
+COMPUTE_DETACH_WAITS_FOR_JOBS = reason(
+    "ComputeDetachWaitsForJobs", "the compute must be attached again but AmlJobs still run on it", "F14"
+)
 
 # AmlJob: Submitted and Finished, and the summaries of a job
 COMPUTE_NOT_FOUND = reason("ComputeNotFound", "spec.computeRef names no AttachedCompute")
@@ -165,6 +182,7 @@ NAMESPACE_NOT_ALLOWED = reason("NamespaceNotAllowed", "the job's namespace may n
 INSTANCE_TYPE_NOT_FOUND = reason("InstanceTypeNotFound", "spec.instanceType is not one of the compute's")
 MODEL_NOT_FOUND = reason("ModelNotFound", "spec.model names a model version that is not registered")
 SUBMISSION_REJECTED = reason("SubmissionRejected", "AML refused the job")
+AML_JOB_NOT_FOUND = reason("AmlJobNotFound", "the AML job this AmlJob followed no longer exists")
 SUBMITTED_REASON = reason("Submitted", "the AML job exists")
 NOT_SUBMITTED = reason("NotSubmitted", "the AML job is not submitted yet")
 SUBMITTING = reason("Submitting", "amlwire is submitting the AML job")
@@ -200,10 +218,12 @@ for _state in AML_JOB_STATES:
 # Events that name what amlwire did
 FEDERATED_CREDENTIAL_DELETED = reason("FederatedCredentialDeleted", "amlwire deleted a credential it had created")
 SERVICE_ACCOUNT_ANNOTATED = reason("ServiceAccountAnnotated", "amlwire annotated a service account")
+SERVICE_ACCOUNT_RELEASED = reason("ServiceAccountReleased", "amlwire took its annotation off an unlisted account")
 ROLE_ASSIGNMENT_CREATED = reason("RoleAssignmentCreated", "amlwire assigned a role")
 ROLE_ASSIGNMENT_DELETED = reason("RoleAssignmentDeleted", "amlwire removed a role assignment it had created")
 COMPUTE_DETACHING = reason("ComputeDetaching", "amlwire is detaching the compute")
 ORPHANED = reason("Orphaned", "deletionPolicy Orphan: amlwire left Azure as it was")
+JOBS_STILL_RUNNING = reason("JobsStillRunning", "a deleted AttachedCompute had AmlJobs running on it")
 
 # Errors, classified once at the adapters (adapters/azure/errors.py, adapters/kube/adapter.py)
 AZURE_THROTTLED = reason("AzureThrottled", "Azure answered 429; amlwire waits for Retry-After")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from amlwire.api.attachedcompute import AccessGrant, RoleAssignmentStatus
-from amlwire.domain.azure import RoleAssignment
+from amlwire.domain.azure import RoleAssignment, StorageInfo, WorkspaceInfo, name_of
 from amlwire.domain.conditions import rfc3339
 
 ROLE_GUIDS = {
@@ -105,6 +105,22 @@ def plan_access(
         )
         checks.append(GrantCheck(grant, found, status))
     return AccessPlan(tuple(checks), tuple(to_create))
+
+
+def shared_key_problem(workspace: WorkspaceInfo, storage: StorageInfo) -> str | None:
+    """Why jobs cannot read the workspace's default datastore whatever roles they hold (F17), or None.
+
+    A datastore that authenticates with account keys needs shared-key access on its storage account; with it
+    off (allowSharedKeyAccess false, the secure default) every read fails (KeyBasedAuthenticationNotPermitted).
+    """
+    mode = (workspace.system_datastores_auth_mode or "accesskey").lower()
+    if storage.allow_shared_key_access is False and mode == "accesskey":
+        return (
+            f"workspace {name_of(workspace.id)} keeps its default datastores with account keys "
+            f"(systemDatastoresAuthMode accesskey) but storage account {name_of(storage.id)} has shared-key "
+            f"access off, so jobs fail with KeyBasedAuthenticationNotPermitted whatever roles they hold"
+        )
+    return None
 
 
 def created_status(grant: AccessGrant, name: str, now: datetime, window: timedelta) -> RoleAssignmentStatus:

@@ -15,7 +15,7 @@ from typing import Literal
 
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import AttachedComputeSpec
-from amlwire.domain.access import STORAGE_DATA_ROLES, role_guid, scope_covers
+from amlwire.domain.access import STORAGE_DATA_ROLES, role_guid, scope_covers, shared_key_problem
 from amlwire.domain.azure import (
     ClusterInfo,
     ComputeInfo,
@@ -32,7 +32,7 @@ from amlwire.domain.conditions import rfc3339
 from amlwire.domain.extension import IDENTITY_ID, IDENTITY_TYPE, Action, ExtensionDecision, decide_extension
 from amlwire.domain.extension import desired_settings as extension_settings
 from amlwire.domain.failures import AUDIENCE, BY_ID
-from amlwire.domain.federation import FederationPlan, plan_federation, subject_of
+from amlwire.domain.federation import EXTENSION_SERVICE_ACCOUNTS, FederationPlan, plan_federation, subject_of
 from amlwire.domain.view import Target, target_of
 
 Status = Literal["pass", "fail", "warn", "skip"]
@@ -222,6 +222,7 @@ def _federation(facts: Facts) -> tuple[FederationPlan | None, str | None]:
     if facts.cluster is None or not facts.cluster.issuer_url:
         return None, "the cluster has no OIDC issuer (F01)"
     accounts = [(a.namespace, a.name) for a in facts.spec.service_accounts]
+    accounts += [a for a in EXTENSION_SERVICE_ACCOUNTS if a not in accounts]  # the extension needs them anyway
     plan = plan_federation(
         accounts,
         facts.cluster.issuer_url,
@@ -248,7 +249,9 @@ def federation_check(failure: str) -> Callable[[Callable[[Facts, FederationPlan]
 
 
 def _subjects(facts: Facts) -> set[str]:
-    return {subject_of(a.namespace, a.name) for a in facts.spec.service_accounts}
+    return {subject_of(a.namespace, a.name) for a in facts.spec.service_accounts} | {
+        subject_of(ns, name) for ns, name in EXTENSION_SERVICE_ACCOUNTS
+    }
 
 
 @federation_check("F04")
@@ -532,7 +535,7 @@ def shared_keys_off_with_key_datastore(facts: Facts) -> Result:
     shared = facts.storage.allow_shared_key_access
     mode = (facts.workspace.system_datastores_auth_mode or "accesskey").lower()
     evidence = {"allowSharedKeyAccess": "null (true)" if shared is None else shared, "systemDatastoresAuthMode": mode}
-    bad = shared is False and mode == "accesskey"
+    bad = shared_key_problem(facts.workspace, facts.storage) is not None
     return result("F17", "fail" if bad else "pass", evidence, BY_ID["F17"].fix())
 
 

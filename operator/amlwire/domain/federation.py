@@ -12,6 +12,10 @@ from amlwire.domain.azure import AUDIENCE, FederatedCredential
 from amlwire.domain.failures import BY_ID
 
 FIC_LIMIT = 20
+# The service accounts the AzureML extension's own components (the data-capability sidecar among them) run as
+# in its release namespace; each needs a federated credential for keyless storage access (field practice:
+# ../shared/DESIGN.md; the extension documents no other).
+EXTENSION_SERVICE_ACCOUNTS = (("azureml", "default"), ("azureml", "training"))
 NAME_PREFIX = "amlwire-"
 NAME_RULE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-_]{2,119}$")
 

@@ -11,6 +11,7 @@ from typing import Literal
 from amlwire.api import reasons as r
 from amlwire.api.amljob import AmlJobSpec, FailureStatus, GateSpec
 from amlwire.domain.conditions import StepResult, Summary, blocked, kstatus, progressing
+from amlwire.domain.failures import BY_ID
 from amlwire.domain.view import ComputeHealth, ComputeView
 from amlwire.templates import embedded
 
@@ -73,6 +74,14 @@ class JobSnapshot:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def gone(self) -> bool:
+        """AML has no such job (any more)."""
+        return self.status == GONE
+
+
+GONE = ""  # the status of a job AML does not know
 
 
 @dataclass(frozen=True)
@@ -219,24 +228,39 @@ def verdict(gate: GateSpec | None, metrics: Mapping[str, float]) -> Literal["Pas
     return "Passed" if passed else "Failed"
 
 
+SUBJECT = re.compile(r"[Ss]ubject:? ?'?(system:serviceaccount:[A-Za-z0-9.-]+:[A-Za-z0-9.-]+)")
+STORAGE_SIGNS = (
+    STREAM_AUTH,
+    "StreamAccess",
+    "permission denied when access stream",
+    "Authentication failed when trying to access the stream",
+    "AuthorizationPermissionMismatch",
+    "KeyBasedAuthenticationNotPermitted",
+    "AADSTS70021",
+)
+
+
 def hint(code: str, message: str, compute: ComputeHealth, delivery: str | None) -> str | None:
-    """Map a known AML failure to the link of the wiring that explains it, and to the fix."""
+    """Map a storage-access failure (in any shape AML reports it) to the broken link and its fix, or None."""
     text = f"{code} {message}"
-    if STREAM_AUTH not in text and "AuthorizationPermissionMismatch" not in text and "AADSTS70021" not in text:
+    if not any(sign in text for sign in STORAGE_SIGNS):
         return None
     broken = compute.broken()
-    where = (
-        (f"AttachedCompute {compute.name}: " + "; ".join(broken))
-        if broken
-        else (
+    links = f"AttachedCompute {compute.name}: " + "; ".join(broken) if broken else ""
+    if "KeyBasedAuthenticationNotPermitted" in text:
+        where = (
+            "the datastore authenticates with account keys but the storage account has shared-key access off "
+            f"(field failure F17): no role or credential helps; {BY_ID['F17'].fix()}"
+        )
+    elif "AADSTS70021" in text:
+        where = _not_federated(SUBJECT.search(text), compute, links)
+    elif "AuthorizationPermissionMismatch" in text:
+        where = f"the identity lacks an effective Storage Blob Data role (F15/F16). {links}".strip()
+    else:
+        where = links or (
             f"AttachedCompute {compute.name} reports every link Ready, so the data-capability sidecar itself is "
             f"failing (e.g. certificate auth, field failure F23; run `amlwire doctor {compute.name}`)"
         )
-    )
-    if "AADSTS70021" in text:
-        where = f"no federated credential matched the job's service account. {where}"
-    elif "AuthorizationPermissionMismatch" in text:
-        where = f"the identity lacks an effective Storage Blob Data role. {where}"
     advice = (
         ""
         if delivery == "InContainer"
@@ -245,7 +269,24 @@ def hint(code: str, message: str, compute: ComputeHealth, delivery: str | None) 
             "identity, bypassing the sidecar."
         )
     )
-    return f"The job could not reach storage: {where}.{advice}"
+    return f"The job could not reach storage: {where.rstrip('.')}.{advice}"
+
+
+def _not_federated(found: re.Match[str] | None, compute: ComputeHealth, links: str) -> str:
+    """AADSTS70021: Entra found no federated credential for the token's subject (F04), or not yet."""
+    if found is None:
+        return f"no federated credential matched the job's service account (F04). {links}".strip()
+    subject = found.group(1)
+    namespace, name = subject.removeprefix("system:serviceaccount:").split(":", 1)
+    if subject not in compute.subjects:
+        return (
+            f"no federated credential on {compute.identity} federates {subject} (field failure F04): add "
+            f"{{namespace: {namespace}, name: {name}}} to spec.serviceAccounts of AttachedCompute {compute.name}"
+        )
+    return (
+        f"Entra matched no federated credential for {subject} (F04/F05), which AttachedCompute {compute.name} "
+        f"lists: {links or 'its credential may still be propagating (FederationReady)'}"
+    )
 
 
 def innermost_code(error: Mapping[str, object]) -> str:

@@ -8,7 +8,7 @@ admit themselves against it, AttachedComputes find their neighbours (sharing an 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,8 @@ class ComputeHealth:
 
     name: str
     conditions: Mapping[str, ConditionState] = field(default_factory=dict)
+    subjects: tuple[str, ...] = ()  # the service accounts it federates
+    identity: str = "the identity"
 
     def broken(self) -> list[str]:
         return [
@@ -93,18 +95,26 @@ class ComputeView:
     identity_client_id: str | None = None
     conditions: Mapping[str, ConditionState] = field(default_factory=dict)
     created: str = ""
+    extension_name: str = "azureml"
+    configures_extension: bool = True  # spec.extension.mode Configure: it writes the extension's settings
+    owns_extension: bool = False  # status.ownsExtension: it set the extension's identity
+
+    def state(self, type_: str) -> str:
+        """The status of one of its conditions (Unknown when it has none)."""
+        return self.conditions.get(type_, ("Unknown", "", ""))[0]
 
     @property
     def health(self) -> ComputeHealth:
-        return ComputeHealth(self.name, self.conditions)
+        identity = self.identity_id.rstrip("/").rsplit("/", 1)[-1] or "the identity"
+        return ComputeHealth(self.name, self.conditions, self.subjects, identity)
 
     @property
     def ready(self) -> bool:
-        return self.conditions.get(r.READY, ("Unknown", "", ""))[0] == "True"
+        return self.state(r.READY) == "True"
 
     @property
     def stalled(self) -> bool:
-        return self.conditions.get(r.STALLED, ("Unknown", "", ""))[0] == "True"
+        return self.state(r.STALLED) == "True"
 
     @property
     def ready_message(self) -> str:
@@ -125,6 +135,7 @@ def view_of(name: str, spec: Mapping[str, Any], status: Mapping[str, Any] | None
     workspace = spec.get("workspace") or {}
     cluster = spec.get("cluster") or {}
     compute = spec.get("compute") or {}
+    extension = spec.get("extension") or {}
     subscription = _text(workspace.get("subscriptionId"))
     conditions = {
         _text(c.get("type")): (_text(c.get("status")), _text(c.get("reason")), _text(c.get("message")))
@@ -158,4 +169,30 @@ def view_of(name: str, spec: Mapping[str, Any], status: Mapping[str, Any] | None
         identity_client_id=(status.get("identity") or {}).get("clientId"),
         conditions=conditions,
         created=created,
+        extension_name=_text(extension.get("name")) or "azureml",
+        configures_extension=extension.get("mode", "Configure") == "Configure",
+        owns_extension=status.get("ownsExtension") is True,
     )
+
+
+def extension_owner(
+    me: str, identity_id: str, created: str, owns: bool, siblings: Sequence[ComputeView], extension: str
+) -> ComputeView | None:
+    """The AttachedCompute on the same cluster that sets the extension's identity, when it is not `me`.
+
+    One extension serves one identity. Computes sharing `me`'s identity agree with it; among the others that
+    configure the same extension, the one that set it (status.ownsExtension) keeps it; otherwise the earliest
+    created whose identity is not known to be missing. `me` never yields to one created after it.
+    """
+    rivals = [
+        s
+        for s in siblings
+        if s.configures_extension and s.extension_name == extension and not s.uses_identity(identity_id)
+    ]
+    recorded = sorted((s for s in rivals if s.owns_extension), key=lambda s: (s.created, s.name))
+    if owns:
+        return next((s for s in recorded if (s.created, s.name) < (created, me)), None)
+    if recorded:
+        return recorded[0]
+    earlier = [s for s in rivals if s.state(r.IDENTITY_READY) != "False" and (s.created, s.name) < (created, me)]
+    return min(earlier, key=lambda s: (s.created, s.name), default=None)

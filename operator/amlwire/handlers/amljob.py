@@ -69,6 +69,8 @@ def run_reconcile(services: Services, scope: JobScope) -> JobResult:
         result.status.conditions,
         result.status.aml_status,
     )
+    if result.reverify:
+        services.kube.request_reconcile(result.reverify, now().strftime("%Y-%m-%dT%H:%M:%SZ"))
     return result
 
 

@@ -14,15 +14,18 @@ from amlwire.api.attachedcompute import AttachedComputeSpec, AttachedComputeStat
 from amlwire.api.common import GROUP, VERSION
 from amlwire.config import Settings
 from amlwire.domain.conditions import first_visit
-from amlwire.domain.view import ComputeView, target_of, view_of
+from amlwire.domain.jobs import TERMINAL
+from amlwire.domain.view import ComputeView, view_of
 from amlwire.handlers.status import apply, now, post, refuse_invalid
 from amlwire.reconcile.attachedcompute import STEP_TYPES, Neighbours, Scope, cleanup, reconcile
+from amlwire.reconcile.attachedcompute.scope import DETACH_UNDER_JOBS, RECONCILE_REQUESTED_AT
 from amlwire.reconcile.services import Services
 from amlwire.reconcile.status import load_status
 
 PLURAL = "attachedcomputes"
 KIND = "AttachedCompute"
 INDEX = "computes"
+JOBS_INDEX = "jobs_by_compute"
 
 
 def index_computes(
@@ -32,12 +35,20 @@ def index_computes(
     return {name: view_of(name, spec, status, str(meta.get("creationTimestamp") or ""))}
 
 
+def index_jobs(*, namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[str, str]:
+    """Index: the AmlJobs whose AML job runs, by the AttachedCompute they run on (namespace/name)."""
+    running = status.get("amlJobName") and status.get("amlStatus") not in TERMINAL
+    return {str(spec.get("computeRef", "")): f"{namespace}/{name}"} if running else {}
+
+
 def views(index: kopf.Index[str, ComputeView]) -> list[ComputeView]:
     return [view for key in list(index) for view in index.get(key, [])]
 
 
 def _scope(name: str, body: kopf.Body, spec: AttachedComputeSpec, status: Mapping[str, Any], kwargs: Any) -> Scope:
     services: Services = kwargs["memo"].services
+    annotations = body.metadata.annotations
+    running = tuple(kwargs[JOBS_INDEX].get(name, []))
     return Scope(
         name=name,
         generation=body.metadata.get("generation"),
@@ -47,7 +58,10 @@ def _scope(name: str, body: kopf.Body, spec: AttachedComputeSpec, status: Mappin
         timings=services.timings,
         azure=services.azure,
         kube=services.kube,
-        neighbours=Neighbours.among(views(kwargs[INDEX]), name, spec.identity.resource_id, target_of(spec).cluster_id),
+        neighbours=Neighbours.among(views(kwargs[INDEX]), name, running),
+        created=str(body.metadata.get("creationTimestamp") or ""),
+        detach_under_jobs=annotations.get(DETACH_UNDER_JOBS) == "true",
+        requested_at=annotations.get(RECONCILE_REQUESTED_AT),
     )
 
 
@@ -91,10 +105,21 @@ def delete_attached_compute(
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     resource = (GROUP, VERSION, PLURAL)
     kopf.index(*resource, registry=registry, id=INDEX)(index_computes)
+    kopf.index(GROUP, VERSION, "amljobs", registry=registry, id=JOBS_INDEX)(index_jobs)
     for decorator in (
         kopf.on.resume(*resource, registry=registry),
         kopf.on.create(*resource, registry=registry),
         kopf.on.update(*resource, field="spec", registry=registry),
+        # what users (and failing jobs) ask for by annotation: reconcile now, or detach under running jobs
+        kopf.on.update(
+            *resource,
+            field=("metadata", "annotations", RECONCILE_REQUESTED_AT),
+            registry=registry,
+            id="reconcile_requested",
+        ),
+        kopf.on.update(
+            *resource, field=("metadata", "annotations", DETACH_UNDER_JOBS), registry=registry, id="detach_under_jobs"
+        ),
         kopf.timer(
             *resource, interval=settings.drift_interval, initial_delay=settings.drift_interval, registry=registry
         ),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from amlwire.domain.azure import WorkspaceRef
 from amlwire.domain.errors import AzureError, KubeConflict, KubeError, KubeNotFound
-from amlwire.domain.jobs import TAG_COMPUTE, JobSnapshot
+from amlwire.domain.jobs import GONE, TAG_COMPUTE, JobSnapshot
 from amlwire.reconcile.ports import AzurePort
 
 log = logging.getLogger("amlwire.jobs")
@@ -138,6 +138,11 @@ class JobPoller:
         except AzureError as error:
             log.warning("listing AML jobs in %s failed (%s); retrying next interval", workspace.name, error.message)
             return 0
+        for name in {j.aml_job_name for j in jobs} - listing.keys():  # archived, or gone: ask for it directly
+            try:
+                listing[name] = self.azure.get_job(workspace, name) or JobSnapshot(name, GONE)
+            except AzureError as error:
+                log.warning("reading AML job %s failed (%s); retrying next interval", name, error.message)
         changed = self.watch.record(workspace_id, listing)
         updated = 0
         for job in jobs:

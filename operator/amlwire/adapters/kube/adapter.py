@@ -21,6 +21,7 @@ from amlwire.reconcile.ports import ObjectRef, ServiceAccountInfo
 log = logging.getLogger("amlwire.events")
 APPLY = "application/apply-patch+yaml"
 COMPONENT = "amlwire"
+RECONCILE_REQUESTED_AT = "amlwire.io/reconcile-requested-at"
 CLUSTER_EVENTS_NAMESPACE = "default"  # where Kubernetes records the events of cluster-scoped objects
 INSTANCE_TYPES = ("amlarc.azureml.com", "v1alpha1", "instancetypes")
 AML_JOBS = ("amlwire.io", "v1alpha1", "amljobs")
@@ -156,6 +157,17 @@ class KubeAdapter:
             self.custom.patch_namespaced_custom_object_status(
                 group, version, namespace, plural, name, {"status": dict(status)}
             )
+
+    def request_reconcile(self, attached_compute: str, at: str) -> None:
+        """Ask for an AttachedCompute's reconcile now, as a user would (annotation reconcile-requested-at)."""
+        body = {"metadata": {"annotations": {RECONCILE_REQUESTED_AT: at}}}
+        try:
+            with _translated(f"request a reconcile of AttachedCompute {attached_compute}"):
+                self.custom.patch_cluster_custom_object(
+                    "amlwire.io", "v1alpha1", "attachedcomputes", attached_compute, body
+                )
+        except KubeNotFound:
+            return
 
     def post_events(self, about: ObjectRef, events: Sequence[Event]) -> None:
         """Record events as Kubernetes does: in the object's namespace, or in `default` for a cluster-scoped

@@ -31,6 +31,7 @@ class JobResult:
     status: AmlJobStatus
     requeue_after: float | None
     events: list[Event]
+    reverify: str | None = None  # an AttachedCompute to reconcile now
 
     @property
     def summary(self) -> str:
@@ -38,19 +39,23 @@ class JobResult:
         return f"{ready.reason}: {ready.message}" if ready else ""
 
 
-def summarize_job(submitted: StepResult, status: AmlJobStatus) -> list[Summary]:
-    """Before submission the Submitted step speaks for the job; after it, AML's status and the verdict do."""
-    if submitted.ok:
+def summarize_job(submitted: StepResult, finished: StepResult, status: AmlJobStatus) -> list[Summary]:
+    """Before submission the Submitted step speaks for the job; after it AML's status and the verdict do,
+    unless following the job needs someone to act (the AML job is gone, amlwire may not read it)."""
+    if submitted.ok and finished.outcome is not Outcome.BLOCKED:
         return job_summary(status.aml_status, status.verdict, status.failure)
-    if submitted.outcome is Outcome.BLOCKED:
-        return kstatus("stalled", submitted.reason, submitted.message)
-    return kstatus("reconciling", submitted.reason, submitted.message)
+    step = submitted if not submitted.ok else finished
+    if step.outcome is Outcome.BLOCKED:
+        return kstatus("stalled", step.reason, step.message)
+    return kstatus("reconciling", step.reason, step.message)
 
 
 def reconcile_job(scope: JobScope) -> JobResult:
     results = run_steps(STEPS, scope, scope.timings, scope.events)
     status, before = scope.status, scope.previous.conditions
-    status.conditions = fold(before, [*results, *summarize_job(results[0], status)], scope.generation, scope.now)
+    status.conditions = fold(
+        before, [*results, *summarize_job(results[0], results[1], status)], scope.generation, scope.now
+    )
     status.observed_generation = scope.generation
     outcomes = {result.type: result.outcome for result in results if result.type == r.FINISHED}
     events = [*scope.events, *transition_events(before, status.conditions, outcomes)]
@@ -59,7 +64,7 @@ def reconcile_job(scope: JobScope) -> JobResult:
     told = any(e.reason in (stalled.reason, r.JOB_FAILED) for e in events)
     if stalled.status == "True" and was != (stalled.status, stalled.reason) and not told:
         events.append(Event("Warning", stalled.reason, stalled.message))
-    return JobResult(status, earliest(results), events)
+    return JobResult(status, earliest(results), events, scope.reverify)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from amlwire.api import reasons as r
 from amlwire.api.amljob import RegisteredModelStatus
 from amlwire.domain.azure import WorkspaceRef
-from amlwire.domain.conditions import StepResult, done, progressing, rfc3339
-from amlwire.domain.jobs import TERMINAL, JobSnapshot, failure, innermost_code, verdict
+from amlwire.domain.conditions import StepResult, blocked, done, progressing, rfc3339
+from amlwire.domain.jobs import GONE, TERMINAL, JobSnapshot, failure, innermost_code, verdict
 from amlwire.domain.view import ComputeHealth
 from amlwire.reconcile.amljob.scope import JobScope
 from amlwire.reconcile.runner import step
@@ -21,6 +21,8 @@ def follow_the_job(scope: JobScope) -> StepResult:
     if snapshot is None:  # the poller follows it and has no news
         state = scope.status.aml_status or r.FOLLOWING
         return progressing(r.FINISHED, state, f"The AML job is {state}.", None)
+    if snapshot.gone:
+        return _gone(scope, name, workspace)
     if snapshot.status == "Running" and scope.status.start_time is None:
         scope.status.start_time = rfc3339(scope.now)
     if snapshot.terminal:
@@ -46,7 +48,25 @@ def _observe(scope: JobScope, workspace: WorkspaceRef, name: str) -> JobSnapshot
     if known is not None and known not in TERMINAL:
         scope.watch.follow(scope.followed(workspace, name), JobSnapshot(name, known))
         return None
-    return scope.azure.get_job(workspace, name)
+    return scope.azure.get_job(workspace, name) or JobSnapshot(name, GONE)
+
+
+def _gone(scope: JobScope, name: str, workspace: WorkspaceRef) -> StepResult:
+    """The AML job no longer exists: nothing more to follow (its compute gone with it, or deleted in AML)."""
+    scope.watch.unfollow(workspace.id, name)
+    if scope.compute is None:
+        return blocked(
+            r.FINISHED,
+            r.COMPUTE_NOT_FOUND,
+            f"AML job {name} no longer exists in workspace {workspace.name} and AttachedCompute "
+            f"{scope.spec.compute_ref} is gone: there is nothing left to follow; delete this AmlJob",
+        )
+    return blocked(
+        r.FINISHED,
+        r.AML_JOB_NOT_FOUND,
+        f"AML job {name} no longer exists in workspace {workspace.name} (deleted in AML?); delete and recreate "
+        f"this AmlJob to run it again",
+    )
 
 
 def _finish(scope: JobScope, workspace: WorkspaceRef, snapshot: JobSnapshot) -> None:
@@ -67,6 +87,8 @@ def _finish(scope: JobScope, workspace: WorkspaceRef, snapshot: JobSnapshot) -> 
                 code, str(details.error.get("message") or ""), health, spec.model.delivery if spec.model else None
             )
             scope.warn(r.JOB_FAILED, f"{code}: {status.failure.hint or status.failure.message}")
+            if status.failure.hint and scope.compute is not None:
+                scope.reverify = scope.compute.name  # its links may have broken since its last check
         status.metrics = metrics
         status.start_time = details.start_time or status.start_time
         status.end_time = details.end_time or rfc3339(scope.now)

@@ -30,6 +30,7 @@ class JobScope:
     compute: ComputeView | None
     status: AmlJobStatus = field(init=False)
     snapshot: JobSnapshot | None = None  # AML's word on the job, once this pass has it
+    reverify: str | None = None  # an AttachedCompute to look at again now (its job could not reach storage)
     events: list[Event] = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -77,5 +77,10 @@ def _missing_model(scope: JobScope, workspace: WorkspaceRef, waited_before: bool
 
 
 def _rejected(scope: JobScope, error: AzureError) -> StepResult:
-    """AML refused the job for good: Stalled with AML's words; the spec must change."""
-    return blocked(r.SUBMITTED, r.SUBMISSION_REJECTED, error.message)
+    """AML refused the job for good: Stalled with AML's words; the spec must change (it cannot, in place)."""
+    return blocked(
+        r.SUBMITTED,
+        r.SUBMISSION_REJECTED,
+        f"AML refused the job: {error.message}. Check spec.command, spec.inputs, spec.image and "
+        f"spec.instanceType; they cannot change after creation: delete and recreate the AmlJob with the fix",
+    )

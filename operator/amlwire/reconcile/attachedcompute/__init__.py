@@ -69,6 +69,7 @@ def reconcile(scope: Scope) -> Result:
     conditions = fold(scope.previous.conditions, [*results, *summarize(results)], scope.generation, scope.now)
     scope.status.conditions = conditions
     scope.status.observed_generation = scope.generation
+    scope.status.last_handled_reconcile_at = scope.requested_at or scope.previous.last_handled_reconcile_at
     acted = {e.reason for e in scope.events}
     outcomes = {result.type: result.outcome for result in results}
     events = scope.events + [

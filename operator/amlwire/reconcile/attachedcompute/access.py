@@ -1,4 +1,5 @@
-"""AccessReady: the identity holds the data-plane roles in spec.access.grants, and they are effective."""
+"""AccessReady: the identity holds the data-plane roles in spec.access.grants, they are effective, and the
+workspace's default datastore can be read with them at all (F17)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from datetime import timedelta
 
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import RoleAssignmentStatus
-from amlwire.domain.access import created_status, plan_access
+from amlwire.domain.access import created_status, plan_access, role_guid, shared_key_problem
 from amlwire.domain.azure import name_of, subscription_of
-from amlwire.domain.conditions import StepResult, blocked, done, progressing, rfc3339
+from amlwire.domain.conditions import Outcome, StepResult, blocked, done, progressing, rfc3339
+from amlwire.domain.errors import AzureNotFound
 from amlwire.domain.failures import BY_ID
 from amlwire.reconcile.attachedcompute.scope import Scope
 from amlwire.reconcile.common import seconds_until
@@ -17,6 +19,43 @@ from amlwire.reconcile.runner import step
 
 @step(r.ACCESS_READY, needs=(r.IDENTITY_READY,))
 def assign_roles(scope: Scope) -> StepResult:
+    former = scope.former_identity
+    if former is not None:
+        forget_former_roles(scope, former)
+    result = _grants(scope, recorded=[] if former else scope.previous.role_assignments)
+    if result.outcome in (Outcome.DONE, Outcome.PROGRESSING):
+        return _datastore_readable(scope) or result
+    return result
+
+
+def forget_former_roles(scope: Scope, former: str) -> None:
+    """spec.identity changed: the role assignments amlwire made for the former identity go (unless other
+    AttachedComputes using it still need them)."""
+    needed = scope.neighbours.grants(former)
+    for record in scope.previous.role_assignments:
+        if not record.created_by_amlwire or (record.scope.lower(), role_guid(record.role)) in needed:
+            continue
+        try:
+            scope.azure.delete_role_assignment(record.scope, record.name)
+        except AzureNotFound:
+            continue
+        scope.note(r.ROLE_ASSIGNMENT_DELETED, f"removed {record.role} on {record.scope} of the former identity")
+
+
+def _datastore_readable(scope: Scope) -> StepResult | None:
+    """F17: a key-based default datastore on an account with shared keys off cannot be read by any role."""
+    workspace = scope.azure.get_workspace(scope.target.workspace)
+    if not workspace.storage_account_id:
+        return None
+    problem = shared_key_problem(workspace, scope.azure.get_storage_account(workspace.storage_account_id))
+    if problem is None:
+        return None
+    return blocked(
+        r.ACCESS_READY, r.SHARED_KEY_ACCESS_DISABLED, f"{problem}; {BY_ID['F17'].fix()}", scope.timings.blocked_recheck
+    )
+
+
+def _grants(scope: Scope, recorded: list[RoleAssignmentStatus]) -> StepResult:
     access = scope.spec.access
     if not access.grants:
         scope.status.role_assignments = []
@@ -26,12 +65,7 @@ def assign_roles(scope: Scope) -> StepResult:
     scopes = sorted({g.scope for g in access.grants})
     assignments = {s: scope.azure.list_role_assignments(s, principal) for s in scopes}
     plan = plan_access(
-        access.grants,
-        principal,
-        subscription_of(scope.target.identity_id),
-        assignments,
-        scope.previous.role_assignments,
-        window,
+        access.grants, principal, subscription_of(scope.target.identity_id), assignments, recorded, window
     )
     statuses = plan.statuses()
     if plan.to_create and access.mode == "Verify":

@@ -11,6 +11,7 @@ from amlwire.domain.errors import AzureError, AzureNotFound, KubeError
 from amlwire.domain.federation import NAME_PREFIX, subject_of
 from amlwire.reconcile.attachedcompute.federation import IDENTITY_LOCKS
 from amlwire.reconcile.attachedcompute.scope import OWNER_LABEL, Scope
+from amlwire.reconcile.attachedcompute.service_accounts import in_use_elsewhere
 from amlwire.reconcile.common import Event
 
 
@@ -27,12 +28,12 @@ class Cleanup:
 def cleanup(scope: Scope) -> Cleanup:
     """Undo what amlwire created; classified errors say what deletion waits for, never raise."""
     if scope.spec.deletion_policy == "Orphan":
-        return Cleanup(
-            True,
-            "deletionPolicy Orphan: Azure and the cluster left as they are",
-            None,
-            [Event("Normal", r.ORPHANED, "left Azure and the cluster untouched (deletionPolicy: Orphan)")],
-        )
+        orphaned = Event("Normal", r.ORPHANED, "left Azure and the cluster untouched (deletionPolicy: Orphan)")
+        jobs = _running_jobs_told(scope, "the compute stays attached: they run to their end and amlwire follows them")
+        return Cleanup(True, "deletionPolicy Orphan: Azure and the cluster left as they are", None, [orphaned, *jobs])
+    scope.events += _running_jobs_told(
+        scope, "detaching the compute under them makes AML fail them (deletionPolicy Orphan would let them finish)"
+    )
     try:
         return _undo(scope)
     except AzureError as error:
@@ -46,11 +47,23 @@ def cleanup(scope: Scope) -> Cleanup:
         return Cleanup(False, str(error), scope.timings.retry_delay, scope.events)
 
 
+def _running_jobs_told(scope: Scope, what: str) -> list[Event]:
+    """What deleting this AttachedCompute does to the AmlJobs still running on it."""
+    jobs = scope.neighbours.running_jobs
+    if not jobs:
+        return []
+    message = f"{len(jobs)} AmlJob(s) still run on compute {scope.target.compute_name} ({', '.join(jobs)}): {what}"
+    if scope.spec.deletion_policy == "Orphan":
+        return [Event("Normal", r.JOBS_STILL_RUNNING, message)]
+    return [Event("Warning", r.JOBS_STILL_RUNNING, message)]
+
+
 def _undo(scope: Scope) -> Cleanup:
     for item in scope.kube.list_instance_types(f"{OWNER_LABEL}={scope.name}"):
         scope.kube.delete_instance_type(item)
     for account in scope.spec.service_accounts:
-        scope.kube.release_service_account(account.namespace, account.name)
+        if not in_use_elsewhere(scope, subject_of(account.namespace, account.name)):
+            scope.kube.release_service_account(account.namespace, account.name)
     _delete_federated_credentials(scope)
     _delete_role_assignments(scope)
     remaining = _detach_compute(scope)
@@ -75,14 +88,15 @@ def _delete_federated_credentials(scope: Scope) -> None:
                 and credential.issuer == issuer
                 and credential.subject in subjects
             )
-            if ours and (credential.issuer, credential.subject) not in scope.neighbours.federations:
+            if ours and (credential.issuer, credential.subject) not in scope.neighbours.federations(identity_id):
                 scope.azure.delete_federated_credential(identity_id, credential.name)
                 scope.note(r.FEDERATED_CREDENTIAL_DELETED, f"deleted {credential.name}")
 
 
 def _delete_role_assignments(scope: Scope) -> None:
     for record in scope.previous.role_assignments:
-        if not record.created_by_amlwire or (record.scope.lower(), role_guid(record.role)) in scope.neighbours.grants:
+        needed = scope.neighbours.grants(scope.target.identity_id)
+        if not record.created_by_amlwire or (record.scope.lower(), role_guid(record.role)) in needed:
             continue
         try:
             scope.azure.delete_role_assignment(record.scope, record.name)

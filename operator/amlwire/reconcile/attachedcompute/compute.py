@@ -32,7 +32,7 @@ from amlwire.domain.operations import (
     started,
     without,
 )
-from amlwire.reconcile.attachedcompute.scope import Scope
+from amlwire.reconcile.attachedcompute.scope import DETACH_UNDER_JOBS, Scope
 from amlwire.reconcile.runner import EXTENSION_INSTALLED, step
 
 
@@ -125,6 +125,9 @@ def _converge(scope: Scope, found: ComputeInfo | None) -> StepResult:
     if decision.action is ComputeAction.ATTACH:
         return _attach(scope, 1)
     if decision.action is ComputeAction.DETACH:
+        jobs = scope.neighbours.running_jobs
+        if decision.reason == r.COMPUTE_IDENTITY_MISMATCH and jobs and not scope.detach_under_jobs:
+            return _wait_for_jobs(scope, decision.message, jobs)
         return _detach(scope, 1, decision.reason, decision.message)
     if decision.action is ComputeAction.WAIT:
         return progressing(r.COMPUTE_READY, decision.reason, decision.message, scope.timings.lro_poll_delay)
@@ -132,6 +135,18 @@ def _converge(scope: Scope, found: ComputeInfo | None) -> StepResult:
         return blocked(r.COMPUTE_READY, decision.reason, decision.message, scope.timings.blocked_recheck)
     scope.status.compute_id = found.id if found else None
     return done(r.COMPUTE_READY, decision.reason, decision.message)
+
+
+def _wait_for_jobs(scope: Scope, why: str, jobs: tuple[str, ...]) -> StepResult:
+    """Detaching under running jobs fails them: wait for them to end, unless the user says otherwise."""
+    shown = ", ".join(jobs[:5]) + (f" and {len(jobs) - 5} more" if len(jobs) > 5 else "")
+    return progressing(
+        r.COMPUTE_READY,
+        r.COMPUTE_DETACH_WAITS_FOR_JOBS,
+        f"{why.split(';')[0]}, but {len(jobs)} AmlJob(s) run on it ({shown}); amlwire detaches it once they end. "
+        f"To detach it now (AML fails those jobs): kubectl annotate amlc {scope.name} {DETACH_UNDER_JOBS}=true",
+        scope.timings.blocked_recheck,
+    )
 
 
 def _attach(scope: Scope, attempt: int) -> StepResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from amlwire.api import reasons as r
+from amlwire.domain.azure import name_of
 from amlwire.domain.conditions import StepResult, blocked, done, progressing
 from amlwire.domain.extension import Action, decide_extension, desired_settings, installed, observed
 from amlwire.domain.operations import (
@@ -20,6 +21,7 @@ from amlwire.domain.operations import (
     started,
     without,
 )
+from amlwire.domain.view import extension_owner
 from amlwire.reconcile.attachedcompute.scope import Scope
 from amlwire.reconcile.runner import EXTENSION_INSTALLED, step
 
@@ -28,7 +30,12 @@ SUBJECT = "Extension"
 
 @step(r.EXTENSION_READY, needs=(r.IDENTITY_READY,))
 def configure_the_extension(scope: Scope) -> StepResult:
+    """Writes the extension only once the identity is known, and only as the owner of its identity."""
     spec = scope.spec.extension
+    if spec.mode == "Configure":
+        refused = _owned_by_another(scope)
+        if refused is not None:
+            return refused
     operation = of_subject(scope.status.operations, SUBJECT)
     found = None
     seen: Observed | None = None
@@ -55,6 +62,31 @@ def configure_the_extension(scope: Scope) -> StepResult:
     if found is None:
         found = scope.observed.extension = scope.azure.get_extension(scope.target.cluster_id, spec.name)
     return _converge(scope, decision, installed(found))
+
+
+def _owned_by_another(scope: Scope) -> StepResult | None:
+    """One extension serves one identity: refuse to set it when another AttachedCompute on the cluster owns it."""
+    target = scope.target
+    owner = extension_owner(
+        scope.name,
+        target.identity_id,
+        scope.created,
+        bool(scope.previous.owns_extension),
+        scope.neighbours.siblings(target.cluster_id),
+        scope.spec.extension.name,
+    )
+    scope.status.owns_extension = owner is None
+    if owner is None:
+        return None
+    return blocked(
+        r.EXTENSION_READY,
+        r.EXTENSION_OWNED_BY_ANOTHER,
+        f"the AzureML extension {scope.spec.extension.name} on cluster {target.cluster_name} is configured for "
+        f"AttachedCompute {owner.name} and its identity {name_of(owner.identity_id)}; one extension serves one "
+        f"identity. Use the same spec.identity as {owner.name} (AttachedComputes may share an identity), set "
+        f"spec.extension.mode: Verify, or attach another cluster",
+        scope.timings.blocked_recheck,
+    )
 
 
 def _from_url(scope: Scope, url: str) -> Observed:

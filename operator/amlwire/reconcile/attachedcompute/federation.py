@@ -6,8 +6,10 @@ from datetime import timedelta
 
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import FederatedCredentialStatus
+from amlwire.domain.azure import ResourceId
 from amlwire.domain.conditions import StepResult, blocked, done, progressing, rfc3339
-from amlwire.domain.federation import FederationPlan, plan_federation
+from amlwire.domain.errors import AzureNotFound
+from amlwire.domain.federation import EXTENSION_SERVICE_ACCOUNTS, FederationPlan, plan_federation, subject_of
 from amlwire.reconcile.attachedcompute.scope import Scope
 from amlwire.reconcile.common import KeyedLocks, seconds_until
 from amlwire.reconcile.runner import step
@@ -30,13 +32,17 @@ def federate_service_accounts(scope: Scope) -> StepResult:
     issuer = scope.cluster.issuer_url or ""
     identity_id = scope.target.identity_id
     accounts = [(sa.namespace, sa.name) for sa in scope.spec.service_accounts]
+    former = scope.former_identity
+    if former is not None:
+        forget_former_credentials(scope, former)
     with IDENTITY_LOCKS.hold(identity_id):
+        existing = scope.azure.list_federated_credentials(identity_id)
         plan = plan_federation(
             accounts,
             issuer,
-            scope.azure.list_federated_credentials(identity_id),
-            previously_managed=[f.name for f in scope.previous.federated_credentials],
-            wanted_elsewhere=scope.neighbours.federations,
+            existing,
+            previously_managed=[] if former else [f.name for f in scope.previous.federated_credentials],
+            wanted_elsewhere=scope.neighbours.federations(identity_id),
             identity_name=scope.target.identity.name,
             identity_group=scope.target.identity.group,
         )
@@ -47,7 +53,46 @@ def federate_service_accounts(scope: Scope) -> StepResult:
             scope.azure.put_federated_credential(identity_id, write.credential)
             scope.note(write.reason, write.detail)
     scope.status.federated_credentials = _records(scope, plan)
+    unfederated = [
+        (ns, name)
+        for ns, name in EXTENSION_SERVICE_ACCOUNTS
+        if (ns, name) not in accounts
+        and not any(c.federates(issuer, subject_of(ns, name)) for c in existing if c.name not in plan.deletes)
+    ]
+    if unfederated and not plan.problems:
+        return _extension_accounts_missing(scope, unfederated)
     return _condition(scope, plan, len(accounts), issuer)
+
+
+def forget_former_credentials(scope: Scope, former: str) -> None:
+    """spec.identity changed: the credentials amlwire wrote on the former identity go (unless other
+    AttachedComputes using it still need them), so no stale trust is left behind."""
+    needed = scope.neighbours.federations(former)
+    name = ResourceId.parse(former).name
+    with IDENTITY_LOCKS.hold(former):
+        try:
+            existing = {c.name: c for c in scope.azure.list_federated_credentials(former)}
+        except AzureNotFound:
+            return
+        for record in scope.previous.federated_credentials:
+            credential = existing.get(record.name)
+            if credential is None or (credential.issuer, credential.subject) in needed:
+                continue
+            scope.azure.delete_federated_credential(former, record.name)
+            scope.note(r.FEDERATED_CREDENTIAL_DELETED, f"deleted {record.name} from the former identity {name}")
+
+
+def _extension_accounts_missing(scope: Scope, accounts: list[tuple[str, str]]) -> StepResult:
+    names = ", ".join(f"{ns}/{name}" for ns, name in accounts)
+    entries = ", ".join(f"{{namespace: {ns}, name: {name}}}" for ns, name in accounts)
+    return blocked(
+        r.FEDERATION_READY,
+        r.EXTENSION_SERVICE_ACCOUNT_NOT_FEDERATED,
+        f"the AzureML extension's data-capability sidecar authenticates as {names}, which spec.serviceAccounts "
+        f"does not list and no federated credential on the identity federates; jobs would fail with AADSTS70021. "
+        f"Add {entries} to spec.serviceAccounts",
+        scope.timings.blocked_recheck,
+    )
 
 
 def _records(scope: Scope, plan: FederationPlan) -> list[FederatedCredentialStatus]:

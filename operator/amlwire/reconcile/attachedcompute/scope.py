@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import AttachedComputeSpec, AttachedComputeStatus
-from amlwire.domain.azure import ClusterInfo, ExtensionInfo, IdentityInfo
+from amlwire.domain.azure import ClusterInfo, ExtensionInfo, IdentityInfo, same_id
 from amlwire.domain.operations import resume
 from amlwire.domain.view import ComputeView, Target, target_of
 from amlwire.reconcile.common import Event, Timings
@@ -16,30 +17,37 @@ from amlwire.reconcile.ports import AzurePort, KubePort
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "amlwire"}
 OWNER_LABEL = "amlwire.io/attached-compute"
+DETACH_UNDER_JOBS = "amlwire.io/detach-under-running-jobs"
+RECONCILE_REQUESTED_AT = "amlwire.io/reconcile-requested-at"
 
 
 @dataclass(frozen=True)
 class Neighbours:
-    """Other AttachedComputes: those sharing the identity (so nothing is deleted under them), and the
-    running jobs on this compute (so it is not detached under them)."""
+    """What the rest of the cluster needs of this AttachedCompute's Azure side: the other AttachedComputes
+    (an identity they share keeps what they use; a cluster they share has one extension identity), and the
+    AmlJobs running on this compute (it is not detached under them without saying so)."""
 
-    federations: frozenset[tuple[str, str]] = frozenset()  # (issuer, subject) others still need
-    grants: frozenset[tuple[str, str]] = frozenset()  # (scope lower-case, role GUID) others still need
-    siblings: tuple[ComputeView, ...] = ()  # AttachedComputes on the same cluster
+    others: tuple[ComputeView, ...] = ()
     running_jobs: tuple[str, ...] = ()  # namespace/name of AmlJobs running on this compute
 
     @classmethod
-    def among(
-        cls, views: list[ComputeView], me: str, identity_id: str, cluster_id: str, running_jobs: tuple[str, ...] = ()
-    ) -> Neighbours:
-        others = [v for v in views if v.name != me]
-        sharing = [v for v in others if v.uses_identity(identity_id)]
-        return cls(
-            federations=frozenset((v.issuer, s) for v in sharing if v.issuer for s in v.subjects),
-            grants=frozenset(g for v in sharing for g in v.grants),
-            siblings=tuple(v for v in others if v.cluster_id.lower() == cluster_id.lower()),
-            running_jobs=running_jobs,
-        )
+    def among(cls, views: Iterable[ComputeView], me: str, running_jobs: Iterable[str] = ()) -> Neighbours:
+        return cls(tuple(v for v in views if v.name != me), tuple(sorted(running_jobs)))
+
+    def sharing(self, identity_id: str) -> list[ComputeView]:
+        return [v for v in self.others if v.uses_identity(identity_id)]
+
+    def federations(self, identity_id: str) -> frozenset[tuple[str, str]]:
+        """(issuer, subject) pairs others using the identity still need federated."""
+        return frozenset((v.issuer, s) for v in self.sharing(identity_id) if v.issuer for s in v.subjects)
+
+    def grants(self, identity_id: str) -> frozenset[tuple[str, str]]:
+        """(scope lower-case, role GUID) pairs others using the identity still need."""
+        return frozenset(g for v in self.sharing(identity_id) for g in v.grants)
+
+    def siblings(self, cluster_id: str) -> list[ComputeView]:
+        """The other AttachedComputes on the same cluster."""
+        return [v for v in self.others if v.cluster_id.lower() == cluster_id.lower()]
 
 
 @dataclass
@@ -64,6 +72,9 @@ class Scope:
     azure: AzurePort
     kube: KubePort
     neighbours: Neighbours = field(default_factory=Neighbours)
+    created: str = ""  # metadata.creationTimestamp: who came first on a shared cluster
+    detach_under_jobs: bool = False  # annotation amlwire.io/detach-under-running-jobs: "true"
+    requested_at: str | None = None  # annotation amlwire.io/reconcile-requested-at
     status: AttachedComputeStatus = field(init=False)
     observed: Observed = field(default_factory=Observed)
     events: list[Event] = field(default_factory=list)
@@ -75,6 +86,12 @@ class Scope:
     @property
     def target(self) -> Target:
         return target_of(self.spec)
+
+    @property
+    def former_identity(self) -> str | None:
+        """The identity the previous status was about, when spec.identity has changed since."""
+        previous = self.previous.identity.resource_id if self.previous.identity else None
+        return previous if previous and not same_id(previous, self.target.identity_id) else None
 
     @property
     def cluster(self) -> ClusterInfo:

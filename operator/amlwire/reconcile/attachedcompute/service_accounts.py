@@ -6,6 +6,7 @@ from amlwire.api import reasons as r
 from amlwire.domain.conditions import StepResult, blocked, done
 from amlwire.domain.errors import KubeConflict, KubeNotFound
 from amlwire.domain.failures import BY_ID
+from amlwire.domain.federation import subject_of
 from amlwire.reconcile.attachedcompute.scope import MANAGED_BY, Scope
 from amlwire.reconcile.ports import ServiceAccountInfo
 from amlwire.reconcile.runner import step
@@ -21,6 +22,10 @@ def annotate_service_accounts(scope: Scope) -> StepResult:
     problems: list[tuple[str, str]] = []
     for account in scope.spec.service_accounts:
         ns, name = account.namespace, account.name
+        holder = annotated_for_another_identity(scope, subject_of(ns, name))
+        if holder is not None:
+            problems.append((r.SERVICE_ACCOUNT_OWNED_BY_ANOTHER, _owned_elsewhere(ns, name, holder)))
+            continue
         current = scope.kube.get_service_account(ns, name)
         if current is None and not account.create:
             problems.append(
@@ -39,6 +44,7 @@ def annotate_service_accounts(scope: Scope) -> StepResult:
             problems.append(_problem(error, ns, name, current, wanted))
             continue
         scope.note(r.SERVICE_ACCOUNT_ANNOTATED, f"annotated {ns}/{name} with the identity's client ID")
+    release_unlisted(scope)
     if problems:
         messages = "; ".join(dict.fromkeys(m for _, m in problems))
         return blocked(r.SERVICE_ACCOUNTS_READY, problems[0][0], messages, scope.timings.blocked_recheck)
@@ -47,6 +53,43 @@ def annotate_service_accounts(scope: Scope) -> StepResult:
         r.SERVICE_ACCOUNTS_ANNOTATED,
         f"{len(scope.spec.service_accounts)} service account(s) carry {CLIENT_ID_ANNOTATION}={identity.client_id}",
     )
+
+
+def release_unlisted(scope: Scope) -> None:
+    """Take amlwire's annotation and label off service accounts it federated before but the spec no longer
+    lists (unless another AttachedCompute lists them too)."""
+    listed = {subject_of(sa.namespace, sa.name) for sa in scope.spec.service_accounts}
+    for subject in sorted({c.subject for c in scope.previous.federated_credentials} - listed):
+        if not in_use_elsewhere(scope, subject):
+            namespace, name = subject.removeprefix("system:serviceaccount:").split(":", 1)
+            scope.kube.release_service_account(namespace, name)
+            scope.note(r.SERVICE_ACCOUNT_RELEASED, f"removed amlwire's annotation and label from {namespace}/{name}")
+
+
+def annotated_for_another_identity(scope: Scope, subject: str) -> str | None:
+    """Another AttachedCompute that annotated this service account for another identity (it can carry one)."""
+    return next(
+        (
+            other.name
+            for other in scope.neighbours.others
+            if subject in other.subjects
+            and not other.uses_identity(scope.target.identity_id)
+            and other.state(r.SERVICE_ACCOUNTS_READY) == "True"
+        ),
+        None,
+    )
+
+
+def _owned_elsewhere(namespace: str, name: str, holder: str) -> str:
+    return (
+        f"service account {namespace}/{name} carries the client ID of AttachedCompute {holder}'s identity; a "
+        f"service account federates one identity. Use the same spec.identity as {holder}, or other service "
+        f"accounts"
+    )
+
+
+def in_use_elsewhere(scope: Scope, subject: str) -> bool:
+    return any(subject in other.subjects for other in scope.neighbours.others)
 
 
 def _problem(
