@@ -19,6 +19,7 @@ from azure.mgmt.containerservice import ContainerServiceClient
 from azure.mgmt.kubernetesconfiguration.extensions import KubernetesConfigurationExtensionsMgmtClient
 from azure.mgmt.kubernetesconfiguration.extensions import models as ext_models
 from azure.mgmt.msi import ManagedServiceIdentityClient
+from azure.mgmt.storage import StorageManagementClient
 from azure.mgmt.msi.models import FederatedIdentityCredential
 from kubernetes import client
 from rich.console import Console
@@ -110,6 +111,10 @@ def raw_sdk_wiring(local: Any, spec: dict[str, Any]) -> float:
         connection_verify=str(local.sandbox.ca_file),
         enable_telemetry=False,
     )
+    # shared keys off under a key-based default datastore (F17) fails every job whatever the roles: check it
+    workspace = ml.workspaces.get(spec["workspace"]["name"])
+    account = workspace.storage_account.split("/")
+    StorageManagementClient(cred, sub, **kw).storage_accounts.get_properties(account[4], account[-1])
     ml.compute.begin_create_or_update(
         KubernetesCompute(
             name=spec["compute"]["name"],
