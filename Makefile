@@ -14,7 +14,7 @@ help:
 	@echo "make test   - set up everything (virtualenv, test control plane, helm) and run all checks and tests"
 	@echo "make demo   - run amlwire end to end locally: apiserver + Azure sandbox + operator + examples"
 	@echo "make crds   - regenerate crds/ and the chart's copy from the models"
-	@echo "make docs   - regenerate docs/troubleshooting.md from the failure table"
+	@echo "make docs   - regenerate docs/troubleshooting.md and docs/sandbox.md from their tables"
 	@echo "make bench  - print the performance and reliability figures (bench/)"
 	@echo "make chaos  - only the reliability suite (AMLWIRE_CHAOS_SEED=<n> replays another campaign)"
 
@@ -39,6 +39,7 @@ check-crds: venv
 docs: venv
 	$(BIN)/python -c "from amlwire.domain.failures import troubleshooting_markdown as t; print(t(), end='')" \
 		> docs/troubleshooting.md
+	$(BIN)/python -c "from amlwire.sandbox.rules import markdown; print(markdown(), end='')" > docs/sandbox.md
 
 lint: venv
 	$(BIN)/ruff check operator tests bench

@@ -19,8 +19,8 @@ from azure.mgmt.containerservice import ContainerServiceClient
 from azure.mgmt.kubernetesconfiguration.extensions import KubernetesConfigurationExtensionsMgmtClient
 from azure.mgmt.kubernetesconfiguration.extensions import models as ext_models
 from azure.mgmt.msi import ManagedServiceIdentityClient
-from azure.mgmt.storage import StorageManagementClient
 from azure.mgmt.msi.models import FederatedIdentityCredential
+from azure.mgmt.storage import StorageManagementClient
 from kubernetes import client
 from rich.console import Console
 from rich.table import Table

@@ -13,15 +13,28 @@ from kubernetes import client, config
 
 from amlwire.devenv.cluster import amlwire_crds, install_crds
 from amlwire.devenv.controlplane import ControlPlane, ControlPlaneError, find_binaries
-from amlwire.sandbox.world import World
+from amlwire.sandbox.world import RoleAssignmentWorld, World
 
 REPO = Path(__file__).resolve().parent.parent
 GROUP, VERSION = "amlwire.io", "v1alpha1"
 
 
+OWNER_PRINCIPAL = "11111111-2222-3333-4444-555555555555"  # the subscription's Owner: who drives the tests' SDK calls
+OWNER_ROLE_GUID = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
+
+
 def demo_world(lro: float, queued: float, running: float) -> World:
-    """The demo's world (examples/sandbox/world.yaml), with fast operations and jobs for tests."""
+    """The demo's world (examples/sandbox/world.yaml), with fast operations and jobs for tests, and an Owner of
+    the subscription for the tests' own SDK calls (ARM authorises every call; amlwire gets its own roles)."""
     world = World.load(REPO / "examples" / "sandbox" / "world.yaml")
+    subscription = f"/subscriptions/{world.defaults.subscription_id}"
+    world.role_assignments.append(
+        RoleAssignmentWorld(
+            scope=subscription,
+            role_definition_id=f"{subscription}/providers/Microsoft.Authorization/roleDefinitions/{OWNER_ROLE_GUID}",
+            principal_id=OWNER_PRINCIPAL,
+        )
+    )
     world.timing.lro_seconds = lro
     world.timing.fic_write_window_seconds = 0.02
     world.timing.job.queued_seconds = queued
@@ -110,3 +123,48 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     sys.stderr.flush()
     sys.stdout.flush()
     os._exit(3)
+
+
+# -- every body the sandbox answers with fits the pinned SDKs' models (tests/contract.py) ---------------------
+NOT_ARM = ("control.", "entra.", "sandbox.", "metadata.", "ml.discovery", "mlflow.")
+_answers: dict[tuple[str, int, str], Any] = {}
+
+
+def _remember(method: str, route: str, status: int, body: bytes) -> None:
+    if route.startswith(NOT_ARM):
+        return
+    import json
+
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        _answers[(route, status, "not JSON")] = body[:200]
+        return
+    _answers.setdefault((route, status, _shape(decoded)), decoded)  # one body per shape keeps it small
+
+
+def _shape(value: Any, prefix: str = "") -> str:
+    if isinstance(value, dict):
+        return ",".join(sorted(f"{prefix}{k}:{_shape(v, prefix + k + '.')}" for k, v in value.items()))
+    if isinstance(value, list):
+        return "[" + "|".join(sorted({_shape(v, prefix) for v in value})) + "]"
+    return str(value)[:40] if prefix.endswith(("State.", "status.", "Type.", "type.")) else type(value).__name__
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from amlwire.sandbox.app import RESPONSE_OBSERVERS
+
+    RESPONSE_OBSERVERS.append(_remember)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests.contract import violations
+
+    found = sorted({v for (route, status, _), body in _answers.items() for v in violations(route, status, body)})
+    if not found:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = ["", f"The sandbox answered {len(found)} time(s) unlike Azure's models (tests/contract.py):", *found[:60]]
+    if reporter is not None:
+        reporter.write_line("\n".join(lines), red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

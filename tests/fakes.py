@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from amlwire.domain import azure as az
-from amlwire.domain.errors import AzureError, AzureNotFound, KubeConflict, KubeNotFound
+from amlwire.domain.errors import AzureError, AzureNotFound, KubeConflict, KubeForbidden, KubeNotFound
 from amlwire.domain.jobs import JobDetails, JobRequest, JobSnapshot
 from amlwire.reconcile.common import Event
 from amlwire.reconcile.ports import ObjectRef, ServiceAccountInfo
@@ -299,6 +299,7 @@ class FakeKube:
     owners: dict[tuple[str, str], str] = field(default_factory=dict)  # field manager of the client-id annotation
     instance_types: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     crd_served: bool = True
+    may_create_namespaces: bool = True
     aml_jobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     events: list[tuple[ObjectRef, Event]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
@@ -329,6 +330,16 @@ class FakeKube:
         current = self.service_accounts.get((namespace, name))
         if current is not None:
             self.service_accounts[(namespace, name)] = ServiceAccountInfo(namespace, name, {}, {})
+
+    def namespace_exists(self, name: str) -> bool:
+        self.calls.append("namespace_exists")
+        return name in self.namespaces
+
+    def apply_namespace(self, name: str, labels: Mapping[str, str]) -> None:
+        self.calls.append("apply_namespace")
+        if not self.may_create_namespaces:
+            raise KubeForbidden(f'create namespace {name}: namespaces "{name}" is forbidden')
+        self.namespaces.add(name)
 
     def instance_types_supported(self) -> bool:
         return self.crd_served

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from kubernetes import client
 
 from amlwire.devenv.stack import prepare_cluster
 from tests.e2e.harness import Harness
@@ -24,3 +25,35 @@ def harness(control_plane, cluster, tmp_path) -> Iterator[Harness]:
         yield h
     finally:
         h.close()
+
+
+VIEW_ONLY = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "ClusterRole",
+    "metadata": {"name": "amlwire-doctor-test-view"},
+    "rules": [
+        {"apiGroups": ["", "amlwire.io", "events.k8s.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]}
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def view_only_user(cluster):
+    """The doctor runs as a user that may only read: RBAC would refuse any write."""
+    rbac = client.RbacAuthorizationV1Api(cluster)
+    try:
+        rbac.create_cluster_role(VIEW_ONLY)
+        rbac.create_cluster_role_binding(
+            {
+                "metadata": {"name": "amlwire-doctor-test-view"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "amlwire-doctor-test-view",
+                },
+                "subjects": [{"kind": "User", "name": "amlwire-viewer", "apiGroup": "rbac.authorization.k8s.io"}],
+            }
+        )
+    except client.ApiException as error:
+        if error.status != 409:
+            raise

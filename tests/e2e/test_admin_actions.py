@@ -9,24 +9,34 @@ import time
 import pytest
 
 from amlwire.devenv.chaos import condition
+from amlwire.domain.permissions import PERMISSIONS
 from tests.conftest import GROUP, VERSION, wait_for
 from tests.e2e.harness import (
+    EXAMPLE_GRANTS,
+    EXAMPLE_SUBJECTS,
     IDENTITY_ID,
     IDENTITY_PRINCIPAL,
     WORKSPACE_ID,
     compute_manifest,
 )
-from tests.e2e.test_doctor import failing, run_doctor, view_only_user
+from tests.e2e.test_doctor import failing, run_doctor
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]
-__all__ = ["view_only_user"]  # a fixture, shared with the doctor's tests
 MODEL = {"name": "isaaclab-anymal-latest", "version": "2", "type": "custom_model"}
 SECOND_IDENTITY = IDENTITY_ID.replace("id-ml", "id-second")
 SECOND_PRINCIPAL = "4b1e2c3d-0000-4000-8000-0000000000bb"
 IDENTITY_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities"
 
 
+def grant_identity_roles(harness, scope: str) -> None:
+    """What the platform team does for an identity amlwire is to use: the table's identity rows on it."""
+    for permission in PERMISSIONS:
+        if permission.scope == "identity":
+            harness.grant(scope, permission)
+
+
 def create_identity(harness, resource_id: str = SECOND_IDENTITY, principal: str = SECOND_PRINCIPAL) -> None:
+    grant_identity_roles(harness, resource_id)
     harness.ctl.create(
         resource_id,
         IDENTITY_TYPE,
@@ -66,6 +76,7 @@ def test_a_second_compute_on_the_cluster_never_takes_the_extension_over(harness)
     first = harness.apply_compute("first-gpu")
     harness.wait_ready(first)
     mark = harness.ctl.mark()
+    grant_identity_roles(harness, SECOND_IDENTITY.rsplit("/providers/", 1)[0])  # on the group: a 404, not a 403
     second = harness.apply_compute("second-gpu", identity={"resourceId": SECOND_IDENTITY}, compute__name="k8s-second")
     harness.wait_condition(second, "IdentityReady", "False", "IdentityNotFound")
     time.sleep(2)
@@ -101,15 +112,15 @@ def test_changing_the_identity_moves_the_trust_and_leaves_none_on_the_former_one
     harness.start()
     name = harness.apply_compute()
     harness.wait_ready(name)
-    assert len(fics_of(harness, IDENTITY_ID)) == 2
-    assert len(harness.role_assignments(IDENTITY_PRINCIPAL)) == 2
+    assert len(fics_of(harness, IDENTITY_ID)) == len(EXAMPLE_SUBJECTS)
+    assert len(harness.role_assignments(IDENTITY_PRINCIPAL)) == EXAMPLE_GRANTS
     create_identity(harness)
     harness.patch_compute(name, {"identity": {"resourceId": SECOND_IDENTITY}})
     harness.wait_reconciled(name)
     assert fics_of(harness, IDENTITY_ID) == {}
     assert harness.role_assignments(IDENTITY_PRINCIPAL) == []
-    assert len(fics_of(harness, SECOND_IDENTITY)) == 2
-    assert len(harness.role_assignments(SECOND_PRINCIPAL)) == 2
+    assert len(fics_of(harness, SECOND_IDENTITY)) == len(EXAMPLE_SUBJECTS)
+    assert len(harness.role_assignments(SECOND_PRINCIPAL)) == EXAMPLE_GRANTS
     assert harness.extension_settings()["userAssignedIdentityResourceId"].lower() == SECOND_IDENTITY.lower()
     assert list(harness.sandbox_compute()["identity"]["userAssignedIdentities"]) == [SECOND_IDENTITY]
     reasons = [e.reason for e in harness.events(name)]

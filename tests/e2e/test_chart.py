@@ -190,7 +190,7 @@ def test_installed_chart_runs_a_whole_lifecycle_with_exactly_its_permissions(har
     )
     harness.operator = BackgroundOperator(settings, build_services(settings, credential)).start()
     try:
-        compute = harness.apply_compute("robotics-gpu")
+        compute = harness.apply_compute("robotics-gpu", compute__namespace="aml-chart-jobs")  # created by amlwire
         harness.wait_ready(compute)
         job = harness.apply_job("amljob-train.yaml")
         harness.wait_job(job)

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from kubernetes import client
 
 from amlwire.cli.main import cli
 from tests.e2e.harness import (
@@ -16,41 +15,12 @@ from tests.e2e.harness import (
     EXTENSION_ID,
     FIC_TYPE,
     IDENTITY_ID,
+    IDENTITY_PRINCIPAL,
     STORAGE_ID,
     WORKSPACE_ID,
 )
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]
-VIEW_ONLY = {
-    "apiVersion": "rbac.authorization.k8s.io/v1",
-    "kind": "ClusterRole",
-    "metadata": {"name": "amlwire-doctor-test-view"},
-    "rules": [
-        {"apiGroups": ["", "amlwire.io", "events.k8s.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]}
-    ],
-}
-
-
-@pytest.fixture(scope="module")
-def view_only_user(cluster):
-    """The doctor runs as a user that may only read: RBAC would refuse any write."""
-    rbac = client.RbacAuthorizationV1Api(cluster)
-    try:
-        rbac.create_cluster_role(VIEW_ONLY)
-        rbac.create_cluster_role_binding(
-            {
-                "metadata": {"name": "amlwire-doctor-test-view"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": "amlwire-doctor-test-view",
-                },
-                "subjects": [{"kind": "User", "name": "amlwire-viewer", "apiGroup": "rbac.authorization.k8s.io"}],
-            }
-        )
-    except client.ApiException as error:
-        if error.status != 409:
-            raise
 
 
 def run_doctor(harness, monkeypatch, *args: str, propagation: int = 0, **env: str) -> tuple[int, dict[str, Any]]:
@@ -264,8 +234,9 @@ FAULTS: list[tuple[str, Callable[[Any, str], None], dict[str, Any]]] = [
         "F15",
         lambda h, c: [
             h.ctl.delete(k)
-            for k in h.ctl.state()["resources"]
+            for k, v in h.ctl.state()["resources"].items()
             if k.lower().startswith(STORAGE_ID.lower() + "/providers/microsoft.authorization")
+            and v["properties"]["principalId"] == IDENTITY_PRINCIPAL
         ],
         {},
     ),

@@ -8,6 +8,7 @@ from kubernetes import client
 from amlwire.devenv.chaos import condition
 from tests.e2e.harness import (
     CLUSTER_ID,
+    EXAMPLE_SUBJECTS,
     EXTENSION_ID,
     FIC_TYPE,
     IDENTITY_ID,
@@ -83,7 +84,7 @@ def test_f04_missing_credential_is_created_and_reported_while_it_propagates(harn
     assert "Entra honours a new federated credential" in message
     assert harness.condition(name, "Reconciling")["status"] == "True"
     harness.wait_ready(name)
-    assert len(harness.fics()) == 2
+    assert len(harness.fics()) == len(EXAMPLE_SUBJECTS)
 
 
 def test_f05_issuer_mismatch_is_named_and_the_exact_issuer_used(harness):
@@ -139,7 +140,7 @@ def test_f07_credential_limit(harness):
     obj = harness.wait_condition(name, "FederationReady", "False", "FederatedCredentialLimit")
     message = condition(obj, "FederationReady")["message"]
     assert "has 20 federated credentials (20 not created by amlwire)" in message
-    assert "amlwire needs 2 more" in message
+    assert f"amlwire needs {len(EXAMPLE_SUBJECTS)} more" in message
     assert harness.condition(name, "Stalled")["status"] == "True"
     assert not [c for c in harness.ctl.calls() if c["route"] == "msi.fic" and c["method"] == "PUT"]
     for index in range(5):

@@ -59,7 +59,7 @@ def test_validation_reports_metrics_and_a_verdict(harness, model, verdict, ready
         assert ready_condition["reason"] == "VerdictFailed"
         assert condition(obj, "Stalled")["status"] == "True"
     inputs = harness.ctl.resource(f"{WORKSPACE_ID}/jobs/{status['amlJobName']}")["properties"]["inputs"]
-    assert inputs["seed"] == {"jobInputType": "literal", "value": "42"}  # a plain literal, never typed (F20)
+    assert set(inputs) == {"model"}  # the seed is an IsaacLab argument, not an unused input
     assert inputs["model"]["jobInputType"] == "custom_model"
 
 
@@ -104,12 +104,12 @@ def test_broken_wiring_fails_a_mount_job_with_a_hint_and_in_container_completes(
     )
     harness.wait_ready(compute)
     cluster_id = harness.ctl.resource(EXTENSION_ID)["id"].split("/providers/Microsoft.KubernetesConfiguration")[0]
-    harness.ctl.patch(cluster_id, extra={"sidecar_certificate_auth": True})
+    harness.ctl.patch(cluster_id, extra={"sidecar_credential": "brokenCertificate"})
     again = harness.apply_job("amljob-validate.yaml", model={**MODEL, "delivery": "Mount"})
     # the operator's view of the compute may lag the apiserver's for a moment: wait for the job's own failure
     stalled = harness.wait_job(again, "Stalled", "True", "ScriptExecutionStreamAccessAuthentication")
     failure = stalled["status"]["failure"]
-    assert "reports every link Ready" in failure["hint"]
+    assert "certificate auth (field failure F23)" in failure["hint"]
     in_container = harness.apply_job("amljob-validate.yaml", model={**MODEL, "delivery": "InContainer"})
     status = harness.wait_job(in_container)["status"]
     assert status["verdict"] == "Passed"

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.conftest import wait_for
-from tests.e2e.harness import IDENTITY_ID, RG, WORKSPACE_ID
+from tests.e2e.harness import EXAMPLE_GRANTS, EXAMPLE_SUBJECTS, IDENTITY_ID, RG, WORKSPACE_ID
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]
 
@@ -48,6 +48,10 @@ def test_ten_computes_sharing_one_identity_converge_without_a_409_in_status(harn
                 f"shared-{index}",
                 cluster={"resourceGroup": "rg-aks", "name": cluster},
                 compute={"name": f"gpu-{index}", "namespace": "azureml-jobs"},
+                serviceAccounts=[
+                    {"namespace": "azureml", "name": "default"},
+                    {"namespace": "azureml", "name": "training"},
+                ],
             )
         )
     seen_reasons: set[str] = set()
@@ -125,11 +129,12 @@ def test_shared_credentials_survive_the_deletion_of_one_user(harness):
     second = harness.apply_compute("second", compute={"name": "gpu-b", "namespace": "azureml-jobs"})
     harness.wait_ready(first)
     harness.wait_ready(second)
-    assert len(harness.fics()) == 2, "both use the same service accounts on the same cluster: shared"
+    shared = len(EXAMPLE_SUBJECTS)
+    assert len(harness.fics()) == shared, "both use the same service accounts on the same cluster: shared"
     harness.delete_compute(first)
     wait_for(lambda: not _exists(harness, first), timeout=30, what="first deleted")
-    assert len(harness.fics()) == 2
-    assert len(harness.role_assignments()) == 2
+    assert len(harness.fics()) == shared
+    assert len(harness.role_assignments()) == EXAMPLE_GRANTS
     assert harness.condition(second, "Ready")["status"] == "True"
 
 
@@ -142,8 +147,8 @@ def test_restart_mid_operation_converges_without_duplicates(harness):
     time.sleep(0.5)
     harness.start()
     harness.wait_ready(name)
-    assert len(harness.fics()) == 2
-    assert len(harness.role_assignments()) == 2
+    assert len(harness.fics()) == len(EXAMPLE_SUBJECTS)
+    assert len(harness.role_assignments()) == EXAMPLE_GRANTS
     computes = harness.ctl.resources_under(f"{WORKSPACE_ID}/computes/")
     assert len(computes) == 1
     patches = [c for c in harness.ctl.calls() if c["method"] == "PATCH" and c["route"] == "ext.extension"]

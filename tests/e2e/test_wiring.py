@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from amlwire.devenv.stack import OPERATOR_PRINCIPAL_ID
-from tests.e2e.harness import IDENTITY_CLIENT_ID, IDENTITY_ID
+from tests.e2e.harness import EXAMPLE_SUBJECTS, IDENTITY_CLIENT_ID, IDENTITY_ID
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]
 
@@ -22,7 +22,7 @@ def test_fresh_attached_compute_becomes_ready_with_every_link_right(harness):
     # federation: one credential per service account, with the cluster's exact issuer
     fics = harness.fics()
     subjects = {f["subject"] for f in fics.values() if f["issuer"] == issuer}
-    assert subjects == {"system:serviceaccount:azureml:default", "system:serviceaccount:azureml:training"}
+    assert subjects == EXAMPLE_SUBJECTS
     assert all(f["audiences"] == ["api://AzureADTokenExchange"] for f in fics.values())
     assert {f["name"] for f in status["federatedCredentials"]} == set(fics)
     # service accounts annotated

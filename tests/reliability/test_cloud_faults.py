@@ -58,7 +58,12 @@ def test_a_fifth_of_arm_calls_failing_still_converges_and_honours_retry_after(ha
     assert [p for j in jobs for p in job_problems(harness.job(j), aml)] == []
     assert _retry_after_violations(calls) == []
     assert _hot_loops(calls) == []
-    assert len(calls) / (len(computes) + len(jobs)) < 40, f"{len(calls)} ARM calls for {len(computes) + len(jobs)}"
+    # The job poller's listing runs per interval, however long convergence takes on a loaded machine: it is
+    # bounded by the poll-budget bench, not here. Everything else is work per object.
+    work = [c for c in calls if c["route"] != "ml.job.list"]
+    by_route = Counter(f"{c['method']} {c['route']}" for c in work)
+    objects = len(computes) + len(jobs)
+    assert len(work) / objects < 40, f"{len(work)} ARM calls for {objects} objects: {by_route.most_common(8)}"
 
 
 def _retry_after_violations(calls: list[dict]) -> list[str]:

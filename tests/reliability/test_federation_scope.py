@@ -8,7 +8,11 @@ from kubernetes import client
 from amlwire.devenv.chaos import condition
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]
-LISTED = [{"namespace": "azureml", "name": "default"}, {"namespace": "azureml", "name": "training"}]
+LISTED = [
+    {"namespace": "azureml", "name": "default"},
+    {"namespace": "azureml", "name": "training"},
+    {"namespace": "azureml-jobs", "name": "default"},
+]  # the example's
 
 
 def _subjects(harness) -> set[str]:

@@ -15,7 +15,7 @@ from azure.core.credentials import AccessToken, AccessTokenInfo
 from amlwire.sandbox.client import SandboxClient
 from amlwire.sandbox.server import SandboxServer
 from amlwire.sandbox.world import World
-from tests.conftest import demo_world
+from tests.conftest import OWNER_PRINCIPAL, OWNER_ROLE_GUID, demo_world
 
 SUB = "6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -23,6 +23,7 @@ RG_ML = f"/subscriptions/{SUB}/resourceGroups/rg-ml"
 CLUSTER_ID = (
     f"/subscriptions/{SUB}/resourceGroups/rg-aks/providers/Microsoft.ContainerService/managedClusters/aks-robotics"
 )
+CLUSTER_ARGS = ("rg-aks", "Microsoft.ContainerService", "managedClusters", "aks-robotics")  # extension calls
 IDENTITY_ID = (
     f"/subscriptions/{SUB}/resourceGroups/rg-id/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-ml"
 )
@@ -42,10 +43,13 @@ def jwt(claims: dict[str, Any]) -> str:
     return f"{part({'alg': 'none'})}.{part(claims)}.sig"
 
 
+OWNER_ROLE = f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{OWNER_ROLE_GUID}"
+
+
 class StaticCredential:
     """A credential with a JWT-shaped token, for tests of the sandbox itself (not of amlwire's auth)."""
 
-    def __init__(self, principal: str = "11111111-2222-3333-4444-555555555555") -> None:
+    def __init__(self, principal: str = OWNER_PRINCIPAL) -> None:
         self.token = jwt({"oid": principal, "exp": int(time.time()) + 3600})
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:

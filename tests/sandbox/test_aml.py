@@ -12,7 +12,7 @@ from azure.ai.ml.exceptions import JobException
 from azure.core.exceptions import HttpResponseError
 
 from tests.conftest import wait_for
-from tests.sandbox.conftest import WORKSPACE_ID
+from tests.sandbox.conftest import CLUSTER_ID, WORKSPACE_ID
 from tests.sandbox.wiring import attach_compute, wire
 
 pytestmark = pytest.mark.sandbox
@@ -93,6 +93,41 @@ def test_each_missing_link_breaks_storage_access(credential, arm, ml, missing, r
     assert reason in ml.jobs._runs_operations.get_run_details("broken-1").error.error.message
 
 
+SIDECAR_CASES = [
+    # (how the sidecar gets its credential, the link left out, the job's outcome, words in the error)
+    ("workloadIdentity", None, "Completed", None),
+    ("workloadIdentity", "extension", "Failed", "no user-assigned identity settings"),
+    ("workloadIdentity", "fics", "Failed", "AADSTS70021"),
+    ("workloadIdentity", "role", "Failed", "AuthorizationPermissionMismatch"),
+    ("computeIdentity", None, "Completed", None),
+    ("computeIdentity", "extension", "Completed", None),  # documented: the compute's identity is enough
+    ("computeIdentity", "fics", "Completed", None),
+    ("computeIdentity", "role", "Failed", "AuthorizationPermissionMismatch"),
+    ("brokenCertificate", None, "Failed", "failed to load certificate"),  # the field report: nothing helps
+]
+
+
+@pytest.mark.parametrize(("mode", "missing", "outcome", "words"), SIDECAR_CASES)
+def test_how_the_sidecar_gets_its_credential_decides_which_links_matter(
+    credential, arm, ml, ctl, mode, missing, outcome, words
+):
+    ctl.patch(CLUSTER_ID, extra={"sidecar_credential": mode})
+    subjects = () if missing == "fics" else ("azureml:default", "azureml:training")
+    wire(credential, arm, ml, role=missing != "role", extension=missing != "extension", subjects=subjects)
+    ml.jobs.create_or_update(validation_job("sidecar-1"))
+    assert wait_for(lambda: finished(ml, "sidecar-1"), timeout=20) == outcome
+    if words:
+        assert words in ml.jobs._runs_operations.get_run_details("sidecar-1").error.error.message
+
+
+def test_with_broken_certificate_auth_an_in_container_download_still_works(credential, arm, ml, ctl):
+    ctl.patch(CLUSTER_ID, extra={"sidecar_credential": "brokenCertificate"})
+    wire(credential, arm, ml)
+    job = validation_job("in-container", inputs={"seed": 42, "model": "azureml:isaaclab-anymal-latest:2"})
+    ml.jobs.create_or_update(job)
+    assert wait_for(lambda: finished(ml, "in-container"), timeout=20) == "Completed"
+
+
 def test_job_on_wired_compute_completes_and_streams(credential, arm, ml, capsys):
     wire(credential, arm, ml)
     created = ml.jobs.create_or_update(validation_job("wired-1"))
@@ -124,7 +159,31 @@ def test_job_state_machine_is_observable(credential, arm, ml, ctl):
         if not seen or seen[-1] != status:
             seen.append(status)
         time.sleep(0.05)
-    assert seen == ["NotStarted", "Queued", "Running", "Completed"] or seen == ["Queued", "Running", "Completed"]
+    walk = ["NotStarted", "Starting", "Preparing", "Queued", "Running", "Finalizing", "Completed"]
+    seen = [getattr(s, "value", s) for s in seen]
+    assert seen == [w for w in walk if w in seen]  # in order
+    assert {"Starting", "Preparing", "Queued", "Running", "Completed"} <= set(seen)
+
+
+def test_a_job_can_stop_responding_and_come_back(credential, arm, ml, ctl):
+    ctl.timing(job={"queuedSeconds": 0.1, "runningSeconds": 0.6})
+    ctl.add_job_rule({"name": "flaky"}, interruptions=[{"status": "NotResponding", "after": 0.1, "seconds": 0.6}])
+    wire(credential, arm, ml)
+    ml.jobs.create_or_update(validation_job("flaky"))
+    seen = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (not seen or seen[-1] != "Completed"):
+        status = ml.jobs.get("flaky").status
+        status = getattr(status, "value", status)
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        time.sleep(0.05)
+    assert seen[seen.index("NotResponding") - 1 : seen.index("NotResponding") + 2] == [
+        "Running",
+        "NotResponding",
+        "Running",
+    ]
+    assert seen[-1] == "Completed"
 
 
 def test_cancel(credential, arm, ml, ctl):
@@ -142,8 +201,14 @@ def test_list_pages_through_next_links(credential, arm, ml, ctl):
     for index in range(5):
         ml.jobs.create_or_update(validation_job(f"many-{index}"))
     mark = ctl.mark()
-    assert [j.name for j in ml.jobs.list()] == [f"many-{i}" for i in reversed(range(5))]  # newest first
-    assert ctl.counts(since=mark)["GET ml.job.list"] == 3
+    listed = [j.name for j in ml.jobs.list()]
+    assert sorted(listed) == [f"many-{i}" for i in range(5)]  # each once, across the pages
+    assert listed != [f"many-{i}" for i in reversed(range(5))]  # in no particular order (seeded)
+    assert [j.name for j in ml.jobs.list()] == listed  # the same order for the same jobs
+    assert ctl.counts(since=mark)["GET ml.job.list"] == 6
+    ctl.patch(f"{WORKSPACE_ID}/jobs/many-2", {"properties": {"isArchived": True}})
+    assert "many-2" not in [j.name for j in ml.jobs.list()]  # the SDK lists ActiveOnly
+    assert ml.jobs.get("many-2").name == "many-2"  # still there, asked directly
 
 
 def test_per_job_rules_control_outcome_and_metrics(credential, arm, ml, ctl):
@@ -187,10 +252,15 @@ def test_training_output_registers_as_a_model(credential, arm, ml):
     )
     ml.jobs.create_or_update(job)
     assert wait_for(lambda: finished(ml, "train-1"), timeout=20) == "Completed"
-    model = ml.models.create_or_update(
-        Model(name="isaaclab-anymal-latest", type="custom_model", path="azureml://jobs/train-1/outputs/checkpoint")
-    )
+    short = "azureml://jobs/train-1/outputs/checkpoint"  # the undocumented form: refused
+    with pytest.raises(HttpResponseError, match="Invalid model path"):
+        ml.models.create_or_update(Model(name="isaaclab-anymal-latest", type="custom_model", path=short))
+    reported = ml.jobs.get("train-1").outputs["checkpoint"].path
+    assert reported == "azureml://datastores/workspaceblobstore/paths/azureml/train-1/checkpoint/"
+    model = ml.models.create_or_update(Model(name="isaaclab-anymal-latest", type="custom_model", path=reported))
     assert model.version == "3"
+    again = ml.models.get("isaaclab-anymal-latest", "3")
+    assert again.path.endswith("paths/azureml/train-1/checkpoint/")
 
 
 def test_submission_rules(sandbox, credential, ml):

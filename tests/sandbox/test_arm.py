@@ -23,9 +23,11 @@ from azure.mgmt.storage import StorageManagementClient
 from tests.sandbox.conftest import (
     AUDIENCE,
     BLOB_CONTRIBUTOR,
+    CLUSTER_ARGS,
     CLUSTER_ID,
     IDENTITY_ID,
     IDENTITY_PRINCIPAL,
+    OWNER_PRINCIPAL,
     STORAGE_ID,
     SUB,
     TENANT,
@@ -33,7 +35,6 @@ from tests.sandbox.conftest import (
 )
 
 pytestmark = pytest.mark.sandbox
-CLUSTER_ARGS = ("rg-aks", "Microsoft.ContainerService", "managedClusters", "aks-robotics")
 
 
 @pytest.fixture
@@ -139,7 +140,8 @@ def test_role_assignments(authz):
     assert [a.name for a in listed] == [name]
     assert list(authz.role_assignments.list_for_scope(STORAGE_ID, filter="assignedTo('someone-else')")) == []
     authz.role_assignments.delete(STORAGE_ID, name)
-    assert list(authz.role_assignments.list_for_scope(STORAGE_ID)) == []
+    # what remains at the scope is inherited: the subscription's Owner (who runs these tests)
+    assert [a.principal_id for a in authz.role_assignments.list_for_scope(STORAGE_ID)] == [OWNER_PRINCIPAL]
 
 
 def test_role_assignment_needs_a_guid_name_and_an_existing_scope(authz):
@@ -260,6 +262,11 @@ def _workload_credential(sandbox, tmp_path, subject: str) -> WorkloadIdentityCre
     )
 
 
+READER_ROLE = (
+    f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7"
+)
+
+
 def test_workload_identity_token_exchange_needs_a_matching_credential(sandbox, arm, ctl, tmp_path):
     subject = "system:serviceaccount:amlwire-system:amlwire"
     with pytest.raises(ClientAuthenticationError, match="AADSTS70021"):
@@ -272,6 +279,24 @@ def test_workload_identity_token_exchange_needs_a_matching_credential(sandbox, a
     )
     credential = _workload_credential(sandbox, tmp_path, subject)
     msi = ManagedServiceIdentityClient(credential, SUB, **arm)
+    with pytest.raises(HttpResponseError) as refused:  # a token is not a permission: ARM authorises each call
+        msi.user_assigned_identities.get("rg-id", "id-ml")
+    assert refused.value.status_code == 403
+    assert refused.value.error.code == "AuthorizationFailed"
+    assert f"'{IDENTITY_PRINCIPAL}'" in str(refused.value)
+    assert "userAssignedIdentities/read" in str(refused.value)
+    ctl.create(
+        f"{IDENTITY_ID}/providers/Microsoft.Authorization/roleAssignments/7c3f5e1a-0000-4000-8000-000000000001",
+        "Microsoft.Authorization/roleAssignments",
+        {
+            "properties": {
+                "roleDefinitionId": READER_ROLE,
+                "principalId": IDENTITY_PRINCIPAL,
+                "scope": IDENTITY_ID,
+            }
+        },
+        {"backdated": True},
+    )
     assert msi.user_assigned_identities.get("rg-id", "id-ml").client_id
     assert ctl.calls()[-1]["caller"] == IDENTITY_PRINCIPAL
 

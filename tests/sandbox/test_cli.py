@@ -9,17 +9,24 @@ import sys
 import time
 
 import pytest
+import yaml
 from azure.mgmt.containerservice import ContainerServiceClient
 
 from amlwire.devenv.ports import free_port
 from tests.conftest import REPO
-from tests.sandbox.conftest import SUB, StaticCredential
+from tests.sandbox.conftest import OWNER_PRINCIPAL, OWNER_ROLE, SUB, StaticCredential
 
 pytestmark = pytest.mark.sandbox
 
 
 def test_standalone_sandbox_with_the_example_world(tmp_path):
     port, ca_file = free_port(), tmp_path / "ca.pem"
+    world = yaml.safe_load((REPO / "examples/sandbox/world.yaml").read_text())
+    world["roleAssignments"].append(  # whoever drives a sandbox needs a role: ARM authorises every call
+        {"scope": f"/subscriptions/{SUB}", "roleDefinitionId": OWNER_ROLE, "principalId": OWNER_PRINCIPAL}
+    )
+    world_file = tmp_path / "world.yaml"
+    world_file.write_text(yaml.safe_dump(world))
     process = subprocess.Popen(
         [
             sys.executable,
@@ -27,7 +34,7 @@ def test_standalone_sandbox_with_the_example_world(tmp_path):
             "amlwire.cli.main",
             "sandbox",
             "--world",
-            str(REPO / "examples/sandbox/world.yaml"),
+            str(world_file),
             "--port",
             str(port),
             "--ca-file",

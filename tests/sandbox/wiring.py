@@ -20,6 +20,11 @@ from tests.sandbox.conftest import (
     IDENTITY_PRINCIPAL,
     STORAGE_ID,
     SUB,
+    WORKSPACE_ID,
+)
+
+DATA_SCIENTIST = (
+    f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/f6c7c914-8db3-469d-8ca1-694a8f32e121"
 )
 
 
@@ -41,7 +46,7 @@ def wire(
     ml: Any,
     role: bool = True,
     extension: bool = True,
-    subjects: tuple[str, ...] = ("azureml:default", "azureml:training"),
+    subjects: tuple[str, ...] = ("azureml:default", "azureml:training", "azureml-jobs:default"),
 ) -> None:
     issuer = (
         ContainerServiceClient(credential, SUB, **arm)
@@ -80,6 +85,14 @@ def wire(
             "4b7e0d3e-3f3e-4c1b-8f0a-0a0a0a0a0a0a",
             RoleAssignmentCreateParameters(
                 role_definition_id=BLOB_CONTRIBUTOR, principal_id=IDENTITY_PRINCIPAL, principal_type="ServicePrincipal"
+            ),
+        )
+    if role:  # in-container downloads read the model version with the identity
+        AuthorizationManagementClient(credential, SUB, **arm).role_assignments.create(
+            WORKSPACE_ID,
+            "5b7e0d3e-3f3e-4c1b-8f0a-0a0a0a0a0a0a",
+            RoleAssignmentCreateParameters(
+                role_definition_id=DATA_SCIENTIST, principal_id=IDENTITY_PRINCIPAL, principal_type="ServicePrincipal"
             ),
         )
     attach_compute(ml)

@@ -205,11 +205,12 @@ def test_missing_credentials_are_created_one_per_service_account():
     scope = make()
     result = run(federate_service_accounts, scope)
     assert result.outcome is Outcome.DONE
-    assert scope.azure.count("put_federated_credential") == 2
-    assert reasons(scope) == [r.FEDERATED_CREDENTIAL_MISSING] * 2
+    assert scope.azure.count("put_federated_credential") == 3
+    assert reasons(scope) == [r.FEDERATED_CREDENTIAL_MISSING] * 3
     assert {c.subject for c in scope.status.federated_credentials} == {
         "system:serviceaccount:azureml:default",
         "system:serviceaccount:azureml:training",
+        "system:serviceaccount:azureml-jobs:default",
     }
 
 
@@ -223,8 +224,8 @@ def test_new_credentials_propagate_before_the_step_is_done():
 
 def test_credentials_in_place_are_not_written_again():
     azure = healthy_azure()
-    for name in ("default", "training"):
-        credential = ours("azureml", name)
+    for namespace, name in (("azureml", "default"), ("azureml", "training"), ("azureml-jobs", "default")):
+        credential = ours(namespace, name)
         azure.credentials[IDENTITY_ID.lower()][credential.name] = credential
     scope = make(azure)
     assert run(federate_service_accounts, scope).outcome is Outcome.DONE
@@ -299,10 +300,10 @@ def test_service_accounts_are_created_and_annotated():
     scope = make(kube=kube)
     assert run(annotate_service_accounts, scope).reason == r.SERVICE_ACCOUNTS_ANNOTATED
     assert kube.service_accounts[("azureml", "training")].annotations[CLIENT_ID_ANNOTATION] == CLIENT_ID
-    assert reasons(scope) == [r.SERVICE_ACCOUNT_ANNOTATED] * 2
+    assert reasons(scope) == [r.SERVICE_ACCOUNT_ANNOTATED] * 3
     scope = make(kube=kube)
     run(annotate_service_accounts, scope)
-    assert kube.calls.count("apply_service_account") == 2  # already right: not applied again
+    assert kube.calls.count("apply_service_account") == 3  # already right: not applied again
 
 
 def test_an_account_the_extension_creates_is_reported_missing_not_created():
@@ -437,12 +438,12 @@ def test_missing_roles_are_assigned_once_with_deterministic_names():
     azure = healthy_azure()
     scope = make(azure)
     assert run(assign_roles, scope).reason == r.ROLES_ASSIGNED
-    assert azure.count("create_role_assignment") == 2
-    assert reasons(scope) == [r.ROLE_ASSIGNMENT_CREATED] * 2
+    assert azure.count("create_role_assignment") == 3
+    assert reasons(scope) == [r.ROLE_ASSIGNMENT_CREATED] * 3
     assert all(s.created_by_amlwire for s in scope.status.role_assignments)
     scope = make(azure, previous=scope.status)
     run(assign_roles, scope)
-    assert azure.count("create_role_assignment") == 2
+    assert azure.count("create_role_assignment") == 3
 
 
 def test_a_new_assignment_propagates_with_a_time_named():
@@ -501,7 +502,7 @@ def test_instance_types_without_the_crd_are_blocked_naming_the_extension():
 
 # -- ComputeReady -----------------------------------------------------------------------------------------
 def attached(state: str = "Succeeded", owner: str | None = "robotics-gpu", **changes: Any) -> ComputeInfo:
-    tags = {"amlwire.io/attached-compute": owner} if owner else {}
+    tags = {"amlwire-attached-compute": owner} if owner else {}
     base = ComputeInfo(
         f"{WORKSPACE.id}/computes/k8s-gpu", state, CLUSTER_ID, "azureml-jobs", "UserAssigned", (IDENTITY_ID,), tags
     )
@@ -810,7 +811,7 @@ def test_changing_the_identity_removes_what_amlwire_made_on_the_former_one():
     run(federate_service_accounts, scope)
     run(assign_roles, scope)
     assert azure.credentials[OTHER_IDENTITY.lower()] == {}
-    assert len(azure.credentials[IDENTITY_ID.lower()]) == 2
+    assert len(azure.credentials[IDENTITY_ID.lower()]) == 3
     assert not any(a.name == "old-ra" for a in azure.assignments)
     assert "deleted amlwire-azureml-default" in " ".join(e.message for e in scope.events)
     assert "of the former identity" in " ".join(e.message for e in scope.events)
@@ -887,3 +888,89 @@ def test_a_key_based_datastore_with_shared_keys_off_holds_access():
     assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.SHARED_KEY_ACCESS_DISABLED)
     assert "KeyBasedAuthenticationNotPermitted" in result.message
     assert "new workspace" in result.message
+
+
+# -- Azure truth: what real Azure and AML need (docs/sandbox.md) --------------------------------------------
+def test_a_missing_compute_namespace_is_created_before_the_attach_and_labelled_as_amlwires():
+    azure, kube = with_compute(None), FakeKube(namespaces={"azureml"})
+    result = run(attach_the_compute, make(azure, kube))
+    assert result.outcome is Outcome.DONE
+    assert kube.calls[:2] == ["namespace_exists", "apply_namespace"]
+    assert "azureml-jobs" in kube.namespaces
+    assert azure.writes() == ["begin_attach_compute"]
+
+
+def test_a_namespace_amlwire_may_not_create_holds_the_attach_and_says_how_to_fix_it():
+    azure, kube = with_compute(None), FakeKube(namespaces={"azureml"}, may_create_namespaces=False)
+    result = run(attach_the_compute, make(azure, kube))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.COMPUTE_NAMESPACE_MISSING)
+    assert "kubectl create namespace azureml-jobs" in result.message
+    assert "spec.compute.namespace" in result.message
+    assert azure.writes() == []
+
+
+def test_the_compute_is_tagged_with_an_arm_tag_name_and_the_former_tag_still_means_owned():
+    azure = with_compute(None)
+    run(attach_the_compute, make(azure))
+    ((_, (_, attachment)),) = [c for c in azure.calls if c[0] == "begin_attach_compute"]
+    assert attachment.tags == {"amlwire-attached-compute": "robotics-gpu"}
+    assert not set("<>%&\\?/") & set("".join(attachment.tags))
+    former = with_compute(
+        attached(identity_type="SystemAssigned", tags={"amlwire.io/attached-compute": "robotics-gpu"})
+    )
+    result = run(attach_the_compute, make(former))
+    assert result.reason == r.COMPUTE_IDENTITY_MISMATCH  # owned: amlwire re-attaches it rather than refusing
+    assert former.writes() == ["begin_detach_compute"]
+
+
+def test_a_failed_attach_shows_the_provisioning_error_text():
+    azure = with_compute(attached("Failed", errors=("BadArgument: Namespace 'x' does not exist in the cluster",)))
+    result = run(attach_the_compute, make(azure, previous=with_operations(operation("ComputeAttach", 3, None))))
+    assert "BadArgument: Namespace 'x' does not exist in the cluster" in result.message
+
+
+def test_an_extension_amlwire_installs_can_train_unless_the_spec_says_otherwise():
+    azure = healthy_azure()
+    azure.extensions.clear()
+    run(configure_the_extension, make(azure, extension__settings={}))
+    ((_, (_, _, settings)),) = [c for c in azure.calls if c[0] == "begin_create_extension"]
+    assert settings["enableTraining"] == "True"
+    azure.extensions.clear()
+    run(
+        configure_the_extension,
+        make(azure, extension__settings={"enableTraining": "False"}, jobs__allowedNamespaces=[]),
+    )
+    created = [c for c in azure.calls if c[0] == "begin_create_extension"][-1]
+    assert created[1][2]["enableTraining"] == "False"
+
+
+def test_training_turned_off_while_jobs_are_allowed_is_a_condition():
+    azure = healthy_azure()
+    result = run(configure_the_extension, make(azure, extension__settings={"enableTraining": "False"}))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.TRAINING_DISABLED)
+    assert "spec.jobs.allowedNamespaces" in result.message
+    assert EXTENSION_INSTALLED in result.provides  # the compute may still be attached
+    quiet = run(
+        configure_the_extension,
+        make(azure, extension__settings={"enableTraining": "False"}, jobs__allowedNamespaces=[]),
+    )
+    assert (quiet.outcome, quiet.reason) == (Outcome.DONE, r.EXTENSION_CONFIGURED)
+
+
+def test_an_extension_without_training_is_repaired_in_configure_mode_and_named_in_verify_mode():
+    azure = healthy_azure()
+    identity = {"identityType": "UserAssigned", "userAssignedIdentityResourceId": IDENTITY_ID}
+    azure.extensions[EXT_KEY] = replace(azure.extensions[EXT_KEY], settings=identity)
+    result = run(configure_the_extension, make(azure, extension__mode="Verify"))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.EXTENSION_SETTINGS_DIFFER)
+    assert "enableTraining=True" in result.message
+    run(configure_the_extension, make(azure))
+    assert azure.extensions[EXT_KEY].settings["enableTraining"] == "True"
+
+
+def test_the_undocumented_identity_settings_can_be_left_alone():
+    azure = healthy_azure()
+    result = run(configure_the_extension, make(azure, extension__setIdentitySettings=False))
+    assert (result.outcome, result.reason) == (Outcome.DONE, r.EXTENSION_CONFIGURED)
+    assert azure.writes() == []
+    assert "identity settings left alone" in result.message

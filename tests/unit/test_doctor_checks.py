@@ -71,6 +71,9 @@ def healthy() -> Facts:
             RoleAssignment("a", STORAGE_ID, role_definition_id(SUB, "Storage Blob Data Contributor"), PRINCIPAL, old)
         ],
         REGISTRY_ID: [RoleAssignment("b", REGISTRY_ID, role_definition_id(SUB, "AcrPull"), PRINCIPAL, old)],
+        WORKSPACE.id: [
+            RoleAssignment("d", WORKSPACE.id, role_definition_id(SUB, "AzureML Data Scientist"), PRINCIPAL, old)
+        ],
     }
     facts.workspace_roles = [RoleAssignment("c", CLUSTER_ID, role_definition_id(SUB, "Reader"), WORKSPACE_PRINCIPAL)]
     facts.write_conflicts = []

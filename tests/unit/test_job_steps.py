@@ -383,13 +383,13 @@ def failed_with(azure: FakeAzure, error: dict[str, Any]) -> FakeAzure:
 def test_a_token_exchange_for_an_unlisted_account_is_f04_for_that_account():
     message = (
         "AADSTS70021: No matching federated identity record found for presented assertion. Assertion "
-        "Issuer: 'https://oidc/'. Assertion Subject: 'system:serviceaccount:azureml-jobs:default'."
+        "Issuer: 'https://oidc/'. Assertion Subject: 'system:serviceaccount:team-a:default'."
     )
     azure = failed_with(FakeAzure(), {"code": "UserError", "message": message})
     result = reconcile_job(make(azure, previous=submitted("Running"), watch=polled(JobWatch(), "Failed")))
     hint = result.status.failure.hint or ""
-    assert "system:serviceaccount:azureml-jobs:default (field failure F04)" in hint
-    assert "{namespace: azureml-jobs, name: default}" in hint
+    assert "system:serviceaccount:team-a:default (field failure F04)" in hint
+    assert "{namespace: team-a, name: default}" in hint
     assert "F23" not in hint
 
 

@@ -14,14 +14,16 @@ from amlwire.domain.jobs import (
     aml_job_name,
     build_command,
     build_request,
+    failure,
+    failure_code,
     hint,
-    innermost_code,
     job_summary,
     verdict,
 )
 from amlwire.domain.view import WIRING_CONDITIONS, ComputeHealth
+from amlwire.sandbox.jobs import stream_access_error
+from amlwire.sandbox.world import STREAM_ACCESS_SHAPES
 from amlwire.templates.fetch_model import parse_model, parse_workspace
-from amlwire.templates.isaaclab_evaluate import EpisodeTally, find_checkpoint
 from tests.conftest import example
 
 UID = "3f2a9c1e-1111-2222-3333-444455556666"
@@ -32,10 +34,10 @@ def spec(name: str, **changes) -> AmlJobSpec:
     return AmlJobSpec.model_validate(example(name, **changes))
 
 
-def validate_request(delivery: str, client_id: str | None) -> JobRequest:
+def validate_request(delivery: str) -> JobRequest:
     """The request of the validation example with model m:2 delivered as `delivery`."""
     job = spec("amljob-validate.yaml", model={"name": "m", "version": "2", "delivery": delivery})
-    return build_request(job, "robotics", "v", UID, "k8s-gpu", "robotics-gpu", WS, client_id)
+    return build_request(job, "robotics", "v", UID, "k8s-gpu", "robotics-gpu", WS)
 
 
 @pytest.mark.parametrize("name", ["anymal-train-7", "a.b.c", "x" * 253])
@@ -75,36 +77,91 @@ def test_validation_embeds_the_evaluator_and_reads_the_model_input():
     assert "--checkpoint ${{inputs.model}} --episodes 100" in command
 
 
-def test_in_container_delivery_fetches_the_model_with_workload_identity_first():
+def test_every_python_step_runs_in_isaac_sims_python_never_a_bare_python3():
+    for delivery in ("Download", "InContainer"):
+        command = build_command(spec("amljob-validate.yaml", model={"name": "m", "version": "2", "delivery": delivery}))
+        steps = command.split(" && ")
+        assert not any(re.match(r"^(python3?|pip3?) ", step) for step in steps), steps
+        assert "./isaaclab.sh -p /tmp/amlwire_evaluate.py" in command
+
+
+def test_validation_installs_mlflow_into_isaac_sims_python_unless_the_image_has_it():
+    command = build_command(spec("amljob-validate.yaml"))
+    install = "cd /workspace/isaaclab && ./isaaclab.sh -p -m pip install --quiet mlflow==2.15.1 azureml-mlflow==1.57.0"
+    assert install in command
+    assert command.index(install) < command.index("./isaaclab.sh -p /tmp/amlwire_evaluate.py")
+    lab = {**example("amljob-validate.yaml")["isaacLab"], "imageHasMlflow": True}
+    assert "pip install" not in build_command(spec("amljob-validate.yaml", isaacLab=lab))
+
+
+def test_metrics_go_to_the_jobs_own_outputs_before_the_command_leaves_for_isaaclab():
+    command = build_command(spec("amljob-validate.yaml"))
+    assert command.startswith('export AMLWIRE_OUTPUTS="$PWD/outputs" && mkdir -p "$AMLWIRE_OUTPUTS"')
+    assert command.index("AMLWIRE_OUTPUTS") < command.index("cd /workspace/isaaclab")
+    assert "AMLWIRE_OUTPUTS" in _embedded(command, "/tmp/amlwire_evaluate.py")
+
+
+def test_a_success_term_reaches_the_evaluator():
+    lab = {**example("amljob-validate.yaml")["isaacLab"], "successTerm": "goal_reached"}
+    assert "--success_term goal_reached" in build_command(spec("amljob-validate.yaml", isaacLab=lab))
+
+
+def test_in_container_delivery_fetches_the_model_first_with_the_documented_credential():
     command = build_command(
         spec("amljob-validate.yaml", model={"name": "m", "version": "2", "delivery": "InContainer"})
     )
     assert command.index("amlwire_fetch_model.py") < command.index("amlwire_evaluate.py")
-    assert "WorkloadIdentityCredential" in _embedded(command, "/tmp/amlwire_fetch_model.py")
+    assert "cd /workspace/isaaclab && ./isaaclab.sh -p /tmp/amlwire_fetch_model.py" in command
+    fetcher = _embedded(command, "/tmp/amlwire_fetch_model.py")
+    assert "ManagedIdentityCredential()" in fetcher
+    assert "WorkloadIdentityCredential()" in fetcher
     assert "--checkpoint /tmp/amlwire-model" in command
     assert "${{inputs.model}}" not in command
 
 
+@pytest.mark.parametrize("template", ["amljob-train.yaml", "amljob-validate.yaml"])
+def test_isaaclab_jobs_accept_the_eula_run_as_the_compute_identity_and_time_out(template):
+    request = build_request(spec(template), "robotics", "j", UID, "k8s-gpu", "robotics-gpu", WS)
+    assert request.environment["ACCEPT_EULA"] == "Y"
+    assert request.environment["PRIVACY_CONSENT"] == "Y"
+    assert request.identity == "managed"
+    assert request.timeout_seconds == (86400 if "train" in template else 7200)
+    overridden = build_request(
+        spec(template, environmentVariables={"PRIVACY_CONSENT": "N"}, timeoutSeconds=600),
+        "robotics",
+        "j",
+        UID,
+        "k8s-gpu",
+        "robotics-gpu",
+        WS,
+    )
+    assert (overridden.environment["PRIVACY_CONSENT"], overridden.timeout_seconds) == ("N", 600)
+
+
+def test_isaaclab_templates_need_an_instance_type():
+    with pytest.raises(ValueError, match=r"spec\.instanceType is required for the IsaacLab templates"):
+        spec("amljob-train.yaml", instanceType=None)
+    assert spec("amljob-command.yaml", instanceType=None).instance_type is None
+
+
 @pytest.mark.parametrize(("delivery", "mode"), [("Mount", "ro_mount"), ("Download", "download")])
 def test_sidecar_deliveries_become_aml_input_modes(delivery, mode):
-    request = validate_request(delivery, "client")
+    request = validate_request(delivery)
     assert request.model is not None
     assert (request.model.uri, request.model.mode, request.model.type) == ("azureml:m:2", mode, "custom_model")
     assert "AMLWIRE_MODEL" not in request.environment
 
 
 def test_in_container_request_carries_the_model_and_workspace_in_the_environment():
-    request = validate_request("InContainer", "client-id")
+    request = validate_request("InContainer")
     assert request.model is None
     assert request.environment["AMLWIRE_MODEL"] == "azureml:m:2"
     assert request.environment["AMLWIRE_WORKSPACE"] == WS
-    assert request.environment["AZURE_CLIENT_ID"] == "client-id"
+    assert "AZURE_CLIENT_ID" not in request.environment  # ManagedIdentityCredential() takes no client id
 
 
 def test_request_tags_and_defaults():
-    request = build_request(
-        spec("amljob-command.yaml"), "robotics", "gpu-smoke", UID, "k8s-gpu", "robotics-gpu", WS, None
-    )
+    request = build_request(spec("amljob-command.yaml"), "robotics", "gpu-smoke", UID, "k8s-gpu", "robotics-gpu", WS)
     assert request.tags == {
         "amlwire.io/attached-compute": "robotics-gpu",
         "amlwire.io/namespace": "robotics",
@@ -132,9 +189,23 @@ def test_verdict(gate, metrics, expected):
     assert verdict(gate, metrics) == expected
 
 
-def test_innermost_code():
-    assert innermost_code({"code": "UserError", "innerError": {"code": STREAM_AUTH}}) == STREAM_AUTH
-    assert innermost_code({"code": "SystemError"}) == "SystemError"
+@pytest.mark.parametrize("shape", STREAM_ACCESS_SHAPES)
+def test_every_shape_of_a_storage_access_failure_gives_the_same_code_and_hint(shape):
+    error = stream_access_error("AuthorizationPermissionMismatch: no role", shape)
+    assert failure_code(error) == STREAM_AUTH
+    found = failure(failure_code(error), error["message"], BROKEN, "Mount")
+    flat = stream_access_error("AuthorizationPermissionMismatch: no role", "flat")
+    assert found.hint == failure(failure_code(flat), flat["message"], BROKEN, "Mount").hint
+    assert found.hint is not None
+    assert "AccessReady is False (RoleAssignmentMissing" in found.hint
+
+
+def test_failure_codes():
+    assert failure_code({"code": "UserError", "innerError": {"code": STREAM_AUTH}}) == STREAM_AUTH
+    assert failure_code({"code": "SystemError"}) == "SystemError"
+    assert failure_code({"code": "UserError", "innerError": {"code": "Execution", "innerError": {"code": "OOM"}}}) == (
+        "Execution.OOM"
+    )
 
 
 BROKEN = ComputeHealth(
@@ -200,31 +271,24 @@ def test_other_failures_are_job_failed_with_the_code_in_status():
     assert (stalled.reason, stalled.message) == ("JobFailed", "exit code 1")
 
 
-def test_episode_tally_counts_time_outs_as_successes():
-    tally = EpisodeTally(num_envs=2)
-    tally.step([1.0, 2.0], [False, False], [False, False])
-    tally.step([1.0, 1.0], [True, False], [True, False])
-    tally.step([0.5, 0.5], [False, True], [False, False])
-    assert tally.summary() == {"episodes": 2.0, "success_rate": 0.5, "mean_episode_reward": 2.75}
-    assert EpisodeTally(1).summary()["success_rate"] == 0.0
-
-
-def test_find_checkpoint_takes_the_latest_iteration(tmp_path):
-    for iteration in (50, 1500, 300):
-        path = tmp_path / "run" / f"model_{iteration}.pt"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text("x")
-    import os
-
-    for path in (tmp_path / "run").iterdir():
-        os.utime(path, (1, 1))
-    assert find_checkpoint(str(tmp_path)).endswith("model_1500.pt")
-    with pytest.raises(SystemExit, match="no rsl_rl checkpoint"):
-        find_checkpoint(str(tmp_path / "empty"))
-
-
 def test_fetch_model_argument_parsing():
     assert parse_model("azureml:isaaclab-anymal-latest:2") == ("isaaclab-anymal-latest", "2")
     assert parse_workspace(WS) == ("s", "rg", "w")
     with pytest.raises(SystemExit, match="azureml:NAME:VERSION"):
         parse_model("isaaclab:2")
+
+
+def test_the_fetcher_uses_workload_identity_when_the_pod_has_it_else_the_documented_managed_identity(
+    monkeypatch, tmp_path
+):
+    from amlwire.templates.fetch_model import credential
+
+    for name in ("AZURE_FEDERATED_TOKEN_FILE", "AZURE_CLIENT_ID", "AZURE_TENANT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert type(credential()).__name__ == "ManagedIdentityCredential"
+    token = tmp_path / "token"
+    token.write_text("x")
+    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token))
+    monkeypatch.setenv("AZURE_CLIENT_ID", "c")
+    monkeypatch.setenv("AZURE_TENANT_ID", "t")
+    assert type(credential()).__name__ == "WorkloadIdentityCredential"

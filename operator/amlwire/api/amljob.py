@@ -60,6 +60,20 @@ class IsaacLabSpec(CRDModel):
     )
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="Random seed (--seed).")
     headless: bool = Field(default=True, description="Run the simulator without a display (--headless).")
+    success_term: Annotated[
+        str | None,
+        Matches(IDENTIFIER_RE, "spec.isaacLab.successTerm must be the name of a termination term, e.g. goal_reached"),
+    ] = Field(
+        default=None,
+        max_length=128,
+        description="IsaacLabValidate: a termination term that means success (manipulation tasks). Default: an "
+        "episode succeeds when it lasts to its time-out (locomotion).",
+    )
+    image_has_mlflow: bool = Field(
+        default=False,
+        description="IsaacLabValidate: the image already has mlflow and azureml-mlflow in Isaac Sim's python. "
+        "The stock IsaacLab image has neither, so by default the job pip-installs pinned versions first.",
+    )
     extra_args: list[Annotated[str, StringConstraints(max_length=1024)]] = Field(
         default_factory=list, max_length=64, description="Extra arguments appended to the IsaacLab script."
     )
@@ -87,7 +101,9 @@ class ModelSpec(CRDModel):
     delivery: ModelDelivery = Field(
         default="Download",
         description="Mount or Download: AML's data-capability sidecar brings the model in (needs the storage "
-        "wiring). InContainer: the job downloads it with the SDK and the pod's workload identity.",
+        "wiring). InContainer: the job downloads it with the SDK: the pod's workload identity when the pod has "
+        "it, else ManagedIdentityCredential() (the compute's identity, as AML documents); either identity needs "
+        "a workspace role (e.g. AzureML Data Scientist) besides the storage role.",
     )
 
 
@@ -118,6 +134,11 @@ NEEDS_MODEL = (
     "to validate (spec.model.name and spec.model.version)"
 )
 NEEDS_COMMAND = "spec.command is required when spec.template is Command"
+NEEDS_INSTANCE_TYPE = (
+    "spec.instanceType is required for the IsaacLab templates: without it AML runs the job on "
+    "defaultinstancetype (100m CPU, 2 GiB, no GPU), where Isaac Sim cannot start, so name one of the "
+    "AttachedCompute's spec.compute.instanceTypes"
+)
 NEEDS_ISAACLAB = (
     "spec.isaacLab.task is required when spec.template is IsaacLabTrain or IsaacLabValidate, "
     "e.g. isaacLab: {task: Isaac-Velocity-Rough-Anymal-C-v0}"
@@ -157,6 +178,11 @@ class AmlJobSpec(CRDModel):
                 "!(self.template in ['IsaacLabTrain', 'IsaacLabValidate']) || has(self.isaacLab)",
                 NEEDS_ISAACLAB,
                 fieldPath=".isaacLab",
+            ),
+            rule(
+                "!(self.template in ['IsaacLabTrain', 'IsaacLabValidate']) || has(self.instanceType)",
+                NEEDS_INSTANCE_TYPE,
+                fieldPath=".instanceType",
             ),
             rule(
                 "self.template != 'IsaacLabValidate' || !has(self.isaacLab) || self.isaacLab.framework == 'rsl_rl'",
@@ -288,7 +314,11 @@ class AmlJobSpec(CRDModel):
         ),
     )
     timeout_seconds: int | None = Field(
-        default=None, ge=60, le=30 * 24 * 3600, description="Cancel the AML job after this many seconds."
+        default=None,
+        ge=60,
+        le=30 * 24 * 3600,
+        description="Cancel the AML job after this many seconds. IsaacLab templates default to 24 hours "
+        "(IsaacLabTrain) and 2 hours (IsaacLabValidate): Isaac Sim can hang instead of exiting.",
     )
 
     @model_validator(mode="after")
@@ -298,8 +328,10 @@ class AmlJobSpec(CRDModel):
             raise ValueError(NEEDS_MODEL)
         if self.template == "Command" and not self.command:
             raise ValueError(NEEDS_COMMAND)
-        if self.template in ("IsaacLabTrain", "IsaacLabValidate") and self.isaac_lab is None:
+        if self.template in ISAACLAB_TEMPLATES and self.isaac_lab is None:
             raise ValueError(NEEDS_ISAACLAB)
+        if self.template in ISAACLAB_TEMPLATES and not self.instance_type:
+            raise ValueError(NEEDS_INSTANCE_TYPE)
         if self.template == "Command" and self.isaac_lab is not None:
             raise ValueError(ISAACLAB_UNUSED)
         for kind, name in re.findall(BINDING, self.command or ""):

@@ -138,11 +138,21 @@ class ExtensionSpec(CRDModel):
         description="Configure: amlwire installs the extension if missing and sets its identity settings. "
         "Verify: amlwire only reports what differs.",
     )
+    set_identity_settings: bool = Field(
+        default=True,
+        description="Set the extension's identityType: UserAssigned and userAssignedIdentityResourceId from "
+        "spec.identity. Microsoft does not document these two settings (the documented ones are enableTraining, "
+        "enableInference, allowInsecureConnections, inferenceRouterServiceType, internalLoadBalancerProvider, "
+        "sslSecret, sslCname, inferenceRouterHA, nodeSelector, installNvidiaDevicePlugin, installPromOp, "
+        "installVolcano, installDcgmExporter); they are field practice for the data-capability sidecar's "
+        "workload identity, cost nothing where unused, and are on by default. false: amlwire leaves them alone.",
+    )
     settings: dict[str, Annotated[str, StringConstraints(max_length=4096)]] = Field(
         default_factory=dict,
         max_length=64,
-        description='Extra configuration settings for the extension (strings), e.g. enableTraining: "True". '
-        "Identity settings are set by amlwire from spec.identity.",
+        description='Extra configuration settings for the extension (strings). amlwire sets enableTraining: "True" '
+        "(AML's default is off, and training jobs need it) unless this says otherwise. Identity settings are set "
+        "by amlwire from spec.identity.",
         json_schema_extra=cel(
             rule(
                 "!('identityType' in self) && !('userAssignedIdentityResourceId' in self)",

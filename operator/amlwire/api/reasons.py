@@ -136,6 +136,12 @@ EXTENSION_OPERATION_TIMED_OUT = reason("ExtensionOperationTimedOut", "an extensi
 EXTENSION_IDENTITY_MISMATCH = reason(
     "ExtensionIdentityMismatch", "the extension's identity settings are absent or name another identity", "F13"
 )
+EXTENSION_SETTINGS_DIFFER = reason(
+    "ExtensionSettingsDiffer", "settings other than the identity's differ from spec.extension (e.g. enableTraining)"
+)
+TRAINING_DISABLED = reason(
+    "TrainingDisabled", "the extension has enableTraining off while spec.jobs lets AmlJobs use the compute"
+)
 EXTENSION_CONFIGURED = reason("ExtensionConfigured", "the extension uses the identity")
 EXTENSION_OWNED_BY_ANOTHER = reason(
     "ExtensionOwnedByAnotherCompute", "another AttachedCompute on the cluster set the extension's identity", "F13"
@@ -170,6 +176,10 @@ COMPUTE_DETACH_FAILED = reason("ComputeDetachFailed", "detaching the compute fai
 COMPUTE_IDENTITY_MISMATCH = reason(
     "ComputeIdentityMismatch", "the compute is attached without the identity or in another namespace", "F14"
 )
+COMPUTE_NAMESPACE_MISSING = reason(
+    "ComputeNamespaceMissing", "the compute's namespace does not exist and amlwire may not create it"
+)
+NAMESPACE_CREATED = reason("NamespaceCreated", "amlwire created the compute's namespace before the attach")
 COMPUTE_NAME_CONFLICT = reason("ComputeNameConflict", "the compute name is taken by another cluster", "F14")
 COMPUTE_DETACH_WAITS_FOR_JOBS = reason(
     "ComputeDetachWaitsForJobs", "the compute must be attached again but AmlJobs still run on it", "F14"

@@ -18,9 +18,11 @@ from amlwire.adapters.kube.client import core_api
 from amlwire.config import Settings
 from amlwire.devenv.cluster import amlwire_crds, ensure_namespace, install_crds
 from amlwire.devenv.controlplane import ControlPlane
+from amlwire.domain.permissions import PERMISSIONS, Permission
+from amlwire.sandbox import ids
 from amlwire.sandbox.client import SandboxClient
 from amlwire.sandbox.server import SandboxServer
-from amlwire.sandbox.world import World
+from amlwire.sandbox.world import Located, World
 
 OPERATOR_NAMESPACE, OPERATOR_ACCOUNT = "amlwire-system", "amlwire"
 OPERATOR_CLIENT_ID = "5d0c9e3f-7a41-4b8e-9f2a-0c1d2e3f4a55"
@@ -64,6 +66,9 @@ class LocalStack:
         self.ctl = SandboxClient(self.sandbox.base_url, self.sandbox.ca_file)
         self.token_file = self.workdir / "azure-identity-token"
         self.seed_operator_identity()
+        self.grant_operator_roles()
+        for cluster in self.world.clusters:
+            self.register_cluster(ids.resource_id(self.subscription, cluster.resource_group, ids.AKS, cluster.name))
         self.refresh_operator_token()
 
     @property
@@ -107,6 +112,49 @@ class LocalStack:
             },
             {"backdated": True},
         )
+
+    def register_cluster(self, cluster_id: str) -> None:
+        """The sandbox answers questions about the cluster's Kubernetes side (namespaces) from this apiserver."""
+        self.ctl.patch(cluster_id, extra={"kubeconfig": str(self.plane.kubeconfig)})
+
+    def grant_operator_roles(self) -> None:
+        """amlwire's identity gets exactly the README's least-privilege roles, on every resource of the world."""
+        for scope, permission in least_privilege(self.world, self.subscription):
+            self.grant(scope, permission)
+
+    def assignment_id(self, scope: str, permission: Permission, principal: str = OPERATOR_PRINCIPAL_ID) -> str:
+        name = ids.stable_uuid(scope.lower(), permission.role_id, principal)
+        return f"{scope}/providers/{ids.ROLE_ASSIGNMENT}/{name}"
+
+    def grant(self, scope: str, permission: Permission, principal: str = OPERATOR_PRINCIPAL_ID) -> str:
+        assignment = self.assignment_id(scope, permission, principal)
+        role = (
+            f"/subscriptions/{self.subscription}/providers/Microsoft.Authorization/roleDefinitions/{permission.role_id}"
+        )
+        self.ctl.create(
+            assignment,
+            ids.ROLE_ASSIGNMENT,
+            {
+                "properties": {
+                    "roleDefinitionId": role,
+                    "principalId": principal,
+                    "principalType": "ServicePrincipal",
+                    "scope": scope,
+                    "createdOn": "2026-01-01T00:00:00Z",
+                }
+            },
+            {"backdated": True},
+        )
+        return assignment
+
+    def revoke(self, permission: Permission, principal: str = OPERATOR_PRINCIPAL_ID) -> list[str]:
+        """Delete amlwire's assignments of one row of the table; the scopes they were on."""
+        revoked = []
+        for scope, row in least_privilege(self.world, self.subscription):
+            if row == permission:
+                self.ctl.delete(self.assignment_id(scope, row, principal))
+                revoked.append(scope)
+        return revoked
 
     def refresh_operator_token(self) -> None:
         """What the kubelet does for a pod: project a service-account token for Entra's audience."""
@@ -183,9 +231,15 @@ class LocalStack:
             {
                 "issuer_url": issuer,
                 "aml_service_accounts": ["azureml:default", "azureml:training"],
-                "job_service_account": "azureml:training",
+                "job_service_account": "default",
+                "sidecar_credential": "workloadIdentity",
+                "namespaces": [],
             },
         )
+        self.register_cluster(cluster)
+        for permission in PERMISSIONS:
+            if permission.scope == "cluster":
+                self.grant(cluster, permission)
         self.ctl.create(
             f"{cluster}/providers/Microsoft.KubernetesConfiguration/extensions/azureml",
             "Microsoft.KubernetesConfiguration/extensions",
@@ -215,6 +269,27 @@ class LocalStack:
     def close(self) -> None:
         self.stop_operator()
         self.sandbox.stop()
+
+
+def least_privilege(world: World, subscription: str) -> list[tuple[str, Permission]]:
+    """Every (scope, row) of amlwire's permission table over the world's resources."""
+    located: dict[str, list[tuple[Located, str]]] = {
+        "cluster": [(c, ids.AKS) for c in world.clusters],
+        "identity": [(i, ids.MSI) for i in world.identities],
+        "workspace": [(w, ids.WORKSPACE) for w in world.workspaces],
+        "storage": [(s, ids.STORAGE) for s in world.storage_accounts],
+        "grant": [
+            *((w, ids.WORKSPACE) for w in world.workspaces),
+            *((s, ids.STORAGE) for s in world.storage_accounts),
+            *((r, ids.REGISTRY) for r in world.registries),
+            *((v, ids.KEY_VAULT) for v in world.key_vaults),
+        ],
+    }
+    return [
+        (ids.resource_id(item.subscription_id or subscription, item.resource_group, type_, item.name), permission)
+        for permission in PERMISSIONS
+        for item, type_ in located[permission.scope]
+    ]
 
 
 def inherited_environment() -> dict[str, str]:

@@ -18,7 +18,11 @@ ROLE_GUIDS = {
     "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
     "AzureML Data Scientist": "f6c7c914-8db3-469d-8ca1-694a8f32e121",
     "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+    "Contributor": "b24988ac-6180-42a0-ab88-20f7382dd24c",
+    "Owner": "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
 }
+# Roles that let an identity read a workspace's model versions (MLClient.models.download in InContainer jobs)
+WORKSPACE_MODEL_READERS = {ROLE_GUIDS[name] for name in ("AzureML Data Scientist", "Reader", "Contributor", "Owner")}
 STORAGE_DATA_ROLES = {
     ROLE_GUIDS["Storage Blob Data Contributor"],
     ROLE_GUIDS["Storage Blob Data Reader"],

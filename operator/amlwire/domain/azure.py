@@ -9,6 +9,7 @@ from datetime import datetime
 
 AUDIENCE = "api://AzureADTokenExchange"
 EXTENSION_TYPE = "Microsoft.AzureML.Kubernetes"
+EXTENSION_RELEASE_NAMESPACE = "azureml"
 
 _ID = re.compile(
     r"^/subscriptions/(?P<subscription>[^/]+)/resourceGroups/(?P<group>[^/]+)/providers/"

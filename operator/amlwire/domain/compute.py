@@ -9,7 +9,8 @@ from amlwire.api import reasons as r
 from amlwire.domain.azure import ComputeInfo, same_id
 from amlwire.domain.operations import RUNNING, SUCCEEDED, Observed, failed
 
-OWNER_TAG = "amlwire.io/attached-compute"
+OWNER_TAG = "amlwire-attached-compute"  # ARM tag names may not contain '/'
+FORMER_OWNER_TAG = "amlwire.io/attached-compute"  # what amlwire wrote before: computes attached then stay owned
 BUSY_STATES = {"creating", "updating", "deleting"}
 ATTACH_SETTLE_SECONDS = 60.0  # how long an accepted attach may not show in the workspace yet
 
@@ -30,7 +31,7 @@ class ComputeDecision:
 
 
 def owned_by(compute: ComputeInfo, owner: str) -> bool:
-    return compute.tags.get(OWNER_TAG) == owner
+    return owner in (compute.tags.get(OWNER_TAG), compute.tags.get(FORMER_OWNER_TAG))
 
 
 def errors_of(compute: ComputeInfo) -> str:

@@ -15,7 +15,13 @@ from typing import Literal
 
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import AttachedComputeSpec
-from amlwire.domain.access import STORAGE_DATA_ROLES, role_guid, scope_covers, shared_key_problem
+from amlwire.domain.access import (
+    STORAGE_DATA_ROLES,
+    WORKSPACE_MODEL_READERS,
+    role_guid,
+    scope_covers,
+    shared_key_problem,
+)
 from amlwire.domain.azure import (
     ClusterInfo,
     ComputeInfo,
@@ -29,10 +35,18 @@ from amlwire.domain.azure import (
 )
 from amlwire.domain.compute import ComputeAction, decide_compute
 from amlwire.domain.conditions import rfc3339
-from amlwire.domain.extension import IDENTITY_ID, IDENTITY_TYPE, Action, ExtensionDecision, decide_extension
+from amlwire.domain.extension import (
+    ENABLE_TRAINING,
+    IDENTITY_ID,
+    IDENTITY_TYPE,
+    Action,
+    ExtensionDecision,
+    decide_extension,
+)
 from amlwire.domain.extension import desired_settings as extension_settings
 from amlwire.domain.failures import AUDIENCE, BY_ID
 from amlwire.domain.federation import EXTENSION_SERVICE_ACCOUNTS, FederationPlan, plan_federation, subject_of
+from amlwire.domain.jobs import sidecar_credential
 from amlwire.domain.view import Target, target_of
 
 Status = Literal["pass", "fail", "warn", "skip"]
@@ -80,6 +94,9 @@ class Facts:
     write_conflicts: list[str] | None = None  # from the AttachedCompute's events; None: none to read
     sidecar_evidence: list[str] = field(default_factory=list)
     sidecar_sources: list[str] = field(default_factory=list)
+    storage_failures: list[str] = field(default_factory=list)  # AmlJob failures on the compute that hit storage
+    in_container_jobs: int = 0  # AmlJobs on the compute that download their model themselves
+    jobs_completed: int = 0
     unreadable: dict[str, str] = field(default_factory=dict)  # area -> why
 
     @property
@@ -383,7 +400,8 @@ def job_pods_not_labelled(facts: Facts) -> Result:
 # -- the extension, the compute ---------------------------------------------------------------------
 def _extension_decision(facts: Facts) -> ExtensionDecision:
     cluster = facts.spec.cluster
-    desired = extension_settings(facts.spec.extension.settings, facts.spec.identity.resource_id)
+    extension = facts.spec.extension
+    desired = extension_settings(extension.settings, facts.spec.identity.resource_id, extension.set_identity_settings)
     return decide_extension(
         facts.extension, desired, False, cluster.resource_group, cluster.name, facts.spec.extension.name
     )
@@ -406,6 +424,8 @@ def extension_missing_or_failed(facts: Facts) -> Result:
         "extension": facts.spec.extension.name,
         "provisioningState": ext.provisioning_state if ext else "404 (not installed)",
     }
+    if ext is not None:
+        evidence[ENABLE_TRAINING] = ext.settings.get(ENABLE_TRAINING, "absent (AML's default: off)")
     failed = decision.reason in (r.EXTENSION_MISSING, r.EXTENSION_FAILED, r.EXTENSION_TYPE_MISMATCH)
     return result("F12", "fail" if failed else "pass", evidence, _without_configure_advice(decision.message, facts))
 
@@ -470,6 +490,8 @@ def _wanted_roles(facts: Facts) -> list[tuple[str, set[str], str]]:
     wanted = []
     if facts.workspace is not None and facts.workspace.storage_account_id:
         wanted.append((facts.workspace.storage_account_id, set(STORAGE_DATA_ROLES), "Storage Blob Data Contributor"))
+    if facts.in_container_jobs and facts.workspace is not None and facts.workspace.id in facts.identity_roles:
+        wanted.append((facts.workspace.id, set(WORKSPACE_MODEL_READERS), "AzureML Data Scientist"))
     for grant in facts.spec.access.grants:
         if (
             not any(scope_covers(s, grant.scope) and scope_covers(grant.scope, s) for s, _, _ in wanted)
@@ -558,16 +580,24 @@ def workspace_identity_lacks_cluster_roles(facts: Facts) -> Result:
 
 @check("F23")
 def sidecar_certificate_auth(facts: Facts) -> Result:
+    """Which way the data-capability sidecar gets its credential, as the jobs and logs show it."""
+    credential = sidecar_credential(
+        facts.sidecar_evidence + facts.storage_failures, facts.jobs_completed, links_broken=False
+    )
     if facts.sidecar_evidence:
         return result(
             "F23",
             "fail",
-            {"evidence": facts.sidecar_evidence[0], "sources": ", ".join(facts.sidecar_sources)},
+            {
+                "evidence": facts.sidecar_evidence[0],
+                "sidecar credential": credential,
+                "sources": ", ".join(facts.sidecar_sources),
+            },
             BY_ID["F23"].fix(),
         )
     if not facts.sidecar_sources:
-        return skip("F23", "no data-capability logs were readable and no AmlJob failed on this compute")
-    return result("F23", "pass", {"sources": ", ".join(facts.sidecar_sources)})
+        return skip("F23", "no data-capability logs were readable and no AmlJob ran on this compute")
+    return result("F23", "pass", {"sidecar credential": credential, "sources": ", ".join(facts.sidecar_sources)})
 
 
 def diagnose(facts: Facts) -> list[Result]:

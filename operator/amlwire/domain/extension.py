@@ -13,6 +13,7 @@ from amlwire.domain.operations import RUNNING, SUCCEEDED, Observed, failed
 
 IDENTITY_TYPE = "identityType"
 IDENTITY_ID = "userAssignedIdentityResourceId"
+ENABLE_TRAINING = "enableTraining"
 BUSY_STATES = {"creating", "updating", "deleting", "accepted", "running", "pending"}
 HEALTHY_STATES = {"succeeded", "updating"}  # installed: a compute can be attached, even while settings change
 
@@ -33,8 +34,15 @@ class ExtensionDecision:
     settings: dict[str, str]
 
 
-def desired_settings(extra: Mapping[str, str], identity_id: str) -> dict[str, str]:
-    return {**extra, IDENTITY_TYPE: "UserAssigned", IDENTITY_ID: identity_id}
+def desired_settings(extra: Mapping[str, str], identity_id: str, set_identity: bool = True) -> dict[str, str]:
+    """What the extension should carry: training on (it defaults to off) unless the spec says otherwise, the
+    spec's settings, and (field practice, undocumented) the identity settings."""
+    settings = {ENABLE_TRAINING: "True", **extra}
+    return {**settings, IDENTITY_TYPE: "UserAssigned", IDENTITY_ID: identity_id} if set_identity else settings
+
+
+def trains(settings: Mapping[str, str]) -> bool:
+    return settings.get(ENABLE_TRAINING, "False").strip().lower() == "true"
 
 
 def drifted(current: Mapping[str, str], desired: Mapping[str, str]) -> dict[str, str]:
@@ -122,14 +130,17 @@ def decide_extension(
         )
     if changes:
         keys = ", ".join(sorted(changes))
+        reason = (
+            r.EXTENSION_IDENTITY_MISMATCH
+            if {IDENTITY_TYPE, IDENTITY_ID} & set(changes)
+            else r.EXTENSION_SETTINGS_DIFFER
+        )
         if configure:
-            return ExtensionDecision(
-                Action.UPDATE, r.EXTENSION_IDENTITY_MISMATCH, f"setting {keys} on extension {name}", changes
-            )
+            return ExtensionDecision(Action.UPDATE, reason, f"setting {keys} on extension {name}", changes)
         return ExtensionDecision(
             Action.REPORT,
-            r.EXTENSION_IDENTITY_MISMATCH,
-            f"extension {name} settings {keys} differ from what keyless storage access needs; "
+            reason,
+            f"extension {name} settings {keys} differ from spec.extension and what keyless storage access needs; "
             f"run: {az_command(cluster_group, cluster, name, changes, create=False)}, or set "
             f"spec.extension.mode: Configure",
             {},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,7 +19,9 @@ ISAACLAB_ROOT = "/workspace/isaaclab"
 EVALUATOR = "/tmp/amlwire_evaluate.py"  # noqa: S108 - a path inside the job's container
 FETCHER = "/tmp/amlwire_fetch_model.py"  # noqa: S108
 MODEL_DIR = "/tmp/amlwire-model"  # noqa: S108
-TERMINAL = frozenset({"Completed", "Failed", "Canceled", "NotResponding"})
+# JobStatus values that never change again; NotResponding, Paused and Unknown are not among them (a
+# NotResponding job can go back to any earlier state)
+TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
 STREAM_AUTH = "ScriptExecution.StreamAccess.Authentication"
 TAG_COMPUTE = "amlwire.io/attached-compute"
 TAG_NAMESPACE = "amlwire.io/namespace"
@@ -27,6 +29,11 @@ TAG_NAME = "amlwire.io/name"
 TAG_UID = "amlwire.io/uid"
 TAG_TEMPLATE = "amlwire.io/template"
 DEFAULT_EPISODES = 100
+# What the stock IsaacLab image lacks for MLflow logging to AML (the reference repos install both)
+LOGGING_PACKAGES = ("mlflow==2.15.1", "azureml-mlflow==1.57.0")
+ISAAC_SIM_CONSENT = {"ACCEPT_EULA": "Y", "PRIVACY_CONSENT": "Y"}  # Isaac Sim refuses to start without them
+DEFAULT_TIMEOUTS = {"IsaacLabTrain": 24 * 3600, "IsaacLabValidate": 2 * 3600}
+OUTPUTS = "AMLWIRE_OUTPUTS"  # the job's ./outputs, absolute: AML uploads it from where the job started
 
 
 def aml_job_name(name: str, uid: str) -> str:
@@ -59,6 +66,7 @@ class JobRequest:
     environment: dict[str, str]
     tags: dict[str, str]
     timeout_seconds: int | None = None
+    identity: Literal["managed"] | None = "managed"  # the compute's identity, as the reference repos submit
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,7 @@ def _flag(name: str, value: object) -> list[str]:
 
 
 def _isaaclab(script: str, *args: str) -> str:
+    """A python step in Isaac Sim's python (`python3` is not reliably in the image, nor on its PATH)."""
     return f"cd {ISAACLAB_ROOT} && ./isaaclab.sh -p {script} {' '.join(shlex.quote(a) for a in args)}".rstrip()
 
 
@@ -155,17 +164,17 @@ def build_command(spec: AmlJobSpec) -> str:
         return f"{train} && mkdir -p {output} && cp -r logs/{lab.framework}/. {output}/"
     model = spec.model
     assert model is not None  # admission: IsaacLabValidate needs spec.model
-    steps = [embedded("isaaclab_evaluate.py", EVALUATOR)]
+    steps = [f'export {OUTPUTS}="$PWD/outputs"', f'mkdir -p "${OUTPUTS}"']
     checkpoint = "${{inputs.model}}"
     if model.delivery == "InContainer":
-        steps.insert(0, f"{embedded('fetch_model.py', FETCHER)} && python3 {FETCHER}")
+        steps += [embedded("fetch_model.py", FETCHER), _isaaclab(FETCHER)]
         checkpoint = MODEL_DIR
-    episodes = ["--episodes", str(lab.episodes or DEFAULT_EPISODES)]
-    steps.append(
-        _isaaclab(EVALUATOR, *common, "--checkpoint", "CHECKPOINT", *episodes, *lab.extra_args).replace(
-            "CHECKPOINT", checkpoint
-        )
-    )
+    steps.append(embedded("isaaclab_evaluate.py", EVALUATOR))
+    if not lab.image_has_mlflow:
+        steps.append(_isaaclab("-m", "pip", "install", "--quiet", *LOGGING_PACKAGES))
+    evaluate = [*common, "--checkpoint", "CHECKPOINT", "--episodes", str(lab.episodes or DEFAULT_EPISODES)]
+    evaluate += _flag("success_term", lab.success_term)
+    steps.append(_isaaclab(EVALUATOR, *evaluate, *lab.extra_args).replace("CHECKPOINT", checkpoint))
     return " && ".join(steps)
 
 
@@ -177,18 +186,16 @@ def build_request(
     compute_name: str,
     attached: str,
     workspace_id: str,
-    identity_client_id: str | None,
 ) -> JobRequest:
     model_input = None
-    environment = dict(spec.environment_variables)
+    isaaclab = spec.template in DEFAULT_TIMEOUTS
+    environment = {**(ISAAC_SIM_CONSENT if isaaclab else {}), **spec.environment_variables}
     if spec.model is not None:
         reference = f"azureml:{spec.model.name}:{spec.model.version}"
         if spec.model.delivery == "InContainer":
             environment.update(
                 {"AMLWIRE_MODEL": reference, "AMLWIRE_WORKSPACE": workspace_id, "AMLWIRE_MODEL_DIR": MODEL_DIR}
             )
-            if identity_client_id:
-                environment["AZURE_CLIENT_ID"] = identity_client_id
         else:
             mode = "ro_mount" if spec.model.delivery == "Mount" else "download"
             model_input = ModelInput(spec.model.type, reference, mode)
@@ -213,7 +220,7 @@ def build_request(
             TAG_UID: uid,
             TAG_TEMPLATE: spec.template,
         },
-        timeout_seconds=spec.timeout_seconds,
+        timeout_seconds=spec.timeout_seconds or DEFAULT_TIMEOUTS.get(spec.template),
     )
 
 
@@ -240,6 +247,32 @@ STORAGE_SIGNS = (
 )
 
 
+CERTIFICATE_SIGNS = ("failed to load certificate", ".pfx")
+
+
+def sidecar_credential(failures: Sequence[str], succeeded: int, links_broken: bool) -> str:
+    """How the data-capability sidecar gets its storage credential, as far as the evidence shows.
+
+    Microsoft documents the compute's identity; the field sets up workload identity too; one field report saw
+    certificate auth fail whatever the wiring (docs/sandbox.md, rule data.sidecar-credential).
+    """
+    if any(sign in text for text in failures for sign in CERTIFICATE_SIGNS):
+        return (
+            "certificate auth, failing (field failure F23): no Azure-side wiring fixes it; use spec.model.delivery: "
+            "InContainer"
+        )
+    if any("AADSTS70021" in text or "identity settings" in text for text in failures):
+        return (
+            "workload identity: the extension's service accounts exchange tokens, so their FICs and the extension's "
+            "identity settings matter"
+        )
+    if succeeded:
+        return f"working ({succeeded} job(s) completed): the compute's identity (documented) or workload identity"
+    if failures and not links_broken:
+        return "failing with every documented and field-practice link in place: points to certificate auth (F23)"
+    return "not known yet: no job on this compute has reached storage"
+
+
 def hint(code: str, message: str, compute: ComputeHealth, delivery: str | None) -> str | None:
     """Map a storage-access failure (in any shape AML reports it) to the broken link and its fix, or None."""
     text = f"{code} {message}"
@@ -247,26 +280,33 @@ def hint(code: str, message: str, compute: ComputeHealth, delivery: str | None) 
         return None
     broken = compute.broken()
     links = f"AttachedCompute {compute.name}: " + "; ".join(broken) if broken else ""
-    if "KeyBasedAuthenticationNotPermitted" in text:
+    if any(sign in text for sign in CERTIFICATE_SIGNS):
+        where = (
+            "the data-capability sidecar failed its certificate auth (field failure F23); no role, FIC or extension "
+            "setting fixes that"
+        )
+    elif "KeyBasedAuthenticationNotPermitted" in text:
         where = (
             "the datastore authenticates with account keys but the storage account has shared-key access off "
             f"(field failure F17): no role or credential helps; {BY_ID['F17'].fix()}"
         )
-    elif "AADSTS70021" in text:
+    elif "AADSTS70021" in text:  # the sidecar exchanges workload identity tokens: FICs matter
         where = _not_federated(SUBJECT.search(text), compute, links)
     elif "AuthorizationPermissionMismatch" in text:
         where = f"the identity lacks an effective Storage Blob Data role (F15/F16). {links}".strip()
     else:
         where = links or (
-            f"AttachedCompute {compute.name} reports every link Ready, so the data-capability sidecar itself is "
-            f"failing (e.g. certificate auth, field failure F23; run `amlwire doctor {compute.name}`)"
+            f"AttachedCompute {compute.name} reports every link Ready, both the documented ones (the compute's "
+            f"identity, the storage role) and the field-practice ones (FICs, extension identity settings), so the "
+            f"data-capability sidecar itself is failing: {sidecar_credential([text], 0, False)}; run `amlwire "
+            f"doctor {compute.name}`"
         )
     advice = (
         ""
         if delivery == "InContainer"
         else (
-            " Or set spec.model.delivery: InContainer to download the model inside the job with the pod's workload "
-            "identity, bypassing the sidecar."
+            " Or set spec.model.delivery: InContainer to download the model inside the job (with the pod's workload "
+            "identity, or the compute's), bypassing the sidecar."
         )
     )
     return f"The job could not reach storage: {where.rstrip('.')}.{advice}"
@@ -289,14 +329,25 @@ def _not_federated(found: re.Match[str] | None, compute: ComputeHealth, links: s
     )
 
 
-def innermost_code(error: Mapping[str, object]) -> str:
-    """The most specific code of an AML error ({code, innerError: {code, innerError: ...}})."""
-    code = str(error.get("code") or "UserError")
+GENERIC_CODES = frozenset({"UserError", "SystemError", "ServiceError"})
+STREAM_MESSAGES = ("permission denied when access stream", "Authentication failed when trying to access the stream")
+
+
+def failure_code(error: Mapping[str, object]) -> str:
+    """The most specific code of an AML error, in every shape AML may use: the innermost code when it is
+    dotted already ({innerError: {code: A.B.C}}), the segments joined when nested one per segment
+    ({code: A, innerError: {code: B, ...}}), and ScriptExecution.StreamAccess.Authentication when only the
+    message says so."""
+    chain = [str(error.get("code") or "UserError")]
     inner = error.get("innerError") or error.get("inner_error")
     while isinstance(inner, Mapping) and inner.get("code"):
-        code = str(inner["code"])
+        chain.append(str(inner["code"]))
         inner = inner.get("innerError") or inner.get("inner_error")
-    return code
+    specific = [code for code in chain if code not in GENERIC_CODES]
+    if not specific:
+        message = str(error.get("message") or "")
+        return STREAM_AUTH if any(words in message for words in STREAM_MESSAGES) else chain[-1]
+    return specific[-1] if "." in specific[-1] else ".".join(specific)
 
 
 def failure(code: str, message: str, compute: ComputeHealth, delivery: str | None) -> FailureStatus:

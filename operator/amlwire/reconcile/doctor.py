@@ -116,6 +116,12 @@ def _gather_identity(facts: Facts, azure: AzurePort) -> None:
         facts.identity_roles[scope] = _read(
             facts, "role assignments", partial(azure.list_role_assignments, scope, principal), NO_ROLES
         )
+    workspace = facts.workspace.id if facts.workspace is not None else None
+    if workspace and workspace not in scopes:  # InContainer downloads read the model with the identity
+        read = partial(azure.list_role_assignments, workspace, principal)
+        roles = _read(facts, "the identity's workspace roles", read, None)
+        if roles is not None:
+            facts.identity_roles[workspace] = roles
 
 
 def _gather_kubernetes(facts: Facts, kube: DoctorKube, attached_compute: tuple[str, str] | None) -> None:
@@ -149,7 +155,12 @@ def _gather_kubernetes(facts: Facts, kube: DoctorKube, attached_compute: tuple[s
     if jobs:
         facts.sidecar_sources.append(f"{len(jobs)} AmlJob(s) on {name}")
     for job in jobs:
-        failure = (job.get("status") or {}).get("failure") or {}
+        status = job.get("status") or {}
+        failure = status.get("failure") or {}
+        facts.jobs_completed += status.get("amlStatus") == "Completed"
+        facts.in_container_jobs += ((job.get("spec") or {}).get("model") or {}).get("delivery") == "InContainer"
+        if failure.get("hint"):  # amlwire recognised it as a storage-access failure
+            facts.storage_failures.append(f"{failure.get('code', '')} {failure.get('message', '')}")
         if SIDECAR_CERTIFICATE_ERROR in str(failure.get("message", "")):
             facts.sidecar_evidence.append(
                 f"AmlJob {job['metadata']['namespace']}/{job['metadata']['name']}: {failure['message'][:300]}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -40,6 +41,9 @@ class Sandbox:
 
 
 SANDBOX_KEY: web.AppKey[Sandbox] = web.AppKey("sandbox", Sandbox)
+# Called with (method, route, status, JSON body) of every ARM answer: the test suite checks each body against
+# the pinned SDKs' generated models (tests/contract.py).
+RESPONSE_OBSERVERS: list[Callable[[str, str, int, bytes], None]] = []
 
 
 def _caller(request: web.Request) -> str | None:
@@ -65,14 +69,18 @@ async def dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
         return _no_route(request)
     spec, params = resolved
     status, started = 500, sandbox.state.now()
-    call = Call(sandbox, request, params)
+    call = Call(sandbox, request, params, caller=_caller(request))
     try:
         if spec.authenticated and not request.headers.get("Authorization", "").startswith("Bearer "):
             raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
+        if spec.action and not call.caller:
+            raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid.")
         call.raw = await request.read() if request.can_read_body else b""
         with sandbox.state.lock:
             fault = sandbox.state.draw_fault(request.method, spec.name) if spec.authenticated else None
             sandbox.cloud.settle()
+            if spec.action:
+                sandbox.cloud.authorize(call.caller or "", spec.action, request.path)
         if fault is not None:
             if fault.latency:
                 call.fault_met = f"latency {fault.latency:g}s"
@@ -93,18 +101,28 @@ async def dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
                     if call.release is not None:
                         call.release()
         status = response.status
+        _observe(request.method, spec.name, response)
         return response
     except ArmError as error:
         status = error.status
-        return arm_error(error)
+        answer = arm_error(error)
+        _observe(request.method, spec.name, answer)
+        return answer
     except ConnectionResetError:  # the client went away mid-request (a SIGKILLed operator): nobody to answer
         status = 499
         return web.Response(status=499)
     finally:
         with sandbox.state.lock:
-            sandbox.state.record(
-                request.method, spec.name, request.path, status, _caller(request), call.fault_met, started
-            )
+            sandbox.state.record(request.method, spec.name, request.path, status, call.caller, call.fault_met, started)
+
+
+def _observe(method: str, route: str, response: web.StreamResponse) -> None:
+    if not RESPONSE_OBSERVERS or not isinstance(response, web.Response) or response.content_type != "application/json":
+        return
+    body = response.body
+    if isinstance(body, bytes):
+        for observer in RESPONSE_OBSERVERS:
+            observer(method, route, response.status, body)
 
 
 def create_app(sandbox: Sandbox) -> web.Application:

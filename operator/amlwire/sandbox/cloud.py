@@ -11,10 +11,11 @@ import re
 import uuid
 from typing import Any
 
-from amlwire.sandbox import ids
-from amlwire.sandbox.state import AUDIENCE, ArmError, Resource, State, iso, key, not_found
+from amlwire.sandbox import authorization, ids
+from amlwire.sandbox.state import AUDIENCE, ArmError, Operation, Resource, State, iso, key, not_found
 from amlwire.sandbox.world import ClusterWorld, World
 
+SHORT_JOB_OUTPUT = re.compile(r"^azureml://jobs/[^/]+/outputs/[^/]+/?$", re.IGNORECASE)
 FIC_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-_]{2,119}$")
 FIC_LIMIT = 20
 STORAGE_DATA_ROLES = {
@@ -132,13 +133,15 @@ class Cloud:
                         "enabled": c.oidc_issuer_enabled,
                         **({"issuerURL": issuer} if c.oidc_issuer_enabled else {}),
                     },
+                    # rule: aks.cluster-profile
                     "securityProfile": {"workloadIdentity": {"enabled": c.workload_identity_enabled}},
                     "disableLocalAccounts": c.local_accounts_disabled,
                 },
             },
             aml_service_accounts=list(c.aml_service_accounts),
             job_service_account=c.job_service_account,
-            sidecar_certificate_auth=c.sidecar_certificate_auth,
+            sidecar_credential=c.sidecar_credential,
+            namespaces=list(c.namespaces),
             issuer_url=issuer,
         )
         for e in c.extensions:
@@ -200,7 +203,7 @@ class Cloud:
     def validate_fic(self, identity_id: str, name: str, body: dict[str, Any]) -> None:
         """Entra's rules for a FIC write, checked before it is applied."""
         self.identity(identity_id)
-        if not FIC_NAME.match(name):
+        if not FIC_NAME.match(name):  # rule: msi.fic-name
             raise ArmError(
                 400,
                 "BadRequest",
@@ -210,7 +213,7 @@ class Cloud:
             )
         props = body.get("properties") or {}
         issuer, subject, audiences = props.get("issuer"), props.get("subject"), props.get("audiences")
-        if not issuer or not subject:
+        if not issuer or not subject:  # rule: msi.fic-fields
             raise ArmError(400, "BadRequest", "Issuer and subject are required for a Federated Identity Credential.")
         if len(issuer) > 600 or len(subject) > 600:
             raise ArmError(400, "BadRequest", "Issuer and subject must be at most 600 characters.")
@@ -219,12 +222,13 @@ class Cloud:
         if not issuer.startswith("https://"):
             raise ArmError(400, "BadRequest", f"Issuer '{issuer}' must be an https URL.")
         others = [f for f in self.list_fics(identity_id) if f.name.lower() != name.lower()]
+        # rule: msi.fic-unique
         if any(f.properties.get("issuer") == issuer and f.properties.get("subject") == subject for f in others):
             raise ArmError(
                 400, "BadRequest", "Issuer and subject combination already exists for this Managed Identity."
             )
         exists = self.state.get(f"{identity_id}/federatedIdentityCredentials/{name}") is not None
-        if not exists and len(others) >= FIC_LIMIT:
+        if not exists and len(others) >= FIC_LIMIT:  # rule: msi.fic-limit
             raise ArmError(
                 400,
                 "BadRequest",
@@ -245,7 +249,7 @@ class Cloud:
         )
         return resource, created
 
-    def fic_effective(self, fic: Resource) -> bool:
+    def fic_effective(self, fic: Resource) -> bool:  # rule: entra.fic-propagation
         if fic.extra.get("backdated"):
             return True
         return self.state.now() - fic.updated >= self.state.timing.fic_propagation_seconds
@@ -292,18 +296,19 @@ class Cloud:
         return self.state.get(scope) is not None
 
     def put_role_assignment(self, scope: str, name: str, body: dict[str, Any]) -> tuple[Resource, int]:
-        if not GUID.match(name):
+        if not GUID.match(name):  # rule: authz.ra-name
             raise ArmError(
                 400,
                 "InvalidRoleAssignmentId",
                 f"The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID.",
             )
-        if not self.scope_exists(scope):
+        if not self.scope_exists(scope):  # rule: authz.ra-scope
             raise not_found("scope", scope)
         props = body.get("properties") or {}
         role, principal = props.get("roleDefinitionId", ""), props.get("principalId", "")
         if not role or not principal:
             raise ArmError(400, "InvalidRoleAssignmentRequest", "roleDefinitionId and principalId are required.")
+        # rule: authz.ra-exists
         same_name = self.state.get(f"{scope.rstrip('/')}/providers/{ids.ROLE_ASSIGNMENT}/{name}")
         if same_name is not None:
             if (
@@ -327,7 +332,7 @@ class Cloud:
     def role_assignments_at(self, scope: str) -> list[Resource]:
         return [r for r in self.state.of_type(ids.ROLE_ASSIGNMENT) if key(r.properties.get("scope", "")) == key(scope)]
 
-    def list_role_assignments(self, scope: str, filter_: str | None) -> list[Resource]:
+    def list_role_assignments(self, scope: str, filter_: str | None) -> list[Resource]:  # rule: authz.ra-list
         found = [
             r
             for r in self.state.of_type(ids.ROLE_ASSIGNMENT)
@@ -341,7 +346,7 @@ class Cloud:
                 found = [r for r in found if ids.is_within(scope, r.properties["scope"])]
         return sorted(found, key=lambda r: r.created)
 
-    def role_effective(self, assignment: Resource) -> bool:
+    def role_effective(self, assignment: Resource) -> bool:  # rule: authz.ra-propagation
         if assignment.extra.get("backdated"):
             return True
         return self.state.now() - assignment.created >= self.state.timing.role_propagation_seconds
@@ -355,18 +360,36 @@ class Cloud:
             for r in self.state.of_type(ids.ROLE_ASSIGNMENT)
         )
 
+    # -- ARM authorisation -----------------------------------------------------------------------
+    def authorize(self, principal: str, action: str, path: str) -> None:
+        """Refuse with Azure's 403 unless an effective role assignment lets `principal` do `action` there."""
+        scope = path[path.lower().find("/subscriptions/") :].rstrip("/")
+        if not authorization.permitted(self._effective_assignments(), principal, action, scope):
+            raise authorization.denied(principal, action, scope)
+
+    def authorize_linked(self, principal: str, action: str, path: str, linked: list[str]) -> None:
+        """Attaching an identity to a resource also needs assign/action on the identity."""
+        effective = self._effective_assignments()
+        for identity_id in linked:
+            if not authorization.permitted(effective, principal, authorization.ASSIGN_IDENTITY, identity_id):
+                raise authorization.linked_denied(principal, action, path.rstrip("/"), identity_id)
+
+    def _effective_assignments(self) -> list[Resource]:
+        return [r for r in self.state.of_type(ids.ROLE_ASSIGNMENT) if self.role_effective(r)]
+
     # -- cluster extensions (long-running) -------------------------------------------------------
-    def put_extension(self, extension_id: str, body: dict[str, Any], patch: bool) -> tuple[Resource, Any]:
+    def put_extension(self, extension_id: str, body: dict[str, Any], patch: bool) -> tuple[Resource, Operation | None]:
+        """The stored extension and the operation the write started (None: nothing to change)."""
         cluster_id = extension_id.split("/providers/Microsoft.KubernetesConfiguration", 1)[0]
         self.state.require(cluster_id, ids.AKS)
-        if self.state.pending_operation(extension_id):
+        if self.state.pending_operation(extension_id):  # rule: ext.one-operation
             raise ArmError(409, "Conflict", "An operation is already in progress on this extension.")
         existing = self.state.get(extension_id)
         if patch and existing is None:
             raise not_found(ids.EXTENSION, extension_id)
         props = copy.deepcopy(existing.properties) if existing else {}
         incoming = body.get("properties") or {}
-        if patch:
+        if patch:  # rule: ext.patch-merges
             settings = {**props.get("configurationSettings", {}), **(incoming.get("configurationSettings") or {})}
             props.update(
                 {
@@ -376,10 +399,14 @@ class Cloud:
                 }
             )
             props["configurationSettings"] = {k: v for k, v in settings.items() if v is not None}
+            if existing is not None and props == existing.properties:  # rule: ext.patch-unchanged
+                return existing, None
         else:
             if not incoming.get("extensionType"):
                 raise ArmError(400, "InvalidExtensionRequest", "properties.extensionType is required.")
-            props = {k: v for k, v in incoming.items() if k != "configurationProtectedSettings"}
+            props = {
+                k: v for k, v in incoming.items() if k != "configurationProtectedSettings"
+            }  # rule: ext.protected-settings
             props.setdefault("configurationSettings", {})
             props.setdefault("version", "1.1.64")
             props["aksAssignedIdentity"] = {
@@ -404,12 +431,15 @@ class Cloud:
                 continue
             operation.finished = True
             resource = self.state.get(operation.resource_id)
-            if resource is None:
+            if resource is None or resource.type == ids.JOB:  # a job's cancel changes its status, not a state
                 continue
             if operation.kind.endswith("Delete") and operation.outcome == "Succeeded":
                 self._finish_delete(resource)
-            else:
-                resource.properties["provisioningState"] = operation.outcome
+                continue
+            resource.properties["provisioningState"] = operation.outcome
+            if resource.type == ids.COMPUTE and operation.outcome == "Failed":  # rule: ml.compute-failed
+                error = operation.error or {"code": "InternalError", "message": "The compute attach failed."}
+                resource.properties["provisioningErrors"] = [{"error": dict(error)}]
 
     def _finish_delete(self, resource: Resource) -> None:
         self.state.delete(resource.id)
@@ -422,7 +452,8 @@ class Cloud:
         workspace_id = compute_id.split("/computes/", 1)[0]
         self.workspace(workspace_id)
         existing = self.state.get(compute_id)
-        if existing is not None and existing.properties.get("provisioningState") == "Failed":
+        check_tag_names(body, self.state.world.rules.tag_names)
+        if existing is not None and existing.properties.get("provisioningState") == "Failed":  # rule: ml.compute-failed
             raise ArmError(
                 409, "Conflict", f"Compute '{existing.name}' is in a Failed state. Detach it before attaching again."
             )
@@ -432,16 +463,44 @@ class Cloud:
         cluster_id = props.get("resourceId") or ""
         if self.state.get(cluster_id) is None:
             raise ArmError(400, "BadArgument", f"The Kubernetes cluster '{cluster_id}' was not found.")
-        if existing is not None and key(existing.properties.get("resourceId", "")) != key(cluster_id):
+        if existing is not None and key(existing.properties.get("resourceId", "")) != key(
+            cluster_id
+        ):  # rule: ml.compute-other-cluster
             raise ArmError(409, "Conflict", f"Compute '{existing.name}' is attached to another cluster.")
         stored = copy.deepcopy(body)
         stored["properties"]["provisioningState"] = "Creating"
         stored["properties"]["createdOn"] = iso(self.state.now())
         stored["identity"] = self._expand_identity(body.get("identity"))
         resource = self.state.put(compute_id, ids.COMPUTE, stored)
-        return resource, self.state.start_operation(compute_id, "ComputeAttach")
+        operation = self.state.start_operation(compute_id, "ComputeAttach")
+        namespace = (props.get("properties") or {}).get("namespace") or "default"
+        if not self.namespace_exists(cluster_id, namespace):  # rule: ml.compute-namespace
+            operation.outcome = "Failed"
+            operation.error = {
+                "code": "BadArgument",
+                "message": f"Namespace '{namespace}' does not exist in the Kubernetes cluster "
+                f"'{cluster_id.rsplit('/', 1)[-1]}'. Create it before attaching the compute.",
+            }
+        return resource, operation
 
-    def _expand_identity(self, identity: dict[str, Any] | None) -> dict[str, Any]:
+    def namespace_exists(self, cluster_id: str, namespace: str) -> bool:
+        """Whether the cluster has the namespace: asks its apiserver when one is registered, else the world."""
+        cluster = self.state.require(cluster_id, ids.AKS)
+        kubeconfig = cluster.extra.get("kubeconfig")
+        if kubeconfig is None:
+            return namespace in cluster.extra["namespaces"]
+        from kubernetes import client, config
+
+        api = client.CoreV1Api(config.new_client_from_config(kubeconfig))
+        try:
+            api.read_namespace(namespace, _request_timeout=5)
+        except client.ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def _expand_identity(self, identity: dict[str, Any] | None) -> dict[str, Any]:  # rule: ml.compute-identity
         if not identity or identity.get("type", "None") == "None":
             return {"type": "None"}
         expanded: dict[str, Any] = {"type": identity["type"]}
@@ -460,14 +519,25 @@ class Cloud:
             expanded["principalId"] = ids.stable_uuid("compute-system", str(uuid.uuid4()))
         return expanded
 
-    def delete_compute(self, compute_id: str, action: str | None) -> Any:
-        resource = self.state.require(compute_id, ids.COMPUTE)
+    def delete_compute(self, compute_id: str, action: str | None) -> Operation | None:
+        """The detach operation, or None when there is no such compute (Azure answers 204)."""
+        resource = self.state.get(compute_id)
+        if resource is None:  # rule: ml.compute-delete-missing
+            return None
         if (action or "").lower() not in ("detach", "delete"):
             raise ArmError(400, "BadArgument", "underlyingResourceAction must be Detach or Delete.")
         resource.properties["provisioningState"] = "Deleting"
         return self.state.start_operation(compute_id, "ComputeDelete")
 
     def put_model_version(self, workspace_id: str, name: str, version: str, body: dict[str, Any]) -> Resource:
+        path = str((body.get("properties") or {}).get("modelUri") or "")
+        if SHORT_JOB_OUTPUT.match(path):  # rule: ml.model-job-output-uri
+            raise ArmError(
+                400,
+                "UserError",
+                f"Invalid model path '{path}': a job output is azureml://jobs/<job>/outputs/<output>/paths/<path>, "
+                "or the output's datastore URI.",
+            )
         container = f"{workspace_id}/models/{name}"
         if self.state.get(container) is None:
             self.state.put(container, ids.MODEL_CONTAINER, {"properties": {"isArchived": False}})
@@ -493,9 +563,8 @@ class Cloud:
         if storage is None:
             return "the workspace's storage account does not exist"
         shared_keys = storage.properties.get("allowSharedKeyAccess")
-        key_based = workspace.properties.get("systemDatastoresAuthMode") == "accesskey"
-        if key_based:
-            if shared_keys is False:
+        if workspace.properties.get("systemDatastoresAuthMode") == "accesskey":  # rule: data.key-based
+            if shared_keys is False:  # rule: storage.shared-key
                 return (
                     "KeyBasedAuthenticationNotPermitted: the datastore uses account keys but the storage "
                     "account has allowSharedKeyAccess=false"
@@ -504,7 +573,11 @@ class Cloud:
         cluster = self.state.get(compute.properties.get("resourceId", ""))
         if cluster is None:
             return "the compute's cluster does not exist"
-        if cluster.extra.get("sidecar_certificate_auth"):
+        extension = self.aml_extension(cluster.id)
+        if extension is None or extension.properties.get("provisioningState") != "Succeeded":
+            return "the AzureML extension is not installed or not healthy"
+        mode = cluster.extra["sidecar_credential"]  # rule: data.sidecar-credential
+        if mode == "brokenCertificate":
             return (
                 "data-capability: failed to load certificate /var/run/secrets/azureml/identity/cert.pfx: "
                 "no such file or directory"
@@ -512,25 +585,15 @@ class Cloud:
         uami = _user_assigned(compute)
         if uami is None:
             return "the compute is not attached with a user-assigned identity"
-        extension = next(
-            (
-                e
-                for e in self.state.of_type(ids.EXTENSION)
-                if key(e.id).startswith(key(cluster.id) + "/")
-                and e.properties.get("extensionType") == "Microsoft.AzureML.Kubernetes"
-            ),
-            None,
-        )
-        if extension is None or extension.properties.get("provisioningState") != "Succeeded":
-            return "the AzureML extension is not installed or not healthy"
-        settings = extension.properties.get("configurationSettings") or {}
-        if settings.get("identityType") != "UserAssigned" or key(
-            settings.get("userAssignedIdentityResourceId", "")
-        ) != key(uami.id):
-            return "the AzureML extension has no user-assigned identity settings for the compute's identity"
-        problem = self._federation_problem(uami, cluster, cluster.extra["aml_service_accounts"])
-        if problem:
-            return problem
+        if mode == "workloadIdentity":
+            settings = extension.properties.get("configurationSettings") or {}
+            if settings.get("identityType") != "UserAssigned" or key(
+                settings.get("userAssignedIdentityResourceId", "")
+            ) != key(uami.id):
+                return "the AzureML extension has no user-assigned identity settings for the compute's identity"
+            problem = self._federation_problem(uami, cluster, cluster.extra["aml_service_accounts"])
+            if problem:
+                return problem
         roles = (
             {"ba92f5b4-2d11-453d-a403-e96b0029c9fe", "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"}
             if needs_write
@@ -542,6 +605,17 @@ class Cloud:
                 "using this permission (no effective Storage Blob Data role for the identity)"
             )
         return None
+
+    def aml_extension(self, cluster_id: str) -> Resource | None:
+        return next(
+            (
+                e
+                for e in self.state.of_type(ids.EXTENSION)
+                if key(e.id).startswith(key(cluster_id) + "/")
+                and e.properties.get("extensionType") == "Microsoft.AzureML.Kubernetes"
+            ),
+            None,
+        )
 
     def _federation_problem(self, uami: Resource, cluster: Resource, service_accounts: list[str]) -> str | None:
         issuer = cluster.extra["issuer_url"]
@@ -557,15 +631,23 @@ class Cloud:
                 return f"AADSTS70021: the federated identity credential for '{subject}' is still propagating."
         return None
 
-    def in_container_problem(self, compute: Resource, workspace: Resource) -> str | None:
-        """Why the job's own workload identity cannot download the model, or None when it can."""
+    def in_container_problem(self, compute: Resource, workspace: Resource, model_id: str) -> str | None:
+        """Why the job cannot download the model with the SDK itself, or None when it can."""
+        # rule: data.in-container
         cluster = self.state.get(compute.properties.get("resourceId", ""))
         uami = _user_assigned(compute)
         if cluster is None or uami is None:
             return "the compute is not attached with a user-assigned identity"
-        problem = self._federation_problem(uami, cluster, [cluster.extra["job_service_account"]])
-        if problem:
-            return problem
+        if cluster.extra["sidecar_credential"] != "computeIdentity":  # the pod's workload identity is the way in
+            namespace = (compute.properties.get("properties") or {}).get("namespace") or "default"
+            account = f"{namespace}:{cluster.extra['job_service_account']}"
+            problem = self._federation_problem(uami, cluster, [account])
+            if problem:
+                return problem
+        principal = uami.properties["principalId"]
+        read = "Microsoft.MachineLearningServices/workspaces/models/versions/read"
+        if not authorization.permitted(self._effective_assignments(), principal, read, model_id):
+            return str(authorization.denied(principal, read, model_id).message)
         storage_id = workspace.properties["storageAccount"]
         if not self.has_access(uami.properties["principalId"], storage_id, STORAGE_DATA_ROLES):
             return "AuthorizationPermissionMismatch: no effective Storage Blob Data role for the identity"
@@ -584,3 +666,19 @@ def _user_assigned(compute: Resource) -> Resource | None:
     if not assigned:
         return None
     return Resource(next(iter(assigned)), ids.MSI, {"properties": next(iter(assigned.values()))}, 0, 0)
+
+
+FORBIDDEN_TAG_CHARACTERS = set("<>%&\\?/")
+
+
+def check_tag_names(body: dict[str, Any], mode: str) -> None:
+    """ARM refuses tag names with < > % & \\ ? / (the world option `rules.tagNames: accept` turns it off)."""
+    if mode != "refuse":
+        return
+    for name in body.get("tags") or {}:  # rule: arm.tag-names
+        if FORBIDDEN_TAG_CHARACTERS & set(name):
+            raise ArmError(
+                400,
+                "InvalidTagNameCharacters",
+                f"The tag names '{name}' have reserved characters '<,>,%,&,\\\\,?,/' or control characters.",
+            )

@@ -33,6 +33,7 @@ class Call:
     sandbox: Sandbox
     request: web.Request
     params: dict[str, str]
+    caller: str | None = None  # the object ID in the bearer token
     raw: bytes = b""
     lro_failed: bool = False  # an injected fault: the operation this call starts fails
     fault_met: str | None = None
@@ -90,7 +91,7 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
     return web.json_response(body, status=status, headers=dict(headers or {}))
 
 
-def arm_error(error: ArmError) -> web.Response:
+def arm_error(error: ArmError) -> web.Response:  # rule: arm.error-shape
     return json_response(error.body(), status=error.status, headers=error.headers)
 
 
@@ -106,6 +107,7 @@ def paged(call: Call, items: list[dict[str, Any]], size: int) -> dict[str, Any]:
 
 def operation_headers(call: Call, operation: Operation, location: bool = False) -> dict[str, str]:
     """How ARM points at a long-running operation (never `Retry-After: 0`: see the Azure REST contract)."""
+    # rule: arm.lro
     url = call.state.operation_url(operation)
     wait_ms = str(int(min(1000, max(50, call.state.timing.lro_seconds * 250))))
     headers = {"Azure-AsyncOperation": url, "retry-after-ms": wait_ms}

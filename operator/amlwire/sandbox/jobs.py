@@ -25,7 +25,7 @@ class Jobs:
         workspace = self.cloud.workspace(workspace_id)
         existing = self.state.get(job_id)
         props = body.get("properties") or {}
-        if existing is not None:  # a job is immutable once submitted: only tags and names change
+        if existing is not None:  # rule: ml.job-immutable
             return self._update_mutable(existing, props), False
         self._validate(props, workspace_id)
         stored = copy.deepcopy(body)
@@ -34,7 +34,11 @@ class Jobs:
         stored_props.setdefault("experimentName", "Default")
         stored_props.setdefault("displayName", job_id.rsplit("/", 1)[-1])
         stored_props["services"] = self._services(job_id, workspace)
-        stored_props["creationContext"] = {"createdAt": iso(self.state.now())}
+        name = job_id.rsplit("/", 1)[-1]
+        for output, spec in (stored_props.get("outputs") or {}).items():  # rule: ml.job-output-uri
+            if isinstance(spec, dict) and not spec.get("uri"):
+                spec["uri"] = f"azureml://datastores/workspaceblobstore/paths/azureml/{name}/{output}/"
+        stored["systemData"] = {"createdAt": iso(self.state.now()), "createdByType": "Application"}
         timing = self.state.timing.job
         rule = self._rule_for(job_id.rsplit("/", 1)[-1], stored_props)
         resource = self.state.put(
@@ -63,24 +67,25 @@ class Jobs:
         compute = self.state.get(props.get("computeId") or "")
         if compute is None:
             raise ArmError(400, "UserError", f"Compute '{props.get('computeId')}' was not found in the workspace.")
-        if compute.properties.get("provisioningState") != "Succeeded":
+        if compute.properties.get("provisioningState") != "Succeeded":  # rule: ml.job-compute
             raise ArmError(
                 400,
                 "UserError",
                 f"Compute '{compute.name}' is in provisioning state "
                 f"'{compute.properties.get('provisioningState')}'; it must be Succeeded to run jobs.",
             )
+        self._refuse_without_training(compute)
         if not props.get("environmentId"):
             raise ArmError(400, "UserError", "An environment is required for a command job.")
         for name, value in (props.get("inputs") or {}).items():
             kind = (value or {}).get("jobInputType", "")
-            if kind == "literal" and value.get("value") == "":
+            if kind == "literal" and value.get("value") == "":  # rule: ml.job-empty-input
                 raise ArmError(400, "UserError", f"Empty string is not allowed for input value of '{name}'.")
             reference = model_ref(value.get("uri", "")) if kind.endswith("_model") else None
             if reference is None:
                 continue
             model = self.state.get(f"{workspace_id}/models/{reference[0]}/versions/{reference[1]}")
-            if model is None:
+            if model is None:  # rule: ml.job-model-input
                 raise ArmError(400, "UserError", f"Model {reference[0]}:{reference[1]} was not found in the workspace.")
             if kind == "mlflow_model" and model.properties.get("modelType") != "mlflow_model":
                 raise ArmError(
@@ -90,6 +95,19 @@ class Jobs:
                     f"{reference[0]}:{reference[1]} is a {model.properties.get('modelType')} (no MLmodel "
                     f"file); use type custom_model for a plain checkpoint.",
                 )
+
+    def _refuse_without_training(self, compute: Resource) -> None:
+        cluster_id = compute.properties.get("resourceId") or ""
+        extension = self.cloud.aml_extension(cluster_id)
+        settings = (extension.properties.get("configurationSettings") or {}) if extension else {}
+        if str(settings.get("enableTraining", "False")).lower() != "true":  # rule: ext.training-setting
+            raise ArmError(
+                400,
+                "UserError",
+                f"Compute '{compute.name}' does not support training jobs: the AzureML extension on cluster "
+                f"'{cluster_id.rsplit('/', 1)[-1]}' was deployed without enableTraining=True. Update the "
+                f"extension with enableTraining=True to run training jobs on it.",
+            )
 
     def _services(self, job_id: str, workspace: Resource) -> dict[str, Any]:
         name = job_id.rsplit("/", 1)[-1]
@@ -122,7 +140,9 @@ class Jobs:
 
     # -- the state machine -----------------------------------------------------------------------
     def refresh(self, job: Resource) -> Resource:
-        """Bring the job's status up to now (NotStarted → Queued → Running → Completed | Failed | Canceled)."""
+        """Bring the job's status up to now: NotStarted, Starting, Preparing, Queued, Running (or an interruption
+        a job rule asks for: NotResponding or Paused, then Running again), Finalizing, then its outcome."""
+        # rule: ml.job-states
         props, extra, now = job.properties, job.extra, self.state.now()
         if props.get("status") in TERMINAL_JOB_STATES:
             return job
@@ -132,18 +152,17 @@ class Jobs:
                 extra["ended"] = now
             return job
         age = now - job.created
-        queued, running = extra["queued"], extra["running"]
-        if age < min(0.05, queued):
-            props["status"] = "NotStarted"
-        elif age < queued:
-            props["status"] = "Queued"
-        else:
-            if extra.get("outcome") is None:
-                self._judge(job)
-                extra["started"] = job.created + queued
-            props["status"] = "Running" if age < queued + running else extra["outcome"]
-            if props["status"] in TERMINAL_JOB_STATES:
-                extra["ended"] = job.created + queued + running
+        queued = extra["queued"]
+        if age < queued:
+            props["status"] = _before_running(age, queued)
+            return job
+        if extra.get("outcome") is None:
+            self._judge(job)
+            extra["started"] = job.created + queued
+        props["status"] = _while_running(age - queued, extra["running"], extra["rule"].get("interruptions") or [])
+        if props["status"] == "Ended":
+            props["status"] = extra["outcome"]
+            extra["ended"] = job.created + queued + _run_length(extra["running"], extra["rule"])
         return job
 
     def _judge(self, job: Resource) -> None:
@@ -157,9 +176,11 @@ class Jobs:
             if self._needs_sidecar(props):
                 problem = self.cloud.storage_access_problem(compute, workspace, bool(props.get("outputs")))
                 if problem:
-                    job.extra["error"] = _stream_access_error(problem)
-            if problem is None and self._downloads_in_container(props):
-                problem = self.cloud.in_container_problem(compute, workspace)
+                    job.extra["error"] = stream_access_error(problem, self.state.world.rules.stream_access_error)
+            downloaded = self._downloaded_in_container(props)
+            if problem is None and downloaded is not None:
+                model_id = f"{workspace.id}/models/{downloaded[0]}/versions/{downloaded[1]}"
+                problem = self.cloud.in_container_problem(compute, workspace, model_id)
                 if problem:
                     job.extra["error"] = {
                         "code": "UserError",
@@ -176,14 +197,15 @@ class Jobs:
         inputs = [v for v in (props.get("inputs") or {}).values() if (v or {}).get("jobInputType") in DATA_INPUTS]
         return bool(inputs) or bool(props.get("outputs"))
 
-    def _downloads_in_container(self, props: dict[str, Any]) -> bool:
+    def _downloaded_in_container(self, props: dict[str, Any]) -> tuple[str, str] | None:
+        """The model (name, version) a job downloads itself, named as a literal input or an environment variable."""
         literals = [
             str(v.get("value", ""))
             for v in (props.get("inputs") or {}).values()
             if (v or {}).get("jobInputType") == "literal"
         ]
         env = [str(v) for v in (props.get("environmentVariables") or {}).values()]
-        return any(model_ref(text) for text in literals + env)
+        return next((found for text in literals + env if (found := model_ref(text))), None)
 
     def _metrics_for(self, props: dict[str, Any], workspace_id: str) -> dict[str, float]:
         texts = [str(v.get("uri") or v.get("value") or "") for v in (props.get("inputs") or {}).values()]
@@ -202,18 +224,18 @@ class Jobs:
             job.extra["canceled_at"] = self.state.now()
             job.properties["status"] = "CancelRequested"
 
-    def list(self, workspace_id: str, tag: str | None = None) -> list[Resource]:
-        """Jobs of the workspace, newest first; `tag` keeps those with that tag key (or key=value)."""
+    def list(self, workspace_id: str, tag: str | None = None, view: str | None = None) -> list[Resource]:
+        """Jobs of the workspace in no particular order (seeded, stable across the pages of one listing); `tag`
+        keeps those carrying that tag key; archived jobs only with listViewType All or ArchivedOnly."""
+        # rule: ml.job-list
         prefix = key(workspace_id) + "/jobs/"
         jobs = [r for k, r in self.state.resources.items() if k.startswith(prefix) and r.type == ids.JOB]
         if tag:
-            name, _, value = tag.partition("=")
-            jobs = [
-                j
-                for j in jobs
-                if name in (j.properties.get("tags") or {}) and (not value or j.properties["tags"][name] == value)
-            ]
-        return sorted((self.refresh(j) for j in jobs), key=lambda r: r.created, reverse=True)
+            jobs = [j for j in jobs if tag in (j.properties.get("tags") or {})]
+        wanted = {"all": (True, False), "archivedonly": (True,)}.get((view or "ActiveOnly").lower(), (False,))
+        jobs = [j for j in jobs if bool(j.properties.get("isArchived")) in wanted]
+        seed = str(self.state.seed)
+        return sorted((self.refresh(j) for j in jobs), key=lambda r: ids.stable_uuid(seed, r.name))
 
     def run_details(self, job: Resource) -> dict[str, Any]:
         self.refresh(job)
@@ -227,7 +249,6 @@ class Jobs:
             "outputDatasets": [],
             "warnings": [],
             "logFiles": {"user_logs/std_log.txt": f"{self.state.base_url}/_sandbox/logs/{job.name}"},
-            "runDefinition": {},
         }
         if extra.get("started"):
             details["startTimeUtc"] = iso(extra["started"])
@@ -253,10 +274,49 @@ class Jobs:
         return "\n".join(lines) + "\n"
 
 
-def _stream_access_error(problem: str) -> dict[str, Any]:
+def stream_access_error(problem: str, shape: str = "flat") -> dict[str, Any]:
+    """A storage-access failure as AML may report it (the shape is a world option: docs/sandbox.md)."""
+    # rule: data.stream-error-shape
+    words = (
+        f"permission denied when access stream. Reason: Some({problem}). Authentication failed when trying to "
+        "access the stream"
+    )
+    if shape == "nested":
+        inner: dict[str, Any] = {"code": "Authentication"}
+        for segment in ("StreamAccess", "ScriptExecution"):
+            inner = {"code": segment, "innerError": inner}
+        return {"code": "UserError", "message": words, "innerError": inner, "details": []}
+    if shape == "messageOnly":
+        return {"code": "UserError", "message": words, "details": []}
     return {
         "code": "UserError",
-        "message": f"{STREAM_AUTH}: permission denied when access stream. Reason: Some({problem})",
+        "message": f"{STREAM_AUTH}: {words}",
         "innerError": {"code": STREAM_AUTH},
         "details": [],
     }
+
+
+def _before_running(age: float, queued: float) -> str:
+    if age < min(0.05, queued):
+        return "NotStarted"
+    phase = age / queued
+    return "Starting" if phase < 0.25 else "Preparing" if phase < 0.5 else "Queued"
+
+
+def _run_length(running: float, rule: dict[str, Any]) -> float:
+    return running + sum(float(i["seconds"]) for i in rule.get("interruptions") or [])
+
+
+def _while_running(elapsed: float, running: float, interruptions: list[dict[str, Any]]) -> str:
+    """Running, with each interruption ({status, after, seconds}) inserted at `after` seconds of running."""
+    worked = elapsed
+    for interruption in sorted(interruptions, key=lambda i: float(i["after"])):
+        start, seconds = float(interruption["after"]), float(interruption["seconds"])
+        if worked < start:
+            break
+        if worked < start + seconds:
+            return str(interruption["status"])
+        worked -= seconds
+    if worked < running * 0.9:
+        return "Running"
+    return "Finalizing" if worked < running else "Ended"

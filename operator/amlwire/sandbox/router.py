@@ -28,22 +28,33 @@ class Route:
     handler: Handler
     pattern: re.Pattern[str]
     authenticated: bool
+    action: str | None  # the ARM action the caller needs on the addressed resource (None: not authorised by ARM)
 
 
 class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
 
-    def add(self, method: str, name: str, template: str, handler: Handler, authenticated: bool = True) -> None:
+    def add(
+        self,
+        method: str,
+        name: str,
+        template: str,
+        handler: Handler,
+        authenticated: bool = True,
+        action: str | None = None,
+    ) -> None:
         regex, position = "^", 0
         for match in _PLACEHOLDER.finditer(template):
             regex += re.escape(template[position : match.start()])
             regex += f"(?P<{match.group(1)}>.+?)" if match.group(2) else f"(?P<{match.group(1)}>[^/]+)"
             position = match.end()
         regex += re.escape(template[position:]) + "/?$"
-        self.routes.append(Route(method, name, template, handler, re.compile(regex, re.IGNORECASE), authenticated))
+        pattern = re.compile(regex, re.IGNORECASE)
+        self.routes.append(Route(method, name, template, handler, pattern, authenticated, action))
 
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        # rule: arm.any-api-version (the path alone routes; the query's api-version is never read)
         allowed = False
         for candidate in self.routes:
             match = candidate.pattern.match(path)
@@ -60,7 +71,7 @@ class Router:
 ROUTER = Router()
 
 
-def serve(name: str, template: str, type_: str) -> None:
+def serve(name: str, template: str, type_: str, action: str) -> None:
     """Register the GET of one resource type: its stored body, or ARM's 404."""
     from amlwire.sandbox.http import json_response
 
@@ -68,14 +79,16 @@ def serve(name: str, template: str, type_: str) -> None:
         return json_response(call.state.require(call.id(template), type_).body)
 
     get.__name__ = f"get_{name.replace('.', '_')}"
-    ROUTER.add("GET", name, template, get)
+    ROUTER.add("GET", name, template, get, action=action)
 
 
-def route(method: str, name: str, template: str, authenticated: bool = True) -> Callable[[Handler], Handler]:
-    """Register a handler on the sandbox's router: `@route("GET", "msi.identity", MSI)`."""
+def route(
+    method: str, name: str, template: str, action: str | None = None, authenticated: bool = True
+) -> Callable[[Handler], Handler]:
+    """Register a handler on the sandbox's router: `@route("GET", "msi.identity", MSI, action=...)`."""
 
     def register(handler: Handler) -> Handler:
-        ROUTER.add(method, name, template, handler, authenticated)
+        ROUTER.add(method, name, template, handler, authenticated, action)
         return handler
 
     return register

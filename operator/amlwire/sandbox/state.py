@@ -122,6 +122,7 @@ class State:
         self.world = world
         self.base_url = base_url
         self.random = random.Random(seed)
+        self.seed = seed
         self.resources: dict[str, Resource] = {}
         self.operations: dict[str, Operation] = {}
         self.faults: list[Fault] = []

@@ -32,6 +32,12 @@ class Located(WorldModel):
     tags: dict[str, str] = Field(default_factory=dict)
 
 
+StreamAccessShape = Literal["flat", "nested", "messageOnly"]
+STREAM_ACCESS_SHAPES: tuple[StreamAccessShape, ...] = ("flat", "nested", "messageOnly")
+SidecarCredential = Literal["computeIdentity", "workloadIdentity", "brokenCertificate"]
+SIDECAR_CREDENTIALS: tuple[SidecarCredential, ...] = ("computeIdentity", "workloadIdentity", "brokenCertificate")
+
+
 class ExtensionWorld(WorldModel):
     name: str = "azureml"
     extension_type: str = "Microsoft.AzureML.Kubernetes"
@@ -50,10 +56,33 @@ class ClusterWorld(Located):
         description="NAMESPACE:NAME of the service accounts the extension's data-capability sidecar uses.",
     )
     job_service_account: str = Field(
-        default="azureml:training", description="NAMESPACE:NAME job pods run as (InContainer model delivery)."
+        default="default",
+        description="The service account job pods run as, in the compute's namespace (where AML runs all its "
+        "workloads on the compute); unverified which one, so a world option.",
     )
-    sidecar_certificate_auth: bool = Field(
-        default=False, description="The data-capability sidecar is stuck on certificate auth (field failure F23)."
+    sidecar_credential: SidecarCredential = Field(
+        default="workloadIdentity",
+        description="How the AzureML data-capability sidecar gets its storage credential (unverified; rule "
+        "data.sidecar-credential): computeIdentity (documented: the compute's identity and a Storage Blob Data "
+        "role), workloadIdentity (field practice: also FICs for amlServiceAccounts and the extension's identity "
+        "settings), brokenCertificate (field failure F23: it never works; only in-container downloads do).",
+    )
+    namespaces: list[str] = Field(
+        default_factory=lambda: ["default", "kube-system", "azureml"],
+        description="Namespaces in the cluster, when no apiserver is registered for it (control API kubeconfig).",
+    )
+
+
+class Rules(WorldModel):
+    """How the sandbox answers where Azure's behaviour is unverified (docs/sandbox.md)."""
+
+    tag_names: Literal["refuse", "accept"] = Field(
+        default="refuse", description="Tag names with < > % & \\ ? / on AML computes (rule arm.tag-names)."
+    )
+    stream_access_error: StreamAccessShape = Field(
+        default="flat",
+        description="How a storage-access failure is reported (rule data.stream-error-shape): the dotted code "
+        "flat in the message and one innerError, one innerError per code segment, or the message alone.",
     )
 
 
@@ -142,6 +171,7 @@ class World(WorldModel):
     role_assignments: list[RoleAssignmentWorld] = Field(default_factory=list)
     federated_credentials: list[FederatedCredentialWorld] = Field(default_factory=list)
     timing: Timing = Field(default_factory=Timing)
+    rules: Rules = Field(default_factory=Rules)
 
     @classmethod
     def load(cls, path: Path) -> World:

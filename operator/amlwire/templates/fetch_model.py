@@ -1,10 +1,11 @@
-"""Download a registered AML model inside the job, with the pod's own workload identity.
+"""Download a registered AML model inside the job, with the SDK, bypassing AML's data-capability sidecar.
 
-Used by AmlJob `model.delivery: InContainer`: the AzureML data-capability sidecar is not involved, so a
-sidecar that cannot authenticate (certificate auth, missing extension identity) cannot fail the job.
-Needs: AMLWIRE_MODEL=azureml:NAME:VERSION, AMLWIRE_WORKSPACE=<workspace ARM ID>, AMLWIRE_MODEL_DIR, and the
-workload identity environment (AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE) that the
-workload identity webhook injects into pods labelled azure.workload.identity/use=true.
+Used by AmlJob `model.delivery: InContainer`, so a sidecar that cannot authenticate (certificate auth, a
+missing extension identity) cannot fail the job. Runs in Isaac Sim's python (`./isaaclab.sh -p`).
+Credential: the pod's workload identity when the webhook injected it (AZURE_FEDERATED_TOKEN_FILE), else
+ManagedIdentityCredential() with no client id — what AML documents for job code on Kubernetes compute (the
+compute's identity). Either identity needs a workspace role (reading the model version) and a Storage Blob
+Data role. Needs: AMLWIRE_MODEL=azureml:NAME:VERSION, AMLWIRE_WORKSPACE=<workspace ARM ID>, AMLWIRE_MODEL_DIR.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+from typing import Any
 
 MODEL_REF = re.compile(r"^azureml:(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<version>[A-Za-z0-9_.-]+)$")
 WORKSPACE_ID = re.compile(
@@ -47,22 +49,24 @@ def ensure_packages() -> None:
         subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", *missing])
 
 
+def credential() -> Any:
+    from azure.identity import ManagedIdentityCredential, WorkloadIdentityCredential
+
+    if os.environ.get("AZURE_FEDERATED_TOKEN_FILE"):
+        return WorkloadIdentityCredential()
+    return ManagedIdentityCredential()
+
+
 def main() -> None:
     name, version = parse_model(os.environ["AMLWIRE_MODEL"])
     subscription, group, workspace = parse_workspace(os.environ["AMLWIRE_WORKSPACE"])
     target = os.environ.get("AMLWIRE_MODEL_DIR", "/tmp/amlwire-model")  # noqa: S108
-    if not os.environ.get("AZURE_FEDERATED_TOKEN_FILE"):
-        raise SystemExit(
-            "no workload identity token in this pod: label the job pods "
-            "azure.workload.identity/use=true (see `amlwire doctor`, F11)"
-        )
     ensure_packages()
     from azure.ai.ml import MLClient
-    from azure.identity import WorkloadIdentityCredential
 
-    client = MLClient(WorkloadIdentityCredential(), subscription, group, workspace)
-    client.models.download(name=name, version=version, download_path=target)
-    print(f"amlwire: downloaded model {name}:{version} to {target} with the pod's workload identity")
+    used = credential()
+    MLClient(used, subscription, group, workspace).models.download(name=name, version=version, download_path=target)
+    print(f"amlwire: downloaded model {name}:{version} to {target} with {type(used).__name__}")
 
 
 if __name__ == "__main__":

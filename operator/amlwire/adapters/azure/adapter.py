@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from amlwire.adapters.azure.throttle import ThrottleGate
 from amlwire.api import reasons as r
 from amlwire.domain.azure import (
     AUDIENCE,
+    EXTENSION_RELEASE_NAMESPACE,
     EXTENSION_TYPE,
     ClusterInfo,
     ComputeAttachment,
@@ -40,6 +42,7 @@ from amlwire.domain.jobs import JobDetails, JobRequest, JobSnapshot
 
 FIC_WRITE_ATTEMPTS = 4
 JOBS_API_VERSION = "2024-04-01"
+COMPUTE_API_VERSION = "2024-04-01"
 CallObserver = Callable[[str, str, int], None]
 
 
@@ -71,7 +74,7 @@ class JobsAdapter:
 
     def submit_job(self, workspace: WorkspaceRef, request: JobRequest) -> JobSnapshot:
         from azure.ai.ml import Input, Output, command
-        from azure.ai.ml.entities import Environment
+        from azure.ai.ml.entities import Environment, ManagedIdentityConfiguration
 
         environment_key = (workspace.id.lower(), request.image)
         known_environment = self._environments.get(environment_key)
@@ -90,6 +93,7 @@ class JobsAdapter:
             outputs=outputs,
             environment_variables=request.environment or None,
             tags=request.tags,
+            identity=ManagedIdentityConfiguration() if request.identity == "managed" else None,
         )
         if request.instance_type:
             job.resources = {"instance_type": request.instance_type}
@@ -176,10 +180,16 @@ class JobsAdapter:
         for version in existing:
             if (version.tags or {}).get("amlwire.io/job") == job_name:
                 return version.name, str(version.version)
+        with self._call("ml.job", "GET", f"read the outputs of AML job {job_name}", workspace.subscription):
+            job = ml.jobs.get(job_name)
+        output = (getattr(job, "outputs", None) or {}).get("checkpoint")
+        path = getattr(output, "path", None)
+        if not path:  # the documented job-output form; its path part must not be empty
+            path = f"azureml://jobs/{job_name}/outputs/checkpoint/paths/."
         model = Model(
             name=model_name,
             type=model_type,
-            path=f"azureml://jobs/{job_name}/outputs/checkpoint",
+            path=path,  # the datastore URI AML reports for the output
             tags={"amlwire.io/job": job_name},
             description=f"Registered by amlwire from {job_name}",
         )
@@ -332,6 +342,8 @@ class AzureAdapter(JobsAdapter):
                 auto_upgrade_minor_version=True,
                 release_train="stable",
                 configuration_settings=dict(settings),
+                # what `az k8s-extension create` forces for the AzureML extension
+                scope=models.Scope(cluster=models.ScopeCluster(release_namespace=EXTENSION_RELEASE_NAMESPACE)),
             )
         )
         client = self.clients.extensions(rid.subscription).extensions
@@ -437,7 +449,21 @@ class AzureAdapter(JobsAdapter):
                 compute = self._ml(workspace).compute.get(name)
         except AzureNotFound:
             return None
-        return _compute_info(compute)
+        info = _compute_info(compute)
+        if getattr(compute, "provisioning_errors", None):
+            info = replace(info, errors=self._provisioning_errors(workspace, info.id))
+        return info
+
+    def _provisioning_errors(self, workspace: WorkspaceRef, compute_id: str) -> tuple[str, ...]:
+        """The text of a compute's provisioningErrors: azure-ai-ml keeps only the first error's code."""
+        url = f"{self.clients.settings.arm_endpoint}{compute_id}?api-version={COMPUTE_API_VERSION}"
+        with self._call("ml.compute", "GET", "read the compute's provisioning errors", workspace.subscription):
+            body = self.clients.send(workspace.subscription, url)
+        errors = (body.get("properties") or {}).get("provisioningErrors") or []
+        return tuple(
+            f"{(e.get('error') or {}).get('code', '')}: {(e.get('error') or {}).get('message', '')}".strip(": ")
+            for e in errors
+        )
 
     def begin_attach_compute(self, workspace: WorkspaceRef, attachment: ComputeAttachment) -> ComputeInfo | None:
         """Start the attach; return the compute if Azure finished within the short grace, else None.
@@ -483,7 +509,8 @@ def _compute_info(compute: Any) -> ComputeInfo:
     identity_ids = tuple(
         i.resource_id for i in (getattr(identity, "user_assigned_identities", None) or []) if i.resource_id
     )
-    errors = tuple(str(getattr(e, "message", e)) for e in (getattr(compute, "provisioning_errors", None) or []))
+    code = getattr(compute, "provisioning_errors", None)  # a string: the first error's code (azure-ai-ml)
+    errors = (str(code),) if code else ()
     return ComputeInfo(
         id=compute.id,
         provisioning_state=_enum(compute.provisioning_state),

@@ -22,6 +22,7 @@ from azure.core.exceptions import (
 
 from amlwire.api import reasons as r
 from amlwire.domain.errors import AzureError, AzureNotFound
+from amlwire.domain.permissions import read_denial
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,7 @@ BY_CODE: dict[str, Rule] = {
     "RetryableError": Rule(r.AZURE_UNAVAILABLE, True, 10.0),
     "AnotherOperationInProgress": Rule(r.AZURE_OPERATION_IN_PROGRESS, True, 15.0),
     "OperationNotAllowed": Rule(r.AZURE_OPERATION_NOT_ALLOWED, False),
-    "AuthorizationFailed": Rule(
-        r.AZURE_PERMISSION_DENIED,
-        False,
-        None,
-        "grant amlwire's identity the role this action needs on that scope (see the chart's README)",
-    ),
+    "AuthorizationFailed": Rule(r.AZURE_PERMISSION_DENIED, False),
     "LinkedAuthorizationFailed": Rule(r.AZURE_PERMISSION_DENIED, False),
     "InvalidAuthenticationToken": Rule(r.AZURE_AUTHENTICATION_FAILED, False),
     "SubscriptionNotFound": Rule(r.SUBSCRIPTION_NOT_FOUND, False, None, "check the subscription ID in the spec"),
@@ -132,6 +128,15 @@ def classify(error: Exception, action: str) -> AzureError:
             BY_CODE.get(code or "") or BY_STATUS.get(status or 0) or Rule(r.AZURE_REQUEST_FAILED, (status or 0) >= 500)
         )
         delay = retry_after(error) or rule.delay
+        denial = read_denial(_message(error)) if rule.reason == r.AZURE_PERMISSION_DENIED else None
+        if denial is not None:
+            return AzureError(
+                rule.reason,
+                f"{action}: {status} {code}: {denial.advice()}",
+                retryable=False,
+                status=status,
+                code=code,
+            )
         advice = f"; {rule.advice}" if rule.advice else ""
         return AzureError(
             rule.reason,

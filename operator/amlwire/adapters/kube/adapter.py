@@ -104,6 +104,19 @@ class KubeAdapter:
         except KubeNotFound:
             return
 
+    def namespace_exists(self, name: str) -> bool:
+        try:
+            with _translated(f"read namespace {name}"):
+                self.core.read_namespace(name)
+        except KubeNotFound:
+            return False
+        return True
+
+    def apply_namespace(self, name: str, labels: Mapping[str, str]) -> None:
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": dict(labels)}}
+        with _translated(f"create namespace {name}"):
+            self.core.patch_namespace(name, body, field_manager=FIELD_MANAGER, force=False, _content_type=APPLY)
+
     def instance_types_supported(self) -> bool:
         """Whether the AzureML extension's InstanceType CRD is served (API discovery; needs no extra RBAC)."""
         group, version, plural = INSTANCE_TYPES

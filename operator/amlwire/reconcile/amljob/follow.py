@@ -7,7 +7,7 @@ from amlwire.api import reasons as r
 from amlwire.api.amljob import RegisteredModelStatus
 from amlwire.domain.azure import WorkspaceRef
 from amlwire.domain.conditions import StepResult, blocked, done, progressing, rfc3339
-from amlwire.domain.jobs import GONE, TERMINAL, JobSnapshot, failure, innermost_code, verdict
+from amlwire.domain.jobs import GONE, TERMINAL, JobSnapshot, failure, failure_code, verdict
 from amlwire.domain.view import ComputeHealth
 from amlwire.reconcile.amljob.scope import JobScope
 from amlwire.reconcile.runner import step
@@ -82,7 +82,7 @@ def _finish(scope: JobScope, workspace: WorkspaceRef, snapshot: JobSnapshot) -> 
         metrics = scope.azure.job_metrics(workspace, name) if snapshot.status == "Completed" else {}
         if snapshot.status == "Failed" and details.error:
             health = scope.compute.health if scope.compute else ComputeHealth(spec.compute_ref)
-            code = innermost_code(details.error)
+            code = failure_code(details.error)
             status.failure = failure(
                 code, str(details.error.get("message") or ""), health, spec.model.delivery if spec.model else None
             )

@@ -32,8 +32,8 @@ def submit_the_job(scope: JobScope) -> StepResult:
         try:
             scope.snapshot = scope.azure.submit_job(workspace, _request(scope))
         except AzureError as error:
-            if error.retryable:
-                raise
+            if error.retryable or error.reason in FIXED_IN_AZURE:
+                raise  # Azure's side, not the spec: the runner reports it and the job is submitted once it is fixed
             return _missing_model(scope, workspace, waited_before=True) or _rejected(scope, error)
         scope.note(r.SUBMITTED_REASON, f"submitted AML job {name} to compute {scope.compute.compute_name}")
     scope.status.aml_job_name = name
@@ -53,7 +53,6 @@ def _request(scope: JobScope) -> JobRequest:
         compute.compute_name,
         compute.name,
         compute.workspace.id,
-        compute.identity_client_id,
     )
 
 
@@ -74,6 +73,9 @@ def _missing_model(scope: JobScope, workspace: WorkspaceRef, waited_before: bool
         f"(or delete and recreate this AmlJob naming another spec.model)",
         scope.timings.blocked_recheck,
     )
+
+
+FIXED_IN_AZURE = frozenset({r.AZURE_PERMISSION_DENIED, r.AZURE_AUTHENTICATION_FAILED})
 
 
 def _rejected(scope: JobScope, error: AzureError) -> StepResult:

@@ -10,7 +10,7 @@ from amlwire.api.attachedcompute import RoleAssignmentStatus
 from amlwire.domain.access import created_status, plan_access, role_guid, shared_key_problem
 from amlwire.domain.azure import name_of, subscription_of
 from amlwire.domain.conditions import Outcome, StepResult, blocked, done, progressing, rfc3339
-from amlwire.domain.errors import AzureNotFound
+from amlwire.domain.errors import AzureError, AzureNotFound
 from amlwire.domain.failures import BY_ID
 from amlwire.reconcile.attachedcompute.scope import Scope
 from amlwire.reconcile.common import seconds_until
@@ -22,7 +22,10 @@ def assign_roles(scope: Scope) -> StepResult:
     former = scope.former_identity
     if former is not None:
         forget_former_roles(scope, former)
-    result = _grants(scope, recorded=[] if former else scope.previous.role_assignments)
+    try:
+        result = _grants(scope, recorded=[] if former else scope.previous.role_assignments)
+    except AzureError as error:
+        return scope.denied_or_missing(r.ACCESS_READY, error, "spec.access.grants[].scope")
     if result.outcome in (Outcome.DONE, Outcome.PROGRESSING):
         return _datastore_readable(scope) or result
     return result

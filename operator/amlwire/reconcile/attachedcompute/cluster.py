@@ -6,7 +6,7 @@ from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import IdentityStatus
 from amlwire.domain.cluster import check_cluster
 from amlwire.domain.conditions import StepResult, blocked, done
-from amlwire.domain.errors import AzureNotFound
+from amlwire.domain.errors import AzureError, AzureNotFound
 from amlwire.domain.failures import BY_ID
 from amlwire.reconcile.attachedcompute.scope import Scope
 from amlwire.reconcile.runner import step
@@ -26,6 +26,8 @@ def check_the_cluster(scope: Scope) -> StepResult:
             f"{scope.spec.cluster_subscription_id}; fix spec.cluster",
             scope.timings.blocked_recheck,
         )
+    except AzureError as error:
+        return scope.denied_or_missing(r.CLUSTER_READY, error, "spec.cluster")
     scope.observed.cluster = cluster
     scope.status.oidc_issuer = cluster.issuer_url if cluster.oidc_issuer_enabled else None
     return check_cluster(cluster, target.cluster_group, target.cluster_name, scope.timings.blocked_recheck)
@@ -44,6 +46,8 @@ def find_the_identity(scope: Scope) -> StepResult:
             f"{rid.subscription}); create it ({BY_ID['F03'].fix(group=rid.group, name=rid.name)})",
             scope.timings.blocked_recheck,
         )
+    except AzureError as error:
+        return scope.denied_or_missing(r.IDENTITY_READY, error, "spec.identity.resourceId")
     scope.observed.identity = identity
     scope.status.identity = IdentityStatus(
         resource_id=identity.id,

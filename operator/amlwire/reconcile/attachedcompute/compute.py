@@ -17,7 +17,7 @@ from amlwire.domain.compute import (
     observed_detach,
 )
 from amlwire.domain.conditions import StepResult, blocked, done, progressing
-from amlwire.domain.errors import AzureNotFound
+from amlwire.domain.errors import AzureError, AzureNotFound, KubeForbidden
 from amlwire.domain.failures import BY_ID
 from amlwire.domain.operations import (
     Begin,
@@ -32,7 +32,7 @@ from amlwire.domain.operations import (
     started,
     without,
 )
-from amlwire.reconcile.attachedcompute.scope import DETACH_UNDER_JOBS, Scope
+from amlwire.reconcile.attachedcompute.scope import DETACH_UNDER_JOBS, MANAGED_BY, OWNER_LABEL, Scope
 from amlwire.reconcile.runner import EXTENSION_INSTALLED, step
 
 
@@ -43,7 +43,10 @@ def detach_command(scope: Scope) -> str:
 @step(r.COMPUTE_READY, needs=(r.CLUSTER_READY, r.IDENTITY_READY, EXTENSION_INSTALLED))
 def attach_the_compute(scope: Scope) -> StepResult:
     """Azure attaches only to a cluster with a healthy AzureML extension, hence the needs."""
-    found = scope.azure.get_compute(scope.target.workspace, scope.target.compute_name)
+    try:
+        found = scope.azure.get_compute(scope.target.workspace, scope.target.compute_name)
+    except AzureError as error:
+        return scope.denied_or_missing(r.COMPUTE_READY, error, "spec.workspace")
     detached_since = False
     detach = find(scope.status.operations, Kind.COMPUTE_DETACH)
     if detach is not None:
@@ -149,9 +152,32 @@ def _wait_for_jobs(scope: Scope, why: str, jobs: tuple[str, ...]) -> StepResult:
     )
 
 
+def _namespace_refused(scope: Scope) -> StepResult | None:
+    """Azure attaches only into a namespace that exists in the cluster: create it (labelled as amlwire's)."""
+    namespace = scope.target.compute_namespace
+    if scope.kube.namespace_exists(namespace):
+        return None
+    try:
+        scope.kube.apply_namespace(namespace, {**MANAGED_BY, OWNER_LABEL: scope.name})
+    except KubeForbidden as error:
+        return blocked(
+            r.COMPUTE_READY,
+            r.COMPUTE_NAMESPACE_MISSING,
+            f"namespace {namespace} (spec.compute.namespace) does not exist in the cluster and amlwire may not "
+            f"create it ({error}); create it (kubectl create namespace {namespace}) or grant amlwire's ClusterRole "
+            f"create and patch on namespaces (the chart does)",
+            scope.timings.blocked_recheck,
+        )
+    scope.note(r.NAMESPACE_CREATED, f"created namespace {namespace} for compute {scope.target.compute_name}")
+    return None
+
+
 def _attach(scope: Scope, attempt: int) -> StepResult:
     target = scope.target
     ws, name = target.workspace, target.compute_name
+    refused = _namespace_refused(scope)
+    if refused is not None:
+        return refused
     try:
         attachment = ComputeAttachment(
             name, target.cluster_id, target.compute_namespace, target.identity_id, {OWNER_TAG: scope.name}

@@ -5,7 +5,15 @@ from __future__ import annotations
 from amlwire.api import reasons as r
 from amlwire.domain.azure import name_of
 from amlwire.domain.conditions import StepResult, blocked, done, progressing
-from amlwire.domain.extension import Action, decide_extension, desired_settings, installed, observed
+from amlwire.domain.extension import (
+    ENABLE_TRAINING,
+    Action,
+    decide_extension,
+    desired_settings,
+    installed,
+    observed,
+    trains,
+)
 from amlwire.domain.operations import (
     Begin,
     GiveUp,
@@ -89,6 +97,26 @@ def _owned_by_another(scope: Scope) -> StepResult | None:
     )
 
 
+def _configured(scope: Scope, desired: dict[str, str]) -> StepResult:
+    """The extension has the desired settings; AML refuses training jobs when those turn training off."""
+    spec, installed_ = scope.spec.extension, (EXTENSION_INSTALLED,)
+    if not trains(desired) and scope.spec.jobs.allowed_namespaces:
+        return blocked(
+            r.EXTENSION_READY,
+            r.TRAINING_DISABLED,
+            f"spec.extension.settings.enableTraining is {desired.get(ENABLE_TRAINING)!r} while spec.jobs."
+            f"allowedNamespaces lets AmlJobs use this compute: AML refuses training jobs on it. Remove the "
+            f'setting (amlwire sets enableTraining: "True"), or empty spec.jobs.allowedNamespaces',
+            scope.timings.blocked_recheck,
+            provides=installed_,
+        )
+    if not spec.set_identity_settings:
+        message = f"extension {spec.name} has the settings of spec.extension (identity settings left alone)"
+        return done(r.EXTENSION_READY, r.EXTENSION_CONFIGURED, message, provides=installed_)
+    message = f"extension {spec.name} uses the identity for storage access"
+    return done(r.EXTENSION_READY, r.EXTENSION_CONFIGURED, message, provides=installed_)
+
+
 def _from_url(scope: Scope, url: str) -> Observed:
     state = scope.azure.operation_state(scope.spec.cluster_subscription_id, url)
     if not state.done:
@@ -117,7 +145,7 @@ def _gave_up(scope: Scope, decision: GiveUp) -> StepResult:
 def _converge(scope: Scope, decision: Begin | Retry, was_installed: bool) -> StepResult:
     spec, target = scope.spec.extension, scope.target
     provides = (EXTENSION_INSTALLED,) if was_installed else ()
-    desired = desired_settings(spec.settings, target.identity_id)
+    desired = desired_settings(spec.settings, target.identity_id, spec.set_identity_settings)
     choice = decide_extension(
         scope.observed.extension,
         desired,
@@ -135,18 +163,13 @@ def _converge(scope: Scope, decision: Begin | Retry, was_installed: bool) -> Ste
             r.EXTENSION_READY, choice.reason, choice.message, scope.timings.blocked_recheck, provides=provides
         )
     if choice.action is Action.NONE:
-        return done(r.EXTENSION_READY, choice.reason, choice.message, provides=(EXTENSION_INSTALLED,))
+        return _configured(scope, desired)
     kind = Kind.EXTENSION_CREATE if choice.action is Action.CREATE else Kind.EXTENSION_UPDATE
     begin = scope.azure.begin_create_extension if kind is Kind.EXTENSION_CREATE else scope.azure.begin_update_extension
     url = begin(target.cluster_id, spec.name, choice.settings)
     scope.note(choice.reason, choice.message)
     if url and _from_url(scope, url).progress is Progress.SUCCEEDED:  # a quick operation needs no second pass
-        return done(
-            r.EXTENSION_READY,
-            r.EXTENSION_CONFIGURED,
-            f"extension {spec.name} uses the identity for storage access",
-            provides=(EXTENSION_INSTALLED,),
-        )
+        return _configured(scope, desired)
     operation = started(kind, scope.now, attempt=decision.attempt, url=url)
     scope.status.operations = recorded(scope.status.operations, operation)
     return progressing(r.EXTENSION_READY, choice.reason, choice.message, scope.timings.lro_poll_delay, provides)

@@ -10,6 +10,8 @@ from datetime import datetime
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import AttachedComputeSpec, AttachedComputeStatus
 from amlwire.domain.azure import ClusterInfo, ExtensionInfo, IdentityInfo, same_id
+from amlwire.domain.conditions import StepResult, blocked
+from amlwire.domain.errors import AzureError
 from amlwire.domain.operations import resume
 from amlwire.domain.view import ComputeView, Target, target_of
 from amlwire.reconcile.common import Event, Timings
@@ -108,3 +110,11 @@ class Scope:
 
     def warn(self, reason: str, message: str) -> None:
         self.events.append(Event("Warning", reason, message))
+
+    def denied_or_missing(self, condition: str, error: AzureError, field: str) -> StepResult:
+        """Azure answers 403 both for a resource amlwire may not read and for one that does not exist: the
+        condition names the role to grant and the spec field to check."""
+        if error.reason != r.AZURE_PERMISSION_DENIED:
+            raise error
+        message = error.message.replace("check the spec names it", f"check {field}")
+        return blocked(condition, error.reason, message, self.timings.blocked_recheck)

@@ -11,30 +11,34 @@ from amlwire.sandbox.http import AKS, EXT, Call, json_response, operation_header
 from amlwire.sandbox.router import route, serve
 from amlwire.sandbox.state import ArmError, Operation, iso, not_found
 
-serve("aks.cluster", AKS, ids.AKS)
-serve("ext.extension", EXT, ids.EXTENSION)
+EXTENSIONS = "Microsoft.KubernetesConfiguration/extensions"
+
+serve("aks.cluster", AKS, ids.AKS, "Microsoft.ContainerService/managedClusters/read")
+serve("ext.extension", EXT, ids.EXTENSION, EXTENSIONS + "/read")
 
 
 def _write_extension(call: Call, patch: bool) -> web.Response:
     body, rid = call.json(), call.id(EXT)
     existed = call.state.get(rid) is not None
     resource, operation = call.cloud.put_extension(rid, body, patch)
+    if operation is None:  # rule: ext.patch-unchanged
+        return json_response(resource.body)
     started(call, operation)
-    status = 202 if patch else (200 if existed else 201)
+    status = 202 if patch else (200 if existed else 201)  # rule: ext.lro
     return json_response(resource.body, status=status, headers=operation_headers(call, operation))
 
 
-@route("PUT", "ext.extension", EXT)
+@route("PUT", "ext.extension", EXT, EXTENSIONS + "/write")
 def put_extension(call: Call) -> web.Response:
     return _write_extension(call, patch=False)
 
 
-@route("PATCH", "ext.extension", EXT)
+@route("PATCH", "ext.extension", EXT, EXTENSIONS + "/write")
 def patch_extension(call: Call) -> web.Response:
     return _write_extension(call, patch=True)
 
 
-@route("DELETE", "ext.extension", EXT)
+@route("DELETE", "ext.extension", EXT, EXTENSIONS + "/delete")
 def delete_extension(call: Call) -> web.Response:
     rid = call.id(EXT)
     if call.state.get(rid) is None:

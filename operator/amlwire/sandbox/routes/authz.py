@@ -10,6 +10,7 @@ from amlwire.sandbox.router import route
 from amlwire.sandbox.state import ArmError
 
 RA = "/{scope*}/providers/Microsoft.Authorization/roleAssignments"
+ASSIGNMENTS = "Microsoft.Authorization/roleAssignments"
 
 
 def _scope(call: Call) -> str:
@@ -20,19 +21,19 @@ def _assignment_id(call: Call) -> str:
     return f"{_scope(call)}/providers/{ids.ROLE_ASSIGNMENT}/{call.params['assignment']}"
 
 
-@route("GET", "authz.roleAssignment.list", RA)
+@route("GET", "authz.roleAssignment.list", RA, ASSIGNMENTS + "/read")
 def list_role_assignments(call: Call) -> web.Response:
     found = call.cloud.list_role_assignments(_scope(call), call.query.get("$filter"))
     return json_response(paged(call, [r.body for r in found], call.state.timing.page_size))
 
 
-@route("PUT", "authz.roleAssignment", RA + "/{assignment}")
+@route("PUT", "authz.roleAssignment", RA + "/{assignment}", ASSIGNMENTS + "/write")
 def put_role_assignment(call: Call) -> web.Response:
     resource, status = call.cloud.put_role_assignment(_scope(call), call.params["assignment"], call.json())
     return json_response(resource.body, status=status)
 
 
-@route("GET", "authz.roleAssignment", RA + "/{assignment}")
+@route("GET", "authz.roleAssignment", RA + "/{assignment}", ASSIGNMENTS + "/read")
 def get_role_assignment(call: Call) -> web.Response:
     found = call.state.get(_assignment_id(call))
     if found is None:
@@ -41,7 +42,7 @@ def get_role_assignment(call: Call) -> web.Response:
     return json_response(found.body)
 
 
-@route("DELETE", "authz.roleAssignment", RA + "/{assignment}")
+@route("DELETE", "authz.roleAssignment", RA + "/{assignment}", ASSIGNMENTS + "/delete")
 def delete_role_assignment(call: Call) -> web.Response:
     removed = call.state.delete(_assignment_id(call))
     return json_response(removed.body) if removed else web.Response(status=204)

@@ -157,6 +157,8 @@ def judge(call: Call) -> web.Response:
     return json_response(
         {
             "sidecar": call.cloud.storage_access_problem(compute, workspace, needs_write=True),
-            "inContainer": call.cloud.in_container_problem(compute, workspace),
+            "inContainer": call.cloud.in_container_problem(
+                compute, workspace, f"{workspace.id}/models/{call.query.get('model', 'any')}/versions/1"
+            ),
         }
     )

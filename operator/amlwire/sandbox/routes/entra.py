@@ -56,7 +56,7 @@ def token(call: Call) -> web.Response:
             f"AADSTS700016: Application with identifier '{client_id}' was not found in the directory.",
         )
     audiences: list[Any] = claims["aud"] if isinstance(claims.get("aud"), list) else [claims.get("aud")]
-    fic = call.cloud.matching_fic(identity.id, str(claims.get("iss")), str(claims.get("sub")))
+    fic = call.cloud.matching_fic(identity.id, str(claims.get("iss")), str(claims.get("sub")))  # rule: entra.fic-match
     if fic is None or AUDIENCE not in audiences:
         return _token_error(
             "invalid_client",

@@ -10,15 +10,17 @@ from amlwire.sandbox.router import route
 from amlwire.sandbox.state import ArmError, Resource, not_found
 
 JOB = WS + "/jobs/{job}"
+ML = "Microsoft.MachineLearningServices/workspaces"
+RUNS_READ = ML + "/experiments/runs/read"
 
 
-@route("PUT", "ml.job", JOB)
+@route("PUT", "ml.job", JOB, ML + "/jobs/write")
 def put_job(call: Call) -> web.Response:
     resource, created = call.jobs.submit(call.id(JOB), call.json())
     return json_response(call.jobs.refresh(resource).body, status=201 if created else 200)
 
 
-@route("GET", "ml.job", JOB)
+@route("GET", "ml.job", JOB, ML + "/jobs/read")
 def get_job(call: Call) -> web.Response:
     job = call.state.get(call.id(JOB))
     if job is None or job.type != ids.JOB:
@@ -26,13 +28,13 @@ def get_job(call: Call) -> web.Response:
     return json_response(call.jobs.refresh(job).body)
 
 
-@route("GET", "ml.job.list", WS + "/jobs")
+@route("GET", "ml.job.list", WS + "/jobs", ML + "/jobs/read")
 def list_jobs(call: Call) -> web.Response:
-    jobs = [j.body for j in call.jobs.list(call.id(WS), call.query.get("tag"))]
+    jobs = [j.body for j in call.jobs.list(call.id(WS), call.query.get("tag"), call.query.get("listViewType"))]
     return json_response(paged(call, jobs, call.state.timing.page_size))
 
 
-@route("POST", "ml.job.cancel", JOB + "/cancel")
+@route("POST", "ml.job.cancel", JOB + "/cancel", ML + "/jobs/cancel/action")
 def cancel_job(call: Call) -> web.Response:
     job = call.state.require(call.id(JOB), ids.JOB)
     call.jobs.cancel(job)
@@ -48,23 +50,23 @@ def _job_for_history(call: Call) -> Resource:
     return job
 
 
-@route("GET", "history.run.details", HISTORY + "/runs/{run}/details")
+@route("GET", "history.run.details", HISTORY + "/runs/{run}/details", RUNS_READ)
 def run_details(call: Call) -> web.Response:
     return json_response(call.jobs.run_details(_job_for_history(call)))
 
 
-@route("GET", "history.run.details", HISTORY + "/experiments/{experiment}/runs/{run}/details")
+@route("GET", "history.run.details", HISTORY + "/experiments/{experiment}/runs/{run}/details", RUNS_READ)
 def run_details_by_experiment(call: Call) -> web.StreamResponse:
     return run_details(call)
 
 
-@route("GET", "history.run", HISTORY + "/runs/{run}")
+@route("GET", "history.run", HISTORY + "/runs/{run}", RUNS_READ)
 def run(call: Call) -> web.Response:
     details = call.jobs.run_details(_job_for_history(call))
     return json_response({k: v for k, v in details.items() if k not in ("logFiles", "runDefinition")})
 
 
-@route("GET", "mlflow.run", "/mlflow/v1.0" + WS + "/api/2.0/mlflow/runs/get")
+@route("GET", "mlflow.run", "/mlflow/v1.0" + WS + "/api/2.0/mlflow/runs/get", RUNS_READ)
 def mlflow_run(call: Call) -> web.Response:
     run_id = call.query.get("run_id") or call.query.get("run_uuid") or ""
     job = call.state.get(call.id(WS) + f"/jobs/{run_id}")

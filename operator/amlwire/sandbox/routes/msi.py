@@ -13,14 +13,16 @@ from amlwire.sandbox.router import route
 from amlwire.sandbox.state import ArmError, not_found
 
 FIC = MSI + "/federatedIdentityCredentials/{fic}"
+IDENTITIES = "Microsoft.ManagedIdentity/userAssignedIdentities"
+FICS = IDENTITIES + "/federatedIdentityCredentials"
 
 
-@route("GET", "msi.identity", MSI)
+@route("GET", "msi.identity", MSI, IDENTITIES + "/read")
 def get_identity(call: Call) -> web.Response:
     return json_response(call.cloud.identity(call.id(MSI)).body)
 
 
-@route("PUT", "msi.identity", MSI)
+@route("PUT", "msi.identity", MSI, IDENTITIES + "/write")
 def put_identity(call: Call) -> web.Response:
     body, rid = call.json(), call.id(MSI)
     existing = call.state.get(rid)
@@ -39,13 +41,13 @@ def put_identity(call: Call) -> web.Response:
     return json_response(resource.body, status=200 if existing else 201)
 
 
-@route("GET", "msi.fic.list", MSI + "/federatedIdentityCredentials")
+@route("GET", "msi.fic.list", MSI + "/federatedIdentityCredentials", FICS + "/read")
 def list_fics(call: Call) -> web.Response:
     fics = [f.body for f in call.cloud.list_fics(call.id(MSI))]
     return json_response(paged(call, fics, call.state.timing.page_size))
 
 
-@route("GET", "msi.fic", FIC)
+@route("GET", "msi.fic", FIC, FICS + "/read")
 def get_fic(call: Call) -> web.Response:
     call.cloud.identity(call.id(MSI))
     fic = call.state.get(call.id(FIC))
@@ -60,7 +62,7 @@ def write_under_identity(call: Call, write: Callable[[], web.StreamResponse]) ->
     identity_id = call.id(MSI)
     call.cloud.identity(identity_id)
     now, key = time.monotonic(), identity_id.lower()
-    if call.state.fic_writes_until.get(key, 0.0) > now:
+    if call.state.fic_writes_until.get(key, 0.0) > now:  # rule: msi.fic-concurrent
         raise ArmError(
             409,
             "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity",
@@ -77,19 +79,19 @@ def write_under_identity(call: Call, write: Callable[[], web.StreamResponse]) ->
     return call.later(window, write, release)
 
 
-@route("PUT", "msi.fic", FIC)
+@route("PUT", "msi.fic", FIC, FICS + "/write")
 def put_fic(call: Call) -> web.StreamResponse:
     body, identity_id = call.json(), call.id(MSI)
     call.cloud.validate_fic(identity_id, call.params["fic"], body)
 
     def write() -> web.StreamResponse:
         resource, created = call.cloud.put_fic(identity_id, call.params["fic"], body)
-        return json_response(resource.body, status=201 if created else 200)
+        return json_response(resource.body, status=201 if created else 200)  # rule: msi.fic-sync
 
     return write_under_identity(call, write)
 
 
-@route("DELETE", "msi.fic", FIC)
+@route("DELETE", "msi.fic", FIC, FICS + "/delete")
 def delete_fic(call: Call) -> web.StreamResponse:
     def delete() -> web.StreamResponse:
         return web.Response(status=200 if call.state.delete(call.id(FIC)) else 204)

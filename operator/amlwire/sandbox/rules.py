@@ -1,0 +1,436 @@
+"""Every rule the sandbox enforces, with where it comes from.
+
+The code that enforces a rule carries a `# rule: ID` marker (tests/sandbox/test_rules.py checks both ways).
+docs/sandbox.md is generated from this table (`make docs`); `make test` fails when it drifts.
+
+Sources: spec (Azure/azure-rest-api-specs or the pinned SDK's generated code), doc (Microsoft Learn),
+field (seen in a field report), unverified (no primary source: a world option, and the tests run every
+option, or a note saying why amlwire never depends on the answer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Source = Literal["spec", "doc", "field", "unverified"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    service: str
+    says: str
+    source: Source
+    citation: str
+    option: str = ""  # the world option that chooses Azure's answer, for unverified rules
+    note: str = ""  # why amlwire never depends on an unverified answer, when there is no option
+
+
+RULES: tuple[Rule, ...] = (
+    # -- transport and ARM in general ------------------------------------------------------------------
+    Rule(
+        "arm.any-api-version",
+        "ARM",
+        "Any api-version is accepted (each SDK release pins another).",
+        "spec",
+        "azure-mgmt-* clients send their own pinned api-version",
+    ),
+    Rule(
+        "arm.error-shape",
+        "ARM",
+        'Errors are JSON {"error": {"code", "message"}}; throttling is 429 with Retry-After.',
+        "spec",
+        "ARM RPC: Error Response Content; azure-core RetryPolicy",
+    ),
+    Rule(
+        "arm.lro",
+        "ARM",
+        "Long-running writes answer with Azure-AsyncOperation (and Location on DELETE) and retry-after-ms; "
+        "never Retry-After: 0.",
+        "spec",
+        "ARM RPC: Asynchronous Operations; azure-mgmt-core ARMPolling",
+    ),
+    Rule(
+        "arm.authorization",
+        "ARM",
+        "Every control-plane call is authorised against the caller's role assignments at or above the "
+        "resource, with the real actions/notActions of the built-in roles (Owner, Contributor, Reader, "
+        "Managed Identity Contributor/Operator, Kubernetes Extension Contributor, AzureML Data Scientist, "
+        "AzureML Compute Operator, Role Based Access Control Administrator, Storage Blob Data roles, AcrPull); "
+        "refused: 403 AuthorizationFailed naming the client, action and scope.",
+        "doc",
+        "Learn: Azure built-in roles; Troubleshoot Azure RBAC (AuthorizationFailed)",
+    ),
+    Rule(
+        "arm.wildcard-actions",
+        "ARM",
+        "'*' in a role's action matches any characters, and 'x/*/y' also matches 'x/y' (how "
+        "Managed Identity Operator's '.../userAssignedIdentities/*/assign/action' grants "
+        "'.../userAssignedIdentities/assign/action').",
+        "doc",
+        "Learn: Understand Azure role definitions (wildcards); Managed Identity Operator description",
+    ),
+    Rule(
+        "arm.linked-authorization",
+        "ARM",
+        "Attaching a user-assigned identity to a resource also needs "
+        "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action on the identity; refused: 403 "
+        "LinkedAuthorizationFailed.",
+        "doc",
+        "Learn: Managed identities for Azure resources, built-in role Managed Identity Operator; "
+        "AML 'Set up authentication between Azure ML and other services' prerequisites",
+    ),
+    Rule(
+        "arm.tag-names",
+        "ARM",
+        "Tag names may not contain < > % & \\ ? /; refused with 400 InvalidTagNameCharacters.",
+        "doc",
+        "Learn: Use tags to organize your Azure resources (limitations)",
+        option="rules.tagNames: refuse | accept (whether AML computes enforce it is unverified)",
+    ),
+    # -- Entra ----------------------------------------------------------------------------------------
+    Rule(
+        "entra.fic-match",
+        "Entra",
+        "A workload identity token exchange needs a FIC on the identity whose issuer, subject and audience "
+        "match the assertion exactly (case-sensitive); else AADSTS70021.",
+        "doc",
+        "Learn: Workload identity federation; AADSTS70021",
+    ),
+    Rule(
+        "entra.fic-propagation",
+        "Entra",
+        "A new FIC may not be honoured for a while after it is written.",
+        "doc",
+        "Learn: Federated identity credential considerations (propagation delay)",
+        option="timing.ficPropagationSeconds",
+    ),
+    # -- managed identities -----------------------------------------------------------------------------
+    Rule(
+        "msi.fic-name",
+        "Managed identities",
+        "FIC names are 3-120 characters of letters, digits, '-' and '_', starting with a letter or digit; else 400.",
+        "doc",
+        "Learn: Federated identity credential considerations",
+    ),
+    Rule(
+        "msi.fic-fields",
+        "Managed identities",
+        "Issuer and subject are required and at most 600 characters; the issuer is https; exactly one audience.",
+        "doc",
+        "Learn: Federated identity credential considerations",
+    ),
+    Rule(
+        "msi.fic-unique",
+        "Managed identities",
+        "One identity may not hold two FICs with the same issuer and subject (400).",
+        "doc",
+        "Learn: Federated identity credential considerations",
+    ),
+    Rule(
+        "msi.fic-limit",
+        "Managed identities",
+        "At most 20 FICs per identity (400).",
+        "doc",
+        "Learn: Federated identity credential considerations",
+    ),
+    Rule(
+        "msi.fic-concurrent",
+        "Managed identities",
+        "A FIC write or delete while another runs on the same identity gets 409 "
+        "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity (no Retry-After).",
+        "doc",
+        "Learn: Federated identity credential considerations (concurrent updates)",
+        option="timing.ficWriteWindowSeconds",
+    ),
+    Rule(
+        "msi.fic-sync",
+        "Managed identities",
+        "FIC PUT is synchronous: 201 created, 200 updated; DELETE 200 or 204; 404 without the identity.",
+        "spec",
+        "Microsoft.ManagedIdentity 2023-01-31 FederatedIdentityCredentials",
+    ),
+    # -- AKS and the AzureML extension --------------------------------------------------------------------
+    Rule(
+        "aks.cluster-profile",
+        "AKS",
+        "A managed cluster reports oidcIssuerProfile.{enabled, issuerURL}, "
+        "securityProfile.workloadIdentity.enabled and disableLocalAccounts.",
+        "spec",
+        "Microsoft.ContainerService ManagedClusters",
+    ),
+    Rule(
+        "ext.lro",
+        "Cluster extensions",
+        "Extension PUT, PATCH and DELETE are long-running (Azure-AsyncOperation).",
+        "spec",
+        "Microsoft.KubernetesConfiguration extensions 2025-03-01",
+    ),
+    Rule(
+        "ext.patch-unchanged",
+        "Cluster extensions",
+        "A PATCH that changes no setting answers 200 with no operation header and changes nothing (a Failed "
+        "extension stays Failed).",
+        "spec",
+        "extensions 2025-03-01 Extensions_Update, example PatchExtension.json",
+    ),
+    Rule(
+        "ext.patch-merges",
+        "Cluster extensions",
+        "PATCH merges configurationSettings into the current ones; a null value removes a key.",
+        "spec",
+        "extensions 2025-03-01 PatchExtension (JSON merge patch)",
+    ),
+    Rule(
+        "ext.protected-settings",
+        "Cluster extensions",
+        "configurationProtectedSettings are write-only: never returned.",
+        "spec",
+        "extensions 2025-03-01 ExtensionProperties",
+    ),
+    Rule(
+        "ext.one-operation",
+        "Cluster extensions",
+        "A write while an operation runs on the extension gets 409 Conflict.",
+        "unverified",
+        "",
+        note="amlwire never writes an extension with an operation in flight (it follows the recorded "
+        "operation first); the rule only catches a regression",
+    ),
+    Rule(
+        "ext.training-setting",
+        "Cluster extensions",
+        "enableTraining defaults to False; AML refuses training (command) jobs on a compute whose extension "
+        "does not have enableTraining=True.",
+        "doc",
+        "Learn: Deploy AzureML extension on AKS or Arc Kubernetes cluster, configuration settings",
+    ),
+    # -- role assignments -------------------------------------------------------------------------------
+    Rule(
+        "authz.ra-name",
+        "Role assignments",
+        "A role assignment's name is a GUID (400 InvalidRoleAssignmentId).",
+        "spec",
+        "Microsoft.Authorization RoleAssignments_Create",
+    ),
+    Rule(
+        "authz.ra-exists",
+        "Role assignments",
+        "The same principal, role and scope under another name: 409 RoleAssignmentExists; the same name "
+        "with other values: 400 RoleAssignmentUpdateNotPermitted.",
+        "doc",
+        "Learn: Troubleshoot Azure RBAC",
+    ),
+    Rule(
+        "authz.ra-scope",
+        "Role assignments",
+        "The scope must exist (404).",
+        "spec",
+        "Microsoft.Authorization RoleAssignments_Create",
+    ),
+    Rule(
+        "authz.ra-propagation",
+        "Role assignments",
+        "A new role assignment may take minutes to grant access.",
+        "doc",
+        "Learn: Troubleshoot Azure RBAC (role assignment changes take up to 10 minutes)",
+        option="timing.rolePropagationSeconds",
+    ),
+    Rule(
+        "authz.ra-list",
+        "Role assignments",
+        "Listing at a scope returns assignments at, above and below it; $filter=assignedTo('id') keeps one "
+        "principal; atScope() keeps those at or above. Paged.",
+        "spec",
+        "Microsoft.Authorization RoleAssignments_ListForScope",
+    ),
+    # -- storage --------------------------------------------------------------------------------------------
+    Rule(
+        "storage.shared-key",
+        "Storage",
+        "allowSharedKeyAccess null means true; false refuses account-key requests "
+        "(KeyBasedAuthenticationNotPermitted).",
+        "spec",
+        "Microsoft.Storage StorageAccountProperties.allowSharedKeyAccess",
+    ),
+    # -- AML computes -------------------------------------------------------------------------------------------
+    Rule(
+        "ml.compute-lro",
+        "AML computes",
+        "Compute attach (PUT) and detach (DELETE ?underlyingResourceAction=Detach) are long-running.",
+        "spec",
+        "Microsoft.MachineLearningServices Compute_CreateOrUpdate, Compute_Delete",
+    ),
+    Rule(
+        "ml.compute-delete-missing",
+        "AML computes",
+        "DELETE of a compute that does not exist answers 204.",
+        "spec",
+        "Microsoft.MachineLearningServices example Compute/delete.json",
+    ),
+    Rule(
+        "ml.compute-failed",
+        "AML computes",
+        "A failed attach leaves the compute Failed with properties.provisioningErrors "
+        "[{error: {code, message}}]; a Failed compute must be detached before it is attached again (409).",
+        "field",
+        "field failure F14; ComputeResource.provisioningErrors in the spec",
+    ),
+    Rule(
+        "ml.compute-namespace",
+        "AML computes",
+        "The compute's namespace must exist in the cluster before the attach; else the attach fails.",
+        "doc",
+        "Learn: CLI (v2) Kubernetes compute YAML schema, namespace",
+        note="how the failure is shaped is unverified (the sandbox fails the attach with provisioningErrors); "
+        "amlwire creates the namespace before attaching, and shows any provisioningErrors text",
+    ),
+    Rule(
+        "ml.compute-other-cluster",
+        "AML computes",
+        "A compute attached to one cluster cannot be re-pointed at another (409).",
+        "unverified",
+        "",
+        note="spec.cluster is immutable in amlwire (CEL), so amlwire never asks",
+    ),
+    Rule(
+        "ml.compute-identity",
+        "AML computes",
+        "A compute's userAssignedIdentities must exist; the stored identity carries their principalId and clientId.",
+        "spec",
+        "Microsoft.MachineLearningServices ManagedServiceIdentity",
+    ),
+    # -- AML jobs --------------------------------------------------------------------------------------------
+    Rule(
+        "ml.job-compute",
+        "AML jobs",
+        "A job needs an existing compute in provisioning state Succeeded.",
+        "doc",
+        "Learn: Train models with Azure Machine Learning (compute target)",
+    ),
+    Rule(
+        "ml.job-empty-input",
+        "AML jobs",
+        'An empty-string literal input is refused: "Empty string is not allowed for input value".',
+        "field",
+        "field failure F21",
+    ),
+    Rule(
+        "ml.job-model-input",
+        "AML jobs",
+        "A model input must name an existing model version; mlflow_model needs an MLflow model.",
+        "field",
+        "field failure F22",
+    ),
+    Rule(
+        "ml.job-immutable",
+        "AML jobs",
+        "A submitted job is immutable but for tags, displayName and description.",
+        "doc",
+        "Learn: az ml job update (only tags, display name, description)",
+    ),
+    Rule(
+        "ml.job-states",
+        "AML jobs",
+        "Jobs go NotStarted, Starting, Preparing, Queued, Running, Finalizing, then Completed, Failed or "
+        "Canceled; cancel goes through CancelRequested. A job may go NotResponding or Paused and back to Running "
+        "(job rule `interruptions`): neither is final.",
+        "spec",
+        "Microsoft.MachineLearningServices JobStatus; Learn: NotResponding can go back to any previous state",
+    ),
+    Rule(
+        "ml.job-list",
+        "AML jobs",
+        "The job list is paged, in no specified order (the sandbox: a seeded shuffle, stable across the pages of "
+        "one listing); tag=KEY keeps jobs carrying that tag key; archived jobs only with listViewType All or "
+        "ArchivedOnly (the SDK asks ActiveOnly).",
+        "spec",
+        "Microsoft.MachineLearningServices Jobs_List ($skip, jobType, tag, listViewType)",
+    ),
+    Rule(
+        "ml.job-output-uri",
+        "AML jobs",
+        "An output without a path gets azureml://datastores/workspaceblobstore/paths/azureml/<job>/<output>/.",
+        "doc",
+        "Learn: Manage inputs and outputs of jobs (default output path)",
+    ),
+    Rule(
+        "ml.model-job-output-uri",
+        "AML jobs",
+        "A model registered from a job output names it azureml://jobs/<job>/outputs/<output>/paths/<path> or by "
+        "the output's datastore URI; the short form without /paths/ is refused.",
+        "unverified",
+        "Learn: Register models (job output URI); azure-ai-ml JOB_URI_REGEX_FORMAT requires /paths/",
+        note="amlwire registers from the datastore URI the service reports for the output",
+    ),
+    # -- the data path: how a job's storage access is judged -----------------------------------------------
+    Rule(
+        "data.sidecar-credential",
+        "Data path",
+        "How the AzureML data-capability sidecar gets a storage credential: computeIdentity (documented: the "
+        "compute's identity plus a Storage Blob Data role), workloadIdentity (field practice: FICs for the "
+        "extension's service accounts, the extension's identityType/userAssignedIdentityResourceId, the "
+        "role), or brokenCertificate (field report F23: the sidecar's certificate auth fails whatever the "
+        "wiring; only in-container downloads work). A missing link fails the job with "
+        "ScriptExecution.StreamAccess.Authentication.",
+        "unverified",
+        "Learn: Set up authentication between Azure ML and other services (Kubernetes cluster compute); "
+        "field failures F13, F23",
+        option="clusters[].sidecarCredential: computeIdentity | workloadIdentity | brokenCertificate",
+    ),
+    Rule(
+        "data.stream-error-shape",
+        "Data path",
+        "A storage-access failure names ScriptExecution.StreamAccess.Authentication flat (in the message and one "
+        "innerError), nested (one innerError per segment), or not at all (the message only).",
+        "unverified",
+        "field reports: Studio shows the dotted code, messages read 'permission denied when access stream'",
+        option="rules.streamAccessError: flat | nested | messageOnly",
+    ),
+    Rule(
+        "data.key-based",
+        "Data path",
+        "A key-based default datastore with allowSharedKeyAccess=false fails every data access, whatever the roles.",
+        "field",
+        "field failure F17",
+    ),
+    Rule(
+        "data.in-container",
+        "Data path",
+        "A job that downloads a model itself (azureml:NAME:VERSION as a literal or environment variable) "
+        "needs a FIC for the job's service account and a Storage Blob Data role.",
+        "field",
+        "field failure F23 (the InContainer workaround)",
+    ),
+)
+
+BY_RULE_ID = {rule.id: rule for rule in RULES}
+
+
+def markdown() -> str:
+    """docs/sandbox.md."""
+    lines = [
+        "# The Azure sandbox's rules",
+        "",
+        "Generated from `operator/amlwire/sandbox/rules.py` (`make docs`); do not edit. Each rule says where it",
+        "comes from: **spec** (Azure REST API specs or the pinned SDK), **doc** (Microsoft Learn), **field** (a",
+        "field report), **unverified** (a world option the tests run every way, or a note on why amlwire never",
+        "depends on the answer). The code enforcing a rule carries a `# rule: ID` marker.",
+        "",
+    ]
+    for service in dict.fromkeys(rule.service for rule in RULES):
+        lines += [f"## {service}", "", "| id | rule | source | where from |", "|---|---|---|---|"]
+        for rule in (r for r in RULES if r.service == service):
+            where = "; ".join(part for part in (rule.citation, _option(rule), rule.note) if part)
+            lines.append(f"| `{rule.id}` | {_cell(rule.says)} | {rule.source} | {_cell(where)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _option(rule: Rule) -> str:
+    return f"world option `{rule.option}`" if rule.option else ""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
