@@ -170,6 +170,10 @@ def main() -> None:
             item["metadata"]["name"] = f"shared-{index}"
             item["spec"]["cluster"]["name"] = cluster
             item["spec"]["compute"]["name"] = f"gpu-{index}"
+            # an identity holds 20 FICs: 10 clusters x the extension's 2 accounts (the job account would make 30)
+            item["spec"]["serviceAccounts"] = [
+                a for a in item["spec"]["serviceAccounts"] if a["namespace"] == "azureml"
+            ]
             custom.create_cluster_custom_object(GROUP, VERSION, "attachedcomputes", item)
             names.append(item["metadata"]["name"])
         wait(lambda: all(is_ready(custom, n) for n in names), 120, interval=0.1)

@@ -178,6 +178,19 @@ class Harness(LocalStack):
         summary = "\n".join(f"  {c['type']}={c['status']} {c['reason']}: {c['message']}" for c in conditions)
         pytest.fail(f"{name}: {type_} never became {status}/{reason or '*'} in {timeout}s; last {seen}\n{summary}")
 
+    def refusal(self, name: str, type_: str, reason: str) -> str:
+        """The message of the compute's condition once it is False with `reason`."""
+        return condition(self.wait_condition(name, type_, "False", reason), type_)["message"]
+
+    def register_model_version(self, name: str, version: str, like: str = "2") -> None:
+        """Someone registers a model version (a copy of version `like`), behind amlwire's back."""
+        registered = self.ctl.resource(f"{WORKSPACE_ID}/models/{name}/versions/{like}")
+        self.ctl.create(
+            f"{WORKSPACE_ID}/models/{name}/versions/{version}",
+            "Microsoft.MachineLearningServices/workspaces/models/versions",
+            {"properties": registered["properties"]},
+        )
+
     def wait_ready(self, name: str, timeout: float = 30.0) -> dict[str, Any]:
         return self.wait_condition(name, "Ready", "True", timeout=timeout)
 

@@ -340,10 +340,5 @@ def test_a_job_waiting_for_its_model_reads_instead_of_writing(harness):
     calls = harness.ctl.calls(mark)
     assert [c for c in calls if (c["method"], c["route"]) == ("PUT", "ml.job")] == []
     assert [c for c in calls if (c["method"], c["route"]) == ("GET", "ml.model.version")]
-    registered = harness.ctl.resource(f"{WORKSPACE_ID}/models/{MODEL['name']}/versions/2")
-    harness.ctl.create(
-        f"{WORKSPACE_ID}/models/{MODEL['name']}/versions/7",
-        "Microsoft.MachineLearningServices/workspaces/models/versions",
-        {"properties": registered["properties"]},
-    )
+    harness.register_model_version(MODEL["name"], "7")
     harness.wait_job(job, "Submitted", "True", timeout=30)

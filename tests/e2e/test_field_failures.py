@@ -68,8 +68,7 @@ def test_f03_identity_missing(harness):
     harness.ctl.delete(IDENTITY_ID)
     harness.start()
     name = harness.apply_compute()
-    obj = harness.wait_condition(name, "IdentityReady", "False", "IdentityNotFound")
-    message = condition(obj, "IdentityReady")["message"]
+    message = harness.refusal(name, "IdentityReady", "IdentityNotFound")
     assert "az identity create -g rg-id -n id-ml" in message
     assert "spec.identity.resourceId" in message
     harness.ctl.create(IDENTITY_ID, "Microsoft.ManagedIdentity/userAssignedIdentities", identity)
@@ -122,8 +121,7 @@ def test_f06_foreign_credential_with_wrong_audience_blocks(harness):
     foreign_fic(harness, "manual-default", "system:serviceaccount:azureml:default", issuer, ["api://other"])
     harness.start()
     name = harness.apply_compute()
-    obj = harness.wait_condition(name, "FederationReady", "False", "FederatedCredentialAudienceMismatch")
-    message = condition(obj, "FederationReady")["message"]
+    message = harness.refusal(name, "FederationReady", "FederatedCredentialAudienceMismatch")
     assert "'manual-default'" in message
     assert "az identity federated-credential delete" in message
     harness.ctl.patch(

@@ -213,12 +213,7 @@ def test_a_model_not_registered_is_named_and_the_job_runs_once_it_is(harness):
     assert message.startswith("spec.model: model isaaclab-anymal-latest version 7 is not registered")
     assert "az ml model create --name isaaclab-anymal-latest --version 7" in message
     assert harness.aml_jobs() == []
-    registered = harness.ctl.resource(f"{WORKSPACE_ID}/models/{MODEL['name']}/versions/2")
-    harness.ctl.create(
-        f"{WORKSPACE_ID}/models/{MODEL['name']}/versions/7",
-        "Microsoft.MachineLearningServices/workspaces/models/versions",
-        {"properties": registered["properties"]},
-    )
+    harness.register_model_version(MODEL["name"], "7")
     harness.wait_job(name, "Submitted", "True", timeout=30)
 
 

@@ -21,7 +21,7 @@ from amlwire.reconcile.runner import step
 def assign_roles(scope: Scope) -> StepResult:
     former = scope.former_identity
     if former is not None:
-        forget_former_roles(scope, former)
+        remove_our_roles(scope, former, " of the former identity")  # spec.identity changed
     try:
         result = _grants(scope, recorded=[] if former else scope.previous.role_assignments)
     except AzureError as error:
@@ -31,10 +31,10 @@ def assign_roles(scope: Scope) -> StepResult:
     return result
 
 
-def forget_former_roles(scope: Scope, former: str) -> None:
-    """spec.identity changed: the role assignments amlwire made for the former identity go (unless other
-    AttachedComputes using it still need them)."""
-    needed = scope.neighbours.grants(former)
+def remove_our_roles(scope: Scope, identity_id: str, whose: str = "") -> None:
+    """Delete the role assignments amlwire made for `identity_id` (as status recorded them), but those other
+    AttachedComputes using it still need."""
+    needed = scope.neighbours.grants(identity_id)
     for record in scope.previous.role_assignments:
         if not record.created_by_amlwire or (record.scope.lower(), role_guid(record.role)) in needed:
             continue
@@ -42,7 +42,7 @@ def forget_former_roles(scope: Scope, former: str) -> None:
             scope.azure.delete_role_assignment(record.scope, record.name)
         except AzureNotFound:
             continue
-        scope.note(r.ROLE_ASSIGNMENT_DELETED, f"removed {record.role} on {record.scope} of the former identity")
+        scope.note(r.ROLE_ASSIGNMENT_DELETED, f"removed {record.role} on {record.scope}{whose}")
 
 
 def _datastore_readable(scope: Scope) -> StepResult | None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amlwire.api import reasons as r
-from amlwire.domain.access import role_guid
 from amlwire.domain.compute import owned_by
 from amlwire.domain.errors import AzureError, AzureNotFound, KubeError
 from amlwire.domain.federation import NAME_PREFIX, subject_of
+from amlwire.reconcile.attachedcompute.access import remove_our_roles
 from amlwire.reconcile.attachedcompute.federation import IDENTITY_LOCKS
 from amlwire.reconcile.attachedcompute.scope import OWNER_LABEL, Scope
 from amlwire.reconcile.attachedcompute.service_accounts import in_use_elsewhere
@@ -65,7 +65,7 @@ def _undo(scope: Scope) -> Cleanup:
         if not in_use_elsewhere(scope, subject_of(account.namespace, account.name)):
             scope.kube.release_service_account(account.namespace, account.name)
     _delete_federated_credentials(scope)
-    _delete_role_assignments(scope)
+    remove_our_roles(scope, scope.target.identity_id)
     remaining = _detach_compute(scope)
     if remaining:
         return Cleanup(False, remaining, scope.timings.lro_poll_delay, scope.events)
@@ -91,18 +91,6 @@ def _delete_federated_credentials(scope: Scope) -> None:
             if ours and (credential.issuer, credential.subject) not in scope.neighbours.federations(identity_id):
                 scope.azure.delete_federated_credential(identity_id, credential.name)
                 scope.note(r.FEDERATED_CREDENTIAL_DELETED, f"deleted {credential.name}")
-
-
-def _delete_role_assignments(scope: Scope) -> None:
-    for record in scope.previous.role_assignments:
-        needed = scope.neighbours.grants(scope.target.identity_id)
-        if not record.created_by_amlwire or (record.scope.lower(), role_guid(record.role)) in needed:
-            continue
-        try:
-            scope.azure.delete_role_assignment(record.scope, record.name)
-        except AzureNotFound:
-            continue
-        scope.note(r.ROLE_ASSIGNMENT_DELETED, f"removed {record.role} on {record.scope}")
 
 
 def _detach_compute(scope: Scope) -> str | None:

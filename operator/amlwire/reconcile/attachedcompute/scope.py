@@ -111,10 +111,13 @@ class Scope:
     def warn(self, reason: str, message: str) -> None:
         self.events.append(Event("Warning", reason, message))
 
+    def blocked(self, condition: str, reason: str, message: str) -> StepResult:
+        """Someone must act: the condition says what, and amlwire looks again after the recheck delay."""
+        return blocked(condition, reason, message, self.timings.blocked_recheck)
+
     def denied_or_missing(self, condition: str, error: AzureError, field: str) -> StepResult:
         """Azure answers 403 both for a resource amlwire may not read and for one that does not exist: the
         condition names the role to grant and the spec field to check."""
         if error.reason != r.AZURE_PERMISSION_DENIED:
             raise error
-        message = error.message.replace("check the spec names it", f"check {field}")
-        return blocked(condition, error.reason, message, self.timings.blocked_recheck)
+        return self.blocked(condition, error.reason, error.message.replace("check the spec names it", f"check {field}"))
