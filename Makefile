@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(DEPS_HASH)
 TESTENV_BIN = $(shell ./hack/testenv.sh --print-bin)
 PYTEST_ARGS ?=
 
-.PHONY: help venv testenv crds check-crds docs lint test chaos demo bench clean
+.PHONY: help venv testenv crds check-crds docs lint test chaos demo bench bench-scale clean
 
 help:
 	@echo "make test   - set up everything (virtualenv, test control plane, helm) and run all checks and tests"
@@ -16,6 +16,7 @@ help:
 	@echo "make crds   - regenerate crds/ and the chart's copy from the models"
 	@echo "make docs   - regenerate docs/troubleshooting.md and docs/sandbox.md from their tables"
 	@echo "make bench  - print the performance and reliability figures (bench/)"
+	@echo "make bench-scale - 1,000 AmlJobs inside ARM's documented request budget (about six minutes)"
 	@echo "make chaos  - only the reliability suite (AMLWIRE_CHAOS_SEED=<n> replays another campaign)"
 
 venv: $(STAMP)
@@ -59,6 +60,9 @@ bench: venv testenv
 	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/python -m bench.wiring
 	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/python -m bench.jobs
 	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/python -m bench.chaos
+
+bench-scale: venv testenv
+	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -15,7 +15,7 @@ from typing import Any
 
 from amlwire.domain import azure as az
 from amlwire.domain.errors import AzureError, AzureNotFound, KubeConflict, KubeForbidden, KubeNotFound
-from amlwire.domain.jobs import JobDetails, JobRequest, JobSnapshot
+from amlwire.domain.jobs import JobDetails, JobListing, JobRequest, JobSnapshot
 from amlwire.reconcile.common import Event
 from amlwire.reconcile.ports import ObjectRef, ServiceAccountInfo
 
@@ -56,6 +56,7 @@ class FakeAzure:
     workspaces: dict[str, az.WorkspaceInfo] = field(default_factory=dict)
     computes: dict[tuple[str, str], az.ComputeInfo] = field(default_factory=dict)
     jobs: dict[tuple[str, str], JobSnapshot] = field(default_factory=dict)
+    page_size: int = 50  # jobs per page of a listing, as AML pages
     submitted: list[JobRequest] = field(default_factory=list)
     details: dict[str, JobDetails] = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -243,9 +244,10 @@ class FakeAzure:
         self.jobs[(workspace.id.lower(), request.name)] = snapshot
         return snapshot
 
-    def list_jobs(self, workspace: az.WorkspaceRef, tag: str, wanted: set[str]) -> dict[str, JobSnapshot]:
+    def list_jobs(self, workspace: az.WorkspaceRef, tag: str, wanted: set[str]) -> JobListing:
         self._call("list_jobs", workspace, tag)
-        return {name: job for (ws, name), job in self.jobs.items() if ws == workspace.id.lower()}
+        found = {name: job for (ws, name), job in self.jobs.items() if ws == workspace.id.lower()}
+        return JobListing(found, reads=max(1, -(-len(found) // self.page_size)))
 
     def cancel_job(self, workspace: az.WorkspaceRef, name: str) -> None:
         self._call("cancel_job", workspace, name)

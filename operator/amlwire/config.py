@@ -56,9 +56,24 @@ class Settings(BaseSettings):
         le=10,
         description="Retries the Azure SDK makes itself before amlwire requeues (keeps handlers from blocking).",
     )
+    arm_share: float = Field(
+        default=1.0, gt=0, le=1, description="Share of ARM's request budget amlwire may spend (less: other tools)."
+    )
+    arm_read_budget: str = Field(
+        default="250/25", description="ARM's read bucket for one principal: SIZE/REFILL-PER-SECOND (Learn)."
+    )
+    arm_write_budget: str = Field(default="200/10", description="ARM's write bucket: SIZE/REFILL-PER-SECOND.")
+    arm_delete_budget: str = Field(default="200/10", description="ARM's delete bucket: SIZE/REFILL-PER-SECOND.")
+    job_poll_read_share: float = Field(
+        default=0.2, gt=0, le=1, description="Share of amlwire's ARM read refill that following AML jobs may take."
+    )
     azure_timeout: float = Field(default=60.0, gt=0, description="Azure request timeout in seconds.")
     max_workers: int = Field(default=32, ge=1, le=256, description="Threads for handlers that call Azure.")
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus /metrics port (0: off).")
+    metrics_address: str = Field(
+        default="0.0.0.0",  # noqa: S104 - in a pod, Prometheus scrapes the pod IP
+        description="Address the /metrics endpoint listens on (127.0.0.1 outside a pod).",
+    )
     liveness_endpoint: str | None = Field(
         default="http://0.0.0.0:8081/healthz", description="kopf liveness probe endpoint (empty: off)."
     )
@@ -77,8 +92,24 @@ class Settings(BaseSettings):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         if not value.startswith("https://"):
-            raise ValueError("AMLWIRE_ARM_ENDPOINT must be an https:// URL (Azure SDKs only send tokens over TLS)")
+            raise ValueError("must be an https:// URL (Azure SDKs only send tokens over TLS)")
         return value.rstrip("/")
+
+    @field_validator("arm_read_budget", "arm_write_budget", "arm_delete_budget")
+    @classmethod
+    def _size_and_refill(cls, value: str) -> str:
+        size, _, refill = value.partition("/")
+        try:
+            if float(size) >= 1 and float(refill) > 0:
+                return value
+        except ValueError:
+            pass
+        raise ValueError(f"{value!r} is not SIZE/REFILL-PER-SECOND (e.g. 200/10, as Learn documents ARM's buckets)")
+
+    def arm_budget(self) -> dict[str, tuple[float, float]]:
+        """ARM's buckets by operation type: (size, refill per second)."""
+        budgets = {"reads": self.arm_read_budget, "writes": self.arm_write_budget, "deletes": self.arm_delete_budget}
+        return {kind: (float(v.partition("/")[0]), float(v.partition("/")[2])) for kind, v in budgets.items()}
 
     @property
     def is_public_cloud(self) -> bool:

@@ -108,9 +108,9 @@ def record_error(kind: str) -> None:
     RECONCILES.labels(kind=kind, result="error").inc()
 
 
-def serve(port: int) -> Any:
+def serve(port: int, address: str = "0.0.0.0") -> Any:  # noqa: S104 - in a pod, Prometheus scrapes the pod IP
     """Start the /metrics endpoint; returns the server to shut down (None for port 0)."""
     if not port:
         return None
-    server, _ = start_http_server(port)
+    server, _ = start_http_server(port, addr=address)
     return server

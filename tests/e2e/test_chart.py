@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from azure.identity import WorkloadIdentityCredential
 from kubernetes import client
 
 from amlwire.devenv.controlplane import find_binaries
-from amlwire.devenv.stack import FIC_TYPE, OPERATOR_CLIENT_ID
+from amlwire.devenv.stack import FIC_TYPE, OPERATOR_CLIENT_ID, operator_environment
 from amlwire.handlers.operator import BackgroundOperator
 from amlwire.main import build_services
 from tests.conftest import REPO, wait_for
@@ -48,23 +50,30 @@ def test_helm_lint_is_clean():
     assert "[INFO]" not in out
 
 
-def test_values_schema_refuses_bad_values():
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        (["operator.logFormat=xml"], "logFormat"),
+        (["replicaCount=2"], "replicaCount"),  # without peering two replicas would both act
+        (["operator.armShare=0"], "armShare"),
+    ],
+)
+def test_values_schema_refuses_bad_values(values, named):
+    sets = [arg for value in values for arg in ("--set", value)]
     done = subprocess.run(
-        [
-            str(find_binaries(REPO) / "helm"),
-            "template",
-            RELEASE,
-            str(CHART),
-            *VALUES,
-            "--set",
-            "operator.logFormat=xml",
-        ],
+        [str(find_binaries(REPO) / "helm"), "template", RELEASE, str(CHART), *VALUES, *sets],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode != 0
-    assert "logFormat" in done.stderr
+    assert named in done.stderr
+
+
+def test_two_replicas_with_peering_and_the_doctor_role_can_be_left_out():
+    kinds = [d["kind"] for d in rendered("--set", "replicaCount=2", "--set", "peering.enabled=true")]
+    assert kinds.count("ClusterRole") == 2  # the operator's and the doctor's
+    assert [d["kind"] for d in rendered("--set", "doctor.rbac=false")].count("ClusterRole") == 1
 
 
 def test_pod_runs_locked_down_with_workload_identity():
@@ -92,7 +101,7 @@ def test_peering_makes_a_second_replica_safe():
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["AMLWIRE_PEERING"] == "amlwire"
     assert "strategy" not in deployment["spec"]
-    role = next(d for d in documents if d["kind"] == "ClusterRole")
+    role = next(d for d in documents if d["kind"] == "ClusterRole" and d["metadata"]["name"] == RELEASE)
     assert any("clusterkopfpeerings" in r["resources"] for r in role["rules"])
 
 
@@ -165,8 +174,8 @@ def test_installed_chart_runs_a_whole_lifecycle_with_exactly_its_permissions(har
     assert "STATUS: deployed" in out
     apps = client.AppsV1Api(harness.kube)
     assert apps.read_namespaced_deployment(RELEASE, NAMESPACE).spec.template.spec.service_account_name == "amlwire"
-    role = client.RbacAuthorizationV1Api(harness.kube).read_cluster_role(RELEASE)
-    role_doc = {"rules": [{"apiGroups": r.api_groups, "resources": r.resources, "verbs": r.verbs} for r in role.rules]}
+    rbac = client.RbacAuthorizationV1Api(harness.kube)
+    role_doc, doctor_doc = (_rules(rbac.read_cluster_role(name)) for name in (RELEASE, f"{RELEASE}-doctor"))
     harness.ctl.create(
         f"{harness.operator_identity_id}/federatedIdentityCredentials/amlwire-chart",
         FIC_TYPE,
@@ -194,6 +203,9 @@ def test_installed_chart_runs_a_whole_lifecycle_with_exactly_its_permissions(har
         harness.wait_ready(compute)
         job = harness.apply_job("amljob-train.yaml")
         harness.wait_job(job)
+        doctor = _doctor_as_the_chart(harness, compute, kubeconfig, token_file)
+        assert doctor.returncode in (0, 1), doctor.stderr  # 2 would be "could not run" (e.g. RBAC refused)
+        assert json.loads(doctor.stdout)["target"]["attachedCompute"] == compute
         harness.delete_job(job)
         wait_for(
             lambda: (
@@ -222,3 +234,45 @@ def test_installed_chart_runs_a_whole_lifecycle_with_exactly_its_permissions(har
     assert forbidden == []
     unused = _granted(role_doc) - used
     assert unused == set(), f"the ClusterRole grants what amlwire never used: {sorted(unused)}"
+    unused_by_doctor = _granted(doctor_doc) - used
+    assert unused_by_doctor == set(), f"the doctor's role grants what it never used: {sorted(unused_by_doctor)}"
+
+
+def _rules(role: Any) -> dict[str, Any]:
+    return {"rules": [{"apiGroups": r.api_groups, "resources": r.resources, "verbs": r.verbs} for r in role.rules]}
+
+
+def _doctor_as_the_chart(harness: Any, compute: str, kubeconfig: Path, token_file: Path) -> Any:
+    """`amlwire doctor` as the NOTES print it: in the pod, as its ServiceAccount, with its Azure identity.
+
+    A pod of the AzureML extension's sidecar sits in the compute's namespace so the doctor reads its log
+    (the test apiserver has no kubelet: the read is answered, not refused)."""
+    namespace = harness.compute(compute)["spec"]["compute"]["namespace"]
+    harness.core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "sidecar-probe"},
+            "spec": {"containers": [{"name": "data-capability", "image": "mcr.microsoft.com/azureml/dc:1"}]},
+        },
+    )
+    environment = operator_environment(harness, kubeconfig=kubeconfig)
+    environment["AZURE_FEDERATED_TOKEN_FILE"] = str(token_file)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "amlwire.cli.main", "doctor", compute, "-o", "json"],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        harness.core.delete_namespaced_pod("sidecar-probe", namespace)
+
+
+def test_the_metrics_port_is_declared_only_when_metrics_are_on():
+    def ports(*extra: str) -> list[str]:
+        deployment = next(d for d in rendered(*extra) if d["kind"] == "Deployment")
+        return [p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]]
+
+    assert ports() == ["metrics", "health"]
+    assert ports("--set", "metrics.enabled=false") == ["health"]

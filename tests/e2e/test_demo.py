@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -32,4 +33,19 @@ def test_demo_once_finishes_headless(tmp_path):
     assert "robotics-gpu" in out
     assert "Passed" in out  # the validation job's verdict column
     assert "no failures" in out  # the doctor's verdict on the demo's compute
-    assert "/metrics" in out
+    assert "http://127.0.0.1:" in out  # metrics on loopback
+    # where to look comes first, while the demo runs
+    assert out.index("Where to look") < out.index("kubectl get amlc")
+    # quiet: no kopf, Kubernetes-client or azure-ai-ml lines at default verbosity
+    noise = [
+        line
+        for line in (out + done.stderr).splitlines()
+        if any(
+            marker in line
+            for marker in ("kopf", "Request attempt", "OS signals", "tenant id", "experimental", "Connection pool")
+        )
+    ]
+    assert noise == []
+    # the work folder (an admin-token kubeconfig among ~90 MB) is gone
+    kubeconfig = next(w for w in out.split() if w.endswith("kubeconfig") and "/" in w)
+    assert not Path(kubeconfig).exists()

@@ -340,5 +340,25 @@ def test_table_output(harness, healthy, monkeypatch):
     harness.ctl.delete(EXTENSION_ID)
     result = CliRunner().invoke(cli, ["doctor", healthy])
     assert result.exit_code == 1
-    assert "F12" in result.output
+    lines = result.output.splitlines()
+    chain = next(line for line in lines if line.startswith("cluster "))
+    assert "extension ✗" in chain
+    assert "cluster ✓" in chain
+    failing = next(i for i, line in enumerate(lines) if "F12" in line)
+    assert lines[failing].startswith("✗ F12 AzureML extension installed and healthy")
+    fix = lines[lines.index("  fix:", failing) + 1]
+    assert "az k8s-extension create" in fix
+    assert "--cluster-name aks-robotics" in fix  # the whole command on one line, not wrapped in a cell
+    assert "checks passed" in result.output  # folded
+    assert "AKS OIDC issuer" not in result.output
     assert "1 failing: F12" in result.output
+    verbose = CliRunner().invoke(cli, ["doctor", healthy, "-v"])
+    assert "AKS OIDC issuer enabled" in verbose.output  # a pass named by what it verified
+    assert "AKS OIDC issuer disabled" not in verbose.output
+
+
+def test_every_doctor_check_is_named_by_what_it_verifies_on_a_link_of_the_chain():
+    from amlwire.cli.doctor import VERIFIES
+    from amlwire.domain.failures import FAILURES
+
+    assert set(VERIFIES) == {f.id for f in FAILURES if f.checked_by == "doctor"}

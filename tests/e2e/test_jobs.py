@@ -80,6 +80,7 @@ def test_broken_wiring_fails_a_mount_job_with_a_hint_and_in_container_completes(
     aml_name = wait_for(lambda: (harness.job(mounted).get("status") or {}).get("amlJobName"), timeout=10)
     # someone strips the extension's identity settings; amlwire is in Verify mode for the extension
     harness.patch_compute(compute, {"extension": {"mode": "Verify"}})
+    harness.wait_reconciled(compute)  # no reconcile still working to the Configure spec when the break comes
     harness.ctl.patch(
         EXTENSION_ID,
         {"properties": {"configurationSettings": {"identityType": None, "userAssignedIdentityResourceId": None}}},

@@ -365,3 +365,54 @@ def test_published_openapi_carries_model_descriptions(kube_get):
     identity = spec["properties"]["identity"]
     assert identity["description"] == AttachedComputeSpec.model_fields["identity"].description
     assert identity["properties"]["resourceId"]["description"] == IdentitySpec.model_fields["resource_id"].description
+
+
+def _table(control_plane: Any, path: str) -> dict[str, Any]:
+    """What `kubectl get` prints: the apiserver's Table rendering of the CRD's printer columns."""
+    import requests
+
+    response = requests.get(
+        control_plane.server + path,
+        headers={
+            "Authorization": f"Bearer {control_plane.admin_token}",
+            "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io",
+        },
+        verify=str(control_plane.ca_file),
+        timeout=30,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def test_a_refused_job_shows_ready_and_reason_and_wide_adds_the_message(custom, control_plane):
+    ensure_namespace(custom.api_client, "robotics")
+    obj = fresh(load("amljob-command.yaml"))
+    obj["metadata"]["namespace"] = "robotics"
+    created = custom.create_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs", obj)
+    name = created["metadata"]["name"]
+    ready = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "ComputeNotFound",
+        "message": "AttachedCompute robotics-gpu does not exist",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, "robotics", "amljobs", name, {"status": {"conditions": [ready]}}
+    )
+    try:
+        table = _table(control_plane, f"/apis/{GROUP}/{VERSION}/namespaces/robotics/amljobs/{name}")
+        columns = [(c["name"], c.get("priority", 0)) for c in table["columnDefinitions"]]
+        row = dict(zip([c for c, _ in columns], table["rows"][0]["cells"], strict=True))
+        assert (row["Ready"], row["Reason"]) == ("False", "ComputeNotFound")
+        assert ("Message", 1) in columns  # -o wide
+        assert row["Message"] == ready["message"]
+        assert [c for c, p in columns if p == 0][:4] == ["Name", "Compute", "Template", "Ready"]
+    finally:
+        custom.delete_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs", name)
+
+
+def test_wide_attached_compute_columns_name_the_cluster_and_identity(control_plane):
+    table = _table(control_plane, f"/apis/{GROUP}/{VERSION}/attachedcomputes")
+    wide = [c["name"] for c in table["columnDefinitions"] if c.get("priority") == 1]
+    assert wide == ["Cluster", "Identity", "Message"]

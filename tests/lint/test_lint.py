@@ -64,3 +64,17 @@ def test_cli_exit_codes_and_output(tmp_path):
     report = json.loads(runner.invoke(cli, ["lint", "-o", "json", str(CORPUS / "bad-several.yaml")]).output)
     assert report["errors"] == 3
     assert {f["rule"] for f in report["findings"]} == {"F20", "F21", "F22"}
+
+
+def test_a_folder_is_every_yaml_file_under_it_and_json_survives_an_unreadable_file(tmp_path):
+    runner = CliRunner()
+    folder = runner.invoke(cli, ["lint", str(CORPUS)])
+    assert f"{len(FILES)} file(s):" in folder.output
+    assert folder.exit_code == 1  # the corpus holds errors
+    report = json.loads(
+        runner.invoke(
+            cli, ["lint", "-o", "json", str(CORPUS / "good-command.yaml"), str(tmp_path / "nope.yaml")]
+        ).stdout
+    )
+    assert report["errors"] == 0
+    assert report["unreadable"] == [f"cannot read {tmp_path / 'nope.yaml'}: No such file or directory"]

@@ -206,7 +206,7 @@ def test_missing_credentials_are_created_one_per_service_account():
     result = run(federate_service_accounts, scope)
     assert result.outcome is Outcome.DONE
     assert scope.azure.count("put_federated_credential") == 3
-    assert reasons(scope) == [r.FEDERATED_CREDENTIAL_MISSING] * 3
+    assert reasons(scope) == [r.FEDERATED_CREDENTIAL_CREATED] * 3  # the event names the action, not the lack
     assert {c.subject for c in scope.status.federated_credentials} == {
         "system:serviceaccount:azureml:default",
         "system:serviceaccount:azureml:training",
@@ -238,7 +238,7 @@ def test_an_amlwire_credential_with_the_wrong_issuer_is_corrected():
     azure.credentials[IDENTITY_ID.lower()][wrong.name] = replace(wrong, issuer=ISSUER.rstrip("/"))
     scope = make(azure)
     run(federate_service_accounts, scope)
-    assert r.FEDERATED_CREDENTIAL_ISSUER_MISMATCH in reasons(scope)
+    assert r.FEDERATED_CREDENTIAL_ISSUER_MISMATCH in reasons(scope)  # the event says what was wrong and fixed
     assert azure.credentials[IDENTITY_ID.lower()][wrong.name].issuer == ISSUER
 
 

@@ -17,7 +17,7 @@ from amlwire.reconcile.amljob import JobScope, cancel_job, reconcile_job
 from amlwire.reconcile.amljob.follow import follow_the_job
 from amlwire.reconcile.amljob.submit import submit_the_job
 from amlwire.reconcile.common import Timings
-from amlwire.reconcile.poller import FollowedJob, JobPoller, JobWatch
+from amlwire.reconcile.poller import BACKOFF, FollowedJob, JobPoller, JobWatch
 from amlwire.reconcile.runner import Step, guard
 from tests.conftest import example
 from tests.fakes import WORKSPACE, FakeAzure, at, rejected, throttled
@@ -449,3 +449,50 @@ def test_a_command_naming_an_undeclared_input_is_refused_by_the_model():
     with pytest.raises(ValidationError, match="only output"):
         spec("amljob-command.yaml", command="cp x ${{outputs.model}}")
     assert spec("amljob-command.yaml", command="python train.py --lr ${{ inputs.lr }}", inputs={"lr": "3e-4"})
+
+
+def test_the_poll_interval_grows_with_what_the_listings_cost_in_arm_reads():
+    """Two workspaces of one subscription, 500 jobs each in pages of 50: 20 reads a round, at 5 reads/s."""
+    azure, watch, clock = FakeAzure(), JobWatch(), Clock()
+    other = WORKSPACE.id.replace("mlw-robotics", "mlw-other")
+    for workspace in (WORKSPACE.id, other):
+        for i in range(500):
+            name = f"{workspace[-5:]}-{i}"
+            azure.jobs[(workspace.lower(), name)] = JobSnapshot(name, "Running")
+            watch.follow(followed(name, workspace), JobSnapshot(name, "Running"))
+    poller = JobPoller(azure, watch, lambda job: None, interval=2, clock=clock, read_rate=5.0)
+    poller.tick()
+    assert azure.count("list_jobs") == 2
+    assert poller.budgeted_interval(WORKSPACE.id) == pytest.approx(20 / 5.0)
+    clock.now += 2.0 * BACKOFF  # the backoff alone would poll again now; the budget says not before 4 s
+    poller.tick()
+    assert azure.count("list_jobs") == 2
+    clock.now = 4.0
+    poller.tick()
+    assert azure.count("list_jobs") == 4
+
+
+def test_without_a_read_rate_the_interval_is_the_configured_one():
+    azure, watch, clock = FakeAzure(), JobWatch(), Clock()
+    azure.jobs[(WORKSPACE.id.lower(), "j")] = JobSnapshot("j", "Running")
+    watch.follow(followed("j"), JobSnapshot("j", "Running"))
+    poller = JobPoller(azure, watch, lambda job: None, interval=10, clock=clock)
+    assert poller.tick() == 15.0
+    assert poller.budgeted_interval(WORKSPACE.id) == 0.0
+
+
+def test_statuses_a_job_only_passes_through_cost_no_apiserver_write():
+    azure, watch, clock, updated = FakeAzure(), JobWatch(), Clock(), []
+    azure.jobs[(WORKSPACE.id.lower(), "j")] = JobSnapshot("j", "Running")
+    watch.follow(followed("j"), JobSnapshot("j", "Running"))
+    poller = JobPoller(
+        azure,
+        watch,
+        lambda job: updated.append(azure.jobs[(WORKSPACE.id.lower(), "j")].status),
+        interval=10,
+        clock=clock,
+    )
+    for status in ("Finalizing", "Completed"):
+        azure.set_job("j", status)
+        clock.now += poller.tick() + 100
+    assert updated == ["Completed"]

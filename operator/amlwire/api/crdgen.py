@@ -74,6 +74,9 @@ KINDS = (
             {"name": "Ready", "type": "string", "jsonPath": _ready("status")},
             {"name": "Reason", "type": "string", "jsonPath": _ready("reason")},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {"name": "Cluster", "type": "string", "jsonPath": ".spec.cluster.name", "priority": 1},
+            {"name": "Identity", "type": "string", "jsonPath": ".status.identity.clientId", "priority": 1},
+            {"name": "Message", "type": "string", "jsonPath": _ready("message"), "priority": 1},
         ),
     ),
     Kind(
@@ -87,10 +90,13 @@ KINDS = (
         printer_columns=(
             {"name": "Compute", "type": "string", "jsonPath": ".spec.computeRef"},
             {"name": "Template", "type": "string", "jsonPath": ".spec.template"},
+            {"name": "Ready", "type": "string", "jsonPath": _ready("status")},
+            {"name": "Reason", "type": "string", "jsonPath": _ready("reason")},
             {"name": "AML Status", "type": "string", "jsonPath": ".status.amlStatus"},
-            {"name": "AML Job", "type": "string", "jsonPath": ".status.amlJobName"},
             {"name": "Verdict", "type": "string", "jsonPath": ".status.verdict"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {"name": "AML Job", "type": "string", "jsonPath": ".status.amlJobName", "priority": 1},
+            {"name": "Message", "type": "string", "jsonPath": _ready("message"), "priority": 1},
         ),
     ),
 )

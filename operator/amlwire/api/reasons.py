@@ -227,6 +227,7 @@ for _state in AML_JOB_STATES:
 
 # Events that name what amlwire did
 FEDERATED_CREDENTIAL_DELETED = reason("FederatedCredentialDeleted", "amlwire deleted a credential it had created")
+FEDERATED_CREDENTIAL_CREATED = reason("FederatedCredentialCreated", "amlwire created a federated credential")
 SERVICE_ACCOUNT_ANNOTATED = reason("ServiceAccountAnnotated", "amlwire annotated a service account")
 SERVICE_ACCOUNT_RELEASED = reason("ServiceAccountReleased", "amlwire took its annotation off an unlisted account")
 ROLE_ASSIGNMENT_CREATED = reason("RoleAssignmentCreated", "amlwire assigned a role")

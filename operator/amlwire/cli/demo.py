@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 AS_TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
+ROLE_PROPAGATION_SECONDS = 2  # the sandbox grants at once; the doctor command printed uses the same window
 EXAMPLES = ("attachedcompute.yaml", "amljob-train.yaml", "amljob-validate.yaml", "amljob-command.yaml")
 
 
@@ -100,8 +103,13 @@ def demo(once: bool, world: Path, examples_dir: Path, timeout: float) -> None:
         stack = LocalStack(plane, loaded, workdir / "azure", kube)
         metrics_port = free_port()
         stack.start_operator(
-            metrics_port=metrics_port, federation_propagation_seconds=1, role_propagation_seconds=2, job_poll_interval=1
+            metrics_port=metrics_port,
+            metrics_address="127.0.0.1",
+            federation_propagation_seconds=1,
+            role_propagation_seconds=ROLE_PROPAGATION_SECONDS,
+            job_poll_interval=1,
         )
+        _where_to_look(console, plane, stack, metrics_port)
         applied = _apply_examples(kube, examples_dir)
         console.print(f"[bold]amlwire demo[/]: applied {', '.join(applied)}")
         expected_jobs = sum(1 for name in applied if name.startswith("amljob"))
@@ -115,7 +123,6 @@ def demo(once: bool, world: Path, examples_dir: Path, timeout: float) -> None:
                     break
                 time.sleep(0.5)
         _diagnose(console, stack)
-        _where_to_look(console, plane, stack, metrics_port)
         if once:
             ok = succeeded(plane)
             console.print(
@@ -133,6 +140,7 @@ def demo(once: bool, world: Path, examples_dir: Path, timeout: float) -> None:
         if stack is not None:
             stack.close()
         plane.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # ~90 MB, and a kubeconfig with an admin token
 
 
 def _apply_examples(kube: Any, folder: Path) -> list[str]:
@@ -170,7 +178,7 @@ def _diagnose(console: Console, stack: Any) -> None:
         stack.operator.services.azure,
         kube,
         datetime.now(UTC),
-        timedelta(seconds=2),
+        timedelta(seconds=ROLE_PROPAGATION_SECONDS),
         ("robotics-gpu", obj["metadata"]["uid"]),
     )
     report_table(console, diagnose(facts), spec, "robotics-gpu")
@@ -184,10 +192,13 @@ def _where_to_look(console: Console, plane: Any, stack: Any, metrics_port: int) 
             "AMLWIRE_ARM_ENDPOINT": stack.sandbox.base_url,
             "AMLWIRE_CA_BUNDLE": stack.sandbox.ca_file,
             "AMLWIRE_KUBECONFIG": plane.kubeconfig,
+            "AMLWIRE_ROLE_PROPAGATION_SECONDS": ROLE_PROPAGATION_SECONDS,
         }.items()
     )
-    console.print(f"""[bold]Where to look[/]
-  Kubernetes:  kubectl --kubeconfig {plane.kubeconfig} get amlc,amlj -A   (describe them for events)
+    kubectl = plane.bin_dir / "kubectl" if (plane.bin_dir / "kubectl").is_file() else "kubectl"
+    amlwire = Path(sys.executable).with_name("amlwire")
+    console.print(f"""[bold]Where to look[/] (while the demo runs)
+  Kubernetes:  {kubectl} --kubeconfig {plane.kubeconfig} get amlc,amlj -A   (describe them for events)
   Metrics:     http://127.0.0.1:{metrics_port}/metrics
   Azure:       {stack.sandbox.base_url}/_sandbox/state  (calls: /_sandbox/calls, CA: {stack.sandbox.ca_file})
-  Doctor:      {env} amlwire doctor robotics-gpu""")
+  Doctor:      {env} {amlwire} doctor robotics-gpu""")

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from amlwire.api.attachedcompute import AttachedComputeSpec
+from amlwire.cli.settings import load_settings
 from amlwire.config import Settings
 from amlwire.domain.doctor import Result, diagnose, exit_code
 
@@ -100,15 +101,88 @@ def report_json(results: list[Result], spec: AttachedComputeSpec, name: str | No
     )
 
 
-def report_table(console: Console, results: list[Result], spec: AttachedComputeSpec, name: str | None) -> None:
-    title = f"amlwire doctor: {name or spec.compute.name} ({spec.cluster.name} → {spec.workspace.name})"
-    table = Table(title=title, show_lines=True)
-    for column in ("id", "status", "check", "evidence", "fix"):
-        table.add_column(column, overflow="fold")
-    for r in results:
-        evidence = "\n".join(f"{k}: {v}" for k, v in r.evidence.items()) or r.why
-        table.add_row(r.id, f"[{STYLE[r.status]}]{r.status}[/]", r.title, evidence, r.fix)
-    console.print(table)
+# Each check named by what it verifies, on the link of the wiring it belongs to (the chain a job depends on).
+CHAIN: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    (
+        "cluster",
+        (
+            ("F01", "AKS OIDC issuer enabled"),
+            ("F02", "AKS workload identity enabled"),
+            ("F19", "AKS local accounts allow the attach"),
+        ),
+    ),
+    ("identity", (("F03", "user-assigned identity exists"),)),
+    (
+        "credentials",
+        (
+            ("F04", "a federated credential per service account"),
+            ("F05", "credential issuers match the cluster's exactly"),
+            ("F06", "credential audiences are api://AzureADTokenExchange"),
+            ("F07", "room under the 20-credential cap"),
+            ("F08", "credential writes not colliding"),
+        ),
+    ),
+    ("service accounts", (("F09", "service accounts exist"), ("F10", "service accounts carry the client ID"))),
+    (
+        "extension",
+        (("F12", "AzureML extension installed and healthy"), ("F13", "extension set to the user-assigned identity")),
+    ),
+    (
+        "access",
+        (
+            ("F15", "data-plane roles granted"),
+            ("F16", "role assignments old enough to be effective"),
+            ("F17", "datastore reachable with shared keys off"),
+            ("F18", "workspace identity holds its cluster roles"),
+        ),
+    ),
+    ("compute", (("F14", "compute attached with the identity and healthy"),)),
+    ("jobs", (("F11", "job pods labelled for workload identity"), ("F23", "data-capability sidecar authenticates"))),
+)
+VERIFIES = {failure: name for _, checks in CHAIN for failure, name in checks}
+MARK = {"pass": "[green]✓[/]", "fail": "[bold red]✗[/]", "warn": "[yellow]![/]", "skip": "[dim]·[/]"}
+
+
+def _link_status(results: dict[str, Result], failures: tuple[tuple[str, str], ...]) -> str:
+    statuses = {results[f].status for f, _ in failures if f in results}
+    for status in ("fail", "warn", "pass"):
+        if status in statuses:
+            return status
+    return "skip"
+
+
+def _evidence(result: Result) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in result.evidence.items()) or result.why
+
+
+def report_table(
+    console: Console, results: list[Result], spec: AttachedComputeSpec, name: str | None, verbose: bool = False
+) -> None:
+    """The wiring as the chain it is, failures first with their fix printed whole (to copy), passes folded."""
+    by_id = {r.id: r for r in results}
+    console.print(f"[bold]amlwire doctor: {name or spec.compute.name}[/] ({spec.cluster.name} → {spec.workspace.name})")
+    console.print(" → ".join(f"{link} {MARK[_link_status(by_id, checks)]}" for link, checks in CHAIN))
+    for status in ("fail", "warn"):
+        for r in (r for r in results if r.status == status):
+            console.print(f"\n{MARK[status]} {r.id} {VERIFIES.get(r.id, r.title)}: [bold]{r.title}[/]")
+            if evidence := _evidence(r):
+                console.print(f"  evidence: {evidence}", soft_wrap=True, highlight=False, markup=False)
+            if r.fix:
+                console.print("  fix:")
+                console.print(r.fix, soft_wrap=True, highlight=False, markup=False)  # unwrapped: copy and paste
+    rest = [r for r in results if r.status in ("pass", "skip")]
+    if verbose:
+        table = Table(show_header=True, box=None, padding=(0, 1))
+        for column in ("", "id", "verified", "evidence"):
+            table.add_column(column, overflow="fold")
+        for r in rest:
+            table.add_row(MARK[r.status], r.id, VERIFIES.get(r.id, r.title), _evidence(r))
+        console.print()
+        console.print(table)
+    else:
+        passed = sum(1 for r in rest if r.status == "pass")
+        skipped = len(rest) - passed
+        console.print(f"\n{passed} checks passed" + (f", {skipped} skipped" if skipped else "") + " (-v lists them)")
     failed = [r.id for r in results if r.status == "fail"]
     console.print(f"[bold red]{len(failed)} failing: {', '.join(failed)}[/]" if failed else "[green]no failures[/]")
 
@@ -144,7 +218,8 @@ def kube_client(settings: Settings) -> tuple[Any, str | None]:
 @click.option("--compute-namespace", default="default", show_default=True, help="Namespace AML job pods run in.")
 @click.option("--grant", multiple=True, help="SCOPE=ROLE the identity needs (repeatable).")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def doctor(name: str | None, manifest: Path | None, output: str, **values: Any) -> None:
+@click.option("--verbose", "-v", is_flag=True, help="List the checks that passed too.")
+def doctor(name: str | None, manifest: Path | None, output: str, verbose: bool, **values: Any) -> None:
     """Diagnose the wiring of an AttachedCompute (read-only): every field failure F01-F23, evidence and fix.
 
     Exit code 0: nothing fails; 1: something fails; 2: the doctor could not run (credentials, network, a
@@ -154,7 +229,7 @@ def doctor(name: str | None, manifest: Path | None, output: str, **values: Any) 
     from amlwire.adapters.azure.clients import AzureClients
     from amlwire.reconcile.doctor import DoctorCannotRun, gather
 
-    settings = Settings()
+    settings = load_settings()
     kube, kube_problem = kube_client(settings)
     raw, live = load_target(name, manifest, values, kube)
     try:
@@ -180,5 +255,5 @@ def doctor(name: str | None, manifest: Path | None, output: str, **values: Any) 
     if output == "json":
         click.echo(report_json(results, spec, label))
     else:
-        report_table(Console(width=max(120, Console().width)), results, spec, label)
+        report_table(Console(width=max(120, Console().width)), results, spec, label, verbose)
     sys.exit(exit_code(results))

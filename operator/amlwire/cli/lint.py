@@ -11,33 +11,51 @@ import click
 from amlwire.domain.lint import Finding, lint_text
 
 
+def _expand(paths: tuple[Path, ...]) -> list[Path]:
+    """Files as given; folders become the YAML files under them."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+        else:
+            found.append(path)
+    return found
+
+
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def lint(files: tuple[Path, ...], output: str) -> None:
-    """Check AML job YAML files: typed literals in command jobs (F20), empty inputs (F21), MLflow vs custom
-    models (F22), unknown keys, missing compute/environment/command, references and modes.
+    """Check AML job YAML files, folders of them, or amlwire AmlJob manifests (all documents of a file):
+    typed literals in command jobs (F20), empty inputs (F21), MLflow vs custom models (F22), unknown keys,
+    missing compute/environment/command, references and modes. Other Kubernetes objects are for
+    `kubectl apply --dry-run=server`.
 
     Exit code 0: no errors (warnings allowed); 1: errors found; 2: a file could not be read.
     """
     findings: list[Finding] = []
-    for path in files:
+    unreadable: list[str] = []
+    paths = _expand(files)
+    for path in paths:
         try:
             text = path.read_text()
-        except OSError as error:
-            click.echo(f"amlwire lint: cannot read {path}: {error.strerror or error}", err=True)
-            sys.exit(2)
+        except (OSError, UnicodeDecodeError) as error:
+            unreadable.append(f"cannot read {path}: {getattr(error, 'strerror', None) or error}")
+            continue
         findings += lint_text(text, str(path))
     errors = sum(1 for f in findings if f.severity == "error")
     if output == "json":
-        click.echo(
-            json.dumps(
-                {"findings": [f.__dict__ for f in findings], "errors": errors, "warnings": len(findings) - errors},
-                indent=2,
-            )
-        )
+        report = {
+            "findings": [f.__dict__ for f in findings],
+            "errors": errors,
+            "warnings": len(findings) - errors,
+            "unreadable": unreadable,
+        }
+        click.echo(json.dumps(report, indent=2))
     else:
         for finding in findings:
             click.echo(str(finding))
-        click.echo(f"{len(files)} file(s): {errors} error(s), {len(findings) - errors} warning(s)")
-    sys.exit(1 if errors else 0)
+        for problem in unreadable:
+            click.echo(f"amlwire lint: {problem}", err=True)
+        click.echo(f"{len(paths)} file(s): {errors} error(s), {len(findings) - errors} warning(s)")
+    sys.exit(2 if unreadable else 1 if errors else 0)

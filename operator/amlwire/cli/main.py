@@ -20,9 +20,18 @@ def cli() -> None:
 @cli.command()
 def run() -> None:
     """Run the operator (settings from AMLWIRE_* environment variables)."""
+    from kubernetes.config import ConfigException
+
+    from amlwire.cli.settings import load_settings
     from amlwire.main import run as run_operator
 
-    run_operator()
+    settings = load_settings()
+    try:
+        run_operator(settings)
+    except ConfigException as error:
+        where = f"AMLWIRE_KUBECONFIG={settings.kubeconfig}" if settings.kubeconfig else "KUBECONFIG or ~/.kube/config"
+        click.echo(f"amlwire: cannot reach Kubernetes: {error} (outside a pod, set {where})", err=True)
+        raise SystemExit(2) from None
 
 
 @cli.command()

@@ -36,7 +36,7 @@ def install_crds(api: client.ApiClient, manifests: Iterable[dict[str, Any]], tim
     deadline = time.monotonic() + timeout
     for manifest in manifests_list:
         name = manifest["metadata"]["name"]
-        while not (_established(ext, name) and _discoverable(api, manifest)):
+        while not (_established(ext, name) and _discoverable(api, manifest) and _listable(api, manifest)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"CRD {name} not Established and discoverable after {timeout}s")
             time.sleep(0.1)
@@ -53,6 +53,20 @@ def _discoverable(api: client.ApiClient, manifest: dict[str, Any]) -> bool:
             return False
         raise
     return any(r.name == plural for r in resources.resources or [])
+
+
+def _listable(api: client.ApiClient, manifest: dict[str, Any]) -> bool:
+    """Its storage is ready: right after a create or replace the apiserver answers 429 "storage is
+    (re)initializing", which clients retry with a warning apiece."""
+    group, plural = manifest["spec"]["group"], manifest["spec"]["names"]["plural"]
+    version = next(v["name"] for v in manifest["spec"]["versions"] if v.get("served", True))
+    try:
+        custom_api(api).list_cluster_custom_object(group, version, plural, limit=1)
+    except client.ApiException as error:
+        if error.status in (404, 429, 503):
+            return False
+        raise
+    return True
 
 
 def _established(ext: Any, name: str) -> bool:

@@ -22,6 +22,9 @@ MODEL_DIR = "/tmp/amlwire-model"  # noqa: S108
 # JobStatus values that never change again; NotResponding, Paused and Unknown are not among them (a
 # NotResponding job can go back to any earlier state)
 TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
+# Statuses a job passes through in seconds on its way somewhere that matters: not worth an apiserver write
+# each (status shows them when a reconcile happens to see them; AML studio shows every step)
+PASSING = frozenset({"Starting", "Preparing", "Provisioning", "Finalizing", "CancelRequested"})
 STREAM_AUTH = "ScriptExecution.StreamAccess.Authentication"
 TAG_COMPUTE = "amlwire.io/attached-compute"
 TAG_NAMESPACE = "amlwire.io/namespace"
@@ -90,6 +93,14 @@ class JobSnapshot:
 
 
 GONE = ""  # the status of a job AML does not know
+
+
+@dataclass(frozen=True)
+class JobListing:
+    """One listing of a workspace's jobs, and how many ARM reads (pages) it took."""
+
+    jobs: dict[str, JobSnapshot]
+    reads: int = 1
 
 
 @dataclass(frozen=True)

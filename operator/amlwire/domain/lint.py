@@ -70,6 +70,10 @@ REFERENCE = re.compile(
     r"|//.+"  # azureml://datastores/..., azureml://jobs/..., azureml://registries/...
     r")$"
 )
+# a registered model whose name says it holds a checkpoint (what training jobs register, as custom_model)
+REGISTERED_CHECKPOINT = re.compile(r"^azureml:[A-Za-z0-9_.-]*(checkpoint|ckpt)[A-Za-z0-9_.-]*:[A-Za-z0-9_.-]+$", re.I)
+UNQUOTED = {"tag:yaml.org,2002:float", "tag:yaml.org,2002:bool"}
+FLOAT_LIKE = re.compile(r"^[-+]?(\d+\.\d*|\.\d+|\d+\.?\d*[eE][-+]?\d+)$")  # kubectl's YAML reads 3e-4 as a number
 BINDING = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z0-9_]+)\s*\}\}")
 
 
@@ -111,9 +115,10 @@ def _scalar(node: yaml.Node | None) -> str | None:
 
 
 def lint_text(text: str, path: str = "<job>") -> list[Finding]:
+    """Every document of a file: AML job YAML, or an amlwire AmlJob manifest."""
     lint = _Lint(path)
     try:
-        document = yaml.compose(text)
+        documents: list[yaml.Node | None] = [d for d in yaml.compose_all(text) if d is not None] or [None]
     except yaml.YAMLError as error:
         # where the broken construct began (an unclosed bracket) is where to look, not where YAML gave up
         problem, context = getattr(error, "problem_mark", None), getattr(error, "context_mark", None)
@@ -126,9 +131,28 @@ def lint_text(text: str, path: str = "<job>") -> list[Finding]:
             Finding(path, (mark.line + 1) if mark else 1, "<document>", "L01", "error", f"not valid YAML: {detail}")
         )
         return lint.findings
+    for document in documents:
+        _document(lint, document)
+    return sorted(lint.findings, key=lambda f: (f.line, f.rule))
+
+
+def _document(lint: _Lint, document: yaml.Node | None) -> None:
     if not isinstance(document, yaml.MappingNode):
         lint.add(document, "<document>", "L01", "an AML job is a YAML mapping (type, command, environment, ...)")
-        return lint.findings
+        return
+    kind = _scalar(_get(document, "kind"))
+    if kind == "AmlJob" and (_scalar(_get(document, "apiVersion")) or "").startswith("amlwire.io/"):
+        _aml_job_manifest(lint, document)
+        return
+    if kind is not None and _get(document, "apiVersion") is not None:
+        lint.add(
+            _get(document, "kind"),
+            "kind",
+            "L10",
+            f"a Kubernetes {kind}, not an AML job: `kubectl apply --dry-run=server -f FILE` checks it",
+            "warning",
+        )
+        return
     job_type = _scalar(_get(document, "type")) or "command"
     if job_type == "command":
         _command_job(lint, document, "", pipeline_child=False)
@@ -142,7 +166,51 @@ def lint_text(text: str, path: str = "<job>") -> list[Finding]:
             f"job type {job_type!r} is not checked by amlwire lint (command and pipeline are)",
             "warning",
         )
-    return sorted(lint.findings, key=lambda f: (f.line, f.rule))
+
+
+def _not_int_or_string(value: yaml.ScalarNode) -> bool:
+    """Written bare, a value kubectl sends as a float or a boolean (PyYAML reads 3e-4 as a string; Go does not)."""
+    return value.tag in UNQUOTED or bool(FLOAT_LIKE.match(value.value))
+
+
+def _aml_job_manifest(lint: _Lint, document: yaml.Node) -> None:
+    """An amlwire AmlJob: its inputs are plain values (F20, F21) and its command binds only declared inputs.
+    The rest of its schema is the apiserver's to check (`kubectl apply --dry-run=server -f FILE`)."""
+    spec = _get(document, "spec")
+    if not isinstance(spec, yaml.MappingNode):
+        lint.add(spec or document, "spec", "L01", "an AmlJob needs a spec: mapping")
+        return
+    inputs = _get(spec, "inputs")
+    for name, _, value in _items(inputs) if inputs is not None else ():
+        field = f"spec.inputs.{name}"
+        if isinstance(value, yaml.MappingNode):
+            lint.add(
+                value,
+                field,
+                "F20",
+                "AmlJob inputs are plain values (command jobs take literals as they are): write "
+                f"`{name}: VALUE`, not a mapping with type/default",
+            )
+        elif isinstance(value, yaml.ScalarNode) and value.tag == "tag:yaml.org,2002:str" and value.value == "":
+            lint.add(value, field, "F21", "empty string input: AML rejects it; omit the input or use a sentinel")
+        elif isinstance(value, yaml.ScalarNode) and value.style is None and _not_int_or_string(value):
+            lint.add(
+                value,
+                field,
+                "F20",
+                f"{value.value} reaches the apiserver as a number or a boolean, not an integer or a string; "
+                f'quote it: {name}: "{value.value}"',
+            )
+    declared = {n for n, _, _ in _items(inputs)} if inputs is not None else set()
+    command = _get(spec, "command")
+    for kind, name in BINDING.findall(_scalar(command) or ""):
+        if kind == "inputs" and name not in declared and name != "model":
+            lint.add(
+                command,
+                "spec.command",
+                "L08",
+                f"${{{{inputs.{name}}}}} is used but spec.inputs.{name} is not declared",
+            )
 
 
 def _command_job(lint: _Lint, job: yaml.Node, prefix: str, pipeline_child: bool) -> None:
@@ -273,6 +341,15 @@ def _input(lint: _Lint, field: str, key: yaml.Node, value: yaml.Node, command_jo
             f"{field}.type",
             "F22",
             f"{path!r} looks like a plain checkpoint, not an MLflow model (no MLmodel file); use type: custom_model",
+        )
+    elif kind == "mlflow_model" and REGISTERED_CHECKPOINT.match(path):
+        lint.add(
+            _get(value, "type"),
+            f"{field}.type",
+            "F22",
+            f"{path!r} is named as a checkpoint: a checkpoint registered from a training job is custom_model, not "
+            f"an MLflow model (check: az ml model show --name NAME --version VERSION; MLflow models have MLmodel)",
+            "warning",
         )
     if path is not None and path.startswith("azureml:"):
         _reference(lint, _get(value, "path"), f"{field}.path", path)

@@ -86,6 +86,14 @@ def reconcile_attached_compute(
     apply(patch, services.kube, body, status, result.status, result.events, result.requeue_after, result.summary)
 
 
+def check_drift(*, uid: str, **kwargs: Any) -> None:
+    """The drift timer ticks often; each compute is reconciled when its own spread-out slot is due."""
+    services: Services = kwargs["memo"].services
+    assert services.drift is not None
+    if services.drift.due(uid):
+        reconcile_attached_compute(uid=uid, **kwargs)
+
+
 def delete_attached_compute(
     *, name: str, uid: str, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, **kwargs: Any
 ) -> None:
@@ -100,6 +108,8 @@ def delete_attached_compute(
     if not result.finished:
         raise kopf.TemporaryError(result.message, delay=result.requeue_after)
     metrics.STATES.forget(KIND, None, name)
+    if services.drift is not None:
+        services.drift.forget(uid)
 
 
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
@@ -120,9 +130,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         kopf.on.update(
             *resource, field=("metadata", "annotations", DETACH_UNDER_JOBS), registry=registry, id="detach_under_jobs"
         ),
-        kopf.timer(
-            *resource, interval=settings.drift_interval, initial_delay=settings.drift_interval, registry=registry
-        ),
     ):
         decorator(reconcile_attached_compute)
+    tick = min(30.0, settings.drift_interval / 4)
+    kopf.timer(*resource, interval=tick, initial_delay=tick, registry=registry, id="drift")(check_drift)
     kopf.on.delete(*resource, registry=registry)(delete_attached_compute)

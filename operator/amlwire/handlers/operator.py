@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import logging
+import secrets
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,12 +32,13 @@ class RequeueIsNotAnError(logging.Filter):
     """amlwire requeues with kopf.TemporaryError while Azure works; that is progress, not an error.
 
     kopf logs it at ERROR (and would post it as an Error event); the resource's conditions and amlwire's
-    own events already say what is happening, so the record is lowered to INFO.
+    own events already say what is happening, so the record is lowered to INFO and worded as what it is.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.ERROR and "failed temporarily" in record.getMessage():
             record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = str(record.msg).replace("failed temporarily", "will run again")
         return True
 
 
@@ -42,11 +47,34 @@ class RequeueIsNotAnError(logging.Filter):
 QUIET_LOGGERS = ("azure", "msal", "urllib3")
 
 
+class DriftTicksAreQuiet(logging.Filter):
+    """The drift timer ticks every few seconds per AttachedCompute and mostly finds nothing due: its "succeeded"
+    lines are kept for DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timer 'drift' succeeded") or log.isEnabledFor(logging.DEBUG)
+
+
+class SignalsAreHandled(logging.Filter):
+    """kopf warns that it ignores OS signals when it runs outside the main thread (the demo, the tests): there
+    the host stops it with its stop flag, so the warning is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "OS signals are ignored" not in record.getMessage()
+
+
 def configure_logging(level: str) -> None:
     logger = logging.getLogger("kopf.objects")
-    if not any(isinstance(f, RequeueIsNotAnError) for f in logger.filters):
-        logger.addFilter(RequeueIsNotAnError())
+    for kind in (RequeueIsNotAnError, DriftTicksAreQuiet):
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
     quiet_sdk_loggers(level)
+
+
+def hush_signal_warning() -> None:
+    reactor = logging.getLogger("kopf._core.reactor.running")
+    if not any(isinstance(f, SignalsAreHandled) for f in reactor.filters):
+        reactor.addFilter(SignalsAreHandled())
 
 
 def quiet_sdk_loggers(level: str) -> None:
@@ -54,7 +82,13 @@ def quiet_sdk_loggers(level: str) -> None:
     target = logging.DEBUG if level == "DEBUG" else logging.WARNING
     names = [n for n in list(logging.root.manager.loggerDict) if n.split(".", 1)[0] in QUIET_LOGGERS]
     for name in (*QUIET_LOGGERS, *names):
-        logging.getLogger(name).setLevel(target)
+        logger = logging.getLogger(name)
+        logger.setLevel(target)
+        if name.startswith("azure.ai.ml"):  # its own plain-text stderr handlers would break JSON logs
+            logger.handlers = [h for h in logger.handlers if not isinstance(h, logging.StreamHandler)]
+            logger.propagate = True
+    # "This is an experimental class" once per azure-ai-ml class amlwire builds: nothing for a user to act on
+    logging.getLogger("azure.ai.ml._utils._experimental").setLevel(target if target == logging.DEBUG else logging.ERROR)
 
 
 def _warm_imports(level: str) -> None:
@@ -63,21 +97,48 @@ def _warm_imports(level: str) -> None:
     import azure.ai.ml.operations  # noqa: F401
 
     quiet_sdk_loggers(level)
+    # The SDKs' import-time objects (about a million) would otherwise count as long-lived, and CPython only
+    # runs a full collection once garbage reaches a quarter of them: the cyclic garbage every job
+    # submission leaves would pile up to hundreds of MiB before it is freed (bench/scale.py).
+    gc.collect()
+    gc.freeze()
+
+
+RELEASE_MEMORY_EVERY = 10.0  # seconds
+
+
+def release_memory() -> None:
+    """Hand the heap that job submissions left free back to the OS: glibc keeps it otherwise, and the operator's
+    RSS would stay at its busiest minute's (bench/scale.py)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl, macOS): nothing to trim
+        return
+    libc.malloc_trim(0)
 
 
 def start_poller(services: Services, computes: amljob.ComputeIndex) -> threading.Thread:
     """The one loop that follows AML jobs for the whole operator (see reconcile/poller.py)."""
+    settings = services.settings
     poller = JobPoller(
-        services.azure, services.watch, amljob.poller_update(services, computes), services.settings.job_poll_interval
+        services.azure,
+        services.watch,
+        amljob.poller_update(services, computes),
+        settings.job_poll_interval,
+        read_rate=settings.job_poll_read_share * settings.arm_share * settings.arm_budget()["reads"][1],
     )
 
     def loop() -> None:
+        released = time.monotonic()
         while not services.shutdown.is_set():
+            if time.monotonic() - released > RELEASE_MEMORY_EVERY:
+                released = time.monotonic()
+                release_memory()
             try:
                 delay = poller.tick()
             except Exception:  # the poller must outlive any surprise; the next tick tries again
                 log.exception("following AML jobs failed")
-                delay = poller.base
+                delay = poller.interval
             services.shutdown.wait(delay)
 
     thread = threading.Thread(target=loop, name=POLLER_THREAD, daemon=True)
@@ -90,7 +151,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     threading.Thread(target=_warm_imports, args=(config.log_level,), name="amlwire-warm-imports", daemon=True).start()
     configure_logging(config.log_level)
     metrics.STATES.clear()  # an operator started in this process before may have left objects behind
-    memo.metrics_server = metrics.serve(config.metrics_port)
+    memo.metrics_server = metrics.serve(config.metrics_port, config.metrics_address)
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -104,6 +165,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    # Objects handled at once: enough to keep the handler threads busy, not 1,000 handler invocations in memory
+    # when 1,000 AmlJobs are created together (bench/scale.py: 370 MiB peak without a limit). A worker keeps
+    # its slot until it has been idle this long, so a short idle time keeps the limit from slowing submission.
+    settings.queueing.worker_limit = 4 * config.max_workers
+    settings.queueing.idle_timeout = 1.0
     memo.poller = start_poller(memo.services, kwargs[attachedcompute.INDEX])
     settings.peering.standalone = config.peering is None
     if config.peering:
@@ -168,7 +234,14 @@ def run(settings: Settings, services: Services) -> None:
         liveness_endpoint=settings.liveness_endpoint or None,
         memo=_memo(settings, services),
         registry=build_registry(settings),
+        identity=peer_identity(),
     )
+
+
+def peer_identity() -> Any:  # kopf's peering.Identity (a NewType of str, not exported)
+    """How this replica names itself to its peers. kopf would ask the user database for the user's name,
+    which has no entry when a pod runs as an arbitrary UID (OpenShift, or runAsUser without /etc/passwd)."""
+    return f"amlwire@{socket.gethostname()}/{secrets.token_hex(4)}"
 
 
 class BackgroundOperator:
@@ -210,6 +283,7 @@ class BackgroundOperator:
             raise RuntimeError(f"operator did not stop within {timeout}s; still running: {lingering}")
 
     def _main(self) -> None:
+        hush_signal_warning()
         try:
             asyncio.run(
                 kopf.operator(
@@ -219,6 +293,7 @@ class BackgroundOperator:
                     liveness_endpoint=self.settings.liveness_endpoint or None,
                     memo=self._memo,
                     registry=build_registry(self.settings),
+                    identity=peer_identity(),
                     stop_flag=self._stop,
                     ready_flag=self._ready,
                 )

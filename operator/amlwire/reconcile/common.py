@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,7 +69,7 @@ class KeyedLocks:
 
 
 def transition_events(
-    before: Iterable[Condition], after: Iterable[Condition], outcomes: dict[str, Outcome]
+    before: Iterable[Condition], after: Iterable[Condition], outcomes: Mapping[str, Outcome]
 ) -> list[Event]:
     """Events for step conditions whose status or reason changed (waiting for another link is no news)."""
     previous = {c.type: (c.status, c.reason) for c in before}
@@ -85,3 +87,31 @@ def transition_events(
 
 def seconds_until(moment: str, now: datetime) -> float:
     return (datetime.fromisoformat(moment.replace("Z", "+00:00")) - now).total_seconds()
+
+
+class DriftSchedule:
+    """When each AttachedCompute's next drift check is due: spread over the interval by uid, so that computes
+    created (or resumed after a restart) together do not all read Azure in the same second."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._start = clock()
+        self._due: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def phase(self, uid: str) -> float:
+        return int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF * self.interval
+
+    def due(self, uid: str) -> bool:
+        """True (and the next check scheduled one interval on) when this object's check is due."""
+        with self._lock:
+            now = self.clock()
+            if now < self._due.setdefault(uid, self._start + self.phase(uid)):
+                return False
+            self._due[uid] = now + self.interval
+            return True
+
+    def forget(self, uid: str) -> None:
+        with self._lock:
+            self._due.pop(uid, None)

@@ -12,11 +12,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from amlwire.domain.azure import WorkspaceRef
 from amlwire.domain.errors import AzureError, KubeConflict, KubeError, KubeNotFound
-from amlwire.domain.jobs import GONE, TAG_COMPUTE, JobSnapshot
+from amlwire.domain.jobs import GONE, PASSING, TAG_COMPUTE, JobSnapshot
 from amlwire.reconcile.ports import AzurePort
 
 log = logging.getLogger("amlwire.jobs")
@@ -70,14 +70,17 @@ class JobWatch:
             return {ws: list(jobs.values()) for ws, jobs in self._followed.items() if jobs}
 
     def record(self, workspace_id: str, snapshots: dict[str, JobSnapshot]) -> set[str]:
-        """Store what a listing said of the followed jobs; return those whose AmlJob does not show it yet."""
+        """Store what a listing said of the followed jobs; return those whose AmlJob does not show it yet (a
+        status the job only passes through is not news)."""
         key = workspace_id.lower()
         with self._lock:
             followed = self._followed.get(key, {})
             listed = self._listed.setdefault(key, {})
             listed.update({n: s for n, s in snapshots.items() if n in followed})
             applied = self._applied.get(key, {})
-            return {n for n, s in listed.items() if n in followed and applied.get(n) != s.status}
+            return {
+                n for n, s in listed.items() if n in followed and applied.get(n) != s.status and s.status not in PASSING
+            }
 
     def invalidate(self, workspace_id: str, aml_job_name: str) -> None:
         """The AmlJob's status may not show what was applied (its write failed): hand it over again."""
@@ -90,24 +93,19 @@ class JobWatch:
             return self._listed.get(workspace_id.lower(), {}).get(name)
 
 
+@dataclass
 class JobPoller:
     """One listing per workspace per interval; the jobs whose status changed are handed to `update`."""
 
-    def __init__(
-        self,
-        azure: AzurePort,
-        watch: JobWatch,
-        update: Callable[[FollowedJob], None],
-        interval: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.azure = azure
-        self.watch = watch
-        self.update = update
-        self.base = interval
-        self.clock = clock
-        self._due: dict[str, float] = {}
-        self._interval: dict[str, float] = {}
+    azure: AzurePort
+    watch: JobWatch
+    update: Callable[[FollowedJob], None]
+    interval: float  # the base interval, while something changes
+    clock: Callable[[], float] = time.monotonic
+    read_rate: float | None = None  # ARM reads per second following jobs may take (None: no limit)
+    _due: dict[str, float] = field(default_factory=dict, init=False)
+    _interval: dict[str, float] = field(default_factory=dict, init=False)
+    _reads: dict[str, int] = field(default_factory=dict, init=False)  # what each workspace's last poll read
 
     def tick(self) -> float:
         """Poll every workspace that is due; return the seconds until the next one is."""
@@ -117,32 +115,46 @@ class JobPoller:
             if workspace_id not in followed:  # nothing left to follow there: start afresh next time
                 self._due.pop(workspace_id)
                 self._interval.pop(workspace_id, None)
+                self._reads.pop(workspace_id, None)
+        polled = []
         for workspace_id, jobs in followed.items():
             if self._due.get(workspace_id, now) > now:
                 continue
             changed = self._poll(workspace_id, jobs)
-            interval = (
-                self.base
+            self._interval[workspace_id] = (
+                self.interval
                 if changed
-                else min(self._interval.get(workspace_id, self.base) * BACKOFF, self.base * MAX_BACKOFF)
+                else min(self._interval.get(workspace_id, self.interval) * BACKOFF, self.interval * MAX_BACKOFF)
             )
-            self._interval[workspace_id] = interval
-            self._due[workspace_id] = now + interval
+            polled.append(workspace_id)
+        for workspace_id in polled:  # once this round's listings are all counted
+            self._due[workspace_id] = now + max(self._interval[workspace_id], self.budgeted_interval(workspace_id))
         upcoming = [due - self.clock() for due in self._due.values()]
-        return max(0.05, min(upcoming)) if upcoming else self.base
+        return max(0.05, min(upcoming)) if upcoming else self.interval
+
+    def budgeted_interval(self, workspace_id: str) -> float:
+        """The shortest interval that keeps this subscription's listings within the read rate."""
+        if not self.read_rate:
+            return 0.0
+        subscription = WorkspaceRef.parse(workspace_id).subscription.lower()
+        reads = sum(n for ws, n in self._reads.items() if WorkspaceRef.parse(ws).subscription.lower() == subscription)
+        return reads / self.read_rate
 
     def _poll(self, workspace_id: str, jobs: list[FollowedJob]) -> int:
         workspace = WorkspaceRef.parse(workspace_id)
         try:
-            listing = self.azure.list_jobs(workspace, TAG_COMPUTE, {j.aml_job_name for j in jobs})
+            result = self.azure.list_jobs(workspace, TAG_COMPUTE, {j.aml_job_name for j in jobs})
         except AzureError as error:
             log.warning("listing AML jobs in %s failed (%s); retrying next interval", workspace.name, error.message)
             return 0
+        listing, reads = dict(result.jobs), result.reads
         for name in {j.aml_job_name for j in jobs} - listing.keys():  # archived, or gone: ask for it directly
+            reads += 1
             try:
                 listing[name] = self.azure.get_job(workspace, name) or JobSnapshot(name, GONE)
             except AzureError as error:
                 log.warning("reading AML job %s failed (%s); retrying next interval", name, error.message)
+        self._reads[workspace_id] = reads
         changed = self.watch.record(workspace_id, listing)
         updated = 0
         for job in jobs:

@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 
 from amlwire.config import Settings
-from amlwire.reconcile.common import KeyedLocks, Timings
+from amlwire.reconcile.common import DriftSchedule, KeyedLocks, Timings
 from amlwire.reconcile.poller import JobWatch
 from amlwire.reconcile.ports import AzurePort, KubePort
 
@@ -22,5 +22,10 @@ class Services:
     timings: Timings
     object_locks: KeyedLocks = field(default_factory=KeyedLocks)
     watch: JobWatch = field(default_factory=JobWatch)
+    drift: DriftSchedule | None = None  # built from settings.drift_interval when None
     # Set when the operator exits: background loops in threads end on it even if kopf never told them to stop.
     shutdown: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        if self.drift is None:
+            self.drift = DriftSchedule(self.settings.drift_interval)

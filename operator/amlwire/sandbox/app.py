@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -77,6 +78,10 @@ async def dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
             raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid.")
         call.raw = await request.read() if request.can_read_body else b""
         with sandbox.state.lock:
+            verdict = sandbox.state.budget.take(request.method, request.path, call.caller or "")
+            if not verdict.allowed:
+                retry = {"Retry-After": str(math.ceil(verdict.retry_after)), **verdict.headers}
+                raise ArmError(429, "SubscriptionRequestsThrottled", verdict.message, retry)
             fault = sandbox.state.draw_fault(request.method, spec.name) if spec.authenticated else None
             sandbox.cloud.settle()
             if spec.action:
@@ -101,6 +106,7 @@ async def dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
                     if call.release is not None:
                         call.release()
         status = response.status
+        response.headers.update(verdict.headers)
         _observe(request.method, spec.name, response)
         return response
     except ArmError as error:

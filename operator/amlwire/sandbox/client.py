@@ -79,6 +79,10 @@ class SandboxClient:
     def timing(self, **changes: Any) -> dict[str, Any]:
         return self._call("PATCH", "/timing", json=changes)
 
+    def arm_limits(self, **changes: Any) -> dict[str, Any]:
+        """Change ARM's request budget (sizes, refill rates, enabled); the buckets start full."""
+        return self._call("PATCH", "/arm-limits", json=changes)
+
     def add_job_rule(self, match: dict[str, Any], **set_: Any) -> None:
         self._call("POST", "/job-rules", json={"match": match, "set": set_})
 

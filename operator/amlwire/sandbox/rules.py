@@ -44,6 +44,17 @@ RULES: tuple[Rule, ...] = (
         "ARM RPC: Error Response Content; azure-core RetryPolicy",
     ),
     Rule(
+        "arm.throttling",
+        "ARM",
+        "Token buckets per subscription, principal and operation type: reads 250 (refill 25/s), writes 200 "
+        "(10/s), deletes 200 (10/s), and a subscription bucket for all principals at 15 times that; every "
+        "answer carries x-ms-ratelimit-remaining-subscription-{reads,writes,deletes}; an empty bucket answers "
+        "429 SubscriptionRequestsThrottled with Retry-After and costs no token. World option armLimits.",
+        "doc",
+        "Learn, Azure Resource Manager: Understand how ARM throttles requests (regional throttling and token "
+        "bucket algorithm, 2024)",
+    ),
+    Rule(
         "arm.lro",
         "ARM",
         "Long-running writes answer with Azure-AsyncOperation (and Location on DELETE) and retry-after-ms; "

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from amlwire.sandbox.budget import ArmBudget
 from amlwire.sandbox.world import World
 
 AUDIENCE = "api://AzureADTokenExchange"
@@ -131,6 +132,7 @@ class State:
         self.fic_writes_until: dict[str, float] = {}
         self.job_rules: list[dict[str, Any]] = []
         self.timing = copy.deepcopy(world.timing)
+        self.budget = ArmBudget(copy.deepcopy(world.arm_limits))
 
     # -- time and clock -------------------------------------------------------------------------
     def now(self) -> float:

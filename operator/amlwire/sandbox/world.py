@@ -86,6 +86,23 @@ class Rules(WorldModel):
     )
 
 
+class BucketLimit(WorldModel):
+    size: float = Field(gt=0, description="Tokens the bucket holds when full.")
+    refill: float = Field(gt=0, description="Tokens added per second.")
+
+
+class ArmLimits(WorldModel):
+    """ARM's token buckets per subscription, principal and operation type (rule arm.throttling)."""
+
+    enabled: bool = Field(default=True, description="Off in worlds that measure something else at full speed.")
+    reads: BucketLimit = Field(default_factory=lambda: BucketLimit(size=250, refill=25))
+    writes: BucketLimit = Field(default_factory=lambda: BucketLimit(size=200, refill=10))
+    deletes: BucketLimit = Field(default_factory=lambda: BucketLimit(size=200, refill=10))
+    global_factor: float = Field(
+        default=15.0, gt=0, description="The subscription's bucket for all principals, times a principal's."
+    )
+
+
 class IdentityWorld(Located):
     client_id: str
     principal_id: str
@@ -172,6 +189,7 @@ class World(WorldModel):
     federated_credentials: list[FederatedCredentialWorld] = Field(default_factory=list)
     timing: Timing = Field(default_factory=Timing)
     rules: Rules = Field(default_factory=Rules)
+    arm_limits: ArmLimits = Field(default_factory=ArmLimits)
 
     @classmethod
     def load(cls, path: Path) -> World:

@@ -17,7 +17,6 @@ from azure.core.exceptions import ResourceExistsError
 
 from amlwire.adapters.azure.clients import AzureClients
 from amlwire.adapters.azure.errors import classified
-from amlwire.adapters.azure.throttle import ThrottleGate
 from amlwire.api import reasons as r
 from amlwire.domain.azure import (
     AUDIENCE,
@@ -38,9 +37,10 @@ from amlwire.domain.azure import (
     subscription_of,
 )
 from amlwire.domain.errors import AzureError, AzureNotFound
-from amlwire.domain.jobs import JobDetails, JobRequest, JobSnapshot
+from amlwire.domain.jobs import JobDetails, JobListing, JobRequest, JobSnapshot
 
 FIC_WRITE_ATTEMPTS = 4
+MAX_CONCURRENT_SUBMISSIONS = 8
 JOBS_API_VERSION = "2024-04-01"
 COMPUTE_API_VERSION = "2024-04-01"
 CallObserver = Callable[[str, str, int], None]
@@ -57,6 +57,8 @@ class JobsAdapter:
     _call: Callable[..., Any]
     _ml: Callable[[WorkspaceRef], Any]
     _environments: dict[tuple[str, str], str]
+    _environment_lock: Callable[[tuple[str, str]], threading.Lock]
+    _submissions: threading.BoundedSemaphore
 
     def get_job(self, workspace: WorkspaceRef, name: str) -> JobSnapshot | None:
         """One plain ARM GET of the job (MLClient.jobs.get costs several times the CPU for the same answer)."""
@@ -73,11 +75,19 @@ class JobsAdapter:
         )
 
     def submit_job(self, workspace: WorkspaceRef, request: JobRequest) -> JobSnapshot:
+        """One ARM write per job: the image's anonymous environment is written by the first job that uses it
+        (the others wait for it) and named by reference afterwards."""
+        key = (workspace.id.lower(), request.image)
+        with self._submissions:
+            if key in self._environments:
+                return self._submit(workspace, request, self._environments[key])
+            with self._environment_lock(key):
+                return self._submit(workspace, request, self._environments.get(key))
+
+    def _submit(self, workspace: WorkspaceRef, request: JobRequest, known_environment: str | None) -> JobSnapshot:
         from azure.ai.ml import Input, Output, command
         from azure.ai.ml.entities import Environment, ManagedIdentityConfiguration
 
-        environment_key = (workspace.id.lower(), request.image)
-        known_environment = self._environments.get(environment_key)
         inputs: dict[str, Any] = dict(request.literal_inputs)
         if request.model is not None:
             inputs["model"] = Input(type=request.model.type, path=request.model.uri, mode=request.model.mode)
@@ -103,22 +113,21 @@ class JobsAdapter:
         with self._call("ml.job", "PUT", f"submit AML job {request.name}", workspace.subscription):
             created = self._ml(workspace).jobs.create_or_update(job, skip_validation=True)
         if known_environment is None and isinstance(created.environment, str):
-            # the SDK registers an anonymous environment version per image; later jobs reuse it instead of
-            # writing the same version again on every submission
-            self._environments[environment_key] = created.environment
+            # the SDK wrote the image's anonymous (content-addressed) environment version with this job
+            self._environments[(workspace.id.lower(), request.image)] = created.environment
         return _snapshot(created)
 
-    def list_jobs(self, workspace: WorkspaceRef, tag: str, wanted: set[str]) -> dict[str, JobSnapshot]:
+    def list_jobs(self, workspace: WorkspaceRef, tag: str, wanted: set[str]) -> JobListing:
         """amlwire's jobs (by tag), newest first, paging only until every wanted job has been seen."""
         found: dict[str, JobSnapshot] = {}
+        pages = 0
         with self._call("ml.job.list", "GET", f"list AML jobs in {workspace.name}", workspace.subscription):
-            for job in self._ml(workspace).jobs.list(tag=tag):
-                if job is None:
-                    continue
-                found[job.name] = _snapshot(job)
+            for page in self._ml(workspace).jobs.list(tag=tag).by_page():
+                pages += 1
+                found.update((job.name, _snapshot(job)) for job in page if job is not None)
                 if wanted <= found.keys():
                     break
-        return found
+        return JobListing(found, reads=max(1, pages))
 
     def cancel_job(self, workspace: WorkspaceRef, name: str) -> None:
         with self._call("ml.job.cancel", "POST", f"cancel AML job {name}", workspace.subscription):
@@ -208,26 +217,31 @@ class AzureAdapter(JobsAdapter):
         self.lro_grace = lro_grace
         self._environments: dict[tuple[str, str], str] = {}
         self._identity_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._environment_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        # A submission holds its built job (azure-ai-ml's entities, several MiB transient) while it waits for its
+        # ARM write slot; more than a few at once only raise peak memory, not throughput (bench/scale.py).
+        self._submissions = threading.BoundedSemaphore(MAX_CONCURRENT_SUBMISSIONS)
         self._locks_guard = threading.Lock()
         self._observe = observe or (lambda route, method, status: None)
-        self.throttle = ThrottleGate(max_hold=clients.settings.max_retry_delay)
+        self.pacer = clients.pacer
 
     @contextmanager
     def _call(self, route: str, method: str, action: str, subscription: str) -> Iterator[None]:
-        self.throttle.check(subscription, method, action)
         try:
             with classified(action):
                 yield
         except AzureError as error:
             self._observe(route, method, error.status or 0)
-            if error.status == 429:
-                self.throttle.hold(subscription, method, error.retry_after)
             raise
         self._observe(route, method, 200)
 
     def _identity_lock(self, identity_id: str) -> threading.Lock:
         with self._locks_guard:
             return self._identity_locks[identity_id.lower()]
+
+    def _environment_lock(self, key: tuple[str, str]) -> threading.Lock:
+        with self._locks_guard:
+            return self._environment_locks[key]
 
     # -- AKS --------------------------------------------------------------------------------------
     def get_cluster(self, subscription: str, group: str, name: str) -> ClusterInfo:

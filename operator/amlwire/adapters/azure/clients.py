@@ -11,6 +11,8 @@ from azure.core.credentials import TokenCredential
 from azure.identity import DefaultAzureCredential
 
 from amlwire import __version__
+from amlwire.adapters.azure.pacing import PacingPolicy
+from amlwire.adapters.azure.throttle import ArmPacer, BucketLimit
 from amlwire.config import Settings
 
 T = TypeVar("T")
@@ -33,6 +35,24 @@ class AzureClients:
         self.credential = credential or build_credential(settings)
         self._cache: dict[tuple[str, ...], Any] = {}
         self._lock = threading.Lock()
+        self.pacer = ArmPacer(
+            {kind: BucketLimit(size, refill) for kind, (size, refill) in settings.arm_budget().items()},
+            share=settings.arm_share,
+            max_hold=settings.max_retry_delay,
+        )
+        self.pacing = PacingPolicy(self.pacer, settings.arm_endpoint)
+
+    def _session(self) -> Any:
+        """A connection pool as large as the handler threads that share a client (requests keeps 10 and
+        drops, then re-handshakes, every connection beyond them)."""
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_maxsize=self.settings.max_workers + 4)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
 
     def common_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -41,6 +61,9 @@ class AzureClients:
             "read_timeout": self.settings.azure_timeout,
             "user_agent": USER_AGENT,
             "logging_enable": False,
+            "per_retry_policies": [self.pacing],
+            "session": self._session(),
+            "session_owner": False,
         }
         if self.settings.ca_bundle:
             kwargs["connection_verify"] = str(self.settings.ca_bundle)
@@ -109,6 +132,7 @@ class AzureClients:
                     policies.HeadersPolicy(),
                     policies.UserAgentPolicy(USER_AGENT),
                     policies.RetryPolicy(retry_total=self.settings.azure_retry_total),
+                    self.pacing,
                     policies.BearerTokenCredentialPolicy(self.credential, endpoint + "/.default"),
                     policies.HttpLoggingPolicy(),
                 ],

@@ -76,11 +76,13 @@ BY_STATUS: dict[int, Rule] = {
 
 
 def retry_after(error: HttpResponseError) -> float | None:
-    """Azure's Retry-After (seconds or HTTP date) or retry-after-ms, in seconds."""
     response: Any = error.response
-    if response is None:
-        return None
-    headers = {k.lower(): v for k, v in response.headers.items()}
+    return None if response is None else retry_after_seconds(response.headers)
+
+
+def retry_after_seconds(raw_headers: Any) -> float | None:
+    """Azure's Retry-After (seconds or HTTP date) or retry-after-ms, in seconds."""
+    headers = {k.lower(): v for k, v in raw_headers.items()}
     for name in ("retry-after-ms", "x-ms-retry-after-ms"):
         if name in headers:
             try:

@@ -1,57 +1,161 @@
-"""Retry-After honoured across the whole operator, not just by the call that was throttled.
+"""ARM's request budget, kept by amlwire as a whole instead of discovered one 429 at a time.
 
-ARM throttles per subscription and principal, with separate budgets for reads and writes. After a 429, any
-reconcile, timer or job poller that would call the same budget before Retry-After has passed is answered
-here, without a request, as throttled for the time that is left: one object's 429 is everyone's.
+ARM throttles with token buckets per subscription, principal and operation type (Learn, "Understand how Azure
+Resource Manager throttles requests": reads 250 refilled at 25/s, writes and deletes 200 at 10/s) and reports
+what is left in `x-ms-ratelimit-remaining-subscription-{reads,writes,deletes}` on every answer. `ArmPacer`
+models those buckets for amlwire's share of them, corrects its model with every header Azure sends, and gives
+each request a slot: at once while tokens are left, later (the caller sleeps) when the bucket is empty, so
+amlwire sends at the refill rate instead of into an empty bucket. A request that would wait longer than
+`max_wait`, or that comes while a 429's Retry-After runs, is refused as AzureThrottled without a call: the
+reconcile or poller tries again later instead of holding a thread. Every reconcile, drift timer and job poller
+shares one pacer, so one object's 429 is everyone's.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from amlwire.api.reasons import AZURE_THROTTLED
 from amlwire.domain.errors import AzureError
 
-WRITES = frozenset({"PUT", "PATCH", "POST", "DELETE"})
+KINDS = ("reads", "writes", "deletes")
 DEFAULT_HOLD = 10.0  # seconds, when a 429 names no Retry-After
+MAX_WAIT = 30.0  # seconds a request may wait for its slot before the caller is told to come back later
+HOLD_GRACE = 1.0  # a 429's hold this close to its end is waited out (the SDK's own retry lands here)
 
 
-def budget(subscription: str, method: str) -> tuple[str, str]:
-    return subscription.lower(), "writes" if method.upper() in WRITES else "reads"
+def kind_of(method: str) -> str:
+    """ARM's operation type: GET/HEAD read, DELETE deletes, PUT/PATCH/POST write."""
+    method = method.upper()
+    return "reads" if method in ("GET", "HEAD") else "deletes" if method == "DELETE" else "writes"
 
 
-class ThrottleGate:
-    """Per (subscription, reads|writes): the monotonic time before which no call goes out."""
+@dataclass(frozen=True)
+class BucketLimit:
+    size: float
+    refill: float  # tokens per second
 
-    def __init__(self, max_hold: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self._max_hold = max_hold  # never park a budget longer than the operator's own longest backoff
-        self._clock = clock
-        self._until: dict[tuple[str, str], float] = {}
+
+DOCUMENTED = {
+    "reads": BucketLimit(250, 25),
+    "writes": BucketLimit(200, 10),
+    "deletes": BucketLimit(200, 10),
+}
+
+
+@dataclass
+class _Bucket:
+    limit: BucketLimit
+    tokens: float  # below zero: slots already promised to waiting requests
+    at: float
+    held_until: float = 0.0
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.limit.size, self.tokens + (now - self.at) * self.limit.refill)
+        self.at = now
+
+
+class ArmPacer:
+    """Per (subscription, operation type): amlwire's model of its ARM bucket."""
+
+    def __init__(
+        self,
+        limits: Mapping[str, BucketLimit] | None = None,
+        share: float = 1.0,
+        max_hold: float = 300.0,
+        max_wait: float = MAX_WAIT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.documented = dict(limits or DOCUMENTED)
+        self.share = share
+        self.limits = {k: BucketLimit(v.size * share, v.refill * share) for k, v in self.documented.items()}
+        self.max_hold = max_hold  # never park a budget longer than the operator's own longest backoff
+        self.max_wait = max_wait
+        self.clock = clock
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._lock = threading.Lock()
 
-    def hold(self, subscription: str, method: str, retry_after: float | None) -> None:
-        """Azure answered 429: keep this budget closed for Retry-After."""
-        seconds = min(self._max_hold, retry_after if retry_after is not None else DEFAULT_HOLD)
-        key = budget(subscription, method)
-        with self._lock:
-            self._until[key] = max(self._until.get(key, 0.0), self._clock() + seconds)
+    def _bucket(self, subscription: str, kind: str, now: float) -> _Bucket:
+        key = (subscription.lower(), kind)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            limit = self.limits[kind]
+            bucket = self._buckets[key] = _Bucket(limit, limit.size, now)
+        bucket.refill(now)
+        return bucket
 
-    def remaining(self, subscription: str, method: str) -> float:
-        with self._lock:
-            return max(0.0, self._until.get(budget(subscription, method), 0.0) - self._clock())
+    def reserve(self, subscription: str, method: str, action: str, metered: bool = True) -> float:
+        """Take a slot for one request: the seconds to wait before sending it (AzureThrottled if too long).
 
-    def check(self, subscription: str, method: str, action: str) -> None:
-        """Raise AzureThrottled instead of calling while the budget is closed."""
+        Unmetered (services other than ARM, whose budgets Azure does not report) only a 429's hold applies."""
+        kind = kind_of(method)
+        with self._lock:
+            now = self.clock()
+            bucket = self._bucket(subscription, kind, now)
+            held = max(0.0, bucket.held_until - now)
+            if not metered:
+                bucket.tokens = bucket.limit.size
+            wait = max(held, (1.0 - bucket.tokens) / bucket.limit.refill if bucket.tokens < 1.0 else 0.0)
+            if held > HOLD_GRACE or wait > self.max_wait:
+                why = "as Azure's Retry-After asked" if held > HOLD_GRACE else f"refill {bucket.limit.refill:g}/s"
+                raise AzureError(
+                    AZURE_THROTTLED,
+                    f"{action}: Azure's budget for {kind} in subscription {subscription} is spent; amlwire "
+                    f"sends again in {wait:.1f}s ({why})",
+                    retryable=True,
+                    retry_after=wait,
+                    status=429,
+                )
+            bucket.tokens -= 1.0 if metered else 0.0
+            return wait
+
+    def still_held(self, subscription: str, method: str, action: str) -> float:
+        """After waiting for its slot: a 429 may have come back meanwhile. Seconds more to wait (its last
+        second), or AzureThrottled when the hold is longer."""
         left = self.remaining(subscription, method)
-        if left > 0:
-            _, kind = budget(subscription, method)
+        if left > HOLD_GRACE:
             raise AzureError(
                 AZURE_THROTTLED,
-                f"{action}: Azure is throttling {kind} in subscription {subscription}; amlwire holds them "
-                f"for {left:.1f}s more, as Azure's Retry-After asked",
+                f"{action}: Azure throttled {kind_of(method)} in subscription {subscription} while this request "
+                f"waited; amlwire sends again in {left:.1f}s, as Azure's Retry-After asked",
                 retryable=True,
                 retry_after=left,
                 status=429,
             )
+        return left
+
+    def observe(self, subscription: str, method: str, remaining: int | None) -> None:
+        """Azure said how many tokens its bucket has left: amlwire never counts on more than its share of it."""
+        if remaining is None:
+            return
+        kind = kind_of(method)
+        with self._lock:
+            bucket = self._bucket(subscription, kind, self.clock())
+            others = self.documented[kind].size - bucket.limit.size  # left to other tools sharing the principal
+            bucket.tokens = min(bucket.tokens, remaining - others)
+
+    def hold(self, subscription: str, method: str, retry_after: float | None) -> None:
+        """Azure answered 429: no request of this type goes out before Retry-After."""
+        seconds = min(self.max_hold, retry_after if retry_after is not None else DEFAULT_HOLD)
+        with self._lock:
+            now = self.clock()
+            bucket = self._bucket(subscription, kind_of(method), now)
+            bucket.held_until = max(bucket.held_until, now + seconds)
+            bucket.tokens = min(bucket.tokens, 0.0)
+
+    def remaining(self, subscription: str, method: str) -> float:
+        """Seconds left of a 429's hold."""
+        with self._lock:
+            now = self.clock()
+            return max(0.0, self._bucket(subscription, kind_of(method), now).held_until - now)
+
+    def tokens(self, subscription: str, method: str) -> float:
+        with self._lock:
+            return self._bucket(subscription, kind_of(method), self.clock()).tokens
+
+    def refill(self, method: str) -> float:
+        """amlwire's share of the refill rate of a budget, per second."""
+        return self.limits[kind_of(method)].refill

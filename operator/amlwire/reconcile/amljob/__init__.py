@@ -57,7 +57,12 @@ def reconcile_job(scope: JobScope) -> JobResult:
         before, [*results, *summarize_job(results[0], results[1], status)], scope.generation, scope.now
     )
     status.observed_generation = scope.generation
-    outcomes = {result.type: result.outcome for result in results if result.type == r.FINISHED}
+    # AML's status walk (Queued, Running, ...) is in status already; the follow step tells the end itself
+    outcomes = {
+        result.type: result.outcome
+        for result in results
+        if result.type == r.FINISHED and result.outcome in (Outcome.BLOCKED, Outcome.RETRYING)
+    }
     events = [*scope.events, *transition_events(before, status.conditions, outcomes)]
     stalled = next(c for c in status.conditions if c.type == r.STALLED)
     was = next(((c.status, c.reason) for c in before if c.type == r.STALLED), None)

@@ -167,7 +167,8 @@ def _converge(scope: Scope, decision: Begin | Retry, was_installed: bool) -> Ste
     kind = Kind.EXTENSION_CREATE if choice.action is Action.CREATE else Kind.EXTENSION_UPDATE
     begin = scope.azure.begin_create_extension if kind is Kind.EXTENSION_CREATE else scope.azure.begin_update_extension
     url = begin(target.cluster_id, spec.name, choice.settings)
-    scope.note(choice.reason, choice.message)
+    tell = scope.warn if choice.reason == r.EXTENSION_REPAIRING else scope.note  # a Failed extension is news
+    tell(choice.reason, choice.message)
     if url and _from_url(scope, url).progress is Progress.SUCCEEDED:  # a quick operation needs no second pass
         return _configured(scope, desired)
     operation = started(kind, scope.now, attempt=decision.attempt, url=url)

@@ -51,7 +51,9 @@ def federate_service_accounts(scope: Scope) -> StepResult:
             scope.note(r.FEDERATED_CREDENTIAL_DELETED, f"deleted stale {name}")
         for write in plan.writes:
             scope.azure.put_federated_credential(identity_id, write.credential)
-            scope.note(write.reason, write.detail)
+            # a missing credential's event names the action; a corrected one names what was wrong with it
+            missing = write.reason == r.FEDERATED_CREDENTIAL_MISSING
+            scope.note(r.FEDERATED_CREDENTIAL_CREATED if missing else write.reason, write.detail)
     scope.status.federated_credentials = _records(scope, plan)
     unfederated = [
         (ns, name)

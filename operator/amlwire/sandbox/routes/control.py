@@ -8,9 +8,10 @@ from typing import Any
 from aiohttp import web
 
 from amlwire.sandbox import ids
+from amlwire.sandbox.budget import ArmBudget
 from amlwire.sandbox.http import Call, json_response
 from amlwire.sandbox.router import route
-from amlwire.sandbox.world import Timing
+from amlwire.sandbox.world import ArmLimits, Timing
 
 
 @route("GET", "control.health", "/_sandbox/health", authenticated=False)
@@ -117,6 +118,14 @@ def patch_timing(call: Call) -> web.Response:
     merged = _merge_patch(call.state.timing.model_dump(by_alias=True), call.json())
     call.state.timing = Timing.model_validate(merged)
     return json_response(call.state.timing.model_dump(by_alias=True))
+
+
+@route("PATCH", "control.arm-limits", "/_sandbox/arm-limits", authenticated=False)
+def patch_arm_limits(call: Call) -> web.Response:
+    """Change ARM's budget; the buckets start full."""
+    merged = _merge_patch(call.state.budget.limits.model_dump(by_alias=True), call.json())
+    call.state.budget = ArmBudget(ArmLimits.model_validate(merged))
+    return json_response(call.state.budget.limits.model_dump(by_alias=True))
 
 
 @route("POST", "control.job-rules", "/_sandbox/job-rules", authenticated=False)
