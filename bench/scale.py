@@ -201,7 +201,7 @@ def report(console: Console, r: dict[str, Any]) -> None:
     (write_size, write_refill), (_, read_refill) = settings.arm_budget()["writes"], settings.arm_budget()["reads"]
     jobs = r["jobs"]
     limit = max(0.0, jobs - write_size) / write_refill
-    share = settings.job_poll_read_share * read_refill
+    share = settings.job_poll_read_rate
     table = Table(title=f"{jobs} AmlJobs at once on 5 computes in 2 workspaces, ARM's documented budget enforced")
     table.add_column("measure")
     table.add_column("amlwire", justify="right")

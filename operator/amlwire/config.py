@@ -112,5 +112,10 @@ class Settings(BaseSettings):
         return {kind: (float(v.partition("/")[0]), float(v.partition("/")[2])) for kind, v in budgets.items()}
 
     @property
+    def job_poll_read_rate(self) -> float:
+        """ARM reads per second the job poller may take: its share of amlwire's share of the read refill."""
+        return self.job_poll_read_share * self.arm_share * self.arm_budget()["reads"][1]
+
+    @property
     def is_public_cloud(self) -> bool:
         return self.arm_endpoint == PUBLIC_ARM_ENDPOINT

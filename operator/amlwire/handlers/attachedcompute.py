@@ -89,7 +89,6 @@ def reconcile_attached_compute(
 def check_drift(*, uid: str, **kwargs: Any) -> None:
     """The drift timer ticks often; each compute is reconciled when its own spread-out slot is due."""
     services: Services = kwargs["memo"].services
-    assert services.drift is not None
     if services.drift.due(uid):
         reconcile_attached_compute(uid=uid, **kwargs)
 
@@ -108,8 +107,7 @@ def delete_attached_compute(
     if not result.finished:
         raise kopf.TemporaryError(result.message, delay=result.requeue_after)
     metrics.STATES.forget(KIND, None, name)
-    if services.drift is not None:
-        services.drift.forget(uid)
+    services.drift.forget(uid)
 
 
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import gc
 import logging
 import secrets
@@ -63,18 +64,20 @@ class SignalsAreHandled(logging.Filter):
         return "OS signals are ignored" not in record.getMessage()
 
 
+def _filter_once(logger_name: str, kind: type[logging.Filter]) -> None:
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, kind) for f in logger.filters):
+        logger.addFilter(kind())
+
+
 def configure_logging(level: str) -> None:
-    logger = logging.getLogger("kopf.objects")
-    for kind in (RequeueIsNotAnError, DriftTicksAreQuiet):
-        if not any(isinstance(f, kind) for f in logger.filters):
-            logger.addFilter(kind())
+    _filter_once("kopf.objects", RequeueIsNotAnError)
+    _filter_once("kopf.objects", DriftTicksAreQuiet)
     quiet_sdk_loggers(level)
 
 
 def hush_signal_warning() -> None:
-    reactor = logging.getLogger("kopf._core.reactor.running")
-    if not any(isinstance(f, SignalsAreHandled) for f in reactor.filters):
-        reactor.addFilter(SignalsAreHandled())
+    _filter_once("kopf._core.reactor.running", SignalsAreHandled)
 
 
 def quiet_sdk_loggers(level: str) -> None:
@@ -107,14 +110,20 @@ def _warm_imports(level: str) -> None:
 RELEASE_MEMORY_EVERY = 10.0  # seconds
 
 
+@functools.cache
+def _glibc() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl, macOS): nothing to trim
+        return None
+
+
 def release_memory() -> None:
     """Hand the heap that job submissions left free back to the OS: glibc keeps it otherwise, and the operator's
     RSS would stay at its busiest minute's (bench/scale.py)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl, macOS): nothing to trim
-        return
-    libc.malloc_trim(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def start_poller(services: Services, computes: amljob.ComputeIndex) -> threading.Thread:
@@ -125,7 +134,7 @@ def start_poller(services: Services, computes: amljob.ComputeIndex) -> threading
         services.watch,
         amljob.poller_update(services, computes),
         settings.job_poll_interval,
-        read_rate=settings.job_poll_read_share * settings.arm_share * settings.arm_budget()["reads"][1],
+        read_rate=settings.job_poll_read_rate,
     )
 
     def loop() -> None:

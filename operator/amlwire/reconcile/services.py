@@ -22,10 +22,9 @@ class Services:
     timings: Timings
     object_locks: KeyedLocks = field(default_factory=KeyedLocks)
     watch: JobWatch = field(default_factory=JobWatch)
-    drift: DriftSchedule | None = None  # built from settings.drift_interval when None
+    drift: DriftSchedule = field(init=False)  # from settings.drift_interval
     # Set when the operator exits: background loops in threads end on it even if kopf never told them to stop.
     shutdown: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        if self.drift is None:
-            self.drift = DriftSchedule(self.settings.drift_interval)
+        self.drift = DriftSchedule(self.settings.drift_interval)

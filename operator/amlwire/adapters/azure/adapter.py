@@ -57,7 +57,7 @@ class JobsAdapter:
     _call: Callable[..., Any]
     _ml: Callable[[WorkspaceRef], Any]
     _environments: dict[tuple[str, str], str]
-    _environment_lock: Callable[[tuple[str, str]], threading.Lock]
+    _lock: Callable[..., threading.Lock]
     _submissions: threading.BoundedSemaphore
 
     def get_job(self, workspace: WorkspaceRef, name: str) -> JobSnapshot | None:
@@ -81,7 +81,7 @@ class JobsAdapter:
         with self._submissions:
             if key in self._environments:
                 return self._submit(workspace, request, self._environments[key])
-            with self._environment_lock(key):
+            with self._lock("environment", *key):
                 return self._submit(workspace, request, self._environments.get(key))
 
     def _submit(self, workspace: WorkspaceRef, request: JobRequest, known_environment: str | None) -> JobSnapshot:
@@ -216,8 +216,7 @@ class AzureAdapter(JobsAdapter):
         self.clients = clients
         self.lro_grace = lro_grace
         self._environments: dict[tuple[str, str], str] = {}
-        self._identity_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-        self._environment_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        self._locks: defaultdict[tuple[str, ...], threading.Lock] = defaultdict(threading.Lock)
         # A submission holds its built job (azure-ai-ml's entities, several MiB transient) while it waits for its
         # ARM write slot; more than a few at once only raise peak memory, not throughput (bench/scale.py).
         self._submissions = threading.BoundedSemaphore(MAX_CONCURRENT_SUBMISSIONS)
@@ -235,13 +234,10 @@ class AzureAdapter(JobsAdapter):
             raise
         self._observe(route, method, 200)
 
-    def _identity_lock(self, identity_id: str) -> threading.Lock:
+    def _lock(self, *key: str) -> threading.Lock:
+        """One lock per key (an identity's federated credentials, a workspace's environment for an image)."""
         with self._locks_guard:
-            return self._identity_locks[identity_id.lower()]
-
-    def _environment_lock(self, key: tuple[str, str]) -> threading.Lock:
-        with self._locks_guard:
-            return self._environment_locks[key]
+            return self._locks[key]
 
     # -- AKS --------------------------------------------------------------------------------------
     def get_cluster(self, subscription: str, group: str, name: str) -> ClusterInfo:
@@ -279,7 +275,7 @@ class AzureAdapter(JobsAdapter):
 
     def _fic_write(self, identity_id: str, action: str, method: str, write: Callable[[], Any]) -> None:
         """Serialize writes per identity; retry Azure's concurrent-write 409 (other writers) with backoff."""
-        with self._identity_lock(identity_id):
+        with self._lock("identity", identity_id.lower()):
             for attempt in range(1, FIC_WRITE_ATTEMPTS + 1):
                 try:
                     with self._call("msi.fic", method, action, ResourceId.parse(identity_id).subscription):

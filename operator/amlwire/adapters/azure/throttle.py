@@ -33,6 +33,16 @@ def kind_of(method: str) -> str:
     return "reads" if method in ("GET", "HEAD") else "deletes" if method == "DELETE" else "writes"
 
 
+def _throttled(what: str, wait: float, why: str) -> AzureError:
+    return AzureError(
+        AZURE_THROTTLED,
+        f"{what}; amlwire sends again in {wait:.1f}s ({why})",
+        retryable=True,
+        retry_after=wait,
+        status=429,
+    )
+
+
 @dataclass(frozen=True)
 class BucketLimit:
     size: float
@@ -96,20 +106,15 @@ class ArmPacer:
             now = self.clock()
             bucket = self._bucket(subscription, kind, now)
             held = max(0.0, bucket.held_until - now)
-            if not metered:
-                bucket.tokens = bucket.limit.size
-            wait = max(held, (1.0 - bucket.tokens) / bucket.limit.refill if bucket.tokens < 1.0 else 0.0)
+            short = metered and bucket.tokens < 1.0
+            wait = max(held, (1.0 - bucket.tokens) / bucket.limit.refill if short else 0.0)
             if held > HOLD_GRACE or wait > self.max_wait:
                 why = "as Azure's Retry-After asked" if held > HOLD_GRACE else f"refill {bucket.limit.refill:g}/s"
-                raise AzureError(
-                    AZURE_THROTTLED,
-                    f"{action}: Azure's budget for {kind} in subscription {subscription} is spent; amlwire "
-                    f"sends again in {wait:.1f}s ({why})",
-                    retryable=True,
-                    retry_after=wait,
-                    status=429,
+                raise _throttled(
+                    f"{action}: Azure's budget for {kind} in subscription {subscription} is spent", wait, why
                 )
-            bucket.tokens -= 1.0 if metered else 0.0
+            if metered:
+                bucket.tokens -= 1.0
             return wait
 
     def still_held(self, subscription: str, method: str, action: str) -> float:
@@ -117,14 +122,10 @@ class ArmPacer:
         second), or AzureThrottled when the hold is longer."""
         left = self.remaining(subscription, method)
         if left > HOLD_GRACE:
-            raise AzureError(
-                AZURE_THROTTLED,
-                f"{action}: Azure throttled {kind_of(method)} in subscription {subscription} while this request "
-                f"waited; amlwire sends again in {left:.1f}s, as Azure's Retry-After asked",
-                retryable=True,
-                retry_after=left,
-                status=429,
+            what = (
+                f"{action}: Azure throttled {kind_of(method)} in subscription {subscription} while this request waited"
             )
+            raise _throttled(what, left, "as Azure's Retry-After asked")
         return left
 
     def observe(self, subscription: str, method: str, remaining: int | None) -> None:
