@@ -63,15 +63,20 @@ def fast_world() -> World:
     return demo_world(lro=0.2, queued=0.1, running=0.3)
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxServer]:
-    server = SandboxServer(fast_world(), tmp_path / "sandbox-ca.pem").start()
+def running(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxServer]:
+    """A sandbox serving `world` for one test."""
+    server = SandboxServer(world, tmp_path / "sandbox-ca.pem").start()
     # Some azure-ai-ml paths use `requests` directly; the environment may already point elsewhere.
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_file))
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxServer]:
+    yield from running(fast_world(), tmp_path, monkeypatch)
 
 
 @pytest.fixture

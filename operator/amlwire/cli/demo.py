@@ -164,7 +164,7 @@ def _diagnose(console: Console, stack: Any) -> None:
     """What `amlwire doctor robotics-gpu` says about the demo's compute."""
     from amlwire.adapters.kube.adapter import KubeAdapter
     from amlwire.api.attachedcompute import AttachedComputeSpec
-    from amlwire.cli.doctor import report_table
+    from amlwire.cli.doctor import attached_compute_heading, report_table
     from amlwire.domain.doctor import diagnose
     from amlwire.reconcile.doctor import gather
 
@@ -181,7 +181,7 @@ def _diagnose(console: Console, stack: Any) -> None:
         timedelta(seconds=ROLE_PROPAGATION_SECONDS),
         ("robotics-gpu", obj["metadata"]["uid"]),
     )
-    report_table(console, diagnose(facts), spec, "robotics-gpu")
+    report_table(console, diagnose(facts), attached_compute_heading(spec, "robotics-gpu"))
 
 
 def _where_to_look(console: Console, plane: Any, stack: Any, metrics_port: int) -> None:

@@ -17,6 +17,8 @@ from rich.table import Table
 from amlwire.api.attachedcompute import AttachedComputeSpec
 from amlwire.cli.settings import load_settings
 from amlwire.config import Settings
+from amlwire.domain.azure import WorkspaceRef
+from amlwire.domain.datapath import JOB_IDENTITIES, diagnose_data_path
 from amlwire.domain.doctor import Result, diagnose, exit_code
 
 SCHEMA = "amlwire.io/doctor/v1"
@@ -80,19 +82,23 @@ def load_target(
     return spec_from_flags(values), None
 
 
-def report_json(results: list[Result], spec: AttachedComputeSpec, name: str | None) -> str:
+def attached_compute_target(spec: AttachedComputeSpec, name: str | None) -> dict[str, str | None]:
+    return {
+        "attachedCompute": name,
+        "workspace": spec.workspace.name,
+        "cluster": spec.cluster.name,
+        "identity": spec.identity.resource_id,
+        "compute": spec.compute.name,
+    }
+
+
+def report_json(results: list[Result], target: dict[str, str | None]) -> str:
     """The JSON report (schema: README, section "amlwire doctor")."""
     summary = {s: sum(1 for r in results if r.status == s) for s in ("pass", "fail", "warn", "skip")}
     return json.dumps(
         {
             "schemaVersion": SCHEMA,
-            "target": {
-                "attachedCompute": name,
-                "workspace": spec.workspace.name,
-                "cluster": spec.cluster.name,
-                "identity": spec.identity.resource_id,
-                "compute": spec.compute.name,
-            },
+            "target": target,
             "results": [r.as_dict() for r in results],
             "summary": summary,
             "exitCode": exit_code(results),
@@ -139,7 +145,28 @@ CHAIN: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("compute", (("F14", "compute attached with the identity and healthy"),)),
     ("jobs", (("F11", "job pods labelled for workload identity"), ("F23", "data-capability sidecar authenticates"))),
 )
-VERIFIES = {failure: name for _, checks in CHAIN for failure, name in checks}
+# A job's data path on any compute: who reads each datastore, and whether storage lets them.
+DATA_CHAIN: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("compute", (("F27", "the compute has the identity the job reads with"),)),
+    (
+        "datastores",
+        (
+            ("F26", "credential-based datastores keep a credential"),
+            ("F17", "shared keys allowed where datastores use keys"),
+            ("F28", "the user may read datastore secrets"),
+        ),
+    ),
+    (
+        "roles",
+        (
+            ("F24", "the job's reader holds a storage data role"),
+            ("F25", "roles not only on the workspace identity"),
+            ("F16", "role assignments old enough to be effective"),
+        ),
+    ),
+    ("network", (("F29", "storage reachable from the compute's network"),)),
+)
+Chain = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 MARK = {"pass": "[green]✓[/]", "fail": "[bold red]✗[/]", "warn": "[yellow]![/]", "skip": "[dim]·[/]"}
 
 
@@ -156,15 +183,20 @@ def _evidence(result: Result) -> str:
 
 
 def report_table(
-    console: Console, results: list[Result], spec: AttachedComputeSpec, name: str | None, verbose: bool = False
+    console: Console, results: list[Result], heading: str, chain: Chain = CHAIN, verbose: bool = False
 ) -> None:
     """The wiring as the chain it is, failures first with their fix printed whole (to copy), passes folded."""
     by_id = {r.id: r for r in results}
-    console.print(f"[bold]amlwire doctor: {name or spec.compute.name}[/] ({spec.cluster.name} → {spec.workspace.name})")
-    console.print(" → ".join(f"{link} {MARK[_link_status(by_id, checks)]}" for link, checks in CHAIN))
+    verifies = {failure: name for _, checks in chain for failure, name in checks}
+    console.print(f"[bold]amlwire doctor: {heading}[/]", highlight=False)
+    console.print(" → ".join(f"{link} {MARK[_link_status(by_id, checks)]}" for link, checks in chain))
     for status in ("fail", "warn"):
         for r in (r for r in results if r.status == status):
-            console.print(f"\n{MARK[status]} {r.id} {VERIFIES.get(r.id, r.title)}: [bold]{r.title}[/]")
+            if r.headline:
+                console.print(f"\n{MARK[status]} {r.id} [bold]{r.title}[/]: ", end="")
+                console.print(r.headline, soft_wrap=True, highlight=False, markup=False)
+            else:
+                console.print(f"\n{MARK[status]} {r.id} {verifies.get(r.id, r.title)}: [bold]{r.title}[/]")
             if evidence := _evidence(r):
                 console.print(f"  evidence: {evidence}", soft_wrap=True, highlight=False, markup=False)
             if r.fix:
@@ -176,7 +208,7 @@ def report_table(
         for column in ("", "id", "verified", "evidence"):
             table.add_column(column, overflow="fold")
         for r in rest:
-            table.add_row(MARK[r.status], r.id, VERIFIES.get(r.id, r.title), _evidence(r))
+            table.add_row(MARK[r.status], r.id, verifies.get(r.id, r.title), _evidence(r))
         console.print()
         console.print(table)
     else:
@@ -197,6 +229,18 @@ def kube_client(settings: Settings) -> tuple[Any, str | None]:
         return None, f"no Kubernetes access ({type(error).__name__}: {error})"
 
 
+def attached_compute_heading(spec: AttachedComputeSpec, name: str | None) -> str:
+    return f"{name or spec.compute.name} ({spec.cluster.name} → {spec.workspace.name})"
+
+
+def wants_data_path(name: str | None, manifest: Path | None, values: dict[str, Any]) -> bool:
+    """A job's data path, rather than an AttachedCompute's wiring: a job, a job setting, or a compute alone."""
+    if values["job"] or values["job_identity"] or values["user"] or values["datastore"]:
+        return True
+    wiring = name or manifest or values["cluster"] or values["identity"]
+    return bool(not wiring and values["workspace"] and values["compute"])
+
+
 @click.command()
 @click.argument("name", required=False)
 @click.option(
@@ -206,7 +250,7 @@ def kube_client(settings: Settings) -> tuple[Any, str | None]:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="An AttachedCompute manifest to diagnose (need not be applied).",
 )
-@click.option("--subscription", help="Workspace subscription ID.")
+@click.option("--subscription", envvar="AZURE_SUBSCRIPTION_ID", help="Workspace subscription ID.")
 @click.option("--workspace-group", help="Workspace resource group.")
 @click.option("--workspace", help="AML workspace name.")
 @click.option("--cluster-subscription", help="AKS subscription ID (default: the workspace's).")
@@ -214,22 +258,61 @@ def kube_client(settings: Settings) -> tuple[Any, str | None]:
 @click.option("--cluster", help="AKS cluster name.")
 @click.option("--identity", help="User-assigned identity resource ID.")
 @click.option("--service-account", multiple=True, help="NAMESPACE/NAME federated to the identity (repeatable).")
-@click.option("--compute", help="AML compute name.")
+@click.option("--compute", help="AML compute name (any type), or serverless.")
 @click.option("--compute-namespace", default="default", show_default=True, help="Namespace AML job pods run in.")
 @click.option("--grant", multiple=True, help="SCOPE=ROLE the identity needs (repeatable).")
+@click.option("--job", help="A submitted AML job: diagnose the data path of its compute, identity and datastores.")
+@click.option(
+    "--job-identity",
+    type=click.Choice(JOB_IDENTITIES),
+    help="The job's identity setting (managed, user, aml-token: none set). Default: the job's, or aml-token.",
+)
+@click.option("--user", help="Object ID of the user who submits the job (identity user, credential datastores).")
+@click.option("--datastore", multiple=True, help="A datastore the job reads (repeatable; default: the default one).")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--verbose", "-v", is_flag=True, help="List the checks that passed too.")
 def doctor(name: str | None, manifest: Path | None, output: str, verbose: bool, **values: Any) -> None:
-    """Diagnose the wiring of an AttachedCompute (read-only): every field failure F01-F23, evidence and fix.
+    """Diagnose the wiring of an AttachedCompute, or a job's data path on any compute (read-only).
+
+    \b
+    amlwire doctor NAME | -f FILE | --cluster ... --identity ...   the Kubernetes wiring, F01-F23
+    amlwire doctor --workspace-group G --workspace W --compute C [--job-identity managed|user|aml-token]
+                   [--user OBJECT_ID] [--datastore NAME]            a job's data path, F16 F17 F24-F29
+    amlwire doctor --workspace-group G --workspace W --job NAME      the data path of a submitted job
 
     Exit code 0: nothing fails; 1: something fails; 2: the doctor could not run (credentials, network, a
     target that does not exist). Azure and Kubernetes settings are the operator's (AMLWIRE_* variables).
     """
     from amlwire.adapters.azure.adapter import AzureAdapter
     from amlwire.adapters.azure.clients import AzureClients
-    from amlwire.reconcile.doctor import DoctorCannotRun, gather
+    from amlwire.reconcile.doctor import DoctorCannotRun
 
     settings = load_settings()
+    window = timedelta(seconds=settings.role_propagation_seconds)
+    try:
+        if wants_data_path(name, manifest, values):
+            results, target, heading, chain = _data_path(values, AzureAdapter(AzureClients(settings)), window)
+        else:
+            results, target, heading, chain = _wiring(name, manifest, values, settings, window)
+    except DoctorCannotRun as error:
+        raise CannotRun(str(error)) from error
+    if output == "json":
+        click.echo(report_json(results, target))
+    else:
+        report_table(Console(width=max(120, Console().width)), results, heading, chain, verbose)
+    sys.exit(exit_code(results))
+
+
+Report = tuple[list[Result], dict[str, str | None], str, Chain]
+
+
+def _wiring(
+    name: str | None, manifest: Path | None, values: dict[str, Any], settings: Settings, window: timedelta
+) -> Report:
+    from amlwire.adapters.azure.adapter import AzureAdapter
+    from amlwire.adapters.azure.clients import AzureClients
+    from amlwire.reconcile.doctor import gather
+
     kube, kube_problem = kube_client(settings)
     raw, live = load_target(name, manifest, values, kube)
     try:
@@ -238,22 +321,38 @@ def doctor(name: str | None, manifest: Path | None, output: str, verbose: bool, 
         problems = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         raise CannotRun(f"the AttachedCompute spec is not valid: {problems}") from error
     azure = AzureAdapter(AzureClients(settings))
-    try:
-        facts = gather(
-            spec,
-            azure,
-            kube,
-            datetime.now(UTC),
-            timedelta(seconds=settings.role_propagation_seconds),
-            live,
-            kube_problem,
-        )
-    except DoctorCannotRun as error:
-        raise CannotRun(str(error)) from error
-    results = diagnose(facts)
+    facts = gather(spec, azure, kube, datetime.now(UTC), window, live, kube_problem)
     label = live[0] if live else None
-    if output == "json":
-        click.echo(report_json(results, spec, label))
-    else:
-        report_table(Console(width=max(120, Console().width)), results, spec, label, verbose)
-    sys.exit(exit_code(results))
+    return diagnose(facts), attached_compute_target(spec, label), attached_compute_heading(spec, label), CHAIN
+
+
+def _data_path(values: dict[str, Any], azure: Any, window: timedelta) -> Report:
+    from amlwire.reconcile.datapath import DataPathTarget, gather_data_path
+
+    missing = [f"--{k.replace('_', '-')}" for k in ("subscription", "workspace_group", "workspace") if not values[k]]
+    if not values["job"] and not values["compute"]:
+        missing.append("--compute (or --job)")
+    if missing:
+        raise CannotRun("a job's data path needs " + ", ".join(missing))
+    workspace = WorkspaceRef(values["subscription"], values["workspace_group"], values["workspace"])
+    target = DataPathTarget(
+        workspace,
+        compute=values["compute"],
+        job=values["job"],
+        job_identity=values["job_identity"],
+        user=values["user"],
+        datastores=tuple(values["datastore"]),
+    )
+    facts = gather_data_path(target, azure, datetime.now(UTC), window)
+    job = facts.job
+    heading = (
+        f"job {job.name} ({job.job_type}, {job.status}{': ' + job.error if job.error else ''})" if job else "a job"
+    ) + f" on compute {facts.compute.name} ({facts.compute.kind}), identity {facts.job_identity}"
+    shown = {
+        "workspace": workspace.name,
+        "compute": facts.compute.name,
+        "job": job.name if job else None,
+        "jobIdentity": facts.job_identity,
+        "datastores": ", ".join(dict.fromkeys(u.datastore.name for u in facts.usages)),
+    }
+    return diagnose_data_path(facts), shown, heading, DATA_CHAIN

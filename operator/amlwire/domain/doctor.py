@@ -9,7 +9,7 @@ disagree about what is wrong or how to fix it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -113,9 +113,10 @@ class Result:
     fix: str = ""
     why: str = ""
     check: str = ""  # the name of the check: what it verified
+    headline: str = ""  # one line naming who needs what, where a failure has one
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        shown: dict[str, object] = {
             "id": self.id,
             "title": self.title,
             "status": self.status,
@@ -123,6 +124,7 @@ class Result:
             "fix": self.fix,
             "why": self.why,
         }
+        return shown | ({"headline": self.headline} if self.headline else {})
 
 
 CheckFn = Callable[[Facts], Result]
@@ -603,11 +605,11 @@ def sidecar_certificate_auth(facts: Facts) -> Result:
 def diagnose(facts: Facts) -> list[Result]:
     """Every check, in failure-id order, each result stamped with the name of the check that made it."""
     ordered = sorted(CHECKS, key=lambda c: c.failure)
-    return [_named(c.run(facts), c.name) for c in ordered]
+    return [named(c.run(facts), c.name) for c in ordered]
 
 
-def _named(found: Result, name: str) -> Result:
-    return Result(found.id, found.title, found.status, found.evidence, found.fix, found.why, name)
+def named(found: Result, name: str) -> Result:
+    return replace(found, check=name)
 
 
 def exit_code(results: list[Result]) -> int:

@@ -45,6 +45,10 @@ class Failure:
 
 
 IDENTITY_CLI = "--identity-name {identity} -g {group}"
+ROLE_CLI = (
+    "az role assignment create --assignee-object-id {principal} --assignee-principal-type {principal_type} "
+    '--role "{role}" --scope {scope}'
+)
 EXTENSION_CLI = "--name {name} --cluster-type managedClusters --cluster-name {cluster} --resource-group {group}"
 
 FAILURES = (
@@ -235,6 +239,70 @@ FAILURES = (
         "sidecar log `failed to load certificate ... .pfx: no such file`",
         "set spec.model.delivery: InContainer on AmlJobs (the job downloads the model with its own identity), "
         "and repair the AzureML extension's data-capability identity",
+        "doctor",
+    ),
+    Failure(
+        "F24",
+        "The principal a job reads data with lacks a storage data role",
+        "a job's identity-based datastore is read by the compute's managed identity (identity managed, or none) or "
+        "the submitting user (identity user_identity), and that principal holds no Storage Blob Data role at the "
+        "account or above: the job (or every step of a pipeline) fails at its start with "
+        "AuthorizationPermissionMismatch",
+        f"{ROLE_CLI}",
+        "doctor",
+    ),
+    Failure(
+        "F25",
+        "Storage roles granted only to the workspace identity",
+        "the workspace's managed identity holds a Storage Blob Data role on the account but the principal the "
+        "job reads with does not; jobs never use the workspace identity for data (it serves studio preview and "
+        "profiling), so waiting for RBAC to propagate never helps",
+        f"grant the role to the job's reader instead: {ROLE_CLI}",
+        "doctor",
+    ),
+    Failure(
+        "F26",
+        "Key-based datastore without credentials",
+        "a datastore that authenticates with an account key or SAS token holds none (listSecrets returns an empty "
+        "value): every read fails with AuthenticationFailed",
+        "recreate the datastore with its credential, or as identity-based: az ml datastore create --file "
+        "{datastore}.yml -g {workspace_group} -w {workspace}",
+        "doctor",
+        {
+            "system": "Azure does not let a workspace's default datastores be changed, so this workspace cannot "
+            "be repaired in place: create a new workspace with identity-based system datastores (az ml workspace "
+            "create -n <new-workspace> -g {workspace_group} --system-datastores-auth-mode identity), grant its "
+            'compute identity "Storage Blob Data Contributor" on the new storage account, and move the jobs there',
+        },
+    ),
+    Failure(
+        "F27",
+        "Compute without a managed identity for a managed-identity job",
+        "the job reads identity-based data with the compute's managed identity (identity managed, or none) but "
+        "the compute cluster has none (or not the one the job names)",
+        "az ml compute update --name {compute} -g {workspace_group} -w {workspace} --identity-type SystemAssigned "
+        "(or --identity-type UserAssigned --user-assigned-identities <identity-id>), then grant it the data role",
+        "doctor",
+    ),
+    Failure(
+        "F28",
+        "User cannot read a credential-based datastore's secrets",
+        "a datastore on the job's path keeps a credential and the user lacks "
+        "Microsoft.MachineLearningServices/workspaces/datastores/listsecrets/action (the CLI and SDK read it to "
+        "upload code and local inputs)",
+        "az role assignment create --assignee-object-id {principal} --assignee-principal-type User --role "
+        '"AzureML Data Scientist" --scope {workspace_id}',
+        "doctor",
+    ),
+    Failure(
+        "F29",
+        "Storage closed to the compute's network",
+        "the storage account denies public network access (publicNetworkAccess Disabled or defaultAction Deny) "
+        "and the compute is in no subnet with an approved private endpoint or virtual-network rule of the "
+        "account: reads fail with AuthorizationFailure",
+        "az network private-endpoint create -g <network-group> -n pe-{account}-blob --subnet <compute-subnet-id> "
+        "--private-connection-resource-id {account_id} --group-id blob --connection-name {account}-blob, or run "
+        "the job on a compute in a network that has one",
         "doctor",
     ),
 )

@@ -248,6 +248,8 @@ def _command_job(lint: _Lint, job: yaml.Node, prefix: str, pipeline_child: bool)
         _input(lint, prefix + f"inputs.{name}", key, value, command_job=True)
     for name, key, value in _items(outputs) if outputs is not None else ():
         _output(lint, prefix + f"outputs.{name}", key, value)
+    if not pipeline_child and _get(job, "identity") is None and _reads_data(job):
+        _identity_unsaid(lint, job, prefix)
     text = _scalar(command) or ""
     declared = {
         "inputs": {n for n, _, _ in _items(inputs)} if inputs else set(),
@@ -275,6 +277,8 @@ def _pipeline_job(lint: _Lint, job: yaml.Node) -> None:
         lint.add(job, "jobs", "L05", "a pipeline job needs `jobs:`")
         return
     for name, _, child in _items(children):
+        if _get(job, "identity") is None and _get(child, "identity") is None and _reads_data(child):
+            _identity_unsaid(lint, child, f"jobs.{name}.")
         if (_scalar(_get(child, "type")) or "command") == "command":
             _command_job(
                 lint,
@@ -282,6 +286,29 @@ def _pipeline_job(lint: _Lint, job: yaml.Node) -> None:
                 f"jobs.{name}.",
                 pipeline_child=_get(job, "settings") is not None or _get(job, "compute") is not None,
             )
+
+
+def _reads_data(job: yaml.Node) -> bool:
+    """Whether the job reads a datastore or data asset (its own inputs, not bindings to a parent's)."""
+    inputs = _get(job, "inputs")
+    return any(
+        isinstance(value, yaml.MappingNode)
+        and _scalar(_get(value, "type")) in DATA_TYPES
+        and (_scalar(_get(value, "path")) or "").startswith("azureml:")
+        for _, _, value in (_items(inputs) if inputs is not None else ())
+    )
+
+
+def _identity_unsaid(lint: _Lint, job: yaml.Node, prefix: str) -> None:
+    lint.add(
+        job,
+        prefix + "identity",
+        "L11",
+        "reads data without `identity:`: from an identity-based datastore AML then reads as the compute's managed "
+        "identity (on serverless, as you); say which (identity: {type: managed} or {type: user_identity}) and "
+        "give that principal a Storage Blob Data role (amlwire doctor --compute NAME --job-identity ... names it)",
+        "warning",
+    )
 
 
 def _input(lint: _Lint, field: str, key: yaml.Node, value: yaml.Node, command_job: bool) -> None:

@@ -37,20 +37,22 @@ class DoctorKube(Protocol):
     def events_about(self, kind: str, name: str, uid: str) -> list[tuple[str, str]]: ...
 
 
-def _read(facts: Facts, area: str, read: Callable[[], T], missing: T) -> T:
-    """One read: its value; `missing` on 404; recorded as unreadable (or fatal) on other errors."""
+class NotesUnreadable(Protocol):
+    unreadable: dict[str, str]
+
+
+def read_or_note(facts: NotesUnreadable | None, area: str, read: Callable[[], T], missing: T) -> T:
+    """One read: its value; `missing` on 404; on other errors noted in `facts.unreadable[area]`, or fatal (bad
+    credentials, no network, or nowhere to note it)."""
     try:
         return read()
-    except AzureNotFound:
+    except (AzureNotFound, KubeNotFound):
         return missing
-    except AzureError as error:
-        if error.reason in CANNOT_RUN:
-            raise DoctorCannotRun(error.message) from error
-        facts.unreadable[area] = error.message
-    except KubeNotFound:
-        return missing
-    except KubeError as error:
-        facts.unreadable[area] = str(error)
+    except (AzureError, KubeError) as error:
+        message = error.message if isinstance(error, AzureError) else str(error)
+        if facts is None or (isinstance(error, AzureError) and error.reason in CANNOT_RUN):
+            raise DoctorCannotRun(f"could not read the {area}: {message}") from error
+        facts.unreadable[area] = message
     return missing
 
 
@@ -67,7 +69,7 @@ def gather(
     c, w = spec.cluster, spec.workspace
     target = target_of(spec)
     cluster_id, workspace = target.cluster_id, target.workspace
-    facts.cluster = _read(
+    facts.cluster = read_or_note(
         facts, "cluster", lambda: azure.get_cluster(spec.cluster_subscription_id, c.resource_group, c.name), None
     )
     if facts.cluster is None and "cluster" not in facts.unreadable:
@@ -75,21 +77,23 @@ def gather(
             f"AKS cluster {c.resource_group}/{c.name} does not exist in subscription "
             f"{spec.cluster_subscription_id}: check the cluster you named"
         )
-    facts.workspace = _read(facts, "workspace", lambda: azure.get_workspace(workspace), None)
+    facts.workspace = read_or_note(facts, "workspace", lambda: azure.get_workspace(workspace), None)
     if facts.workspace is None and "workspace" not in facts.unreadable:
         raise DoctorCannotRun(
             f"AML workspace {w.resource_group}/{w.name} does not exist in subscription "
             f"{w.subscription_id}: check the workspace you named"
         )
     _gather_identity(facts, azure)
-    facts.extension = _read(facts, "extension", lambda: azure.get_extension(cluster_id, spec.extension.name), None)
-    facts.compute = _read(facts, "compute", lambda: azure.get_compute(workspace, spec.compute.name), None)
+    facts.extension = read_or_note(
+        facts, "extension", lambda: azure.get_extension(cluster_id, spec.extension.name), None
+    )
+    facts.compute = read_or_note(facts, "compute", lambda: azure.get_compute(workspace, spec.compute.name), None)
     if facts.workspace is not None and facts.workspace.storage_account_id:
         account = facts.workspace.storage_account_id
-        facts.storage = _read(facts, "storage", lambda: azure.get_storage_account(account), None)
+        facts.storage = read_or_note(facts, "storage", lambda: azure.get_storage_account(account), None)
     principal = facts.workspace.identity_principal_id if facts.workspace else None
     if principal:
-        facts.workspace_roles = _read(
+        facts.workspace_roles = read_or_note(
             facts, "workspace role assignments", lambda: azure.list_role_assignments(cluster_id, principal), []
         )
     if kube is None:
@@ -102,10 +106,10 @@ def gather(
 
 def _gather_identity(facts: Facts, azure: AzurePort) -> None:
     spec = facts.spec
-    facts.identity = _read(facts, "identity", lambda: azure.get_identity(spec.identity.resource_id), None)
+    facts.identity = read_or_note(facts, "identity", lambda: azure.get_identity(spec.identity.resource_id), None)
     if facts.identity is None:
         return
-    facts.credentials = _read(
+    facts.credentials = read_or_note(
         facts, "federated credentials", lambda: azure.list_federated_credentials(spec.identity.resource_id), []
     )
     principal = facts.identity.principal_id
@@ -113,13 +117,13 @@ def _gather_identity(facts: Facts, azure: AzurePort) -> None:
     if facts.workspace is not None and facts.workspace.storage_account_id:
         scopes.add(facts.workspace.storage_account_id)
     for scope in sorted(scopes):
-        facts.identity_roles[scope] = _read(
+        facts.identity_roles[scope] = read_or_note(
             facts, "role assignments", partial(azure.list_role_assignments, scope, principal), NO_ROLES
         )
     workspace = facts.workspace.id if facts.workspace is not None else None
     if workspace and workspace not in scopes:  # InContainer downloads read the model with the identity
         read = partial(azure.list_role_assignments, workspace, principal)
-        roles = _read(facts, "the identity's workspace roles", read, None)
+        roles = read_or_note(facts, "the identity's workspace roles", read, None)
         if roles is not None:
             facts.identity_roles[workspace] = roles
 
@@ -127,11 +131,11 @@ def _gather_identity(facts: Facts, azure: AzurePort) -> None:
 def _gather_kubernetes(facts: Facts, kube: DoctorKube, attached_compute: tuple[str, str] | None) -> None:
     spec = facts.spec
     for account in spec.service_accounts:
-        found = _read(
+        found = read_or_note(
             facts, "service accounts", partial(kube.get_service_account, account.namespace, account.name), None
         )
         facts.service_accounts[(account.namespace, account.name)] = found.annotations if found else None
-    facts.pods = _read(facts, "pods", lambda: kube.list_pods(spec.compute.namespace), None)
+    facts.pods = read_or_note(facts, "pods", lambda: kube.list_pods(spec.compute.namespace), None)
     for pod in facts.pods or []:
         for container in (c for c in pod.containers if SIDECAR in c):
             log = kube.pod_log(spec.compute.namespace, pod.name, container)
@@ -142,14 +146,14 @@ def _gather_kubernetes(facts: Facts, kube: DoctorKube, attached_compute: tuple[s
     if attached_compute is None:
         return
     name, uid = attached_compute
-    events = _read(facts, "events", partial(kube.events_about, "AttachedCompute", name, uid), NO_EVENTS)
+    events = read_or_note(facts, "events", partial(kube.events_about, "AttachedCompute", name, uid), NO_EVENTS)
     if "events" not in facts.unreadable:
         facts.write_conflicts = [
             message for reason, message in events if reason == r.FEDERATED_CREDENTIAL_WRITE_CONFLICT
         ]
     jobs = [
         j
-        for j in _read(facts, "AmlJobs", kube.list_aml_jobs, NO_OBJECTS)
+        for j in read_or_note(facts, "AmlJobs", kube.list_aml_jobs, NO_OBJECTS)
         if (j.get("spec") or {}).get("computeRef") == name
     ]
     if jobs:

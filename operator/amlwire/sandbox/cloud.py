@@ -6,6 +6,7 @@ holding `state.lock`.
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 import uuid
@@ -13,7 +14,7 @@ from typing import Any
 
 from amlwire.sandbox import authorization, ids
 from amlwire.sandbox.state import AUDIENCE, ArmError, Operation, Resource, State, iso, key, not_found
-from amlwire.sandbox.world import ClusterWorld, World
+from amlwire.sandbox.world import ClusterWorld, ComputeWorld, DatastoreWorld, StorageAccountWorld, World
 
 SHORT_JOB_OUTPUT = re.compile(r"^azureml://jobs/[^/]+/outputs/[^/]+/?$", re.IGNORECASE)
 FIC_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-_]{2,119}$")
@@ -76,21 +77,7 @@ class Cloud:
                 },
             )
         for s in world.storage_accounts:
-            rid = ids.resource_id(sub(s), s.resource_group, ids.STORAGE, s.name)
-            self.state.put(
-                rid,
-                ids.STORAGE,
-                {
-                    "location": loc(s),
-                    "kind": "StorageV2",
-                    "sku": {"name": "Standard_LRS"},
-                    "properties": {
-                        "allowSharedKeyAccess": s.allow_shared_key_access,
-                        "provisioningState": "Succeeded",
-                        "primaryEndpoints": {"blob": f"https://{s.name}.blob.core.windows.net/"},
-                    },
-                },
-            )
+            self._seed_storage(s, sub(s), loc(s))
         for r in world.registries:
             self.state.put(
                 ids.resource_id(sub(r), r.resource_group, ids.REGISTRY, r.name),
@@ -136,6 +123,9 @@ class Cloud:
                     # rule: aks.cluster-profile
                     "securityProfile": {"workloadIdentity": {"enabled": c.workload_identity_enabled}},
                     "disableLocalAccounts": c.local_accounts_disabled,
+                    "agentPoolProfiles": [
+                        {"name": "nodepool1", "mode": "System", **({"vnetSubnetID": c.subnet} if c.subnet else {})}
+                    ],
                 },
             },
             aml_service_accounts=list(c.aml_service_accounts),
@@ -164,6 +154,52 @@ class Cloud:
                 },
             )
 
+    def _seed_storage(self, s: StorageAccountWorld, sub: str, location: str) -> None:
+        rid = ids.resource_id(sub, s.resource_group, ids.STORAGE, s.name)
+        connections = []
+        for pe in s.private_endpoints:
+            pe_id = ids.resource_id(sub, s.resource_group, ids.PRIVATE_ENDPOINT, pe.name)
+            self.state.put(
+                pe_id,
+                ids.PRIVATE_ENDPOINT,
+                {"location": location, "properties": {"subnet": {"id": pe.subnet}, "provisioningState": "Succeeded"}},
+            )
+            connections.append(
+                {
+                    "id": f"{rid}/privateEndpointConnections/{pe.name}",
+                    "name": pe.name,
+                    "properties": {
+                        "privateEndpoint": {"id": pe_id},
+                        "privateLinkServiceConnectionState": {"status": pe.status},
+                        "provisioningState": "Succeeded",
+                    },
+                }
+            )
+        self.state.put(
+            rid,
+            ids.STORAGE,
+            {
+                "location": location,
+                "kind": "StorageV2",
+                "sku": {"name": "Standard_LRS"},
+                "properties": {
+                    "allowSharedKeyAccess": s.allow_shared_key_access,
+                    "publicNetworkAccess": s.public_network_access,
+                    "networkAcls": {
+                        "defaultAction": s.default_action,
+                        "bypass": "AzureServices",
+                        "virtualNetworkRules": [
+                            {"id": subnet, "action": "Allow"} for subnet in s.virtual_network_rules
+                        ],
+                        "ipRules": [],
+                    },
+                    "privateEndpointConnections": connections,
+                    "provisioningState": "Succeeded",
+                    "primaryEndpoints": {"blob": f"https://{s.name}.blob.core.windows.net/"},
+                },
+            },
+        )
+
     def _seed_workspace(self, w: Any, sub: str, location: str, tenant: str) -> None:
         rid = ids.resource_id(sub, w.resource_group, ids.WORKSPACE, w.name)
         storage = ids.resource_id(sub, w.resource_group, ids.STORAGE, w.storage_account)
@@ -191,6 +227,77 @@ class Cloud:
         for m in w.models:
             model = self.put_model_version(rid, m.name, m.version, {"properties": {"modelType": m.type}})
             model.extra["metrics"] = dict(m.metrics)
+        for c in w.computes:
+            self._seed_compute_cluster(rid, c, location, tenant)
+        key_based = w.system_datastores_auth_mode == "accesskey"  # rule: ml.system-datastores
+        system = [
+            DatastoreWorld(
+                name="workspaceblobstore",
+                container=f"azureml-blobstore-{ids.stable_uuid(rid)}",
+                credentials="AccountKey" if key_based else "None",
+                secret=w.system_datastore_secret,
+                default=True,
+            ),
+            DatastoreWorld(
+                name="workspaceartifactstore",
+                container="azureml",
+                credentials="AccountKey" if key_based else "None",
+                secret=w.system_datastore_secret,
+            ),
+        ]
+        for d in system + list(w.datastores):
+            self._seed_datastore(rid, d, sub, w.resource_group, d.storage_account or w.storage_account)
+
+    def _seed_compute_cluster(self, workspace_id: str, c: ComputeWorld, location: str, tenant: str) -> None:
+        compute_id = f"{workspace_id}/computes/{c.name}"
+        identity: dict[str, Any] = {"type": c.identity.type}
+        if "SystemAssigned" in c.identity.type:
+            identity |= {"principalId": ids.stable_uuid(compute_id, "system-identity"), "tenantId": tenant}
+        if c.identity.user_assigned_identities:
+            identity["userAssignedIdentities"] = {
+                uami.id: {"principalId": uami.properties["principalId"], "clientId": uami.properties["clientId"]}
+                for uami in map(self.identity, c.identity.user_assigned_identities)
+            }
+        self.state.put(
+            compute_id,
+            ids.COMPUTE,
+            {
+                "location": location,
+                "identity": identity,
+                "properties": {
+                    "computeType": "AmlCompute",
+                    "computeLocation": location,
+                    "provisioningState": "Succeeded",
+                    "properties": {
+                        "vmSize": c.vm_size,
+                        "scaleSettings": {"minNodeCount": 0, "maxNodeCount": 4},
+                        **({"subnet": {"id": c.subnet}} if c.subnet else {}),
+                    },
+                },
+            },
+        )
+
+    def _seed_datastore(self, workspace_id: str, d: DatastoreWorld, sub: str, group: str, account: str) -> None:
+        self.state.put(
+            f"{workspace_id}/datastores/{d.name}",
+            ids.DATASTORE,
+            {
+                "properties": {
+                    "datastoreType": "AzureBlob",
+                    "accountName": account,
+                    "containerName": d.container,
+                    "endpoint": "core.windows.net",
+                    "protocol": "https",
+                    "subscriptionId": sub,
+                    "resourceGroup": group,
+                    "isDefault": d.default,
+                    "serviceDataAccessAuthIdentity": "None",
+                    # rule: ml.datastore-secrets (secrets are never returned by GET)
+                    "credentials": {"credentialsType": d.credentials},
+                }
+            },
+            secret=d.secret if d.credentials != "None" else None,
+        )
 
     # -- managed identities and federated credentials -----------------------------------------
     def identity(self, identity_id: str) -> Resource:
@@ -270,7 +377,9 @@ class Cloud:
         return next((r for r in self.state.of_type(ids.MSI) if r.properties.get("clientId") == client_id), None)
 
     # -- role assignments -------------------------------------------------------------------------
-    def _store_role_assignment(self, scope: str, name: str, role: str, principal: str, backdate: bool) -> Resource:
+    def _store_role_assignment(
+        self, scope: str, name: str, role: str, principal: str, backdate: bool, principal_type: str = "ServicePrincipal"
+    ) -> Resource:
         rid = f"{scope.rstrip('/')}/providers/{ids.ROLE_ASSIGNMENT}/{name}"
         return self.state.put(
             rid,
@@ -279,7 +388,7 @@ class Cloud:
                 "properties": {
                     "roleDefinitionId": role,
                     "principalId": principal,
-                    "principalType": "ServicePrincipal",
+                    "principalType": principal_type,
                     "scope": scope.rstrip("/"),
                     "createdOn": iso(self.state.now()),
                 }
@@ -327,7 +436,8 @@ class Cloud:
                 and existing.properties["principalId"] == principal
             ):
                 raise ArmError(409, "RoleAssignmentExists", "The role assignment already exists.")
-        return self._store_role_assignment(scope, name, role, principal, backdate=False), 201
+        kind = props.get("principalType") or "ServicePrincipal"
+        return self._store_role_assignment(scope, name, role, principal, backdate=False, principal_type=kind), 201
 
     def role_assignments_at(self, scope: str) -> list[Resource]:
         return [r for r in self.state.of_type(ids.ROLE_ASSIGNMENT) if key(r.properties.get("scope", "")) == key(scope)]
@@ -555,6 +665,19 @@ class Cloud:
         }
         props["provisioningState"] = "Succeeded"
         return self.state.put(f"{container}/versions/{version}", ids.MODEL_VERSION, {"properties": props})
+
+    def datastore_secrets(self, datastore_id: str) -> dict[str, Any]:
+        """What listSecrets answers: the stored key or token ("" when the datastore holds none)."""
+        datastore = self.state.require(datastore_id, ids.DATASTORE)
+        kind = datastore.properties["credentials"]["credentialsType"]
+        if kind == "None":  # rule: ml.datastore-secrets
+            raise ArmError(400, "UserError", f"Datastore '{datastore.name}' uses identity-based access: no secrets.")
+        value = "" if datastore.extra.get("secret") == "empty" else base64.b64encode(datastore.id.encode()).decode()
+        return (
+            {"secretsType": "AccountKey", "key": value}
+            if kind == "AccountKey"
+            else {"secretsType": "Sas", "sasToken": value}
+        )
 
     # -- the wiring judge ------------------------------------------------------------------------
     def storage_access_problem(self, compute: Resource, workspace: Resource, needs_write: bool) -> str | None:

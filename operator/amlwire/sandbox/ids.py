@@ -18,6 +18,8 @@ JOB = "Microsoft.MachineLearningServices/workspaces/jobs"
 ENVIRONMENT_VERSION = "Microsoft.MachineLearningServices/workspaces/environments/versions"
 MODEL_CONTAINER = "Microsoft.MachineLearningServices/workspaces/models"
 MODEL_VERSION = "Microsoft.MachineLearningServices/workspaces/models/versions"
+DATASTORE = "Microsoft.MachineLearningServices/workspaces/datastores"
+PRIVATE_ENDPOINT = "Microsoft.Network/privateEndpoints"
 ROLE_ASSIGNMENT = "Microsoft.Authorization/roleAssignments"
 RESOURCE_GROUP = "Microsoft.Resources/resourceGroups"
 

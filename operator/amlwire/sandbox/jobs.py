@@ -7,6 +7,7 @@ from typing import Any
 
 from amlwire.sandbox import ids
 from amlwire.sandbox.cloud import STREAM_AUTH, TERMINAL_JOB_STATES, Cloud, model_ref
+from amlwire.sandbox.datapath import DataPath, steps_of
 from amlwire.sandbox.state import ArmError, Resource, iso, key
 
 SIDECAR_MODES = {"ro_mount", "readonlymount", "download", "rw_mount", "readwritemount", "upload", "direct"}
@@ -20,7 +21,7 @@ class Jobs:
         self.cloud = cloud
         self.state = cloud.state
 
-    def submit(self, job_id: str, body: dict[str, Any]) -> tuple[Resource, bool]:
+    def submit(self, job_id: str, body: dict[str, Any], submitter: str | None = None) -> tuple[Resource, bool]:
         workspace_id = job_id.split("/jobs/", 1)[0]
         workspace = self.cloud.workspace(workspace_id)
         existing = self.state.get(job_id)
@@ -52,6 +53,7 @@ class Jobs:
             error=None,
             canceled_at=None,
             workspace=workspace.id,
+            submitter=submitter,
         )
         return resource, True
 
@@ -62,19 +64,14 @@ class Jobs:
         return job
 
     def _validate(self, props: dict[str, Any], workspace_id: str) -> None:
-        if props.get("jobType") != "Command":
-            raise ArmError(400, "UserError", "Only command jobs are supported by this sandbox.")
-        compute = self.state.get(props.get("computeId") or "")
-        if compute is None:
-            raise ArmError(400, "UserError", f"Compute '{props.get('computeId')}' was not found in the workspace.")
-        if compute.properties.get("provisioningState") != "Succeeded":  # rule: ml.job-compute
-            raise ArmError(
-                400,
-                "UserError",
-                f"Compute '{compute.name}' is in provisioning state "
-                f"'{compute.properties.get('provisioningState')}'; it must be Succeeded to run jobs.",
-            )
-        self._refuse_without_training(compute)
+        if props.get("jobType") not in ("Command", "Pipeline"):
+            raise ArmError(400, "UserError", "Only command and pipeline jobs are supported by this sandbox.")
+        for step in steps_of(props):
+            self._validate_compute(step.compute_id)
+        if props.get("jobType") == "Pipeline":
+            if not steps_of(props):
+                raise ArmError(400, "UserError", "A pipeline job needs at least one child job.")
+            return
         if not props.get("environmentId"):
             raise ArmError(400, "UserError", "An environment is required for a command job.")
         for name, value in (props.get("inputs") or {}).items():
@@ -95,6 +92,22 @@ class Jobs:
                     f"{reference[0]}:{reference[1]} is a {model.properties.get('modelType')} (no MLmodel "
                     f"file); use type custom_model for a plain checkpoint.",
                 )
+
+    def _validate_compute(self, compute_id: str | None) -> None:
+        if compute_id is None:  # rule: ml.job-serverless
+            return
+        compute = self.state.get(compute_id)
+        if compute is None:
+            raise ArmError(400, "UserError", f"Compute '{compute_id}' was not found in the workspace.")
+        if compute.properties.get("provisioningState") != "Succeeded":  # rule: ml.job-compute
+            raise ArmError(
+                400,
+                "UserError",
+                f"Compute '{compute.name}' is in provisioning state "
+                f"'{compute.properties.get('provisioningState')}'; it must be Succeeded to run jobs.",
+            )
+        if compute.properties.get("computeType") == "Kubernetes":
+            self._refuse_without_training(compute)
 
     def _refuse_without_training(self, compute: Resource) -> None:
         cluster_id = compute.properties.get("resourceId") or ""
@@ -167,10 +180,12 @@ class Jobs:
 
     def _judge(self, job: Resource) -> None:
         rule, props = job.extra["rule"], job.properties
-        compute = self.state.get(props["computeId"])
         workspace = self.state.get(job.extra["workspace"])
+        compute = self.state.get(props.get("computeId") or "")
         problem = None
-        if compute is None or workspace is None:
+        if workspace is not None and (compute is None or compute.properties.get("computeType") != "Kubernetes"):
+            problem = self._judge_data_path(job, workspace)
+        elif compute is None or workspace is None:
             problem = "the compute no longer exists"
         else:
             if self._needs_sidecar(props):
@@ -192,6 +207,25 @@ class Jobs:
             job.extra["error"] = rule.get("error") or {"code": "UserError", "message": "The job failed."}
         job.extra["outcome"] = outcome
         job.extra["metrics"] = rule.get("metrics") or self._metrics_for(props, job.extra["workspace"])
+
+    def _judge_data_path(self, job: Resource, workspace: Resource) -> str | None:
+        """Compute clusters, serverless and pipelines: each step reads and writes its datastores at its start
+        with the principal its identity setting names; the first denial fails the job, and a pipeline whose
+        step is denied fails with no child job started."""
+        path = DataPath(self.cloud)
+        for step in steps_of(job.properties):
+            denied = path.denied(workspace, step, job.extra.get("submitter"))
+            if denied is None:
+                continue
+            where = f"Pipeline step '{step.name}' failed at start: " if step.name else ""  # rule: ml.pipeline-start
+            job.extra["error"] = {
+                "code": "UserError",
+                "message": f"{where}{denied.code}: {denied.message}",
+                "innerError": {"code": denied.code},
+                "details": [],
+            }
+            return denied.message
+        return None
 
     def _needs_sidecar(self, props: dict[str, Any]) -> bool:
         inputs = [v for v in (props.get("inputs") or {}).values() if (v or {}).get("jobInputType") in DATA_INPUTS]
@@ -242,7 +276,7 @@ class Jobs:
         status, extra = job.properties["status"], job.extra
         details: dict[str, Any] = {
             "runId": job.name,
-            "target": job.properties["computeId"].rsplit("/", 1)[-1],
+            "target": (job.properties.get("computeId") or "serverless").rsplit("/", 1)[-1],
             "status": status,
             "properties": {},
             "inputDatasets": [],
@@ -265,7 +299,7 @@ class Jobs:
     def log(self, job: Resource) -> str:
         self.refresh(job)
         lines = [
-            f"[sandbox] job {job.name} on {job.properties['computeId'].rsplit('/', 1)[-1]}",
+            f"[sandbox] job {job.name} on {(job.properties.get('computeId') or 'serverless').rsplit('/', 1)[-1]}",
             f"[sandbox] command: {job.properties.get('command', '')}",
             f"[sandbox] status: {job.properties['status']}",
         ]

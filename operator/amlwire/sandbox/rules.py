@@ -265,6 +265,23 @@ RULES: tuple[Rule, ...] = (
         "spec",
         "Microsoft.Storage StorageAccountProperties.allowSharedKeyAccess",
     ),
+    Rule(
+        "storage.network",
+        "Storage",
+        "With publicNetworkAccess Disabled or networkAcls.defaultAction Deny, only requests from a subnet in a "
+        "virtual-network rule (public access on) or from a network with an Approved private endpoint of the "
+        "account get through; others answer 403 AuthorizationFailure.",
+        "doc",
+        "Learn: Configure Azure Storage firewalls and virtual networks; Data administration (Other general checks)",
+    ),
+    Rule(
+        "authz.role-definitions",
+        "Role assignments",
+        "Built-in role definitions are readable at any scope by GUID, with their actions and notActions; an "
+        "unknown GUID answers 404 RoleDefinitionDoesNotExist.",
+        "spec",
+        "Microsoft.Authorization RoleDefinitions_Get; Learn: Azure built-in roles",
+    ),
     # -- AML computes -------------------------------------------------------------------------------------------
     Rule(
         "ml.compute-lro",
@@ -405,6 +422,60 @@ RULES: tuple[Rule, ...] = (
         "A key-based default datastore with allowSharedKeyAccess=false fails every data access, whatever the roles.",
         "field",
         "field failure F17",
+    ),
+    Rule(
+        "ml.system-datastores",
+        "AML datastores",
+        "A workspace has workspaceblobstore (the default) and workspaceartifactstore; with "
+        "systemDatastoresAuthMode accesskey they hold the account key, with identity no credential. Azure does "
+        "not let the default datastores be changed afterwards.",
+        "doc",
+        "Learn: Create datastores (system datastores), az ml workspace create --system-datastores-auth-mode",
+    ),
+    Rule(
+        "ml.datastore-secrets",
+        "AML datastores",
+        "GET never returns a datastore's secrets; POST listSecrets (workspaces/datastores/listsecrets/action) "
+        "returns the stored key or token; an identity-based datastore has none (400).",
+        "spec",
+        "Microsoft.MachineLearningServices Datastores_ListSecrets; Learn: Data administration",
+    ),
+    Rule(
+        "ml.job-serverless",
+        "AML jobs",
+        "A command job with no computeId runs on serverless compute.",
+        "doc",
+        "Learn: Model training on serverless compute",
+    ),
+    Rule(
+        "ml.pipeline-start",
+        "AML jobs",
+        "A pipeline step reads its inputs and writes its outputs with its own identity setting (or the "
+        "pipeline's); a denied step fails the pipeline at its start with the storage error "
+        "(AuthorizationPermissionMismatch) and no child job runs.",
+        "field",
+        "field story: pipelines failing within 30 seconds with AuthorizationPermissionMismatch and no child jobs",
+    ),
+    Rule(
+        "data.job-identity",
+        "Data path",
+        "Identity-based data in a job is read by: identity user_identity: the submitting user; managed: the "
+        "compute's managed identity (a named one when the job gives its client or resource ID); none (AMLToken): "
+        "the compute's managed identity as fallback. A datastore with a stored credential uses that credential "
+        "instead. The workspace's identity is never used by jobs.",
+        "doc",
+        "Learn: Set up authentication between Azure ML and other services (user identity note: compute managed "
+        "identity is the fallback); Data administration (jobs use the compute identity, not the workspace's)",
+    ),
+    Rule(
+        "data.serverless-identity",
+        "Data path",
+        "On serverless compute a job without identity reads as the submitting user, and identity managed uses "
+        "the workspace's user-assigned identity.",
+        "unverified",
+        "",
+        note="amlwire's doctor prints the principal it assumed for serverless jobs and the world's examples "
+        "give serverless jobs an explicit identity",
     ),
     Rule(
         "data.in-container",

@@ -71,6 +71,9 @@ class ClusterWorld(Located):
         default_factory=lambda: ["default", "kube-system", "azureml"],
         description="Namespaces in the cluster, when no apiserver is registered for it (control API kubeconfig).",
     )
+    subnet: str | None = Field(
+        default=None, description="Resource ID of the node pool's subnet (agentPoolProfiles[].vnetSubnetID)."
+    )
 
 
 class Rules(WorldModel):
@@ -109,8 +112,22 @@ class IdentityWorld(Located):
     tenant_id: str | None = None
 
 
+class PrivateEndpointWorld(WorldModel):
+    name: str
+    subnet: str = Field(description="Resource ID of the subnet the private endpoint's address is in.")
+    status: Literal["Approved", "Pending", "Rejected", "Disconnected"] = "Approved"
+
+
 class StorageAccountWorld(Located):
     allow_shared_key_access: bool | None = False
+    public_network_access: Literal["Enabled", "Disabled"] = "Enabled"
+    default_action: Literal["Allow", "Deny"] = Field(
+        default="Allow", description="networkRuleSet.defaultAction: Deny admits only the rules and endpoints."
+    )
+    virtual_network_rules: list[str] = Field(
+        default_factory=list, description="Subnet resource IDs admitted through a service endpoint."
+    )
+    private_endpoints: list[PrivateEndpointWorld] = Field(default_factory=list)
 
 
 class WorkspaceIdentity(WorldModel):
@@ -127,11 +144,49 @@ class ModelWorld(WorldModel):
     )
 
 
+class ComputeIdentityWorld(WorldModel):
+    type: Literal["None", "SystemAssigned", "UserAssigned", "SystemAssigned,UserAssigned"] = "None"
+    user_assigned_identities: list[str] = Field(
+        default_factory=list, description="Resource IDs of identities in the world attached to the compute."
+    )
+
+
+class ComputeWorld(WorldModel):
+    """A compute cluster (AmlCompute) of the workspace; Kubernetes computes are attached, not seeded."""
+
+    name: str
+    vm_size: str = "STANDARD_DS3_V2"
+    identity: ComputeIdentityWorld = Field(default_factory=ComputeIdentityWorld)
+    subnet: str | None = Field(default=None, description="Resource ID of the compute's subnet (none: no VNet).")
+
+
+class DatastoreWorld(WorldModel):
+    name: str
+    storage_account: str | None = Field(default=None, description="Account name (default: the workspace's).")
+    container: str = "data"
+    credentials: Literal["None", "AccountKey", "Sas"] = Field(
+        default="None", description="None: identity-based; AccountKey or Sas: a stored credential."
+    )
+    secret: Literal["present", "empty"] = Field(
+        default="present", description="Whether the stored credential holds a key or token (listSecrets)."
+    )
+    default: bool = False
+
+
 class WorkspaceWorld(Located):
     storage_account: str = Field(description="Name of the workspace's default storage account (same subscription).")
     system_datastores_auth_mode: Literal["accesskey", "identity"] = "identity"
+    system_datastore_secret: Literal["present", "empty"] = Field(
+        default="present",
+        description="With accesskey system datastores: whether they hold the account key (an old workspace "
+        "created while shared keys were off holds none).",
+    )
     identity: WorkspaceIdentity = Field(default_factory=WorkspaceIdentity)
     models: list[ModelWorld] = Field(default_factory=list)
+    computes: list[ComputeWorld] = Field(default_factory=list)
+    datastores: list[DatastoreWorld] = Field(
+        default_factory=list, description="Datastores besides the system ones (workspaceblobstore, ...)."
+    )
 
 
 class RoleAssignmentWorld(WorldModel):

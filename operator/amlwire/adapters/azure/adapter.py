@@ -16,6 +16,7 @@ from azure.core.exceptions import AzureError as SdkError
 from azure.core.exceptions import ResourceExistsError
 
 from amlwire.adapters.azure.clients import AzureClients
+from amlwire.adapters.azure.datapath import DataPathReads
 from amlwire.adapters.azure.errors import classified
 from amlwire.api import reasons as r
 from amlwire.domain.azure import (
@@ -209,7 +210,7 @@ class JobsAdapter:
         return created.name, str(created.version)
 
 
-class AzureAdapter(JobsAdapter):
+class AzureAdapter(JobsAdapter, DataPathReads):
     """The Azure side of amlwire. Thread-safe; clients are shared."""
 
     def __init__(self, clients: AzureClients, observe: CallObserver | None = None, lro_grace: float = 1.0) -> None:

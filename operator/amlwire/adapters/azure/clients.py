@@ -139,8 +139,8 @@ class AzureClients:
             ),
         )
 
-    def send(self, subscription: str, url: str) -> dict[str, Any]:
-        """GET an absolute Azure URL (operation status, MLflow): JSON body, or InProgress for a 202."""
+    def send(self, subscription: str, url: str, method: str = "GET") -> dict[str, Any]:
+        """GET (or POST, for a read-only action) an absolute Azure URL: JSON body, or InProgress for a 202."""
         from azure.core.exceptions import HttpResponseError
         from azure.core.rest import HttpRequest
 
@@ -149,7 +149,7 @@ class AzureClients:
             for k, v in self.common_kwargs().items()
             if k in ("connection_verify", "connection_timeout", "read_timeout")
         }
-        response = self.pipeline().send_request(HttpRequest("GET", url), **kwargs)
+        response = self.pipeline().send_request(HttpRequest(method, url), **kwargs)
         if response.status_code >= 400:
             raise HttpResponseError(response=response)
         if response.status_code == 202:

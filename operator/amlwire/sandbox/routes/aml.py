@@ -6,12 +6,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from amlwire.sandbox import ids
-from amlwire.sandbox.http import RG, WS, Call, json_response, operation_headers, started
+from amlwire.sandbox.http import RG, WS, Call, json_response, operation_headers, paged, started
 from amlwire.sandbox.router import route, serve
 
 STORAGE = RG + "/Microsoft.Storage/storageAccounts/{account}"
 COMPUTE = WS + "/computes/{compute}"
 ENVIRONMENT_VERSION = WS + "/environments/{environment}/versions/{version}"
+DATASTORE = WS + "/datastores/{datastore}"
+PRIVATE_ENDPOINT = RG + "/Microsoft.Network/privateEndpoints/{endpoint}"
 MODEL = WS + "/models/{model}"
 MODEL_VERSION = MODEL + "/versions/{version}"
 ML = "Microsoft.MachineLearningServices/workspaces"
@@ -21,6 +23,20 @@ serve("storage.account", STORAGE, ids.STORAGE, "Microsoft.Storage/storageAccount
 serve("ml.environment.version", ENVIRONMENT_VERSION, ids.ENVIRONMENT_VERSION, ML + "/environments/versions/read")
 serve("ml.model.version", MODEL_VERSION, ids.MODEL_VERSION, ML + "/models/versions/read")
 serve("ml.model", MODEL, ids.MODEL_CONTAINER, ML + "/models/read")
+serve("ml.datastore", DATASTORE, ids.DATASTORE, ML + "/datastores/read")
+serve("network.privateEndpoint", PRIVATE_ENDPOINT, ids.PRIVATE_ENDPOINT, "Microsoft.Network/privateEndpoints/read")
+
+
+@route("GET", "ml.datastore.list", WS + "/datastores", ML + "/datastores/read")
+def list_datastores(call: Call) -> web.Response:
+    call.cloud.workspace(call.id(WS))
+    found = [d.body for d in call.state.children(call.id(WS), ids.DATASTORE)]
+    return json_response(paged(call, found, call.state.timing.page_size))
+
+
+@route("POST", "ml.datastore.secrets", DATASTORE + "/listSecrets", ML + "/datastores/listsecrets/action")
+def list_datastore_secrets(call: Call) -> web.Response:
+    return json_response(call.cloud.datastore_secrets(call.id(DATASTORE)))
 
 
 @route("GET", "ml.workspace", WS, ML + "/read")

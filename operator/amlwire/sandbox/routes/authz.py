@@ -5,11 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from amlwire.sandbox import ids
+from amlwire.sandbox.authorization import ROLES
 from amlwire.sandbox.http import Call, json_response, paged
 from amlwire.sandbox.router import route
 from amlwire.sandbox.state import ArmError
 
 RA = "/{scope*}/providers/Microsoft.Authorization/roleAssignments"
+RD = "/{scope*}/providers/Microsoft.Authorization/roleDefinitions/{definition}"
 ASSIGNMENTS = "Microsoft.Authorization/roleAssignments"
 
 
@@ -46,3 +48,33 @@ def get_role_assignment(call: Call) -> web.Response:
 def delete_role_assignment(call: Call) -> web.Response:
     removed = call.state.delete(_assignment_id(call))
     return json_response(removed.body) if removed else web.Response(status=204)
+
+
+@route("GET", "authz.roleDefinition", RD, "Microsoft.Authorization/roleDefinitions/read")
+def get_role_definition(call: Call) -> web.Response:
+    guid = call.params["definition"].lower()
+    role = ROLES.get(guid)
+    if role is None:  # rule: authz.role-definitions
+        raise ArmError(
+            404, "RoleDefinitionDoesNotExist", f"The specified role definition with ID '{guid}' does not exist."
+        )
+    return json_response(
+        {
+            "id": f"{_scope(call)}/providers/Microsoft.Authorization/roleDefinitions/{guid}",
+            "name": guid,
+            "type": "Microsoft.Authorization/roleDefinitions",
+            "properties": {
+                "roleName": role.name,
+                "type": "BuiltInRole",
+                "permissions": [
+                    {
+                        "actions": list(role.actions),
+                        "notActions": list(role.not_actions),
+                        "dataActions": [],
+                        "notDataActions": [],
+                    }
+                ],
+                "assignableScopes": ["/"],
+            },
+        }
+    )

@@ -16,7 +16,7 @@ RUNS_READ = ML + "/experiments/runs/read"
 
 @route("PUT", "ml.job", JOB, ML + "/jobs/write")
 def put_job(call: Call) -> web.Response:
-    resource, created = call.jobs.submit(call.id(JOB), call.json())
+    resource, created = call.jobs.submit(call.id(JOB), call.json(), call.caller)
     return json_response(call.jobs.refresh(resource).body, status=201 if created else 200)
 
 

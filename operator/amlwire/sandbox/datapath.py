@@ -1,0 +1,219 @@
+"""A job's data path on compute clusters and serverless compute: which principal reads each datastore, and
+whether storage lets it (Kubernetes computes go through the data-capability sidecar: Cloud.storage_access_problem).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from amlwire.sandbox import ids
+from amlwire.sandbox.cloud import STORAGE_DATA_ROLES, Cloud
+from amlwire.sandbox.state import Resource, key
+
+DATASTORE_URI = re.compile(r"^azureml://datastores/([^/]+)/paths/", re.IGNORECASE)
+WRITE_ROLES = {
+    "ba92f5b4-2d11-453d-a403-e96b0029c9fe",  # Storage Blob Data Contributor
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",  # Storage Blob Data Owner
+}
+PERMISSION_MISMATCH = "AuthorizationPermissionMismatch"
+NETWORK_DENIED = "AuthorizationFailure"
+KEY_REFUSED = "KeyBasedAuthenticationNotPermitted"
+NO_IDENTITY = "ComputeIdentityNotFound"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command job, or one step of a pipeline job, as AML runs it."""
+
+    name: str
+    compute_id: str | None  # None: serverless
+    identity: dict[str, Any] | None
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Denied:
+    code: str
+    message: str
+
+
+def steps_of(props: dict[str, Any]) -> list[Step]:
+    """The command steps of a job body: itself, or each child of a pipeline (children inherit the pipeline's
+    compute and identity when they name none)."""
+    if props.get("jobType") != "Pipeline":
+        return [
+            Step(
+                "", props.get("computeId"), props.get("identity"), props.get("inputs") or {}, props.get("outputs") or {}
+            )
+        ]
+    settings = props.get("settings") or {}
+    default_compute = props.get("computeId") or settings.get("default_compute") or settings.get("defaultCompute")
+    return [
+        Step(
+            name,
+            child.get("computeId") or child.get("compute") or default_compute,
+            child.get("identity") or props.get("identity"),
+            child.get("inputs") or {},
+            child.get("outputs") or {},
+        )
+        for name, child in (props.get("jobs") or {}).items()
+        if isinstance(child, dict)
+    ]
+
+
+def _input_type(value: dict[str, Any]) -> str:
+    return str(value.get("jobInputType") or value.get("job_input_type") or value.get("type") or "")
+
+
+class DataPath:
+    def __init__(self, cloud: Cloud) -> None:
+        self.cloud = cloud
+        self.state = cloud.state
+
+    def denied(self, workspace: Resource, step: Step, submitter: str | None) -> Denied | None:
+        """Why the step cannot read its inputs or write its outputs at its start, or None when it can."""
+        compute = self.state.get(step.compute_id) if step.compute_id else None
+        if step.compute_id and compute is None:
+            return Denied("UserError", f"Compute '{step.compute_id.rsplit('/', 1)[-1]}' no longer exists.")
+        for datastore, write in self._datastores(workspace, step):
+            denied = self._access(workspace, compute, step, submitter, datastore, write)
+            if denied is not None:
+                return denied
+        return None
+
+    def _datastores(self, workspace: Resource, step: Step) -> list[tuple[Resource, bool]]:
+        """(datastore, written) for each datastore the step touches: inputs read, outputs write (an output with
+        no path goes to the workspace's default datastore)."""
+        used: list[tuple[Resource, bool]] = []
+        default = next((d for d in self._all(workspace) if d.properties.get("isDefault")), None)
+        for value in step.inputs.values():
+            if isinstance(value, dict) and _input_type(value) != "literal":
+                found = DATASTORE_URI.match(str(value.get("uri") or value.get("path") or ""))
+                datastore = self.state.get(f"{workspace.id}/datastores/{found.group(1)}") if found else None
+                if datastore is not None:
+                    used.append((datastore, False))
+        for value in step.outputs.values():
+            found = DATASTORE_URI.match(str((value or {}).get("uri") or ""))
+            datastore = self.state.get(f"{workspace.id}/datastores/{found.group(1)}") if found else default
+            if datastore is not None:
+                used.append((datastore, True))
+        return used
+
+    def _all(self, workspace: Resource) -> list[Resource]:
+        return self.state.children(workspace.id, ids.DATASTORE)
+
+    def _access(
+        self,
+        workspace: Resource,
+        compute: Resource | None,
+        step: Step,
+        submitter: str | None,
+        datastore: Resource,
+        write: bool,
+    ) -> Denied | None:
+        props = datastore.properties
+        account_id = ids.resource_id(props["subscriptionId"], props["resourceGroup"], ids.STORAGE, props["accountName"])
+        storage = self.state.get(account_id)
+        if storage is None:
+            return Denied(
+                "UserError", f"Storage account '{props['accountName']}' of datastore '{datastore.name}' was not found."
+            )
+        if self._network_closed(storage, compute):  # rule: storage.network
+            return Denied(NETWORK_DENIED, "This request is not authorized to perform this operation.")
+        if props["credentials"]["credentialsType"] != "None":
+            return self._credential_access(storage, datastore)
+        principal = self._reader(workspace, compute, step.identity, submitter)
+        if isinstance(principal, Denied):
+            return principal
+        container = f"{account_id}/blobServices/default/containers/{props['containerName']}"
+        if not self.cloud.has_access(principal, container, WRITE_ROLES if write else STORAGE_DATA_ROLES):
+            return Denied(
+                PERMISSION_MISMATCH, "This request is not authorized to perform this operation using this permission."
+            )
+        return None
+
+    def _credential_access(self, storage: Resource, datastore: Resource) -> Denied | None:
+        # rule: storage.shared-key (account keys and the SAS tokens they sign)
+        if storage.properties.get("allowSharedKeyAccess") is False:
+            return Denied(KEY_REFUSED, "Key based authentication is not permitted on this storage account.")
+        if datastore.extra.get("secret") == "empty":  # rule: ml.datastore-secrets
+            return Denied(
+                "AuthenticationFailed",
+                "Server failed to authenticate the request. Make sure the value of Authorization header is formed "
+                "correctly including the signature.",
+            )
+        return None
+
+    def _reader(
+        self, workspace: Resource, compute: Resource | None, identity: dict[str, Any] | None, submitter: str | None
+    ) -> str | Denied:
+        """The principal that reads identity-based data for the job."""
+        # rule: data.job-identity
+        kind = str((identity or {}).get("identityType") or "AMLToken").lower()
+        if kind == "useridentity":
+            return submitter or ""
+        if compute is None:  # rule: data.serverless-identity
+            if kind == "managed":
+                assigned = (workspace.body.get("identity") or {}).get("userAssignedIdentities") or {}
+                if not assigned:
+                    return Denied(
+                        NO_IDENTITY,
+                        "Serverless jobs with a managed identity need a user-assigned identity on the workspace.",
+                    )
+                return str(next(iter(assigned.values()))["principalId"])
+            return submitter or ""
+        principals = _compute_principals(compute)
+        wanted = str((identity or {}).get("clientId") or (identity or {}).get("resourceId") or "")
+        if wanted:
+            principals = [(principal, names) for principal, names in principals if key(wanted) in names]
+        if not principals:
+            return Denied(NO_IDENTITY, f"Compute '{compute.name}' has no managed identity to access data with.")
+        return principals[0][0]
+
+    def _network_closed(self, storage: Resource, compute: Resource | None) -> bool:
+        props = storage.properties
+        acls = props.get("networkAcls") or {}
+        public = props.get("publicNetworkAccess", "Enabled") != "Disabled"
+        if public and acls.get("defaultAction", "Allow") == "Allow":
+            return False
+        subnet = self._subnet_of(compute)
+        if subnet is None:
+            return True
+        if public and any(key(rule.get("id", "")) == key(subnet) for rule in acls.get("virtualNetworkRules") or []):
+            return False
+        network = _network_of(subnet)
+        for connection in props.get("privateEndpointConnections") or []:
+            values = connection.get("properties") or {}
+            approved = (values.get("privateLinkServiceConnectionState") or {}).get("status") == "Approved"
+            endpoint = self.state.get((values.get("privateEndpoint") or {}).get("id", ""))
+            if approved and endpoint is not None and _network_of(endpoint.properties["subnet"]["id"]) == network:
+                return False
+        return True
+
+    def _subnet_of(self, compute: Resource | None) -> str | None:
+        if compute is None:
+            return None
+        props = compute.properties
+        if props.get("computeType") == "Kubernetes":
+            cluster = self.state.get(props.get("resourceId") or "")
+            pools = (cluster.properties.get("agentPoolProfiles") or []) if cluster else []
+            return next((p["vnetSubnetID"] for p in pools if p.get("vnetSubnetID")), None)
+        return ((props.get("properties") or {}).get("subnet") or {}).get("id")
+
+
+def _compute_principals(compute: Resource) -> list[tuple[str, set[str]]]:
+    """(principal, names it answers to) of the compute's managed identities, system-assigned first."""
+    identity = compute.body.get("identity") or {}
+    found: list[tuple[str, set[str]]] = []
+    if "SystemAssigned" in str(identity.get("type")) and identity.get("principalId"):
+        found.append((identity["principalId"], set()))
+    for rid, values in (identity.get("userAssignedIdentities") or {}).items():
+        found.append((values["principalId"], {key(rid), key(values.get("clientId", ""))}))
+    return found
+
+
+def _network_of(subnet: str) -> str:
+    return key(subnet).split("/subnets/", 1)[0]
