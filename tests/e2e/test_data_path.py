@@ -404,3 +404,18 @@ def test_a_target_that_does_not_exist_cannot_run(team, monkeypatch):
     assert code == 2
     assert "datastore nope does not exist" in report["output"]
     assert "workspaceblobstore" in report["output"]
+
+
+def test_a_compute_amlwire_wired_raises_no_false_alarm(team, monkeypatch):
+    """The Kubernetes compute amlwire attached: its identity reads the workspace's datastores (the example's
+    grants), nothing fails, nothing is written."""
+    team.wired()
+    team.stop()
+    mark = team.ctl.mark()
+    code, report = doctor(
+        team, monkeypatch, "--compute", "k8s-gpu", "--job-identity", "managed", workspace="mlw-robotics"
+    )
+    assert code == 0, [(r["id"], r["evidence"]) for r in report["results"] if r["status"] == "fail"]
+    assert {r["status"] for r in report["results"]} == {"pass"}
+    assert "the identity the Kubernetes compute was attached with" in str(result_of(report, "F27")["evidence"])
+    assert team.ctl.writes(since=mark) == []
