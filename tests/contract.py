@@ -40,6 +40,10 @@ RESPONSE_MODELS: dict[str, tuple[str, str]] = {
     "ml.model": (ML, "ModelContainer"),
     "ml.model.version": (ML, "ModelVersion"),
     "ml.model.version.list": (ML, "[ModelVersion]"),
+    "ml.datastore": (ML, "Datastore"),
+    "ml.datastore.list": (ML, "[Datastore]"),
+    "ml.datastore.secrets": (ML, "DatastoreSecrets"),
+    "authz.roleDefinition": ("azure.mgmt.authorization.v2022_04_01.models", "RoleDefinition"),
     "history.run.details": ("azure.ai.ml._restclient.runhistory.models", "RunDetails"),
 }
 ERROR_FIELDS = {"code", "message", "target", "details", "additionalInfo", "innerError"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from azure.core.credentials import AccessToken, AccessTokenInfo
 
+from amlwire.sandbox.blobs import STORAGE_SUFFIX
 from amlwire.sandbox.client import SandboxClient
 from amlwire.sandbox.server import SandboxServer
 from amlwire.sandbox.world import World
@@ -100,29 +102,30 @@ def arm(sandbox: SandboxServer) -> dict[str, Any]:
     }
 
 
-def sandbox_cloud(base_url: str) -> dict[str, str]:
+def sandbox_cloud(base_url: str, storage_endpoint: str = "core.windows.net") -> dict[str, str]:
     return {
         "azure_portal": "https://portal.azure.com/",
         "resource_manager": base_url + "/",
         "active_directory": base_url + "/",
         "aml_resource_id": base_url + "/",
-        "storage_endpoint": "core.windows.net",
+        "storage_endpoint": storage_endpoint,
         "registry_discovery_endpoint": base_url + "/",
     }
 
 
-def ml_client(sandbox: SandboxServer, cloud: str, credential: Any | None = None) -> Any:
+def ml_client(sandbox: SandboxServer, cloud: str, credential: Any | None = None, storage: bool = False) -> Any:
     """azure-ai-ml's MLClient on the example workspace in `sandbox` (a cloud name per caller: the SDK caches
-    clouds by name for the whole process)."""
+    clouds by name for the whole process); with `storage`, blob endpoints are the sandbox's (see blob_dns)."""
     from azure.ai.ml import MLClient
 
+    endpoint = sandbox.storage_endpoint if storage else "core.windows.net"
     return MLClient(
         credential or StaticCredential(),
         SUB,
         "rg-ml",
         "mlw-robotics",
         cloud=f"{cloud}{sandbox.port}",
-        cloud_metadata=sandbox_cloud(sandbox.base_url),
+        cloud_metadata=sandbox_cloud(sandbox.base_url, endpoint),
         connection_verify=str(sandbox.ca_file),
         retry_total=0,
         enable_telemetry=False,
@@ -133,3 +136,17 @@ def ml_client(sandbox: SandboxServer, cloud: str, credential: Any | None = None)
 @pytest.fixture
 def ml(sandbox: SandboxServer, credential: StaticCredential) -> Any:
     return ml_client(sandbox, "Sandbox", credential)
+
+
+@pytest.fixture
+def blob_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Storage account hosts (<account>.blob.sandbox.localtest) resolve to 127.0.0.1, where the sandbox serves
+    their data plane: nothing leaves the machine."""
+    resolve = socket.getaddrinfo
+
+    def loopback(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.lower().endswith("." + STORAGE_SUFFIX):
+            host = "127.0.0.1"
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback)

@@ -10,14 +10,19 @@ from azure.ai.ml import Input, Output, command
 from azure.ai.ml.entities import Environment, Model
 from azure.ai.ml.exceptions import JobException
 from azure.core.exceptions import HttpResponseError
+from azure.mgmt.authorization import AuthorizationManagementClient
+from azure.mgmt.authorization.models import RoleAssignmentCreateParameters
 
-from tests.conftest import wait_for
-from tests.sandbox.conftest import CLUSTER_ID, WORKSPACE_ID
+from tests.conftest import OWNER_PRINCIPAL, wait_for
+from tests.sandbox.conftest import CLUSTER_ID, STORAGE_ID, SUB, WORKSPACE_ID, ml_client
 from tests.sandbox.wiring import attach_compute, wire
 
 pytestmark = pytest.mark.sandbox
 IMAGE = "nvcr.io/nvidia/isaac-lab:2.1.0"
 STREAM_AUTH = "ScriptExecution.StreamAccess.Authentication"
+BLOB_READER = (
+    f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
+)
 
 
 def validation_job(name: str, model: str = "azureml:isaaclab-anymal-latest:2", **overrides):
@@ -261,6 +266,36 @@ def test_training_output_registers_as_a_model(credential, arm, ml):
     assert model.version == "3"
     again = ml.models.get("isaaclab-anymal-latest", "3")
     assert again.path.endswith("paths/azureml/train-1/checkpoint/")
+
+
+def test_a_model_registered_from_a_job_downloads_again(sandbox, credential, arm, blob_dns, tmp_path):
+    """What an InContainer job does (templates/fetch_model.py): MLClient.models.download reads the version, the
+    datastore, then the blobs the training job wrote, with a Storage Blob Data role."""
+    ml = ml_client(sandbox, "Download", credential, storage=True)
+    wire(credential, arm, ml)
+    job = command(
+        name="train-2",
+        command="python train.py",
+        environment=Environment(image=IMAGE),
+        compute="k8s-gpu",
+        outputs={"checkpoint": Output(type="custom_model")},
+    )
+    ml.jobs.create_or_update(job)
+    assert wait_for(lambda: finished(ml, "train-2"), timeout=20) == "Completed"
+    reported = ml.jobs.get("train-2").outputs["checkpoint"].path
+    model = ml.models.create_or_update(Model(name="anymal-trained", type="custom_model", path=reported))
+    with pytest.raises(Exception, match="AuthorizationPermissionMismatch"):  # Owner is no data role
+        ml.models.download(model.name, model.version, download_path=tmp_path)
+    AuthorizationManagementClient(credential, SUB, **arm).role_assignments.create(
+        STORAGE_ID,
+        "6c8f1e4f-4a4f-4d2c-9a1b-1b1b1b1b1b1b",
+        RoleAssignmentCreateParameters(
+            role_definition_id=BLOB_READER, principal_id=OWNER_PRINCIPAL, principal_type="User"
+        ),
+    )
+    ml.models.download(model.name, model.version, download_path=tmp_path)
+    downloaded = tmp_path / "anymal-trained" / "checkpoint" / "model_100.pt"
+    assert downloaded.read_text() == "a checkpoint written by a sandbox job\n"
 
 
 def test_submission_rules(sandbox, credential, ml):

@@ -165,6 +165,7 @@ def test_credential_based_datastores(datastore, has_secret, shared_keys, failing
     assert [i for i, r in results.items() if r.status == "fail"] == failing_ids
     assert all(way_out in results[i].fix for i in failing_ids)
     assert results["F24"].status == "pass"  # a stored credential reads, not the compute identity
+    assert f"read with its stored {datastore.credential_type}" in " ".join(results["F24"].evidence.values())
 
 
 def test_secrets_not_read_skip_the_check_and_say_why():

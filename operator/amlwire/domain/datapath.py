@@ -276,8 +276,11 @@ def compute_without_managed_identity(facts: DataPathFacts) -> Result:
 def data_reader_lacks_role(facts: DataPathFacts) -> Result:
     if why := _unreadable(facts, "role assignments"):
         return skip("F24", why)
+    stored = {
+        _where(u): f"read with its stored {u.datastore.credential_type} (F26, F17)" for u in facts.credential_usages
+    }
     if not facts.identity_usages:
-        return result("F24", "pass", {"identity-based datastores on the path": "none"})
+        return result("F24", "pass", {"identity-based datastores on the path": "none", **stored})
     reader = reader_of(facts)
     if reader.principal is None:
         return skip("F24", f"no principal to check ({reader.described}): {reader.missing}")
@@ -288,6 +291,7 @@ def data_reader_lacks_role(facts: DataPathFacts) -> Result:
             _where(u): ("needs write: " if u.write else "reads: ") + ("no role" if u in lacking else "role held")
             for u in facts.identity_usages
         },
+        **stored,
     }
     if not lacking:
         return result("F24", "pass", evidence)

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from amlwire.sandbox import routes
+from amlwire.sandbox.blobs import Blobs, account_of
 from amlwire.sandbox.cloud import Cloud
 from amlwire.sandbox.http import Call, arm_error, json_response
 from amlwire.sandbox.jobs import Jobs
@@ -37,6 +38,7 @@ class Sandbox:
         self.state = State(self.world, self.base_url, self.seed)
         self.cloud = Cloud(self.state)
         self.jobs = Jobs(self.cloud)
+        self.blobs = Blobs(self.cloud)
         with self.state.lock:
             self.cloud.seed(self.world)
 
@@ -65,6 +67,9 @@ def _no_route(request: web.Request) -> web.Response:
 @web.middleware
 async def dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
     sandbox = request.app[SANDBOX_KEY]
+    account = account_of(request.host)
+    if account is not None:
+        return await _blob_call(sandbox, request, account)
     resolved = ROUTER.resolve(request.method, request.path)
     if resolved is None:
         return _no_route(request)
@@ -120,6 +125,18 @@ async def dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
     finally:
         with sandbox.state.lock:
             sandbox.state.record(request.method, spec.name, request.path, status, call.caller, call.fault_met, started)
+
+
+async def _blob_call(sandbox: Sandbox, request: web.Request, account: str) -> web.StreamResponse:
+    """A request to a storage account's blob endpoint (the data plane: no ARM budget, no ARM authorisation)."""
+    started, caller = sandbox.state.now(), _caller(request)
+    await request.read()
+    with sandbox.state.lock:
+        response = sandbox.blobs.answer(
+            account, request.method, request.path, dict(request.query), request.headers, caller
+        )
+        sandbox.state.record(request.method, "storage.blob", request.path, response.status, caller, None, started)
+    return response
 
 
 def _observe(method: str, route: str, response: web.StreamResponse) -> None:

@@ -292,8 +292,9 @@ class Cloud:
                     "resourceGroup": group,
                     "isDefault": d.default,
                     "serviceDataAccessAuthIdentity": "None",
-                    # rule: ml.datastore-secrets (secrets are never returned by GET)
-                    "credentials": {"credentialsType": d.credentials},
+                    # rule: ml.datastore-secrets (GET names the secrets' type, never their value)
+                    "credentials": {"credentialsType": d.credentials}
+                    | ({"secrets": {"secretsType": d.credentials}} if d.credentials != "None" else {}),
                 }
             },
             secret=d.secret if d.credentials != "None" else None,

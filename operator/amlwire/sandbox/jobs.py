@@ -6,8 +6,9 @@ import copy
 from typing import Any
 
 from amlwire.sandbox import ids
+from amlwire.sandbox.blobs import Blobs
 from amlwire.sandbox.cloud import STREAM_AUTH, TERMINAL_JOB_STATES, Cloud, model_ref
-from amlwire.sandbox.datapath import DataPath, steps_of
+from amlwire.sandbox.datapath import DATASTORE_URI, DataPath, steps_of
 from amlwire.sandbox.state import ArmError, Resource, iso, key
 
 SIDECAR_MODES = {"ro_mount", "readonlymount", "download", "rw_mount", "readwritemount", "upload", "direct"}
@@ -176,7 +177,28 @@ class Jobs:
         if props["status"] == "Ended":
             props["status"] = extra["outcome"]
             extra["ended"] = job.created + queued + _run_length(extra["running"], extra["rule"])
+            if props["status"] == "Completed":
+                self._write_outputs(job)
         return job
+
+    def _write_outputs(self, job: Resource) -> None:
+        """What the job's code wrote, uploaded to each output's datastore path (rule ml.job-output-uri)."""
+        files = job.extra["rule"].get("outputFiles") or self.state.timing.job.output_files
+        blobs = Blobs(self.cloud)
+        for spec in (job.properties.get("outputs") or {}).values():
+            found = DATASTORE_URI.match(str((spec or {}).get("uri") or ""))
+            datastore = self.state.get(f"{job.extra['workspace']}/datastores/{found.group(1)}") if found else None
+            if found is None or datastore is None:
+                continue
+            props = datastore.properties
+            account = ids.resource_id(
+                props["subscriptionId"], props["resourceGroup"], ids.STORAGE, props["accountName"]
+            )
+            prefix = str(spec["uri"])[found.end() :]
+            for name, content in files.items():
+                blobs.write(
+                    account, props["containerName"], f"{prefix.rstrip('/')}/{name}".lstrip("/"), content.encode()
+                )
 
     def _judge(self, job: Resource) -> None:
         rule, props = job.extra["rule"], job.properties

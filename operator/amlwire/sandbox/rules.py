@@ -275,6 +275,16 @@ RULES: tuple[Rule, ...] = (
         "Learn: Configure Azure Storage firewalls and virtual networks; Data administration (Other general checks)",
     ),
     Rule(
+        "storage.data-roles",
+        "Storage",
+        "The blob data plane (https://<account>.blob.<suffix>) authorises a bearer token by a Storage Blob Data "
+        "role on the container or above (Reader or Contributor to read, Contributor or Owner to write), else 403 "
+        "AuthorizationPermissionMismatch; Owner or Contributor on the account grants no data access. SharedKey "
+        "requests pass only where allowSharedKeyAccess is not false (their signatures are not checked).",
+        "doc",
+        "Learn: Authorize access to blobs using Microsoft Entra ID; Assign an Azure role for access to blob data",
+    ),
+    Rule(
         "authz.role-definitions",
         "Role assignments",
         "Built-in role definitions are readable at any scope by GUID, with their actions and notActions; an "

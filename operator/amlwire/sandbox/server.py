@@ -13,6 +13,7 @@ from aiohttp import web
 
 from amlwire.devenv.ports import free_port
 from amlwire.sandbox.app import Sandbox, create_app
+from amlwire.sandbox.blobs import STORAGE_SUFFIX
 from amlwire.sandbox.world import World
 
 
@@ -34,13 +35,19 @@ class SandboxServer:
     def base_url(self) -> str:
         return f"https://{self.host}:{self.port}"
 
+    @property
+    def storage_endpoint(self) -> str:
+        """The cloud's storage suffix for the SDKs (`https://<account>.blob.<this>`): resolve *.blob.<suffix> to
+        127.0.0.1 (tests patch name resolution) and the blob data plane answers on this same port."""
+        return f"{STORAGE_SUFFIX}:{self.port}"
+
     def __post_init__(self) -> None:
         self.port = self.port or free_port()
         self.sandbox = Sandbox(self.world, self.base_url, self.seed)
 
     def tls_context(self) -> ssl.SSLContext:
         ca = trustme.CA(organization_name="amlwire sandbox")
-        cert = ca.issue_cert(self.host, "127.0.0.1", "localhost")
+        cert = ca.issue_cert(self.host, "127.0.0.1", "localhost", f"*.blob.{STORAGE_SUFFIX}")
         self.ca_file.parent.mkdir(parents=True, exist_ok=True)
         ca.cert_pem.write_to_path(str(self.ca_file))
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -131,6 +131,9 @@ class State:
         self.issued_tokens: list[str] = []  # every access token handed out, for leak tests to look for
         self.fic_writes_until: dict[str, float] = {}
         self.job_rules: list[dict[str, Any]] = []
+        self.blobs: dict[
+            str, dict[str, tuple[bytes, float]]
+        ] = {}  # "<account id>/<container>" -> name -> (bytes, written)
         self.timing = copy.deepcopy(world.timing)
         self.budget = ArmBudget(copy.deepcopy(world.arm_limits))
 

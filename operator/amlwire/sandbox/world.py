@@ -211,6 +211,10 @@ class JobTiming(WorldModel):
         default_factory=lambda: {"mean_episode_reward": 18.5},
         description="Metrics a job logs when no model it consumes says otherwise.",
     )
+    output_files: dict[str, str] = Field(
+        default_factory=lambda: {"model_100.pt": "a checkpoint written by a sandbox job\n"},
+        description="Files a completed job leaves in each of its outputs (a job rule's outputFiles overrides).",
+    )
     trained_model_metrics: dict[str, float] = Field(
         default_factory=lambda: {"success_rate": 0.93, "mean_episode_reward": 21.0},
         description="Metrics validation jobs log for models registered from job outputs in the sandbox.",
