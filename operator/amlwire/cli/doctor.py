@@ -108,7 +108,8 @@ def report_json(results: list[Result], target: dict[str, str | None]) -> str:
 
 
 # Each check named by what it verifies, on the link of the wiring it belongs to (the chain a job depends on).
-CHAIN: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+Chain = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # (link, ((failure id, what its check verifies), ...))
+CHAIN: Chain = (
     (
         "cluster",
         (
@@ -146,7 +147,7 @@ CHAIN: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("jobs", (("F11", "job pods labelled for workload identity"), ("F23", "data-capability sidecar authenticates"))),
 )
 # A job's data path on any compute: who reads each datastore, and whether storage lets them.
-DATA_CHAIN: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+DATA_CHAIN: Chain = (
     ("compute", (("F27", "the compute has the identity the job reads with"),)),
     (
         "datastores",
@@ -166,7 +167,6 @@ DATA_CHAIN: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ),
     ("network", (("F29", "storage reachable from the compute's network"),)),
 )
-Chain = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 MARK = {"pass": "[green]✓[/]", "fail": "[bold red]✗[/]", "warn": "[yellow]![/]", "skip": "[dim]·[/]"}
 
 

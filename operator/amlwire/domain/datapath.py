@@ -25,6 +25,7 @@ from amlwire.domain.failures import BY_ID
 JobIdentity = Literal["managed", "user", "aml-token"]
 JOB_IDENTITIES: tuple[JobIdentity, ...] = ("managed", "user", "aml-token")
 SERVERLESS = "serverless"
+SERVERLESS_MANAGED = "the workspace's user-assigned identity (serverless with identity managed, unverified)"
 SYSTEM_DATASTORES = {"workspaceblobstore", "workspaceartifactstore", "workspacefilestore", "workspaceworkingdirectory"}
 LIST_SECRETS = "Microsoft.MachineLearningServices/workspaces/datastores/listsecrets/action"
 WRITE_ROLES = {ROLE_GUIDS["Storage Blob Data Contributor"], "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"}
@@ -160,7 +161,8 @@ def reader_of(facts: DataPathFacts) -> Reader:
     the compute's managed identity; Kubernetes compute always the attached identity)."""
     compute, identity = facts.compute, facts.job_identity
     if compute.kind == "Kubernetes":
-        return _compute_reader(facts, "the identity the Kubernetes compute was attached with")
+        aside = " (user identity is documented for compute clusters only)" if identity == "user" else ""
+        return _compute_reader(facts, f"the identity the Kubernetes compute was attached with{aside}")
     if identity == "user" or (compute.kind == "Serverless" and identity == "aml-token"):
         assumed = " (serverless default, unverified)" if identity == "aml-token" else ""
         if facts.user:
@@ -169,10 +171,8 @@ def reader_of(facts: DataPathFacts) -> Reader:
         return Reader(None, "User", f"the submitting user{assumed}", f"pass --user OBJECT_ID of the user{who}")
     if compute.kind == "Serverless":
         if facts.workspace_user_assigned:
-            return Reader(
-                facts.workspace_user_assigned[0], "ServicePrincipal", "the workspace's user-assigned identity"
-            )
-        return Reader(None, "ServicePrincipal", "the workspace's user-assigned identity", "the workspace has none")
+            return Reader(facts.workspace_user_assigned[0], "ServicePrincipal", SERVERLESS_MANAGED)
+        return Reader(None, "ServicePrincipal", SERVERLESS_MANAGED, "the workspace has none")
     return _compute_reader(facts, f"the managed identity of compute {compute.name}")
 
 
