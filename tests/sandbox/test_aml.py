@@ -246,21 +246,26 @@ def test_validation_metrics_come_from_the_model_evaluated(sandbox, credential, a
     assert _mlflow_metrics(sandbox, credential, "weak")["success_rate"] == 0.41
 
 
-def test_training_output_registers_as_a_model(credential, arm, ml):
+def trained(credential, arm, ml, name: str) -> str:
+    """Wire the compute, run a training job to completion; the path AML reports for its checkpoint output."""
     wire(credential, arm, ml)
     job = command(
-        name="train-1",
+        name=name,
         command="python train.py",
         environment=Environment(image=IMAGE),
         compute="k8s-gpu",
         outputs={"checkpoint": Output(type="custom_model")},
     )
     ml.jobs.create_or_update(job)
-    assert wait_for(lambda: finished(ml, "train-1"), timeout=20) == "Completed"
+    assert wait_for(lambda: finished(ml, name), timeout=20) == "Completed"
+    return ml.jobs.get(name).outputs["checkpoint"].path
+
+
+def test_training_output_registers_as_a_model(credential, arm, ml):
+    reported = trained(credential, arm, ml, "train-1")
     short = "azureml://jobs/train-1/outputs/checkpoint"  # the undocumented form: refused
     with pytest.raises(HttpResponseError, match="Invalid model path"):
         ml.models.create_or_update(Model(name="isaaclab-anymal-latest", type="custom_model", path=short))
-    reported = ml.jobs.get("train-1").outputs["checkpoint"].path
     assert reported == "azureml://datastores/workspaceblobstore/paths/azureml/train-1/checkpoint/"
     model = ml.models.create_or_update(Model(name="isaaclab-anymal-latest", type="custom_model", path=reported))
     assert model.version == "3"
@@ -272,17 +277,7 @@ def test_a_model_registered_from_a_job_downloads_again(sandbox, credential, arm,
     """What an InContainer job does (templates/fetch_model.py): MLClient.models.download reads the version, the
     datastore, then the blobs the training job wrote, with a Storage Blob Data role."""
     ml = ml_client(sandbox, "Download", credential, storage=True)
-    wire(credential, arm, ml)
-    job = command(
-        name="train-2",
-        command="python train.py",
-        environment=Environment(image=IMAGE),
-        compute="k8s-gpu",
-        outputs={"checkpoint": Output(type="custom_model")},
-    )
-    ml.jobs.create_or_update(job)
-    assert wait_for(lambda: finished(ml, "train-2"), timeout=20) == "Completed"
-    reported = ml.jobs.get("train-2").outputs["checkpoint"].path
+    reported = trained(credential, arm, ml, "train-2")
     model = ml.models.create_or_update(Model(name="anymal-trained", type="custom_model", path=reported))
     with pytest.raises(Exception, match="AuthorizationPermissionMismatch"):  # Owner is no data role
         ml.models.download(model.name, model.version, download_path=tmp_path)

@@ -111,6 +111,13 @@ def plan_access(
     return AccessPlan(tuple(checks), tuple(to_create))
 
 
+def still_propagating(
+    assignments: Iterable[RoleAssignment], now: datetime, window: timedelta
+) -> list[tuple[RoleAssignment, datetime]]:
+    """The assignments younger than the propagation window, each with when it takes effect."""
+    return [(a, a.created_on + window) for a in assignments if a.created_on and a.created_on + window > now]
+
+
 def shared_key_problem(workspace: WorkspaceInfo, storage: StorageInfo) -> str | None:
     """Why jobs cannot read the workspace's default datastore whatever roles they hold (F17), or None.
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from amlwire.domain.access import ROLE_GUIDS, STORAGE_DATA_ROLES, scope_covers
+from amlwire.domain.access import ROLE_GUIDS, STORAGE_DATA_ROLES, scope_covers, still_propagating
 from amlwire.domain.azure import RoleAssignment, WorkspaceInfo, name_of
 from amlwire.domain.conditions import rfc3339
 from amlwire.domain.doctor import Result, named, result, skip
@@ -28,7 +28,7 @@ SERVERLESS = "serverless"
 SERVERLESS_MANAGED = "the workspace's user-assigned identity (serverless with identity managed, unverified)"
 SYSTEM_DATASTORES = {"workspaceblobstore", "workspaceartifactstore", "workspacefilestore", "workspaceworkingdirectory"}
 LIST_SECRETS = "Microsoft.MachineLearningServices/workspaces/datastores/listsecrets/action"
-WRITE_ROLES = {ROLE_GUIDS["Storage Blob Data Contributor"], "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"}
+WRITE_ROLES = STORAGE_DATA_ROLES - {ROLE_GUIDS["Storage Blob Data Reader"]}  # Contributor and Owner
 READER_ROLE, WRITER_ROLE = "Storage Blob Data Reader", "Storage Blob Data Contributor"
 
 
@@ -220,7 +220,7 @@ def _unreadable(facts: DataPathFacts, *areas: str) -> str | None:
 
 
 def _held(facts: DataPathFacts, principal: str, usage: Usage) -> list[RoleAssignment]:
-    roles = WRITE_ROLES if usage.write else set(STORAGE_DATA_ROLES)
+    roles = WRITE_ROLES if usage.write else STORAGE_DATA_ROLES
     return [
         a
         for a in facts.roles.get(principal, [])
@@ -344,18 +344,14 @@ def data_role_still_propagating(facts: DataPathFacts) -> Result:
     reader = reader_of(facts)
     if reader.principal is None:
         return skip("F16", f"no principal to check ({reader.described}): {reader.missing}")
-    effective_by = {
-        a.name: (a, a.created_on + facts.role_propagation)
-        for u in facts.identity_usages
-        for a in _held(facts, reader.principal, u)
-        if a.created_on and a.created_on + facts.role_propagation > facts.now
-    }
-    if not effective_by:
+    held = {a.name: a for u in facts.identity_usages for a in _held(facts, reader.principal, u)}
+    young = still_propagating(held.values(), facts.now, facts.role_propagation)
+    if not young:
         return result("F16", "pass", {"assignments": "older than the propagation window"})
-    until = rfc3339(max(when for _, when in effective_by.values()))
+    until = rfc3339(max(when for _, when in young))
     evidence = {
         f"{name_of(a.scope)} assigned": f"{rfc3339(a.created_on)}, effective by {rfc3339(when)}"
-        for a, when in effective_by.values()
+        for a, when in young
         if a.created_on
     }
     return result("F16", "fail", evidence, BY_ID["F16"].fix(until=until))

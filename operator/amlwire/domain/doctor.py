@@ -21,6 +21,7 @@ from amlwire.domain.access import (
     role_guid,
     scope_covers,
     shared_key_problem,
+    still_propagating,
 )
 from amlwire.domain.azure import (
     ClusterInfo,
@@ -535,18 +536,22 @@ def data_role_missing(facts: Facts, principal: str) -> Result:
 
 @role_check("F16")
 def role_still_propagating(facts: Facts, principal: str) -> Result:
-    young: list[tuple[RoleAssignment, str, str]] = []
-    for scope, roles, _ in _wanted_roles(facts):
-        for assignment in _holds(facts.identity_roles.get(scope, []), principal, roles, scope):
-            if assignment.created_on and assignment.created_on + facts.role_propagation > facts.now:
-                created, until = assignment.created_on, assignment.created_on + facts.role_propagation
-                young.append((assignment, rfc3339(created), rfc3339(until)))
-    evidence = {f"{name_of(a.scope)} assigned": f"{created}, effective by {until}" for a, created, until in young}
+    held = [
+        assignment
+        for scope, roles, _ in _wanted_roles(facts)
+        for assignment in _holds(facts.identity_roles.get(scope, []), principal, roles, scope)
+    ]
+    young = still_propagating(held, facts.now, facts.role_propagation)
+    evidence = {
+        f"{name_of(a.scope)} assigned": f"{rfc3339(a.created_on)}, effective by {rfc3339(until)}"
+        for a, until in young
+        if a.created_on
+    }
     return result(
         "F16",
         "fail" if young else "pass",
         evidence or {"assignments": "older than the window"},
-        BY_ID["F16"].fix(until=max((until for _, _, until in young), default="")),
+        BY_ID["F16"].fix(until=max((rfc3339(until) for _, until in young), default="")),
     )
 
 

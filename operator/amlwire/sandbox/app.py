@@ -37,8 +37,8 @@ class Sandbox:
     def reset(self) -> None:
         self.state = State(self.world, self.base_url, self.seed)
         self.cloud = Cloud(self.state)
-        self.jobs = Jobs(self.cloud)
         self.blobs = Blobs(self.cloud)
+        self.jobs = Jobs(self.cloud, self.blobs)
         with self.state.lock:
             self.cloud.seed(self.world)
 

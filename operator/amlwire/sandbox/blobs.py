@@ -14,12 +14,12 @@ from xml.sax.saxutils import escape
 from aiohttp import web
 
 from amlwire.sandbox import ids
-from amlwire.sandbox.cloud import STORAGE_DATA_ROLES, Cloud
+from amlwire.sandbox.cloud import STORAGE_DATA_ROLES, STORAGE_WRITE_ROLES, Cloud
+from amlwire.sandbox.datapath import open_to_the_internet
 from amlwire.sandbox.state import Resource
 
 STORAGE_SUFFIX = "sandbox.localtest"  # what the SDKs' cloud metadata calls storage_endpoint, before the port
 BLOB_HOST = re.compile(rf"^(?P<account>[a-z0-9]{{3,24}})\.blob\.{re.escape(STORAGE_SUFFIX)}(?::\d+)?$", re.I)
-WRITE_ROLES = {"ba92f5b4-2d11-453d-a403-e96b0029c9fe", "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"}
 RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 VERSION = "2025-01-05"
 
@@ -76,11 +76,7 @@ class Blobs:
 
     def _authorize(self, storage: Resource, container: str, headers: Any, caller: str | None, write: bool) -> None:
         props = storage.properties
-        closed = (
-            props.get("publicNetworkAccess") == "Disabled"
-            or (props.get("networkAcls") or {}).get("defaultAction") == "Deny"
-        )
-        if closed:  # rule: storage.network (a test process is on the public internet)
+        if not open_to_the_internet(storage):  # rule: storage.network (a test process is on the public internet)
             raise BlobError(403, "AuthorizationFailure", "This request is not authorized to perform this operation.")
         authorization = headers.get("Authorization", "")
         if authorization.startswith("SharedKey"):  # rule: storage.shared-key (the signature is not checked)
@@ -95,7 +91,7 @@ class Blobs:
             raise BlobError(401, "NoAuthenticationInformation", "Server failed to authenticate the request.")
         scope = f"{storage.id}/blobServices/default/containers/{container}"
         # rule: storage.data-roles
-        if not self.cloud.has_access(caller, scope, WRITE_ROLES if write else STORAGE_DATA_ROLES):
+        if not self.cloud.has_access(caller, scope, STORAGE_WRITE_ROLES if write else STORAGE_DATA_ROLES):
             raise BlobError(
                 403,
                 "AuthorizationPermissionMismatch",

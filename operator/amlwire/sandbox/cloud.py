@@ -24,6 +24,10 @@ STORAGE_DATA_ROLES = {
     "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",  # Storage Blob Data Reader
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",  # Storage Blob Data Owner
 }
+STORAGE_WRITE_ROLES = {
+    "ba92f5b4-2d11-453d-a403-e96b0029c9fe",  # Storage Blob Data Contributor
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",  # Storage Blob Data Owner
+}
 STREAM_AUTH = "ScriptExecution.StreamAccess.Authentication"
 TERMINAL_JOB_STATES = {"Completed", "Failed", "Canceled"}
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -718,11 +722,7 @@ class Cloud:
             problem = self._federation_problem(uami, cluster, cluster.extra["aml_service_accounts"])
             if problem:
                 return problem
-        roles = (
-            {"ba92f5b4-2d11-453d-a403-e96b0029c9fe", "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"}
-            if needs_write
-            else STORAGE_DATA_ROLES
-        )
+        roles = STORAGE_WRITE_ROLES if needs_write else STORAGE_DATA_ROLES
         if not self.has_access(uami.properties["principalId"], storage.id, roles):
             return (
                 "AuthorizationPermissionMismatch: This request is not authorized to perform this operation "

@@ -9,14 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from amlwire.sandbox import ids
-from amlwire.sandbox.cloud import STORAGE_DATA_ROLES, Cloud
+from amlwire.sandbox.cloud import STORAGE_DATA_ROLES, STORAGE_WRITE_ROLES, Cloud
 from amlwire.sandbox.state import Resource, key
 
 DATASTORE_URI = re.compile(r"^azureml://datastores/([^/]+)/paths/", re.IGNORECASE)
-WRITE_ROLES = {
-    "ba92f5b4-2d11-453d-a403-e96b0029c9fe",  # Storage Blob Data Contributor
-    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",  # Storage Blob Data Owner
-}
 PERMISSION_MISMATCH = "AuthorizationPermissionMismatch"
 NETWORK_DENIED = "AuthorizationFailure"
 KEY_REFUSED = "KeyBasedAuthenticationNotPermitted"
@@ -88,22 +84,28 @@ class DataPath:
         """(datastore, written) for each datastore the step touches: inputs read, outputs write (an output with
         no path goes to the workspace's default datastore)."""
         used: list[tuple[Resource, bool]] = []
-        default = next((d for d in self._all(workspace) if d.properties.get("isDefault")), None)
+        default = next(
+            (d for d in self.state.children(workspace.id, ids.DATASTORE) if d.properties.get("isDefault")), None
+        )
         for value in step.inputs.values():
             if isinstance(value, dict) and _input_type(value) != "literal":
-                found = DATASTORE_URI.match(str(value.get("uri") or value.get("path") or ""))
-                datastore = self.state.get(f"{workspace.id}/datastores/{found.group(1)}") if found else None
-                if datastore is not None:
-                    used.append((datastore, False))
+                found = self.datastore_at(workspace.id, str(value.get("uri") or value.get("path") or ""))
+                if found is not None:
+                    used.append((found[0], False))
         for value in step.outputs.values():
-            found = DATASTORE_URI.match(str((value or {}).get("uri") or ""))
-            datastore = self.state.get(f"{workspace.id}/datastores/{found.group(1)}") if found else default
+            uri = str((value or {}).get("uri") or "")
+            datastore = found[0] if (found := self.datastore_at(workspace.id, uri)) else None
+            if datastore is None and not DATASTORE_URI.match(uri):
+                datastore = default
             if datastore is not None:
                 used.append((datastore, True))
         return used
 
-    def _all(self, workspace: Resource) -> list[Resource]:
-        return self.state.children(workspace.id, ids.DATASTORE)
+    def datastore_at(self, workspace_id: str, uri: str) -> tuple[Resource, str] | None:
+        """The datastore an azureml://datastores/NAME/paths/PATH URI names, and PATH; None when there is none."""
+        found = DATASTORE_URI.match(uri)
+        datastore = self.state.get(f"{workspace_id}/datastores/{found.group(1)}") if found else None
+        return (datastore, uri[found.end() :]) if found and datastore is not None else None
 
     def _access(
         self,
@@ -115,7 +117,7 @@ class DataPath:
         write: bool,
     ) -> Denied | None:
         props = datastore.properties
-        account_id = ids.resource_id(props["subscriptionId"], props["resourceGroup"], ids.STORAGE, props["accountName"])
+        account_id = account_of(datastore)
         storage = self.state.get(account_id)
         if storage is None:
             return Denied(
@@ -129,7 +131,7 @@ class DataPath:
         if isinstance(principal, Denied):
             return principal
         container = f"{account_id}/blobServices/default/containers/{props['containerName']}"
-        if not self.cloud.has_access(principal, container, WRITE_ROLES if write else STORAGE_DATA_ROLES):
+        if not self.cloud.has_access(principal, container, STORAGE_WRITE_ROLES if write else STORAGE_DATA_ROLES):
             return Denied(
                 PERMISSION_MISMATCH, "This request is not authorized to perform this operation using this permission."
             )
@@ -177,7 +179,7 @@ class DataPath:
         props = storage.properties
         acls = props.get("networkAcls") or {}
         public = props.get("publicNetworkAccess", "Enabled") != "Disabled"
-        if public and acls.get("defaultAction", "Allow") == "Allow":
+        if open_to_the_internet(storage):
             return False
         subnet = self._subnet_of(compute)
         if subnet is None:
@@ -217,3 +219,16 @@ def _compute_principals(compute: Resource) -> list[tuple[str, set[str]]]:
 
 def _network_of(subnet: str) -> str:
     return key(subnet).split("/subnets/", 1)[0]
+
+
+def account_of(datastore: Resource) -> str:
+    """The resource ID of a datastore's storage account."""
+    props = datastore.properties
+    return ids.resource_id(props["subscriptionId"], props["resourceGroup"], ids.STORAGE, props["accountName"])
+
+
+def open_to_the_internet(storage: Resource) -> bool:
+    """Public network access on and no firewall default of Deny (rule storage.network)."""
+    props = storage.properties
+    public = props.get("publicNetworkAccess", "Enabled") != "Disabled"
+    return public and (props.get("networkAcls") or {}).get("defaultAction", "Allow") == "Allow"

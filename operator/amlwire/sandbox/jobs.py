@@ -8,7 +8,7 @@ from typing import Any
 from amlwire.sandbox import ids
 from amlwire.sandbox.blobs import Blobs
 from amlwire.sandbox.cloud import STREAM_AUTH, TERMINAL_JOB_STATES, Cloud, model_ref
-from amlwire.sandbox.datapath import DATASTORE_URI, DataPath, steps_of
+from amlwire.sandbox.datapath import DataPath, account_of, steps_of
 from amlwire.sandbox.state import ArmError, Resource, iso, key
 
 SIDECAR_MODES = {"ro_mount", "readonlymount", "download", "rw_mount", "readwritemount", "upload", "direct"}
@@ -18,9 +18,10 @@ DATA_INPUTS = {"uri_file", "uri_folder", "custom_model", "mlflow_model", "mltabl
 class Jobs:
     """AML command jobs over the emulated services."""
 
-    def __init__(self, cloud: Cloud) -> None:
+    def __init__(self, cloud: Cloud, blobs: Blobs) -> None:
         self.cloud = cloud
         self.state = cloud.state
+        self.blobs = blobs
 
     def submit(self, job_id: str, body: dict[str, Any], submitter: str | None = None) -> tuple[Resource, bool]:
         workspace_id = job_id.split("/jobs/", 1)[0]
@@ -67,10 +68,11 @@ class Jobs:
     def _validate(self, props: dict[str, Any], workspace_id: str) -> None:
         if props.get("jobType") not in ("Command", "Pipeline"):
             raise ArmError(400, "UserError", "Only command and pipeline jobs are supported by this sandbox.")
-        for step in steps_of(props):
+        steps = steps_of(props)
+        for step in steps:
             self._validate_compute(step.compute_id)
         if props.get("jobType") == "Pipeline":
-            if not steps_of(props):
+            if not steps:
                 raise ArmError(400, "UserError", "A pipeline job needs at least one child job.")
             return
         if not props.get("environmentId"):
@@ -184,21 +186,15 @@ class Jobs:
     def _write_outputs(self, job: Resource) -> None:
         """What the job's code wrote, uploaded to each output's datastore path (rule ml.job-output-uri)."""
         files = job.extra["rule"].get("outputFiles") or self.state.timing.job.output_files
-        blobs = Blobs(self.cloud)
+        path = DataPath(self.cloud)
         for spec in (job.properties.get("outputs") or {}).values():
-            found = DATASTORE_URI.match(str((spec or {}).get("uri") or ""))
-            datastore = self.state.get(f"{job.extra['workspace']}/datastores/{found.group(1)}") if found else None
-            if found is None or datastore is None:
+            found = path.datastore_at(job.extra["workspace"], str((spec or {}).get("uri") or ""))
+            if found is None:
                 continue
-            props = datastore.properties
-            account = ids.resource_id(
-                props["subscriptionId"], props["resourceGroup"], ids.STORAGE, props["accountName"]
-            )
-            prefix = str(spec["uri"])[found.end() :]
+            datastore, prefix = found
             for name, content in files.items():
-                blobs.write(
-                    account, props["containerName"], f"{prefix.rstrip('/')}/{name}".lstrip("/"), content.encode()
-                )
+                blob = f"{prefix.rstrip('/')}/{name}".lstrip("/")
+                self.blobs.write(account_of(datastore), datastore.properties["containerName"], blob, content.encode())
 
     def _judge(self, job: Resource) -> None:
         rule, props = job.extra["rule"], job.properties

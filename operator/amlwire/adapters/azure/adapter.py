@@ -42,8 +42,6 @@ from amlwire.domain.jobs import JobDetails, JobListing, JobRequest, JobSnapshot
 
 FIC_WRITE_ATTEMPTS = 4
 MAX_CONCURRENT_SUBMISSIONS = 8
-JOBS_API_VERSION = "2024-04-01"
-COMPUTE_API_VERSION = "2024-04-01"
 CallObserver = Callable[[str, str, int], None]
 
 
@@ -63,10 +61,9 @@ class JobsAdapter:
 
     def get_job(self, workspace: WorkspaceRef, name: str) -> JobSnapshot | None:
         """One plain ARM GET of the job (MLClient.jobs.get costs several times the CPU for the same answer)."""
-        url = f"{self.clients.settings.arm_endpoint}{workspace.id}/jobs/{name}?api-version={JOBS_API_VERSION}"
         try:
             with self._call("ml.job", "GET", f"get AML job {name}", workspace.subscription):
-                body = self.clients.send(workspace.subscription, url)
+                body = self.clients.get(workspace.subscription, f"{workspace.id}/jobs/{name}")
         except AzureNotFound:
             return None
         props = body.get("properties") or {}
@@ -467,9 +464,8 @@ class AzureAdapter(JobsAdapter, DataPathReads):
 
     def _provisioning_errors(self, workspace: WorkspaceRef, compute_id: str) -> tuple[str, ...]:
         """The text of a compute's provisioningErrors: azure-ai-ml keeps only the first error's code."""
-        url = f"{self.clients.settings.arm_endpoint}{compute_id}?api-version={COMPUTE_API_VERSION}"
         with self._call("ml.compute", "GET", "read the compute's provisioning errors", workspace.subscription):
-            body = self.clients.send(workspace.subscription, url)
+            body = self.clients.get(workspace.subscription, compute_id)
         errors = (body.get("properties") or {}).get("provisioningErrors") or []
         return tuple(
             f"{(e.get('error') or {}).get('code', '')}: {(e.get('error') or {}).get('message', '')}".strip(": ")

@@ -17,6 +17,7 @@ from amlwire.config import Settings
 
 T = TypeVar("T")
 USER_AGENT = f"amlwire/{__version__}"
+ML_API_VERSION = "2024-04-01"  # AML's ARM API, for the reads made without MLClient
 
 
 def build_credential(settings: Settings) -> TokenCredential:
@@ -138,6 +139,10 @@ class AzureClients:
                 ],
             ),
         )
+
+    def get(self, subscription: str, path: str, api_version: str = ML_API_VERSION) -> dict[str, Any]:
+        """GET an ARM resource by its path (/subscriptions/...)."""
+        return self.send(subscription, f"{self.settings.arm_endpoint}{path}?api-version={api_version}")
 
     def send(self, subscription: str, url: str, method: str = "GET") -> dict[str, Any]:
         """GET (or POST, for a read-only action) an absolute Azure URL: JSON body, or InProgress for a 202."""

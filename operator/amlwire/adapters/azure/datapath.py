@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from amlwire.adapters.azure.clients import AzureClients
+from amlwire.adapters.azure.clients import ML_API_VERSION, AzureClients
 from amlwire.domain.azure import ResourceId, WorkspaceRef, subscription_of
 from amlwire.domain.datapath import (
     SERVERLESS,
@@ -19,7 +19,6 @@ from amlwire.domain.datapath import (
 )
 from amlwire.domain.errors import AzureNotFound
 
-ML_API_VERSION = "2024-04-01"
 NETWORK_API_VERSION = "2024-05-01"
 
 
@@ -28,9 +27,8 @@ class DataPathReads:
     _call: Callable[..., Any]
 
     def _get(self, subscription: str, route: str, path: str, action: str, api_version: str = ML_API_VERSION) -> Any:
-        url = f"{self.clients.settings.arm_endpoint}{path}?api-version={api_version}"
         with self._call(route, "GET", action, subscription):
-            return self.clients.send(subscription, url)
+            return self.clients.get(subscription, path, api_version)
 
     def _pages(self, subscription: str, route: str, path: str, action: str) -> Iterator[dict[str, Any]]:
         page = self._get(subscription, route, path, action)
