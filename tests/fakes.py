@@ -15,7 +15,7 @@ from typing import Any
 
 from amlwire.domain import azure as az
 from amlwire.domain.errors import AzureError, AzureNotFound, KubeConflict, KubeForbidden, KubeNotFound
-from amlwire.domain.jobs import JobDetails, JobListing, JobRequest, JobSnapshot
+from amlwire.domain.jobs import JobDetails, JobListing, JobRequest, JobSnapshot, RunResults
 from amlwire.reconcile.common import Event
 from amlwire.reconcile.ports import ObjectRef, ServiceAccountInfo
 
@@ -60,6 +60,8 @@ class FakeAzure:
     submitted: list[JobRequest] = field(default_factory=list)
     details: dict[str, JobDetails] = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    params: dict[str, dict[str, str]] = field(default_factory=dict)
+    tags: dict[str, dict[str, str]] = field(default_factory=dict)
     models: set[tuple[str, str]] = field(default_factory=set)
     calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     failures: dict[str, list[Exception]] = field(default_factory=lambda: defaultdict(list))
@@ -262,9 +264,11 @@ class FakeAzure:
         self._call("job_details", workspace, name)
         return self.details.get(name, JobDetails("2026-11-26T10:00:00Z", "2026-11-26T10:05:00Z"))
 
-    def job_metrics(self, workspace: az.WorkspaceRef, name: str) -> dict[str, float]:
-        self._call("job_metrics", workspace, name)
-        return dict(self.metrics.get(name, {}))
+    def job_results(self, workspace: az.WorkspaceRef, name: str) -> RunResults:
+        self._call("job_results", workspace, name)
+        return RunResults(
+            dict(self.metrics.get(name, {})), dict(self.params.get(name, {})), dict(self.tags.get(name, {}))
+        )
 
     def model_exists(self, workspace: az.WorkspaceRef, name: str, version: str) -> bool:
         self._call("model_exists", workspace, name, version)
@@ -360,6 +364,9 @@ class FakeKube:
 
     def get_aml_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.aml_jobs.get((namespace, name))
+
+    def patch_attached_compute_status(self, name: str, status: Mapping[str, Any]) -> None:
+        self.calls.append("patch_attached_compute_status")
 
     def patch_aml_job_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.calls.append("patch_aml_job_status")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -47,5 +48,34 @@ def test_demo_once_finishes_headless(tmp_path):
     ]
     assert noise == []
     # the work folder (an admin-token kubeconfig among ~90 MB) is gone
+    kubeconfig = next(w for w in out.split() if w.endswith("kubeconfig") and "/" in w)
+    assert not Path(kubeconfig).exists()
+
+
+def test_demo_in_a_pipe_shows_each_change_and_the_doctor_also_on_ctrl_c(tmp_path):
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "amlwire.cli.main", "demo"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**inherited_environment(), "TERM": "dumb"},
+    )
+    seen: list[str] = []
+    try:
+        assert demo.stdout is not None
+        deadline = time.monotonic() + 150
+        # tables as they change, while it runs: not only when it ends
+        while sum("kubectl get amlc" in line for line in seen) < 2 and time.monotonic() < deadline:
+            seen.append(demo.stdout.readline())
+        assert sum("kubectl get amlc" in line for line in seen) >= 2, "".join(seen)[-3000:]
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    out = "".join(seen) + rest
+    assert "robotics-gpu (aks-robotics → mlw-robotics)" in out  # the doctor's view of the compute
+    assert "stopping" in out
     kubeconfig = next(w for w in out.split() if w.endswith("kubeconfig") and "/" in w)
     assert not Path(kubeconfig).exists()

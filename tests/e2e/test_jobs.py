@@ -30,7 +30,7 @@ def test_training_completes_fills_status_and_registers_the_checkpoint(harness):
     assert status["endTime"]
     assert status["workspace"].lower() == WORKSPACE_ID.lower()
     assert status["registeredModel"] == {"name": "isaaclab-anymal-latest", "version": "3"}
-    assert status["metrics"]["mean_episode_reward"] == 18.5
+    assert status.get("metrics", {}) == {}  # IsaacLab's train.py logs to TensorBoard, not to MLflow
     submitted = harness.ctl.resource(f"{WORKSPACE_ID}/jobs/{status['amlJobName']}")["properties"]
     assert "scripts/reinforcement_learning/rsl_rl/train.py" in submitted["command"]
     assert submitted["outputs"]["checkpoint"]["jobOutputType"] == "custom_model"
@@ -67,9 +67,10 @@ def test_train_validate_register_chain(harness):
     harness.wired()
     trained = harness.wait_job(harness.apply_job("amljob-train.yaml"))["status"]["registeredModel"]
     name = harness.apply_job("amljob-validate.yaml", model={**MODEL, "version": trained["version"]})
-    status = harness.wait_job(name)["status"]
+    status = harness.wait_job(name, timeout=60)["status"]
     assert status["verdict"] == "Passed"
-    assert status["metrics"]["success_rate"] == 0.93
+    assert status["metrics"]["success_rate"] >= 0.9  # 1500 iterations of the sandbox's training
+    assert status["evidence"]["checkpoint"].endswith("/model_1500.pt")
 
 
 def test_broken_wiring_fails_a_mount_job_with_a_hint_and_in_container_completes(harness):

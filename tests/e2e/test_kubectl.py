@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from amlwire.devenv.controlplane import find_binaries
 from amlwire.devenv.stack import operator_environment
@@ -95,6 +96,41 @@ def test_kubectl_amlwire_doctor_and_lint_run_as_a_plugin(harness, tmp_path):
     assert name in doctor.stdout
     lint = subprocess.run(
         [str(KUBECTL), "amlwire", "lint", str(REPO / "tests" / "lint" / "corpus" / "good-command.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_the_plugin_takes_kubectls_global_flags(harness, tmp_path):
+    """As krew plugins do: kubectl hands `--kubeconfig`, `--context` and `-n` to the plugin with its arguments."""
+    name = harness.wired()
+    environment = _plugin_environment(harness, tmp_path)
+    environment["KUBECONFIG"] = str(tmp_path / "absent")  # nothing but the flags says where the cluster is
+    config = yaml.safe_load(harness.plane.kubeconfig.read_text())
+    config["clusters"].append({"name": "elsewhere", "cluster": {"server": "https://127.0.0.1:1"}})
+    config["contexts"].append({"name": "elsewhere", "context": {"cluster": "elsewhere", "user": "admin"}})
+    config["current-context"] = "elsewhere"  # the current context is not the one asked for
+    kubeconfig = tmp_path / "two-contexts.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    flags = ["--kubeconfig", str(kubeconfig), "--context", "local", "-n", "robotics"]
+    doctor = subprocess.run(
+        [str(KUBECTL), "amlwire", "doctor", name, *flags], capture_output=True, text=True, timeout=120, env=environment
+    )
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert f"{name} (aks-robotics → mlw-robotics)" in doctor.stdout
+    elsewhere = subprocess.run(
+        [str(KUBECTL), "amlwire", "doctor", name, "--kubeconfig", str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
+    assert elsewhere.returncode == 2  # the current context's cluster does not answer
+    lint = subprocess.run(
+        [str(KUBECTL), "amlwire", "lint", str(REPO / "tests" / "lint" / "corpus" / "good-command.yaml"), *flags],
         capture_output=True,
         text=True,
         timeout=60,

@@ -44,12 +44,15 @@ def test_isaaclab_templates_submit_jobs_that_would_run(harness, case):
     if case == "train":
         assert "scripts/reinforcement_learning/rsl_rl/train.py" in props["command"]
         assert props["outputs"]["checkpoint"]["jobOutputType"] == "custom_model"
+        assert props["outputs"]["checkpoint"]["mode"] == "ReadWriteMount"  # checkpoints land while it trains
     else:
         assert steps[0] == 'export AMLWIRE_OUTPUTS="$PWD/outputs"'
-        assert "./isaaclab.sh -p -m pip install --quiet mlflow==2.15.1 azureml-mlflow==1.57.0" in props["command"]
+        pinned = "./isaaclab.sh -p -m pip install --quiet mlflow-skinny==2.15.1 azureml-mlflow==1.57.0"
+        assert pinned in props["command"]
         assert "--seed 42" in props["command"]
     if case == "validate-in-container":
-        assert "./isaaclab.sh -p /tmp/amlwire_fetch_model.py" in props["command"]
+        assert "./isaaclab.sh -p /tmp/amlwire/fetch_model.py" in props["command"]
+        assert "./isaaclab.sh -p -m pip install --quiet azure-ai-ml==1.35.2 azure-identity==1.27.0" in props["command"]
         assert "AZURE_CLIENT_ID" not in props["environmentVariables"]
         assert "inputs" not in props or "model" not in (props.get("inputs") or {})
     assert body["name"].startswith("j-")

@@ -215,6 +215,14 @@ JOB_CASES = [
         '"Mount", "Download", "InContainer"',
     ),
     ("gate-without-threshold", set_path("spec.gate", {"metric": "success_rate"}), "spec.gate", "min or max"),
+    (
+        "gate-on-a-metric-the-evaluator-never-logs",
+        set_path("spec.gate", {"metric": "succes_rate", "min": 0.9}),
+        "spec.gate.metric",
+        "success_rate, success_rate_ci_low, success_rate_ci_high, mean_episode_reward, episodes",
+    ),
+    ("resume-a-validation", set_path("spec.resume", {}), "spec.resume", "for template IsaacLabTrain"),
+    ("isaaclab-version-unknown", set_path("spec.isaacLab.version", "4"), "spec.isaacLab.version", '"2", "3"'),
     ("framework-unknown", set_path("spec.isaacLab.framework", "ppo"), "spec.isaacLab.framework", '"rsl_rl"'),
     ("num-envs-zero", set_path("spec.isaacLab.numEnvs", 0), "spec.isaacLab.numEnvs", "greater than or equal to 1"),
     (

@@ -78,3 +78,10 @@ def test_a_folder_is_every_yaml_file_under_it_and_json_survives_an_unreadable_fi
     )
     assert report["errors"] == 0
     assert report["unreadable"] == [f"cannot read {tmp_path / 'nope.yaml'}: No such file or directory"]
+
+
+def test_the_repos_own_examples_lint_clean():
+    """A folder holds jobs, Kubernetes objects and other YAML (the sandbox's world): only jobs are checked."""
+    result = CliRunner().invoke(cli, ["lint", str(Path(__file__).parents[2] / "examples")])
+    assert result.exit_code == 0, result.output
+    assert "world.yaml:3: warning L10 <document>: neither an AML job" in result.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -308,3 +309,19 @@ def test_cloud_metadata_endpoint_serves_arm_cloud_metadata_url(sandbox):
         f"{sandbox.base_url}/metadata/endpoints?api-version=2019-05-01", verify=str(sandbox.ca_file), timeout=10
     ).json()
     assert clouds[0]["resourceManager"] == sandbox.base_url + "/"
+
+
+@pytest.mark.parametrize(
+    ("fault", "says"),
+    [
+        ({"route": "msi.identity", "status": 500}, "needs count"),
+        ({"route": "msi.identity", "status": 500, "probability": 0}, "above 0 and at most 1"),
+        ({"route": "msi.identities", "status": 500, "count": 1}, "no route named 'msi.identities'"),
+    ],
+)
+def test_a_fault_that_could_never_fire_is_refused_saying_why(ctl, fault, says):
+    with pytest.raises(requests.HTTPError) as caught:
+        ctl.add_fault(**fault)
+    assert caught.value.response.status_code == 400
+    assert says in caught.value.response.json()["error"]["message"]
+    assert ctl.state() is not None

@@ -12,6 +12,8 @@ from amlwire.domain.conditions import (
     done,
     first_visit,
     fold,
+    kstatus,
+    new_generation,
     progressing,
     retrying,
     summarize,
@@ -107,3 +109,16 @@ def test_first_visit_sets_every_step_unknown_and_reconciling():
         "Stalled": "False",
     }
     assert {c.observed_generation for c in conditions} == {3}
+
+
+def test_a_new_generation_is_not_ready_until_it_is_reconciled():
+    now = datetime(2026, 12, 3, tzinfo=UTC)
+    ready = fold([], kstatus("ready", "Ready", "All links are in place."), 1, now)
+    marked = new_generation(ready, 2, 1, now)
+    assert marked is not None
+    by_type = {c.type: c for c in marked}
+    assert (by_type["Ready"].status, by_type["Ready"].reason) == ("Unknown", "NewGeneration")
+    assert (by_type["Reconciling"].status, by_type["Stalled"].status) == ("True", "False")
+    assert "generation 2 is being reconciled; the other conditions are from generation 1" in by_type["Ready"].message
+    assert new_generation(ready, 1, 1, now) is None
+    assert new_generation([], 2, None, now) is None  # the first visit says so itself

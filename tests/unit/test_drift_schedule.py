@@ -39,3 +39,30 @@ def test_a_check_is_due_again_one_interval_later_and_forget_drops_the_schedule()
     assert schedule.due("a")
     schedule.forget("a")
     assert schedule.due("a")  # no schedule: its first slot (start + phase) has long passed
+
+
+def test_a_check_that_left_work_in_progress_is_due_again_after_its_delay_not_an_interval():
+    clock = Clock()
+    schedule = DriftSchedule(600.0, clock)
+    clock.now += schedule.phase("a")
+    assert schedule.due("a")
+    schedule.soon("a", 1.5)  # it re-created a credential Entra honours within a second or so
+    clock.now += 1.0
+    assert not schedule.due("a")
+    clock.now += 0.5
+    assert schedule.due("a")
+    assert not schedule.due("a")  # and then one interval on, as usual
+    schedule.soon("a", 900.0)  # never later than the interval already scheduled
+    clock.now += 600.0
+    assert schedule.due("a")
+
+
+def test_a_handler_retrying_on_its_own_postpones_the_drift_check():
+    clock = Clock()
+    schedule = DriftSchedule(60.0, clock)
+    clock.now += schedule.phase("a")
+    schedule.postpone("a", 5.0)  # kopf retries the handler in 5 s: the timer must not work on it as well
+    clock.now += 5.0
+    assert not schedule.due("a")
+    clock.now += 1.0
+    assert schedule.due("a")

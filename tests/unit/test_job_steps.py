@@ -23,6 +23,7 @@ from tests.conftest import example
 from tests.fakes import WORKSPACE, FakeAzure, at, rejected, throttled
 
 UID = "0b9c8d7e-1111-2222-3333-444455556666"
+STREAM = "ScriptExecution.StreamAccess.Authentication"
 NAME = aml_job_name("anymal-validate-7", UID)
 TIMINGS = Timings(retry_delay=1, max_retry_delay=30, lro_poll_delay=2, blocked_recheck=60)
 
@@ -42,6 +43,10 @@ def compute(ready: str = "True", stalled: str = "False", **spec_changes: Any) ->
         "identity": {"clientId": "client"},
     }
     return view_of("robotics-gpu", raw, status)
+
+
+def with_instance_types(*types: dict[str, Any]) -> ComputeView:
+    return compute(compute={**example("attachedcompute.yaml")["compute"], "instanceTypes": list(types)})
 
 
 def spec(name: str = "amljob-validate.yaml", **changes: Any) -> AmlJobSpec:
@@ -104,6 +109,29 @@ ADMISSION_CASES = [
         "(gpu-1)",
     ),
     ("compute stalled", {"view": compute("False", "True")}, Outcome.BLOCKED, r.COMPUTE_NOT_READY, "is not Ready"),
+    (
+        "an IsaacLab template on an instance type without a GPU",
+        {
+            "view": with_instance_types(
+                {"name": "gpu-1", "resources": {"limits": {"cpu": "8", "memory": "64Gi"}}},
+                {"name": "gpu-2", "resources": {"limits": {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": 2}}},
+            )
+        },
+        Outcome.BLOCKED,
+        r.INSTANCE_TYPE_WITHOUT_GPU,
+        "has no nvidia.com/gpu limit, and Isaac Sim cannot run without a GPU; delete and recreate this AmlJob with "
+        "one of gpu-2",
+    ),
+    (
+        "InContainer delivery whose pods run as an account the compute does not federate",
+        {
+            "job": spec(model={"name": "isaaclab-anymal-latest", "version": "2", "delivery": "InContainer"}),
+            "view": compute(serviceAccounts=[{"namespace": "azureml", "name": "default"}]),
+        },
+        Outcome.BLOCKED,
+        r.JOB_ACCOUNT_NOT_FEDERATED,
+        "adds {namespace: azureml-jobs, name: default} to its spec.serviceAccounts",
+    ),
     (
         "compute throttled, not stalled",
         {"view": compute("False", "False")},
@@ -211,19 +239,28 @@ def test_after_a_restart_a_running_job_is_followed_without_reading_it():
     assert watch.follows(WORKSPACE.id, NAME)
 
 
+def evaluated(azure: FakeAzure, metrics: dict[str, float], name: str = NAME) -> None:
+    """What amlwire's evaluator logs for a validation: its metrics (with the episode count) and its evidence."""
+    azure.metrics[name] = {"episodes": 128.0, **metrics}
+    azure.params[name] = {
+        "amlwire.task": "Isaac-Velocity-Rough-Anymal-C-Play-v0",
+        "amlwire.checkpoint": "/mnt/model/model_1500.pt",
+        "amlwire.checkpoint_sha256": "ab" * 32,
+        "amlwire.seed": "42",
+        "amlwire.num_envs": "64",
+    }
+
+
 def test_a_completed_job_records_metrics_verdict_and_registers_the_checkpoint():
     azure = FakeAzure()
     azure.jobs[(WORKSPACE.id.lower(), NAME)] = JobSnapshot(NAME, "Completed")
-    azure.metrics[NAME] = {"success_rate": 0.95}
+    evaluated(azure, {"success_rate": 0.95})
     job = spec(register={"modelName": "anymal", "type": "custom_model"})
     scope = make(azure, previous=submitted("Running"), watch=polled(JobWatch(), "Completed"), job=job)
     result = reconcile_job(scope)
     status = result.status
-    assert (status.verdict, status.metrics, status.registered_model.name) == (
-        "Passed",
-        {"success_rate": 0.95},
-        "anymal",
-    )
+    assert (status.verdict, status.metrics["success_rate"], status.registered_model.name) == ("Passed", 0.95, "anymal")
+    assert status.evidence["checkpoint_sha256"] == "ab" * 32
     assert next(c for c in status.conditions if c.type == "Ready").status == "True"
     assert {e.reason for e in result.events} >= {r.MODEL_REGISTERED, r.COMPLETED}
 
@@ -231,7 +268,7 @@ def test_a_completed_job_records_metrics_verdict_and_registers_the_checkpoint():
 def test_a_metric_below_the_gate_fails_the_verdict_and_registers_nothing():
     azure = FakeAzure()
     azure.jobs[(WORKSPACE.id.lower(), NAME)] = JobSnapshot(NAME, "Completed")
-    azure.metrics[NAME] = {"success_rate": 0.41}
+    evaluated(azure, {"success_rate": 0.41})
     result = reconcile_job(
         make(
             azure,
@@ -275,7 +312,7 @@ def test_a_storage_failure_gets_a_hint_naming_the_broken_link():
 def test_an_error_while_recording_results_is_retried_and_keeps_the_job_unfinished():
     azure = FakeAzure()
     azure.jobs[(WORKSPACE.id.lower(), NAME)] = JobSnapshot(NAME, "Completed")
-    azure.fail("job_metrics", throttled(3))
+    azure.fail("job_results", throttled(3))
     result = reconcile_job(make(azure, previous=submitted("Running"), watch=polled(JobWatch(), "Completed")))
     assert result.status.end_time is None
     assert result.status.aml_status == "Running"
@@ -425,10 +462,110 @@ def test_a_job_whose_aml_job_is_gone_is_stalled_not_followed_forever(compute_gon
     assert not watch.follows(WORKSPACE.id, NAME)
 
 
+def test_a_command_job_on_a_cpu_instance_type_is_not_refused():
+    view = with_instance_types({"name": "cpu-1", "resources": {"limits": {"cpu": "8", "memory": "8Gi"}}})
+    result = run(
+        submit_the_job, make(models(FakeAzure()), view=view, job=spec("amljob-command.yaml", instanceType="cpu-1"))
+    )
+    assert result.outcome is Outcome.DONE
+
+
+def finished(azure: FakeAzure, status: str, job: AmlJobSpec | None = None, **previous: Any):
+    azure.jobs[(WORKSPACE.id.lower(), NAME)] = JobSnapshot(NAME, status)
+    scope = make(azure, previous=submitted("Running", **previous), watch=polled(JobWatch(), status), job=job)
+    return reconcile_job(scope)
+
+
+def test_a_validation_that_completed_without_evidence_has_no_verdict_and_says_why():
+    azure = FakeAzure()
+    azure.metrics[NAME] = {"success_rate": 0.0}  # Isaac Sim's fast shutdown exited 0 before the evaluation
+    result = finished(azure, "Completed", spec(register={"modelName": "anymal"}))
+    stalled = next(c for c in result.status.conditions if c.type == "Stalled")
+    assert (stalled.status, stalled.reason) == ("True", r.NO_EVIDENCE)
+    assert "no episodes counted; no task, checkpoint_sha256, seed, num_envs" in stalled.message
+    assert result.status.verdict is None
+    assert azure.count("register_model") == 0
+    assert [e.reason for e in result.events if e.type == "Warning"] == [r.NO_EVIDENCE]
+
+
+def test_a_gate_on_a_metric_the_job_never_logged_is_no_verdict_not_a_missed_gate():
+    azure = FakeAzure()
+    azure.metrics[NAME] = {"loss": 0.1}
+    job = spec("amljob-command.yaml", gate={"metric": "accuracy", "min": 0.9})
+    result = finished(azure, "Completed", job)
+    stalled = next(c for c in result.status.conditions if c.type == "Stalled")
+    assert (stalled.reason, result.status.verdict) == (r.GATE_METRIC_NOT_LOGGED, None)
+    assert "without logging metric accuracy, which spec.gate names (metrics logged: loss)" in stalled.message
+    # the gate changed after the run to a metric the job did log: the verdict follows
+    again = finished(azure, "Completed", spec("amljob-command.yaml", gate={"metric": "loss", "max": 0.2}))
+    assert again.status.verdict == "Passed"
+    assert again.status.failure is None
+
+
+def test_a_failed_evaluation_is_reported_with_the_evaluators_own_reason():
+    azure = FakeAzure()
+    azure.details[NAME] = JobDetails(error={"code": "UserError", "message": "Execution failed. exit 1."})
+    azure.tags[NAME] = {"amlwire.failure": "spec.isaacLab.successTerm 'goal' is not a termination term of task T"}
+    result = finished(azure, "Failed")
+    stalled = next(c for c in result.status.conditions if c.type == "Stalled")
+    assert stalled.reason == r.EVALUATION_FAILED
+    assert stalled.message == (
+        "amlwire's evaluator failed: spec.isaacLab.successTerm 'goal' is not a termination term of task T"
+    )
+    assert "Execution failed. exit 1." in result.status.failure.message
+
+
+TRAINING = spec("amljob-train.yaml", resume={"maxAttempts": 2})
+
+
+def test_a_training_canceled_at_its_timeout_is_resumed_from_its_last_checkpoint():
+    azure = models(FakeAzure())
+    azure.details[NAME] = JobDetails(error={"code": "UserError", "message": "ran past its timeout"})
+    submitted_ = finished(azure, "Canceled", TRAINING, start_time="2026-11-26T09:00:00Z")
+    status = submitted_.status
+    assert [(a.aml_job_name, a.aml_status) for a in status.attempts] == [(NAME, "Canceled")]
+    # the same pass submits attempt 2, reading attempt 1's checkpoint output
+    assert (status.aml_job_name, status.aml_status, status.start_time, status.end_time) == (
+        NAME + "-a2",
+        "NotStarted",
+        None,
+        None,
+    )
+    assert azure.submitted[-1].resume_from == NAME
+    resumed = next(e for e in submitted_.events if e.reason == r.RESUMED)
+    assert (resumed.type, "attempt 2 of 2 continues from its last checkpoint" in resumed.message) == ("Warning", True)
+    # attempt 2 fails too: no attempts left, the job is Stalled with its failure
+    azure.jobs[(WORKSPACE.id.lower(), NAME + "-a2")] = JobSnapshot(NAME + "-a2", "Failed")
+    azure.details[NAME + "-a2"] = JobDetails(error={"code": "UserError", "message": "exit 1"})
+    watch = JobWatch()
+    second = FollowedJob("robotics", "anymal-validate-7", UID, NAME + "-a2", WORKSPACE.id)
+    watch.follow(second, JobSnapshot(NAME + "-a2", "Running"))
+    watch.record(WORKSPACE.id, {NAME + "-a2": JobSnapshot(NAME + "-a2", "Failed")})
+    ended = reconcile_job(make(azure, previous=submitted_.status, watch=watch, job=TRAINING))
+    assert ended.status.aml_status == "Failed"
+    assert len(ended.status.attempts) == 1
+    assert next(c for c in ended.status.conditions if c.type == "Stalled").status == "True"
+
+
+def test_a_training_whose_storage_wiring_is_broken_is_not_resumed():
+    azure = models(FakeAzure())
+    azure.details[NAME] = JobDetails(error={"code": "UserError", "innerError": {"code": STREAM}, "message": "denied"})
+    result = finished(azure, "Failed", TRAINING)
+    assert result.status.attempts == []
+    assert result.status.aml_status == "Failed"
+
+
+def test_a_completed_training_or_one_without_resume_is_not_resumed():
+    azure = models(FakeAzure())
+    assert finished(azure, "Completed", TRAINING).status.attempts == []
+    azure.details[NAME] = JobDetails(error={"code": "UserError", "message": "exit 1"})
+    assert finished(azure, "Failed", spec("amljob-train.yaml", resume=None)).status.attempts == []
+
+
 def test_a_job_whose_compute_is_gone_is_still_followed_to_its_end():
     azure, watch = FakeAzure(), polled(JobWatch(), "Completed")
     azure.jobs[(WORKSPACE.id.lower(), NAME)] = JobSnapshot(NAME, "Completed")
-    azure.metrics[NAME] = {"success_rate": 0.97}
+    evaluated(azure, {"success_rate": 0.97})
     result = reconcile_job(make(azure, previous=submitted("Running"), watch=watch, no_compute=True))
     assert next(c for c in result.status.conditions if c.type == "Ready").status == "True"
 

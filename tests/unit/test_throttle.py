@@ -202,3 +202,39 @@ def test_other_services_are_not_metered_but_honour_their_429s():
     with pytest.raises(AzureError):
         gate.reserve(service, "GET", "x", metered=False)
     assert gate.reserve(SUB, "GET", "x") == 0  # ARM's budget is another scope
+
+
+def test_concurrent_token_requests_fetch_once_per_scope():
+    import threading
+    import time as clock
+
+    from amlwire.adapters.azure.clients import SingleFlightCredential
+
+    class Cached:
+        """A credential with its own cache, as azure-identity's are: the first request fetches."""
+
+        def __init__(self) -> None:
+            self.fetches: list[tuple[str, ...]] = []
+            self.cache: dict[tuple[str, ...], str] = {}
+
+        def get_token(self, *scopes: str, **_: object) -> str:
+            if scopes not in self.cache:
+                clock.sleep(0.05)  # Entra answering
+                self.fetches.append(scopes)
+                self.cache[scopes] = f"token for {scopes}"
+            return self.cache[scopes]
+
+    inner = Cached()
+    credential = SingleFlightCredential(inner)
+    threads = [
+        threading.Thread(target=credential.get_token, args=(scope,))
+        for scope in ["https://management.azure.com/.default"] * 26 + ["https://storage.azure.com/.default"] * 4
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(inner.fetches) == [
+        ("https://management.azure.com/.default",),
+        ("https://storage.azure.com/.default",),
+    ]

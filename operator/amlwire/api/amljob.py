@@ -15,6 +15,10 @@ Framework = Literal["rsl_rl", "skrl", "rl_games", "sb3"]
 ModelType = Literal["custom_model", "mlflow_model"]
 ModelDelivery = Literal["Mount", "Download", "InContainer"]
 Verdict = Literal["Passed", "Failed"]
+IsaacLabVersion = Literal["2", "3"]
+ResumeMode = Literal["Never", "FromLastCheckpoint"]
+# What amlwire's evaluator logs (templates/isaaclab_evaluate.py METRICS; a unit test keeps the two equal)
+EVALUATOR_METRICS = ("success_rate", "success_rate_ci_low", "success_rate_ci_high", "mean_episode_reward", "episodes")
 
 IDENTIFIER_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
 ISAACLAB_TEMPLATES = ("IsaacLabTrain", "IsaacLabValidate")
@@ -71,8 +75,25 @@ class IsaacLabSpec(CRDModel):
     )
     image_has_mlflow: bool = Field(
         default=False,
-        description="IsaacLabValidate: the image already has mlflow and azureml-mlflow in Isaac Sim's python. "
-        "The stock IsaacLab image has neither, so by default the job pip-installs pinned versions first.",
+        description="IsaacLabValidate: the image already has mlflow (or mlflow-skinny) and azureml-mlflow in Isaac "
+        "Sim's python. The stock IsaacLab image has neither, so by default the job pip-installs pinned "
+        "mlflow-skinny and azureml-mlflow first.",
+    )
+    image_has_azure_sdk: bool = Field(
+        default=False,
+        description="IsaacLabValidate with spec.model.delivery InContainer: the image already has azure-ai-ml and "
+        "azure-identity in Isaac Sim's python; by default the job pip-installs pinned versions first.",
+    )
+    version: IsaacLabVersion = Field(
+        default="2",
+        description='The IsaacLab generation the image runs: "2" (IsaacLab 2.x, the nvcr.io isaac-lab 2.x images: '
+        './isaaclab.sh -p scripts/reinforcement_learning/<framework>/train.py, --headless) or "3" (IsaacLab 3.0: '
+        "the unified `isaaclab train --rl_library <framework>` command, --viz none instead of --headless).",
+    )
+    play_variant: bool = Field(
+        default=True,
+        description="IsaacLabValidate: evaluate on the task's -Play variant where IsaacLab registers one (the same "
+        "task without curriculum, pushes and observation noise), as IsaacLab's play.py is meant to be used.",
     )
     extra_args: list[Annotated[str, StringConstraints(max_length=1024)]] = Field(
         default_factory=list, max_length=64, description="Extra arguments appended to the IsaacLab script."
@@ -119,6 +140,19 @@ class GateSpec(CRDModel):
     max: float | None = Field(default=None, description="Verdict Passed when the metric is at most this.")
 
 
+class ResumeSpec(CRDModel):
+    """What to do when a training attempt ends early (failed, canceled at its timeout, or preempted)."""
+
+    mode: ResumeMode = Field(
+        default="FromLastCheckpoint",
+        description="FromLastCheckpoint: submit the next attempt with the last attempt's checkpoint output as input, "
+        "continuing with --resume --load_run RUN --checkpoint FILE (rsl_rl). Never: one attempt only.",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, le=20, description="Attempts in all, the first included; each is one AML job."
+    )
+
+
 class RegisterSpec(CRDModel):
     """Register the job's checkpoint output as a model version when the job succeeds."""
 
@@ -154,6 +188,15 @@ UNDECLARED_OUTPUT = (
 # ${{inputs.NAME}} / ${{outputs.NAME}} in a command; the same regex in CEL (RE2) and in Python
 BINDING = r"[$][{][{] *(inputs|outputs)[.]([A-Za-z0-9_]+) *[}][}]"
 _BOUND_NAME = "m.split('.')[1].split('}')[0].trim()"
+GATE_METRIC_UNKNOWN = (
+    "spec.gate.metric must be one amlwire's evaluator logs for template IsaacLabValidate: "
+    + ", ".join(EVALUATOR_METRICS)
+    + " (gate on success_rate_ci_low to require the lower bound of the 95% interval)"
+)
+RESUME_TRAINING_ONLY = (
+    "spec.resume is for template IsaacLabTrain with framework rsl_rl (amlwire continues rsl_rl runs with --resume "
+    "--load_run --checkpoint); remove it"
+)
 ISAACLAB_UNUSED = (
     "spec.isaacLab is only used by the IsaacLab templates; remove it or pick template IsaacLabTrain or IsaacLabValidate"
 )
@@ -206,6 +249,19 @@ class AmlJobSpec(CRDModel):
                 f".all(m, has(self.register) && {_BOUND_NAME} == 'checkpoint')",
                 UNDECLARED_OUTPUT,
                 fieldPath=".command",
+            ),
+            rule(
+                "self.template != 'IsaacLabValidate' || !has(self.gate) || self.gate.metric in ["
+                + ", ".join(f"'{m}'" for m in EVALUATOR_METRICS)
+                + "]",
+                GATE_METRIC_UNKNOWN,
+                fieldPath=".gate.metric",
+            ),
+            rule(
+                "!has(self.resume) || (self.template == 'IsaacLabTrain' && has(self.isaacLab) "
+                "&& self.isaacLab.framework == 'rsl_rl')",
+                RESUME_TRAINING_ONLY,
+                fieldPath=".resume",
             ),
             rule(
                 "!has(self.gate) || has(self.gate.min) || has(self.gate.max)",
@@ -313,6 +369,12 @@ class AmlJobSpec(CRDModel):
             ),
         ),
     )
+    resume: ResumeSpec | None = Field(
+        default=None,
+        description="IsaacLabTrain (rsl_rl): when an attempt fails, is canceled at its timeout or preempted, submit "
+        "the next from its last checkpoint (checkpoints reach the output while training runs), up to "
+        "maxAttempts. status.attempts shows the chain.",
+    )
     timeout_seconds: int | None = Field(
         default=None,
         ge=60,
@@ -334,6 +396,12 @@ class AmlJobSpec(CRDModel):
             raise ValueError(NEEDS_INSTANCE_TYPE)
         if self.template == "Command" and self.isaac_lab is not None:
             raise ValueError(ISAACLAB_UNUSED)
+        if self.template == "IsaacLabValidate" and self.gate and self.gate.metric not in EVALUATOR_METRICS:
+            raise ValueError(GATE_METRIC_UNKNOWN)
+        if self.resume and not (
+            self.template == "IsaacLabTrain" and self.isaac_lab and self.isaac_lab.framework == "rsl_rl"
+        ):
+            raise ValueError(RESUME_TRAINING_ONLY)
         for kind, name in re.findall(BINDING, self.command or ""):
             if kind == "inputs" and name not in self.inputs and not (name == "model" and self.model):
                 raise ValueError(UNDECLARED_INPUT)
@@ -357,6 +425,15 @@ class RegisteredModelStatus(CRDModel):
     version: str = Field(description="Model version.")
 
 
+class AttemptStatus(CRDModel):
+    """An earlier attempt of a resumed training job."""
+
+    aml_job_name: str = Field(description="Name of the attempt's AML job.")
+    aml_status: str = Field(description="How it ended: Failed or Canceled.")
+    end_time: str | None = Field(default=None, description="When it ended (RFC 3339).")
+    failure: str | None = Field(default=None, description="Its failure code and message, when it failed.")
+
+
 class AmlJobStatus(ObjectStatus):
     """Observed state of the AML job."""
 
@@ -373,6 +450,16 @@ class AmlJobStatus(ObjectStatus):
     failure: FailureStatus | None = Field(default=None, description="Why the job failed.")
     registered_model: RegisteredModelStatus | None = Field(
         default=None, description="Model version registered from the output (spec.register)."
+    )
+    evidence: dict[str, str] = Field(
+        default_factory=dict,
+        description="What amlwire's evaluator measured on: task, checkpoint and its checkpoint_sha256, seed, "
+        "num_envs, episodes_per_env. A validation's verdict needs it.",
+    )
+    attempts: list[AttemptStatus] = Field(
+        default_factory=list,
+        description="Earlier attempts of a training job resumed from its last checkpoint (spec.resume), oldest first; "
+        "amlJobName is the current attempt's.",
     )
 
 

@@ -426,6 +426,17 @@ class AttachedComputeStatus(ObjectStatus):
         default_factory=list, description="Role assignments for spec.access.grants."
     )
     compute_id: str | None = Field(default=None, description="ARM ID of the attached AML compute.")
+    compute_adopted_from: str | None = Field(
+        default=None,
+        description="The AttachedCompute that attached the AML compute (its tag names it) and is gone: this one "
+        "adopted the compute, and detaches it on deletion with deletionPolicy Delete. AML offers no way to change "
+        "an attached Kubernetes compute's tags, so the adoption is recorded here.",
+    )
+    former_computes: list[str] = Field(
+        default_factory=list,
+        description="ARM IDs of AML computes attached under an earlier spec.compute.name, detached once no AmlJob "
+        "runs on them.",
+    )
     owns_extension: bool | None = Field(
         default=None,
         description="Whether this AttachedCompute sets the identity of its cluster's AzureML extension. One "

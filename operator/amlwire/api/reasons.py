@@ -73,6 +73,7 @@ NOT_YET_CHECKED = reason("NotYetChecked", "amlwire has not checked this link yet
 FIRST_VISIT = reason("FirstVisit", "amlwire is reconciling the resource for the first time")
 RECONCILING_REASON = reason("Reconciling", "amlwire is reconciling the resource")
 INVALID_SPEC = reason("InvalidSpec", "the spec cannot be read; the message names the field")
+NEW_GENERATION = reason("NewGeneration", "the spec changed: amlwire is reconciling the new generation")
 for _condition in (*COMPUTE_STEP_TYPES, SUBMITTED):
     reason(waiting_reason(_condition), f"waiting for {_condition} to be True")
 
@@ -190,6 +191,14 @@ COMPUTE_NOT_FOUND = reason("ComputeNotFound", "spec.computeRef names no Attached
 COMPUTE_NOT_READY = reason("ComputeNotReady", "the AttachedCompute is not Ready")
 NAMESPACE_NOT_ALLOWED = reason("NamespaceNotAllowed", "the job's namespace may not use the compute")
 INSTANCE_TYPE_NOT_FOUND = reason("InstanceTypeNotFound", "spec.instanceType is not one of the compute's")
+INSTANCE_TYPE_WITHOUT_GPU = reason(
+    "InstanceTypeWithoutGPU", "an IsaacLab template names an instance type without nvidia.com/gpu"
+)
+JOB_ACCOUNT_NOT_FEDERATED = reason(
+    "JobServiceAccountNotFederated",
+    "InContainer delivery downloads with the job pods' workload identity, whose account the compute does not federate",
+    "F04",
+)
 MODEL_NOT_FOUND = reason("ModelNotFound", "spec.model names a model version that is not registered")
 SUBMISSION_REJECTED = reason("SubmissionRejected", "AML refused the job")
 AML_JOB_NOT_FOUND = reason("AmlJobNotFound", "the AML job this AmlJob followed no longer exists")
@@ -200,6 +209,12 @@ ADOPTED = reason("Adopted", "an AML job of this AmlJob existed already and is fo
 FOLLOWING = reason("Following", "amlwire follows the AML job")
 RESULTS_RECORDED = reason("ResultsRecorded", "the AML job ended and its results are in status")
 VERDICT_FAILED = reason("VerdictFailed", "the job's metric missed spec.gate")
+EVALUATION_FAILED = reason("EvaluationFailed", "amlwire's evaluator failed; status.failure says why")
+NO_EVIDENCE = reason(
+    "NoEvidence", "the job completed without the evaluator's evidence (metrics with an episode count, checkpoint, task)"
+)
+GATE_METRIC_NOT_LOGGED = reason("GateMetricNotLogged", "the job completed without logging the metric spec.gate names")
+RESUMED = reason("Resumed", "a training attempt ended early; the next continues from its last checkpoint")
 JOB_FAILED = reason("JobFailed", "the AML job failed; status.failure says why")
 STORAGE_ACCESS_FAILED = reason(
     "ScriptExecutionStreamAccessAuthentication", "the job could not reach storage; status.failure.hint names the link"
@@ -233,6 +248,13 @@ SERVICE_ACCOUNT_RELEASED = reason("ServiceAccountReleased", "amlwire took its an
 ROLE_ASSIGNMENT_CREATED = reason("RoleAssignmentCreated", "amlwire assigned a role")
 ROLE_ASSIGNMENT_DELETED = reason("RoleAssignmentDeleted", "amlwire removed a role assignment it had created")
 COMPUTE_DETACHING = reason("ComputeDetaching", "amlwire is detaching the compute")
+COMPUTE_ADOPTED = reason(
+    "ComputeAdopted", "the compute was attached by an AttachedCompute that is gone; this one adopted it"
+)
+COMPUTE_LEFT_ATTACHED = reason("ComputeLeftAttached", "deletion left a compute attached that is not this one's")
+FORMER_COMPUTE_DETACHING = reason(
+    "FormerComputeDetaching", "spec.compute.name changed: amlwire detaches the compute attached under the old name"
+)
 ORPHANED = reason("Orphaned", "deletionPolicy Orphan: amlwire left Azure as it was")
 JOBS_STILL_RUNNING = reason("JobsStillRunning", "a deleted AttachedCompute had AmlJobs running on it")
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ import yaml
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+
+from amlwire.config import Settings
 
 AS_TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 ROLE_PROPAGATION_SECONDS = 2  # the sandbox grants at once; the doctor command printed uses the same window
@@ -108,21 +112,27 @@ def demo(once: bool, world: Path, examples_dir: Path, timeout: float) -> None:
             federation_propagation_seconds=1,
             role_propagation_seconds=ROLE_PROPAGATION_SECONDS,
             job_poll_interval=1,
+            # what production honours: a 429's Retry-After up to the default cap, not the tests' 2 s
+            max_retry_delay=Settings.model_fields["max_retry_delay"].default,
         )
         _where_to_look(console, plane, stack, metrics_port)
         applied = _apply_examples(kube, examples_dir)
         console.print(f"[bold]amlwire demo[/]: applied {', '.join(applied)}")
         expected_jobs = sum(1 for name in applied if name.startswith("amljob"))
         deadline = time.monotonic() + timeout
-        with Live(console=console, refresh_per_second=4, transient=False) as live:
-            while not stop["requested"]:
-                computes_table, computes = printer_table(plane, "attachedcomputes", "kubectl get amlc")
-                jobs_table, jobs = printer_table(plane, "amljobs", "kubectl get amlj -A")
-                live.update(Group(computes_table, jobs_table))
+        diagnosed = False
+        try:
+            for computes, jobs in _watch(console, plane, stop):
+                if not diagnosed and computes and all(c.get("Ready") == "True" for c in computes):
+                    _diagnose(console, stack)  # the doctor's view as soon as the wiring is up
+                    diagnosed = True
                 if once and (finished(computes, jobs, expected_jobs) or time.monotonic() > deadline):
                     break
-                time.sleep(0.5)
-        _diagnose(console, stack)
+        except KeyboardInterrupt:
+            if not diagnosed:
+                _diagnose(console, stack)
+            raise
+        _diagnose(console, stack)  # and once more at the end: what the doctor says after the jobs ran
         if once:
             ok = succeeded(plane)
             console.print(
@@ -141,6 +151,24 @@ def demo(once: bool, world: Path, examples_dir: Path, timeout: float) -> None:
             stack.close()
         plane.stop()
         shutil.rmtree(workdir, ignore_errors=True)  # ~90 MB, and a kubeconfig with an admin token
+
+
+def _watch(console: Console, plane: Any, stop: dict[str, bool]) -> Iterator[tuple[list[dict[str, str]], ...]]:
+    """`kubectl get amlc` and `kubectl get amlj -A` as they change: a live view on a terminal, each change printed
+    as it happens otherwise (a pipe or a CI log would see nothing until the end)."""
+    last: tuple[list[dict[str, str]], ...] | None = None
+    live = Live(console=console, refresh_per_second=4, transient=False) if console.is_terminal else None
+    with live or contextlib.nullcontext():
+        while not stop["requested"]:
+            computes_table, computes = printer_table(plane, "attachedcomputes", "kubectl get amlc")
+            jobs_table, jobs = printer_table(plane, "amljobs", "kubectl get amlj -A")
+            if live is not None:
+                live.update(Group(computes_table, jobs_table))
+            elif (computes, jobs) != last:
+                console.print(Group(computes_table, jobs_table))
+            last = (computes, jobs)
+            yield computes, jobs
+            time.sleep(0.5)
 
 
 def _apply_examples(kube: Any, folder: Path) -> list[str]:

@@ -15,11 +15,12 @@ from rich.console import Console
 from rich.table import Table
 
 from amlwire.api.attachedcompute import AttachedComputeSpec
-from amlwire.cli.settings import load_settings
+from amlwire.cli.settings import kubectl_flags, load_settings
 from amlwire.config import Settings
 from amlwire.domain.azure import WorkspaceRef
 from amlwire.domain.datapath import JOB_IDENTITIES, diagnose_data_path
 from amlwire.domain.doctor import Result, diagnose, exit_code
+from amlwire.domain.errors import KubeError
 
 SCHEMA = "amlwire.io/doctor/v1"
 STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
@@ -68,7 +69,10 @@ def load_target(
     if name is not None:
         if kube is None:
             raise CannotRun(f"reading AttachedCompute {name} needs Kubernetes access (kubeconfig or in-cluster)")
-        obj = kube.get_attached_compute(name)
+        try:
+            obj = kube.get_attached_compute(name)
+        except KubeError as error:
+            raise CannotRun(f"cannot read AttachedCompute {name}: {error}") from error
         if obj is None:
             raise CannotRun(f"AttachedCompute {name} does not exist (kubectl get amlc)")
         return obj["spec"], (name, obj["metadata"]["uid"])
@@ -219,12 +223,12 @@ def report_table(
     console.print(f"[bold red]{len(failed)} failing: {', '.join(failed)}[/]" if failed else "[green]no failures[/]")
 
 
-def kube_client(settings: Settings) -> tuple[Any, str | None]:
+def kube_client(settings: Settings, context: str | None = None) -> tuple[Any, str | None]:
     from amlwire.adapters.kube.adapter import KubeAdapter
     from amlwire.adapters.kube.client import api_client, load_configuration
 
     try:
-        return KubeAdapter(api_client(load_configuration(settings.kubeconfig))), None
+        return KubeAdapter(api_client(load_configuration(settings.kubeconfig, context=context))), None
     except Exception as error:
         return None, f"no Kubernetes access ({type(error).__name__}: {error})"
 
@@ -271,7 +275,17 @@ def wants_data_path(name: str | None, manifest: Path | None, values: dict[str, A
 @click.option("--datastore", multiple=True, help="A datastore the job reads (repeatable; default: the default one).")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--verbose", "-v", is_flag=True, help="List the checks that passed too.")
-def doctor(name: str | None, manifest: Path | None, output: str, verbose: bool, **values: Any) -> None:
+@kubectl_flags
+def doctor(
+    name: str | None,
+    manifest: Path | None,
+    output: str,
+    verbose: bool,
+    kubeconfig: Path | None,
+    kube_context: str | None,
+    kube_namespace: str | None,
+    **values: Any,
+) -> None:
     """Diagnose the wiring of an AttachedCompute, or a job's data path on any compute (read-only).
 
     \b
@@ -288,6 +302,9 @@ def doctor(name: str | None, manifest: Path | None, output: str, verbose: bool, 
     from amlwire.reconcile.doctor import DoctorCannotRun
 
     settings = load_settings()
+    if kubeconfig is not None:
+        settings = settings.model_copy(update={"kubeconfig": kubeconfig})
+    values["kube_context"] = kube_context
     window = timedelta(seconds=settings.role_propagation_seconds)
     try:
         if wants_data_path(name, manifest, values):
@@ -313,7 +330,7 @@ def _wiring(
     from amlwire.adapters.azure.clients import AzureClients
     from amlwire.reconcile.doctor import gather
 
-    kube, kube_problem = kube_client(settings)
+    kube, kube_problem = kube_client(settings, values.get("kube_context"))
     raw, live = load_target(name, manifest, values, kube)
     try:
         spec = AttachedComputeSpec.model_validate(raw)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from amlwire.domain.lint import Finding, lint_text
+from amlwire.cli.settings import kubectl_flags
+from amlwire.domain.lint import Finding, lint_files
 
 
 def _expand(paths: tuple[Path, ...]) -> list[Path]:
@@ -25,7 +27,8 @@ def _expand(paths: tuple[Path, ...]) -> list[Path]:
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def lint(files: tuple[Path, ...], output: str) -> None:
+@kubectl_flags
+def lint(files: tuple[Path, ...], output: str, **_kubectl: Any) -> None:
     """Check AML job YAML files, folders of them, or amlwire AmlJob manifests (all documents of a file):
     typed literals in command jobs (F20), empty inputs (F21), MLflow vs custom models (F22), unknown keys,
     missing compute/environment/command, references and modes. Other Kubernetes objects are for
@@ -33,16 +36,15 @@ def lint(files: tuple[Path, ...], output: str) -> None:
 
     Exit code 0: no errors (warnings allowed); 1: errors found; 2: a file could not be read.
     """
-    findings: list[Finding] = []
     unreadable: list[str] = []
     paths = _expand(files)
+    texts: list[tuple[str, str]] = []
     for path in paths:
         try:
-            text = path.read_text()
+            texts.append((path.read_text(), str(path)))
         except (OSError, UnicodeDecodeError) as error:
             unreadable.append(f"cannot read {path}: {getattr(error, 'strerror', None) or error}")
-            continue
-        findings += lint_text(text, str(path))
+    findings: list[Finding] = lint_files(texts)
     errors = sum(1 for f in findings if f.severity == "error")
     if output == "json":
         report = {

@@ -34,6 +34,16 @@ def owned_by(compute: ComputeInfo, owner: str) -> bool:
     return owner in (compute.tags.get(OWNER_TAG), compute.tags.get(FORMER_OWNER_TAG))
 
 
+def ours(compute: ComputeInfo, owner: str, adopted_from: str | None) -> bool:
+    """Attached by this AttachedCompute, or adopted by it from one that is gone (status.computeAdoptedFrom)."""
+    return owned_by(compute, owner) or (adopted_from is not None and tagged_owner(compute) == adopted_from)
+
+
+def tagged_owner(compute: ComputeInfo) -> str | None:
+    """The AttachedCompute that attached the compute, as its tag says (None: not attached by amlwire)."""
+    return compute.tags.get(OWNER_TAG) or compute.tags.get(FORMER_OWNER_TAG)
+
+
 def errors_of(compute: ComputeInfo) -> str:
     return "; ".join(compute.errors) or "no error details"
 

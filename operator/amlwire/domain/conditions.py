@@ -190,5 +190,21 @@ def first_visit(step_types: Sequence[str], generation: int | None, now: datetime
     return fold([], results, generation, now)
 
 
+def new_generation(
+    existing: Sequence[Condition], generation: int | None, observed: int | None, now: datetime
+) -> list[Condition] | None:
+    """What status says the moment a new generation is seen, before it is reconciled: not Ready (the conditions
+    describe the generation observed before), Reconciling. None when the generation is the observed one."""
+    if not existing or generation is None or generation == observed:
+        return None
+    message = f"generation {generation} is being reconciled; the other conditions are from generation {observed}."
+    return fold(
+        existing,
+        [Summary(READY, "Unknown", r.NEW_GENERATION, message), Summary(RECONCILING, "True", r.NEW_GENERATION, message)],
+        generation,
+        now,
+    )
+
+
 def condition(conditions: Iterable[Condition], type_: str) -> Condition | None:
     return next((c for c in conditions if c.type == type_), None)

@@ -5,19 +5,23 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from amlwire.api import reasons as r
-from amlwire.api.amljob import AmlJobSpec, FailureStatus, GateSpec
+from amlwire.api.amljob import AmlJobSpec, FailureStatus, GateSpec, IsaacLabSpec
 from amlwire.domain.conditions import StepResult, Summary, blocked, kstatus, progressing
 from amlwire.domain.failures import BY_ID
+from amlwire.domain.federation import subject_of
 from amlwire.domain.view import ComputeHealth, ComputeView
 from amlwire.templates import embedded
 
 ISAACLAB_ROOT = "/workspace/isaaclab"
-EVALUATOR = "/tmp/amlwire_evaluate.py"  # noqa: S108 - a path inside the job's container
-FETCHER = "/tmp/amlwire_fetch_model.py"  # noqa: S108
+STEPS_DIR = "/tmp/amlwire"  # noqa: S108 - where amlwire writes its step scripts inside the job's container
+EVALUATOR = f"{STEPS_DIR}/isaaclab_evaluate.py"
+FETCHER = f"{STEPS_DIR}/fetch_model.py"
+RESUMER = f"{STEPS_DIR}/resume.py"
+RESUME_ARGS = f"{STEPS_DIR}/resume-args"
 MODEL_DIR = "/tmp/amlwire-model"  # noqa: S108
 # JobStatus values that never change again; NotResponding, Paused and Unknown are not among them (a
 # NotResponding job can go back to any earlier state)
@@ -31,18 +35,32 @@ TAG_NAMESPACE = "amlwire.io/namespace"
 TAG_NAME = "amlwire.io/name"
 TAG_UID = "amlwire.io/uid"
 TAG_TEMPLATE = "amlwire.io/template"
+TAG_ATTEMPT = "amlwire.io/attempt"
 DEFAULT_EPISODES = 100
-# What the stock IsaacLab image lacks for MLflow logging to AML (the reference repos install both)
-LOGGING_PACKAGES = ("mlflow==2.15.1", "azureml-mlflow==1.57.0")
+# Pinned packages the stock IsaacLab image lacks: azureml-mlflow needs only mlflow-skinny (not mlflow's pyarrow,
+# pandas, Flask, ...); the in-container download needs the SDK. Versions as constraints.txt tests them.
+LOGGING_PACKAGES = ("mlflow-skinny==2.15.1", "azureml-mlflow==1.57.0")
+SDK_PACKAGES = ("azure-ai-ml==1.35.2", "azure-identity==1.27.0")
 ISAAC_SIM_CONSENT = {"ACCEPT_EULA": "Y", "PRIVACY_CONSENT": "Y"}  # Isaac Sim refuses to start without them
 DEFAULT_TIMEOUTS = {"IsaacLabTrain": 24 * 3600, "IsaacLabValidate": 2 * 3600}
 OUTPUTS = "AMLWIRE_OUTPUTS"  # the job's ./outputs, absolute: AML uploads it from where the job started
+CHECKPOINT_OUTPUT = "checkpoint"
+RESUME_INPUT = "resume_from"
+JOB_POD_ACCOUNT = "default"  # the service account AML's job pods run as in the compute's namespace
+# Tasks that render: Isaac Sim needs --enable_cameras for them (IsaacLab's camera and vision tasks)
+CAMERA_TASK = re.compile(r"(RGB|Depth|Camera|Vision|Visuomotor|ResNet|Theia)")
+# The evaluator's evidence beside its metrics (MLflow params amlwire.<name>); a verdict is made of nothing less
+EVIDENCE_PARAM_PREFIX = "amlwire."
+EVIDENCE = ("task", "checkpoint_sha256", "seed", "num_envs")
+EVALUATION_FAILED_MARK = "amlwire: evaluation failed:"
+FAILURE_TAG = "amlwire.failure"  # the evaluator tags its MLflow run with why it failed
 
 
-def aml_job_name(name: str, uid: str) -> str:
-    """Deterministic from the uid, so a restart adopts the job instead of submitting it again."""
+def aml_job_name(name: str, uid: str, attempt: int = 1) -> str:
+    """Deterministic from the uid (and the attempt), so a restart adopts the job instead of submitting it again."""
     readable = re.sub(r"[^a-zA-Z0-9_-]", "-", name)[:60].strip("-_") or "job"
-    return f"{readable}-{uid.replace('-', '')[:12]}"
+    base = f"{readable}-{uid.replace('-', '')[:12]}"
+    return base if attempt <= 1 else f"{base}-a{attempt}"
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,9 @@ class JobRequest:
     tags: dict[str, str]
     timeout_seconds: int | None = None
     identity: Literal["managed"] | None = "managed"  # the compute's identity, as the reference repos submit
+    resume_from: str | None = None  # the AML job whose checkpoint output this attempt continues from
+    # written while the job runs, so a hang, a timeout or a preemption keeps the last checkpoint
+    checkpoint_mode: str = "rw_mount"
 
 
 @dataclass(frozen=True)
@@ -101,6 +122,15 @@ class JobListing:
 
     jobs: dict[str, JobSnapshot]
     reads: int = 1
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """What a finished job logged to MLflow: its final metrics, and the params that say what they measured."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -143,12 +173,52 @@ def admit(spec: AmlJobSpec, namespace: str, compute: ComputeView | None, recheck
             f"of them, or add it to the AttachedCompute",
             recheck,
         )
+    refusal = _gpu_refusal(spec, compute, recheck) or _pod_account_refusal(spec, compute, recheck)
+    if refusal is not None:
+        return refusal
     if not compute.ready:
         message = f"AttachedCompute {compute.name} is not Ready: {compute.ready_message}"
         if compute.stalled:
             return blocked(r.SUBMITTED, r.COMPUTE_NOT_READY, message, recheck)
         return progressing(r.SUBMITTED, r.COMPUTE_NOT_READY, message, recheck)
     return None
+
+
+def _gpu_refusal(spec: AmlJobSpec, compute: ComputeView, recheck: float) -> StepResult | None:
+    """Isaac Sim needs a GPU: an IsaacLab template on an instance type without one would fail after pulling a
+    15 GB image. Only where the compute lists its instance types (else AML's own are unknown to amlwire)."""
+    if spec.isaac_lab is None or not spec.instance_type or spec.instance_type not in compute.instance_types:
+        return None
+    if compute.gpus.get(spec.instance_type, 0) > 0:
+        return None
+    with_gpu = [name for name in compute.instance_types if compute.gpus.get(name, 0) > 0]
+    return blocked(
+        r.SUBMITTED,
+        r.INSTANCE_TYPE_WITHOUT_GPU,
+        f"spec.instanceType {spec.instance_type} of AttachedCompute {compute.name} has no nvidia.com/gpu limit, and "
+        f"Isaac Sim cannot run without a GPU; delete and recreate this AmlJob with "
+        + (f"one of {', '.join(with_gpu)}" if with_gpu else "an instance type that has one")
+        + f", or give {spec.instance_type} resources.limits nvidia.com/gpu on the AttachedCompute",
+        recheck,
+    )
+
+
+def _pod_account_refusal(spec: AmlJobSpec, compute: ComputeView, recheck: float) -> StepResult | None:
+    """InContainer delivery downloads the model with the job pods' workload identity: their account must be
+    federated, or the job would only fail on a GPU node."""
+    if spec.model is None or spec.model.delivery != "InContainer":
+        return None
+    if subject_of(compute.compute_namespace, JOB_POD_ACCOUNT) in compute.subjects:
+        return None
+    return blocked(
+        r.SUBMITTED,
+        r.JOB_ACCOUNT_NOT_FEDERATED,
+        f"spec.model.delivery InContainer downloads the model with the job pods' workload identity, and AML runs "
+        f"them as {compute.compute_namespace}/{JOB_POD_ACCOUNT}, which AttachedCompute {compute.name} does not "
+        f"federate: a cluster admin adds {{namespace: {compute.compute_namespace}, name: {JOB_POD_ACCOUNT}}} to its "
+        f"spec.serviceAccounts (or use delivery Download)",
+        recheck,
+    )
 
 
 def _flag(name: str, value: object) -> list[str]:
@@ -160,32 +230,80 @@ def _isaaclab(script: str, *args: str) -> str:
     return f"cd {ISAACLAB_ROOT} && ./isaaclab.sh -p {script} {' '.join(shlex.quote(a) for a in args)}".rstrip()
 
 
-def build_command(spec: AmlJobSpec) -> str:
+def _pip(packages: Sequence[str]) -> str:
+    return _isaaclab("-m", "pip", "install", "--quiet", *packages)
+
+
+def _scripts(*names: str) -> list[str]:
+    """Steps that write amlwire's step scripts (and jobkit, how each ends) into the container."""
+    return [f"mkdir -p {STEPS_DIR}", *(embedded(name, f"{STEPS_DIR}/{name}") for name in ("jobkit.py", *names))]
+
+
+def _common_args(lab: IsaacLabSpec) -> list[str]:
+    args = ["--task", lab.task, *_flag("num_envs", lab.num_envs), *_flag("seed", lab.seed)]
+    if lab.headless:
+        args += ["--viz", "none"] if lab.version == "3" else ["--headless"]
+    if CAMERA_TASK.search(lab.task) and "--enable_cameras" not in lab.extra_args:
+        args.append("--enable_cameras")  # a camera task without it fails inside Isaac Sim
+    return args
+
+
+def _train_steps(lab: IsaacLabSpec, gpus: int, resumed: bool) -> list[str]:
+    """Training writes its checkpoints straight into the output (logs/<framework> is a link to it, mounted
+    read-write), so a hang, the timeout or a preemption keeps every checkpoint saved so far."""
+    output = f"${{{{outputs.{CHECKPOINT_OUTPUT}}}}}"
+    logs = f"logs/{lab.framework}"
+    steps = [f"cd {ISAACLAB_ROOT}", f"mkdir -p {output} logs", f"rm -rf {logs}", f"ln -s {output} {logs}"]
+    resume = ""
+    if resumed:
+        steps += [
+            f"cp -r ${{{{inputs.{RESUME_INPUT}}}}}/. {output}/",
+            *_scripts("resume.py"),
+            _isaaclab(RESUMER, output, RESUME_ARGS),
+        ]
+        resume = f" $(cat {RESUME_ARGS})"
+    args = [*_common_args(lab), *_flag("max_iterations", lab.max_iterations), *lab.extra_args]
+    script = f"scripts/reinforcement_learning/{lab.framework}/train.py"
+    if lab.version == "3":
+        train = f"isaaclab train --rl_library {lab.framework} {' '.join(shlex.quote(a) for a in args)}"
+    elif gpus > 1:  # one process per GPU, as IsaacLab's multi-GPU training runs
+        launcher = ["-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={gpus}", script]
+        train = _isaaclab(*launcher, *args, "--distributed")
+    else:
+        train = _isaaclab(script, *args)
+    return [*steps, train.removeprefix(f"cd {ISAACLAB_ROOT} && ") + resume]
+
+
+def _validate_steps(spec: AmlJobSpec, lab: IsaacLabSpec) -> list[str]:
+    model = spec.model
+    assert model is not None  # admission: IsaacLabValidate needs spec.model
+    steps = [f'export {OUTPUTS}="$PWD/outputs"', f'mkdir -p "${OUTPUTS}"']
+    checkpoint = "${{inputs.model}}"
+    scripts = ["isaaclab_evaluate.py"]
+    if model.delivery == "InContainer":
+        scripts.append("fetch_model.py")
+    steps += _scripts(*scripts)
+    if model.delivery == "InContainer":
+        if not lab.image_has_azure_sdk:
+            steps.append(_pip(SDK_PACKAGES))
+        steps.append(_isaaclab(FETCHER))
+        checkpoint = MODEL_DIR
+    if not lab.image_has_mlflow:
+        steps.append(_pip(LOGGING_PACKAGES))
+    evaluate = [*_common_args(lab), "--episodes", str(lab.episodes or DEFAULT_EPISODES)]
+    evaluate += _flag("success_term", lab.success_term)
+    evaluate += [] if lab.play_variant else ["--no-play_variant"]
+    command = _isaaclab(EVALUATOR, *evaluate, *lab.extra_args)
+    return [*steps, f"{command} --checkpoint {checkpoint}"]
+
+
+def build_command(spec: AmlJobSpec, gpus: int = 1, resumed: bool = False) -> str:
     """The shell command of the job; README section "What the templates run" shows each one."""
     if spec.template == "Command":
         return spec.command or ""
     lab = spec.isaac_lab
     assert lab is not None  # admission: IsaacLab templates need spec.isaacLab
-    common = ["--task", lab.task, *_flag("num_envs", lab.num_envs), *_flag("seed", lab.seed)]
-    common += ["--headless"] if lab.headless else []
-    if spec.template == "IsaacLabTrain":
-        script = f"scripts/reinforcement_learning/{lab.framework}/train.py"
-        train = _isaaclab(script, *common, *_flag("max_iterations", lab.max_iterations), *lab.extra_args)
-        output = "${{outputs.checkpoint}}"
-        return f"{train} && mkdir -p {output} && cp -r logs/{lab.framework}/. {output}/"
-    model = spec.model
-    assert model is not None  # admission: IsaacLabValidate needs spec.model
-    steps = [f'export {OUTPUTS}="$PWD/outputs"', f'mkdir -p "${OUTPUTS}"']
-    checkpoint = "${{inputs.model}}"
-    if model.delivery == "InContainer":
-        steps += [embedded("fetch_model.py", FETCHER), _isaaclab(FETCHER)]
-        checkpoint = MODEL_DIR
-    steps.append(embedded("isaaclab_evaluate.py", EVALUATOR))
-    if not lab.image_has_mlflow:
-        steps.append(_isaaclab("-m", "pip", "install", "--quiet", *LOGGING_PACKAGES))
-    evaluate = [*common, "--checkpoint", "CHECKPOINT", "--episodes", str(lab.episodes or DEFAULT_EPISODES)]
-    evaluate += _flag("success_term", lab.success_term)
-    steps.append(_isaaclab(EVALUATOR, *evaluate, *lab.extra_args).replace("CHECKPOINT", checkpoint))
+    steps = _train_steps(lab, gpus, resumed) if spec.template == "IsaacLabTrain" else _validate_steps(spec, lab)
     return " && ".join(steps)
 
 
@@ -194,58 +312,113 @@ def build_request(
     namespace: str,
     name: str,
     uid: str,
-    compute_name: str,
-    attached: str,
-    workspace_id: str,
+    compute: ComputeView,
+    attempts: Sequence[str] = (),
 ) -> JobRequest:
+    """The AML job of the next attempt; `attempts` are the AML jobs of the earlier ones (a resumed training)."""
     model_input = None
-    isaaclab = spec.template in DEFAULT_TIMEOUTS
+    isaaclab = spec.isaac_lab is not None
     environment = {**(ISAAC_SIM_CONSENT if isaaclab else {}), **spec.environment_variables}
     if spec.model is not None:
         reference = f"azureml:{spec.model.name}:{spec.model.version}"
         if spec.model.delivery == "InContainer":
             environment.update(
-                {"AMLWIRE_MODEL": reference, "AMLWIRE_WORKSPACE": workspace_id, "AMLWIRE_MODEL_DIR": MODEL_DIR}
+                {"AMLWIRE_MODEL": reference, "AMLWIRE_WORKSPACE": compute.workspace.id, "AMLWIRE_MODEL_DIR": MODEL_DIR}
             )
         else:
             mode = "ro_mount" if spec.model.delivery == "Mount" else "download"
             model_input = ModelInput(spec.model.type, reference, mode)
     wants_checkpoint = spec.template == "IsaacLabTrain" or spec.registration is not None
     output_type = spec.registration.type if spec.registration else "custom_model"
+    attempt = len(attempts) + 1
+    gpus = compute.gpus.get(spec.instance_type or "", 1) or 1
+    tags = {
+        TAG_COMPUTE: compute.name,
+        TAG_NAMESPACE: namespace,
+        TAG_NAME: name,
+        TAG_UID: uid,
+        TAG_TEMPLATE: spec.template,
+    }
     return JobRequest(
-        name=aml_job_name(name, uid),
-        display_name=spec.display_name or f"{namespace}/{name}",
+        name=aml_job_name(name, uid, attempt),
+        display_name=(spec.display_name or f"{namespace}/{name}") + (f" (attempt {attempt})" if attempt > 1 else ""),
         experiment=spec.experiment or namespace,
-        command=build_command(spec),
+        command=build_command(spec, gpus, resumed=bool(attempts)),
         image=spec.image,
-        compute=compute_name,
+        compute=compute.compute_name,
         instance_type=spec.instance_type,
         literal_inputs=dict(spec.inputs),
         model=model_input,
         checkpoint_output=output_type if wants_checkpoint else None,
         environment=environment,
-        tags={
-            TAG_COMPUTE: attached,
-            TAG_NAMESPACE: namespace,
-            TAG_NAME: name,
-            TAG_UID: uid,
-            TAG_TEMPLATE: spec.template,
-        },
+        tags=tags | ({TAG_ATTEMPT: str(attempt)} if attempt > 1 else {}),
         timeout_seconds=spec.timeout_seconds or DEFAULT_TIMEOUTS.get(spec.template),
+        resume_from=attempts[-1] if attempts else None,
     )
 
 
+def resumable(spec: AmlJobSpec, aml_status: str, failure_: FailureStatus | None, attempts: int) -> bool:
+    """Whether an attempt that ended `aml_status` is followed by another from its last checkpoint: a training
+    with spec.resume that failed, was canceled (its timeout, a preemption) — not one whose storage wiring is
+    broken, which the next attempt would hit as well — and has attempts left."""
+    resume = spec.resume
+    if resume is None or resume.mode != "FromLastCheckpoint" or aml_status not in ("Failed", "Canceled"):
+        return False
+    if failure_ is not None and failure_.hint:
+        return False
+    return attempts + 1 < resume.max_attempts
+
+
 def verdict(gate: GateSpec | None, metrics: Mapping[str, float]) -> Literal["Passed", "Failed"] | None:
-    """Passed or Failed against the gate; None without a gate (or before the metric is known)."""
+    """Passed or Failed against the gate; None without a gate or without the metric (see `missing_evidence`)."""
     if gate is None:
         return None
     value = metrics.get(gate.metric)
     if value is None:
-        return "Failed"
+        return None
     passed = (gate.min is None or value >= gate.min) and (gate.max is None or value <= gate.max)
     return "Passed" if passed else "Failed"
 
 
+def evidence_of(params: Mapping[str, str]) -> dict[str, str]:
+    """What amlwire's evaluator says it measured (its MLflow params, without their prefix)."""
+    prefix = EVIDENCE_PARAM_PREFIX
+    return {k.removeprefix(prefix): str(v) for k, v in params.items() if k.startswith(prefix)}
+
+
+def missing_evidence(
+    spec: AmlJobSpec, metrics: Mapping[str, float], evidence: Mapping[str, str]
+) -> FailureStatus | None:
+    """Why a completed job's results cannot make a verdict, or None when they can.
+
+    A validation needs amlwire's evaluator's evidence: metrics with an episode count and what they were measured
+    on. Without it the job "completed" without evaluating (Isaac Sim's fast shutdown exits 0, for one): that is a
+    failure with its reason, never a missed gate. Any job with a gate needs the metric the gate names.
+    """
+    if spec.template == "IsaacLabValidate":
+        absent = [p for p in EVIDENCE if not evidence.get(p)]
+        counted = metrics.get("episodes", 0) > 0
+        if not counted or absent:
+            return FailureStatus(
+                code=r.NO_EVIDENCE,
+                message="The AML job completed, but amlwire's evaluator left no evidence of an evaluation ("
+                + ("no episodes counted" if not counted else "")
+                + ("; " if not counted and absent else "")
+                + (f"no {', '.join(absent)}" if absent else "")
+                + "): the process ended with status 0 without evaluating (Isaac Sim's shutdown does that when close() "
+                "is called early), so there is no verdict. Read the job's user_logs/std_log.txt in AML studio.",
+            )
+    if spec.gate is not None and spec.gate.metric not in metrics:
+        logged = ", ".join(sorted(metrics)) or "none"
+        return FailureStatus(
+            code=r.GATE_METRIC_NOT_LOGGED,
+            message=f"The AML job completed without logging metric {spec.gate.metric}, which spec.gate names "
+            f"(metrics logged: {logged}); there is no verdict.",
+        )
+    return None
+
+
+NOT_FEDERATED = "AADSTS70021"  # Entra: no federated credential matched the token's issuer and subject
 SUBJECT = re.compile(r"[Ss]ubject:? ?'?(system:serviceaccount:[A-Za-z0-9.-]+:[A-Za-z0-9.-]+)")
 STORAGE_SIGNS = (
     STREAM_AUTH,
@@ -301,7 +474,7 @@ def hint(code: str, message: str, compute: ComputeHealth, delivery: str | None) 
             "the datastore authenticates with account keys but the storage account has shared-key access off "
             f"(field failure F17): no role or credential helps; {BY_ID['F17'].fix()}"
         )
-    elif "AADSTS70021" in text:  # the sidecar exchanges workload identity tokens: FICs matter
+    elif NOT_FEDERATED in text:  # the sidecar exchanges workload identity tokens: FICs matter
         where = _not_federated(SUBJECT.search(text), compute, links)
     elif "AuthorizationPermissionMismatch" in text:
         where = f"the identity lacks an effective Storage Blob Data role (F15/F16). {links}".strip()
@@ -333,6 +506,17 @@ def _not_federated(found: re.Match[str] | None, compute: ComputeHealth, links: s
         return (
             f"no federated credential on {compute.identity} federates {subject} (field failure F04): add "
             f"{{namespace: {namespace}, name: {name}}} to spec.serviceAccounts of AttachedCompute {compute.name}"
+        )
+    if compute.federated is not None and subject not in compute.federated:
+        return (
+            f"no federated credential on {compute.identity} federates {subject} now, though AttachedCompute "
+            f"{compute.name} lists it (field failure F04): it was removed or changed behind amlwire's back; "
+            f"amlwire re-creates it (the job asked for a reconcile of {compute.name} now)"
+        )
+    if compute.federated is not None:
+        return (
+            f"the federated credential for {subject} exists on {compute.identity} but Entra did not honour it yet "
+            f"(it was written moments ago; Entra takes up to a minute): run the job again. {links}".strip()
         )
     return (
         f"Entra matched no federated credential for {subject} (F04/F05), which AttachedCompute {compute.name} "
@@ -366,8 +550,19 @@ def failure(code: str, message: str, compute: ComputeHealth, delivery: str | Non
 
 
 def failure_reason(failure_: FailureStatus) -> str:
-    """The summary reason of a failed job: storage access (whatever shape AML reported it in) or JobFailed."""
-    return r.STORAGE_ACCESS_FAILED if failure_.hint else r.JOB_FAILED
+    """The summary reason of a job that failed or has no verdict: storage access (whatever shape AML reported it
+    in), amlwire's evaluator failing, no evidence or no gate metric, or JobFailed."""
+    if failure_.hint:
+        return r.STORAGE_ACCESS_FAILED
+    if failure_.code in (r.NO_EVIDENCE, r.GATE_METRIC_NOT_LOGGED):
+        return failure_.code
+    return r.EVALUATION_FAILED if EVALUATION_FAILED_MARK in failure_.message else r.JOB_FAILED
+
+
+def evaluation_failure(message: str) -> str | None:
+    """The evaluator's own account of why it failed, from the end of the log AML reports, or None."""
+    _, found, reason = message.rpartition(EVALUATION_FAILED_MARK)
+    return reason.strip().splitlines()[0] if found and reason.strip() else None
 
 
 def job_summary(aml_status: str | None, verdict_: str | None, failure_: FailureStatus | None) -> list[Summary]:
@@ -377,11 +572,16 @@ def job_summary(aml_status: str | None, verdict_: str | None, failure_: FailureS
     if aml_status not in TERMINAL:
         return kstatus("reconciling", aml_status, f"The AML job is {aml_status}.")
     ended = (aml_status, f"The AML job ended {aml_status}.")
+    if aml_status == "Completed" and failure_ is not None:
+        return kstatus("stalled", failure_reason(failure_), failure_.message, (r.COMPLETED, "The AML job completed."))
     if aml_status == "Completed" and verdict_ != "Failed":
         note = f" Verdict {verdict_}." if verdict_ else ""
         return kstatus("ready", r.COMPLETED, f"The AML job completed.{note}", (r.COMPLETED, "The AML job completed."))
     if aml_status == "Completed":
         return kstatus("stalled", r.VERDICT_FAILED, "The AML job completed but its metric missed spec.gate.", ended)
     if failure_ is not None:
-        return kstatus("stalled", failure_reason(failure_), failure_.hint or failure_.message, ended)
+        reason = failure_reason(failure_)
+        why = evaluation_failure(failure_.message) if reason == r.EVALUATION_FAILED else None
+        message = f"amlwire's evaluator failed: {why}" if why else failure_.hint or failure_.message
+        return kstatus("stalled", reason, message, ended)
     return kstatus("stalled", aml_status, f"The AML job ended {aml_status}.", ended)

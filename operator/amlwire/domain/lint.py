@@ -14,6 +14,8 @@ from typing import Literal
 
 import yaml
 
+from amlwire.domain.jobs import CAMERA_TASK
+
 Severity = Literal["error", "warning"]
 LITERAL_TYPES = {"string", "integer", "number", "boolean"}
 DATA_TYPES = {"uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"}
@@ -75,6 +77,7 @@ REGISTERED_CHECKPOINT = re.compile(r"^azureml:[A-Za-z0-9_.-]*(checkpoint|ckpt)[A
 UNQUOTED = {"tag:yaml.org,2002:float", "tag:yaml.org,2002:bool"}
 FLOAT_LIKE = re.compile(r"^[-+]?(\d+\.\d*|\.\d+|\d+\.?\d*[eE][-+]?\d+)$")  # kubectl's YAML reads 3e-4 as a number
 BINDING = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z0-9_]+)\s*\}\}")
+CAMERA_ARGUMENT = re.compile(r"--task[= ]'?([A-Za-z0-9_.:-]*" + CAMERA_TASK.pattern + r"[A-Za-z0-9_.:-]*)")
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,10 @@ class Finding:
 
 
 class _Lint:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, gpus: dict[str, dict[str, int]] | None = None) -> None:
         self.path = path
         self.findings: list[Finding] = []
+        self.gpus = gpus or {}  # AttachedCompute name -> instance type -> nvidia.com/gpu limit
 
     def add(self, node: yaml.Node | None, field: str, rule: str, message: str, severity: Severity = "error") -> None:
         line = node.start_mark.line + 1 if node is not None else 1
@@ -116,9 +120,51 @@ def _scalar(node: yaml.Node | None) -> str | None:
 
 def lint_text(text: str, path: str = "<job>") -> list[Finding]:
     """Every document of a file: AML job YAML, or an amlwire AmlJob manifest."""
-    lint = _Lint(path)
+    return lint_files([(text, path)])
+
+
+def lint_files(files: list[tuple[str, str]]) -> list[Finding]:
+    """Every document of every (text, path): AttachedComputes among them tell the instance types AmlJobs name."""
+    parsed = [(path, _compose(text, path)) for text, path in files]
+    gpus = {
+        name: types
+        for _, (documents, _) in parsed
+        for document in documents
+        if (found := _compute_gpus(document)) is not None
+        for name, types in [found]
+    }
+    findings: list[Finding] = []
+    for path, (documents, broken) in parsed:
+        lint = _Lint(path, gpus)
+        lint.findings += broken
+        for document in documents:
+            _document(lint, document)
+        findings += sorted(lint.findings, key=lambda f: (f.line, f.rule))
+    return findings
+
+
+def _compute_gpus(document: yaml.Node | None) -> tuple[str, dict[str, int]] | None:
+    """An AttachedCompute's name and the nvidia.com/gpu limit of each of its instance types."""
+    if not isinstance(document, yaml.MappingNode) or _scalar(_get(document, "kind")) != "AttachedCompute":
+        return None
+    name = _scalar(_get(_get(document, "metadata") or document, "name"))
+    compute = _get(_get(document, "spec") or document, "compute")
+    types = _get(compute, "instanceTypes") if compute is not None else None
+    if name is None or not isinstance(types, yaml.SequenceNode):
+        return None
+    found: dict[str, int] = {}
+    for item in types.value:
+        limits = _get(_get(item, "resources") or item, "limits")
+        gpus = _scalar(_get(limits, "nvidia.com/gpu")) if limits is not None else None
+        type_name = _scalar(_get(item, "name"))
+        if type_name is not None:
+            found[type_name] = int(gpus) if gpus and gpus.isdigit() else 0
+    return name, found
+
+
+def _compose(text: str, path: str) -> tuple[list[yaml.Node | None], list[Finding]]:
     try:
-        documents: list[yaml.Node | None] = [d for d in yaml.compose_all(text) if d is not None] or [None]
+        return [d for d in yaml.compose_all(text) if d is not None] or [None], []
     except yaml.YAMLError as error:
         # where the broken construct began (an unclosed bracket) is where to look, not where YAML gave up
         problem, context = getattr(error, "problem_mark", None), getattr(error, "context_mark", None)
@@ -127,13 +173,9 @@ def lint_text(text: str, path: str = "<job>") -> list[Finding]:
         if context is not None and problem is not None and problem.line != context.line:
             what = re.sub(r"^while parsing (an? )?", "", str(getattr(error, "context", "") or "construct"))
             detail += f" (the {what} that starts on line {context.line + 1} is still open at line {problem.line + 1})"
-        lint.findings.append(
+        return [], [
             Finding(path, (mark.line + 1) if mark else 1, "<document>", "L01", "error", f"not valid YAML: {detail}")
-        )
-        return lint.findings
-    for document in documents:
-        _document(lint, document)
-    return sorted(lint.findings, key=lambda f: (f.line, f.rule))
+        ]
 
 
 def _document(lint: _Lint, document: yaml.Node | None) -> None:
@@ -150,6 +192,15 @@ def _document(lint: _Lint, document: yaml.Node | None) -> None:
             "kind",
             "L10",
             f"a Kubernetes {kind}, not an AML job: `kubectl apply --dry-run=server -f FILE` checks it",
+            "warning",
+        )
+        return
+    if not {name for name, _, _ in _items(document)} & (COMMAND_KEYS | PIPELINE_KEYS):
+        lint.add(
+            document,
+            "<document>",
+            "L10",
+            "neither an AML job (no type, command, jobs or environment) nor a Kubernetes object: skipped",
             "warning",
         )
         return
@@ -203,6 +254,8 @@ def _aml_job_manifest(lint: _Lint, document: yaml.Node) -> None:
             )
     declared = {n for n, _, _ in _items(inputs)} if inputs is not None else set()
     command = _get(spec, "command")
+    _gpu_for_isaaclab(lint, spec)
+    _cameras(lint, command, "spec.command")
     for kind, name in BINDING.findall(_scalar(command) or ""):
         if kind == "inputs" and name not in declared and name != "model":
             lint.add(
@@ -211,6 +264,39 @@ def _aml_job_manifest(lint: _Lint, document: yaml.Node) -> None:
                 "L08",
                 f"${{{{inputs.{name}}}}} is used but spec.inputs.{name} is not declared",
             )
+
+
+def _gpu_for_isaaclab(lint: _Lint, spec: yaml.Node) -> None:
+    """An IsaacLab template on an instance type without a GPU, where the AttachedCompute is among the files."""
+    template, instance = _scalar(_get(spec, "template")), _get(spec, "instanceType")
+    types = lint.gpus.get(_scalar(_get(spec, "computeRef")) or "")
+    if not (template or "").startswith("IsaacLab") or types is None or _scalar(instance) not in types:
+        return
+    if types[_scalar(instance) or ""] > 0:
+        return
+    with_gpu = [name for name, count in types.items() if count > 0]
+    lint.add(
+        instance,
+        "spec.instanceType",
+        "L12",
+        f"instance type {_scalar(instance)} has no nvidia.com/gpu limit and Isaac Sim needs a GPU: amlwire refuses "
+        f"the job (InstanceTypeWithoutGPU); use {' or '.join(with_gpu) or 'an instance type with a GPU'}",
+    )
+
+
+def _cameras(lint: _Lint, command: yaml.Node | None, field: str) -> None:
+    """An IsaacLab camera task run without --enable_cameras fails inside Isaac Sim."""
+    text = _scalar(command) or ""
+    task = CAMERA_ARGUMENT.search(text)
+    if task is not None and "--enable_cameras" not in text:
+        lint.add(
+            command,
+            field,
+            "L13",
+            f"task {task.group(1)} renders with cameras, and Isaac Sim refuses to spawn them without "
+            "--enable_cameras: add it to the command",
+            "warning",
+        )
 
 
 def _command_job(lint: _Lint, job: yaml.Node, prefix: str, pipeline_child: bool) -> None:
@@ -250,6 +336,7 @@ def _command_job(lint: _Lint, job: yaml.Node, prefix: str, pipeline_child: bool)
         _output(lint, prefix + f"outputs.{name}", key, value)
     if not pipeline_child and _get(job, "identity") is None and _reads_data(job):
         _identity_unsaid(lint, job, prefix)
+    _cameras(lint, command, prefix + "command")
     text = _scalar(command) or ""
     declared = {
         "inputs": {n for n, _, _ in _items(inputs)} if inputs else set(),

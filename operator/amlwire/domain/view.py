@@ -64,6 +64,7 @@ class ComputeHealth:
     conditions: Mapping[str, ConditionState] = field(default_factory=dict)
     subjects: tuple[str, ...] = ()  # the service accounts it federates
     identity: str = "the identity"
+    federated: tuple[str, ...] | None = None  # subjects a credential on the identity federates now (None: not read)
 
     def broken(self) -> list[str]:
         return [
@@ -88,6 +89,7 @@ class ComputeView:
     compute_name: str
     compute_namespace: str
     instance_types: tuple[str, ...] = ()
+    gpus: Mapping[str, int] = field(default_factory=dict)  # nvidia.com/gpu limit per instance type
     allowed_namespaces: tuple[str, ...] = ()
     subjects: tuple[str, ...] = ()
     grants: tuple[tuple[str, str], ...] = ()  # (scope lower-case, role GUID)
@@ -129,6 +131,15 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _gpus(instance_type: Mapping[str, Any]) -> int:
+    """The instance type's nvidia.com/gpu limit (0 when absent or not a whole number)."""
+    limits = ((instance_type.get("resources") or {}).get("limits") or {}) if isinstance(instance_type, Mapping) else {}
+    try:
+        return int(str(limits.get("nvidia.com/gpu", 0)))
+    except ValueError:
+        return 0
+
+
 def view_of(name: str, spec: Mapping[str, Any], status: Mapping[str, Any] | None, created: str = "") -> ComputeView:
     """The view of a raw AttachedCompute (as kopf hands it over); missing or malformed fields stay empty."""
     status = status or {}
@@ -154,6 +165,7 @@ def view_of(name: str, spec: Mapping[str, Any], status: Mapping[str, Any] | None
         compute_name=_text(compute.get("name")),
         compute_namespace=_text(compute.get("namespace")) or "default",
         instance_types=tuple(_text(i.get("name")) for i in compute.get("instanceTypes") or () if isinstance(i, dict)),
+        gpus={_text(i.get("name")): _gpus(i) for i in compute.get("instanceTypes") or () if isinstance(i, dict)},
         allowed_namespaces=tuple(_text(n) for n in (spec.get("jobs") or {}).get("allowedNamespaces") or ()),
         subjects=tuple(
             subject_of(_text(a.get("namespace")), _text(a.get("name")))

@@ -14,9 +14,10 @@ from amlwire import metrics
 from amlwire.api.amljob import AmlJobSpec, AmlJobStatus
 from amlwire.api.common import GROUP, VERSION
 from amlwire.config import Settings
+from amlwire.domain.conditions import new_generation
 from amlwire.domain.view import ComputeView
 from amlwire.handlers.attachedcompute import INDEX
-from amlwire.handlers.status import apply, now, post, refuse_invalid
+from amlwire.handlers.status import GENERATION, apply, now, post, refuse_invalid
 from amlwire.reconcile.amljob import JobResult, JobScope, cancel_job, reconcile_job
 from amlwire.reconcile.poller import FollowedJob
 from amlwire.reconcile.services import Services
@@ -94,6 +95,9 @@ def reconcile_aml_job(
         refuse_invalid(patch, status, AmlJobStatus, generation, error)
     computes: ComputeIndex = kwargs[INDEX]
     scope = _scope(services, computes, namespace, name, uid, generation, parsed, status)
+    marked = new_generation(scope.previous.conditions, generation, scope.previous.observed_generation, now())
+    if marked is not None:  # READY must not say True about a generation nobody has reconciled yet
+        services.kube.patch_aml_job_status(namespace, name, {"conditions": [c.wire() for c in marked]})
     result = run_reconcile(services, scope)
     apply(patch, services.kube, body, status, result.status, result.events, result.requeue_after, result.summary)
 
@@ -146,7 +150,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     for decorator in (
         kopf.on.resume(*jobs, registry=registry),
         kopf.on.create(*jobs, registry=registry),
-        kopf.on.update(*jobs, field="spec", registry=registry),
+        kopf.on.update(*jobs, field=GENERATION, registry=registry),
     ):
         decorator(reconcile_aml_job)
     kopf.on.delete(*jobs, registry=registry)(delete_aml_job)

@@ -13,10 +13,10 @@ from amlwire import metrics
 from amlwire.api.attachedcompute import AttachedComputeSpec, AttachedComputeStatus
 from amlwire.api.common import GROUP, VERSION
 from amlwire.config import Settings
-from amlwire.domain.conditions import first_visit
+from amlwire.domain.conditions import first_visit, new_generation
 from amlwire.domain.jobs import TERMINAL
 from amlwire.domain.view import ComputeView, view_of
-from amlwire.handlers.status import apply, now, post, refuse_invalid
+from amlwire.handlers.status import GENERATION, apply, now, post, refuse_invalid
 from amlwire.reconcile.attachedcompute import STEP_TYPES, Neighbours, Scope, cleanup, reconcile
 from amlwire.reconcile.attachedcompute.scope import DETACH_UNDER_JOBS, RECONCILE_REQUESTED_AT
 from amlwire.reconcile.services import Services
@@ -25,13 +25,17 @@ from amlwire.reconcile.status import load_status
 PLURAL = "attachedcomputes"
 KIND = "AttachedCompute"
 INDEX = "computes"
+HELD_AT_MOST = 10.0  # seconds a reconcile may keep kopf retrying it; longer waits go to the drift schedule
 JOBS_INDEX = "jobs_by_compute"
 
 
 def index_computes(
     *, name: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any
 ) -> dict[str, ComputeView]:
-    """Index: each AttachedCompute as a typed view, for jobs and for its neighbours and siblings."""
+    """Index: each AttachedCompute as a typed view, for jobs and for its neighbours and siblings. One being
+    deleted is not in it: it owns nothing any more, and takes no new jobs."""
+    if meta.get("deletionTimestamp"):
+        return {}
     return {name: view_of(name, spec, status, str(meta.get("creationTimestamp") or ""))}
 
 
@@ -66,7 +70,15 @@ def _scope(name: str, body: kopf.Body, spec: AttachedComputeSpec, status: Mappin
 
 
 def reconcile_attached_compute(
-    *, name: str, uid: str, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, patch: kopf.Patch, **kwargs: Any
+    *,
+    name: str,
+    uid: str,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    from_drift: bool = False,
+    **kwargs: Any,
 ) -> None:
     services: Services = kwargs["memo"].services
     generation = body.metadata.get("generation")
@@ -79,18 +91,31 @@ def reconcile_attached_compute(
         patch.status["observedGeneration"] = generation
         raise kopf.TemporaryError("first visit: status set, reconciling now", delay=0)
     scope = _scope(name, body, parsed, status, kwargs)
+    marked = new_generation(scope.previous.conditions, generation, scope.previous.observed_generation, now())
+    if marked is not None:  # READY must not say True about a generation nobody has reconciled yet
+        services.kube.patch_attached_compute_status(name, {"conditions": [c.wire() for c in marked]})
     started = time.monotonic()
     with services.object_locks.hold(uid):
         result = reconcile(scope)
     metrics.record_reconcile(KIND, None, name, time.monotonic() - started, result.status.conditions)
-    apply(patch, services.kube, body, status, result.status, result.events, result.requeue_after, result.summary)
+    requeue = result.requeue_after
+    if requeue is not None and (requeue > HELD_AT_MOST or from_drift):
+        # kopf holds an object while one of its handlers waits to retry: no change, and no requested reconcile,
+        # is handled meanwhile. A long wait (a link someone must fix, Azure throttling) is the drift timer's,
+        # and so is the follow-up of a drift check (kopf retries the timer after the delay).
+        services.drift.soon(uid, requeue)
+        requeue = requeue if from_drift and requeue <= HELD_AT_MOST else None
+    elif requeue is not None:
+        services.drift.postpone(uid, requeue)  # kopf retries this handler itself: no drift check meanwhile
+    apply(patch, services.kube, body, status, result.status, result.events, requeue, result.summary)
 
 
 def check_drift(*, uid: str, **kwargs: Any) -> None:
-    """The drift timer ticks often; each compute is reconciled when its own spread-out slot is due."""
+    """The drift timer ticks often; each compute is reconciled when its own spread-out slot is due, and again
+    as soon as a repair it made can be seen to take effect (kopf retries the timer after the requeue delay)."""
     services: Services = kwargs["memo"].services
     if services.drift.due(uid):
-        reconcile_attached_compute(uid=uid, **kwargs)
+        reconcile_attached_compute(uid=uid, from_drift=True, **kwargs)
 
 
 def delete_attached_compute(
@@ -108,6 +133,8 @@ def delete_attached_compute(
         raise kopf.TemporaryError(result.message, delay=result.requeue_after)
     metrics.STATES.forget(KIND, None, name)
     services.drift.forget(uid)
+    for other in result.wake:  # what it was refused (the extension, an account) may be theirs now: at once
+        services.kube.request_reconcile(other, now().strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
@@ -117,7 +144,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     for decorator in (
         kopf.on.resume(*resource, registry=registry),
         kopf.on.create(*resource, registry=registry),
-        kopf.on.update(*resource, field="spec", registry=registry),
+        kopf.on.update(*resource, field=GENERATION, registry=registry),
         # what users (and failing jobs) ask for by annotation: reconcile now, or detach under running jobs
         kopf.on.update(
             *resource,
@@ -130,6 +157,6 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         ),
     ):
         decorator(reconcile_attached_compute)
-    tick = min(30.0, settings.drift_interval / 4)
+    tick = min(HELD_AT_MOST, settings.drift_interval / 4)  # the longest a scheduled recheck comes late
     kopf.timer(*resource, interval=tick, initial_delay=tick, registry=registry, id="drift")(check_drift)
     kopf.on.delete(*resource, registry=registry)(delete_attached_compute)

@@ -155,6 +155,22 @@ def start_poller(services: Services, computes: amljob.ComputeIndex) -> threading
     return thread
 
 
+class GenerationDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base (the last handled spec), plus metadata.generation.
+
+    kopf runs update handlers on the difference from the last *successfully* handled spec. A spec that is
+    changed while a reconcile keeps retrying, then changed back, equals that base: kopf would see nothing to do
+    and drop the retry, leaving a generation nobody observes. With the generation in the base every new
+    generation is a change, as a level-based operator needs (the update handlers follow metadata.generation)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        generation = body.get("metadata", {}).get("generation")
+        if generation is not None:
+            essence.setdefault("metadata", {})["generation"] = generation  # type: ignore[typeddict-unknown-key]
+        return essence
+
+
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     config: Settings = memo.settings
     threading.Thread(target=_warm_imports, args=(config.log_level,), name="amlwire-warm-imports", daemon=True).start()
@@ -163,9 +179,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     memo.metrics_server = metrics.serve(config.metrics_port, config.metrics_address)
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="amlwire.io", key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = GenerationDiffBase(prefix="amlwire.io", key="last-handled-configuration")
     settings.posting.level = logging.WARNING
     # Our own pool, named, so that a thread dump says whose threads these are and stop() can drain it.
     settings.execution.executor = memo.executor = ThreadPoolExecutor(config.max_workers, WORKER_THREAD_PREFIX)

@@ -14,6 +14,10 @@ from amlwire.reconcile.common import Event
 from amlwire.reconcile.ports import KubePort, ObjectRef
 from amlwire.reconcile.status import invalid_spec, stalled_invalid, status_changes
 
+# Update handlers follow the generation, not the spec: with the generation in kopf's diff base
+# (handlers/operator.py GenerationDiffBase), every spec change, a reverted one included, is handled.
+GENERATION = ("metadata", "generation")
+
 
 def reference(body: Mapping[str, Any]) -> ObjectRef:
     meta = body.get("metadata") or {}

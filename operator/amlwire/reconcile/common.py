@@ -112,6 +112,18 @@ class DriftSchedule:
             self._due[uid] = now + self.interval
             return True
 
+    def soon(self, uid: str, delay: float) -> None:
+        """A check found work in progress (a repair Entra or Azure has not honoured yet): look again after
+        `delay`, not a whole interval later."""
+        with self._lock:
+            self._due[uid] = min(self._due.get(uid, float("inf")), self.clock() + delay)
+
+    def postpone(self, uid: str, delay: float) -> None:
+        """kopf retries the object's handler after `delay`: no drift check before, or both would be at work."""
+        with self._lock:
+            now = self.clock()
+            self._due[uid] = max(self._due.get(uid, self._start + self.phase(uid)), now + delay + 1.0)
+
     def forget(self, uid: str) -> None:
         with self._lock:
             self._due.pop(uid, None)

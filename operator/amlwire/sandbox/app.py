@@ -29,18 +29,26 @@ class Sandbox:
     """The application state shared by the handlers."""
 
     def __init__(self, world: World, base_url: str, seed: int = 0) -> None:
+        self._jobs: Jobs | None = None
         self.world = world
         self.base_url = base_url
         self.seed = seed
         self.reset()
 
     def reset(self) -> None:
+        if self._jobs is not None:
+            self._jobs.stop()
         self.state = State(self.world, self.base_url, self.seed)
         self.cloud = Cloud(self.state)
         self.blobs = Blobs(self.cloud)
-        self.jobs = Jobs(self.cloud, self.blobs)
+        self._jobs = Jobs(self.cloud, self.blobs)
         with self.state.lock:
             self.cloud.seed(self.world)
+
+    @property
+    def jobs(self) -> Jobs:
+        assert self._jobs is not None  # built by reset()
+        return self._jobs
 
 
 SANDBOX_KEY: web.AppKey[Sandbox] = web.AppKey("sandbox", Sandbox)

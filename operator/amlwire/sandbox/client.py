@@ -92,6 +92,21 @@ class SandboxClient:
     def jobs(self) -> list[dict[str, Any]]:
         return self._call("GET", "/jobs")
 
+    def job_log(self, job: str) -> str:
+        """What the job printed (user_logs/std_log.txt), for the jobs the sandbox executes."""
+        response = requests.get(f"{self.base_url}/_sandbox/logs/{job}", timeout=30, verify=self.verify)
+        response.raise_for_status()
+        return response.text
+
+    def blob_names(self, prefix: str = "") -> list[str]:
+        """Every blob in the sandbox's storage as ACCOUNT-ID/CONTAINER/NAME (lower-case account), under `prefix`."""
+        return [
+            f"{container}/{name}"
+            for container, names in self._call("GET", "/state")["blobs"].items()
+            for name in names
+            if f"{container}/{name}".startswith(prefix)
+        ]
+
     def judge(self, compute_id: str) -> dict[str, Any]:
         return self._call("GET", "/judge", params={"compute": compute_id})
 

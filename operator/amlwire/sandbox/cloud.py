@@ -231,6 +231,7 @@ class Cloud:
         for m in w.models:
             model = self.put_model_version(rid, m.name, m.version, {"properties": {"modelType": m.type}})
             model.extra["metrics"] = dict(m.metrics)
+            model.extra["task"] = m.task
         for c in w.computes:
             self._seed_compute_cluster(rid, c, location, tenant)
         key_based = w.system_datastores_auth_mode == "accesskey"  # rule: ml.system-datastores

@@ -12,7 +12,11 @@ from amlwire.sandbox import ids
 from amlwire.sandbox.cloud import STORAGE_DATA_ROLES, STORAGE_WRITE_ROLES, Cloud
 from amlwire.sandbox.state import Resource, key
 
-DATASTORE_URI = re.compile(r"^azureml://datastores/([^/]+)/paths/", re.IGNORECASE)
+# the short form, and the long one azure-ai-ml writes when it registers a model from a job output
+DATASTORE_URI = re.compile(
+    r"^azureml://(?:subscriptions/[^/]+/resourcegroups/[^/]+/workspaces/[^/]+/)?datastores/([^/]+)/paths/",
+    re.IGNORECASE,
+)
 PERMISSION_MISMATCH = "AuthorizationPermissionMismatch"
 NETWORK_DENIED = "AuthorizationFailure"
 KEY_REFUSED = "KeyBasedAuthenticationNotPermitted"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from amlwire.sandbox import ids
 from amlwire.sandbox.blobs import Blobs
 from amlwire.sandbox.cloud import STREAM_AUTH, TERMINAL_JOB_STATES, Cloud, model_ref
 from amlwire.sandbox.datapath import DataPath, account_of, steps_of
+from amlwire.sandbox.execution import Execution, Executor, duration_seconds, exit_error, runs_isaaclab, sim_module
 from amlwire.sandbox.state import ArmError, Resource, iso, key
 
 SIDECAR_MODES = {"ro_mount", "readonlymount", "download", "rw_mount", "readwritemount", "upload", "direct"}
@@ -22,6 +24,11 @@ class Jobs:
         self.cloud = cloud
         self.state = cloud.state
         self.blobs = blobs
+        self.executor = Executor()
+
+    def stop(self) -> None:
+        """End every job process the sandbox started and remove their folders."""
+        self.executor.stop_all()
 
     def submit(self, job_id: str, body: dict[str, Any], submitter: str | None = None) -> tuple[Resource, bool]:
         workspace_id = job_id.split("/jobs/", 1)[0]
@@ -163,6 +170,8 @@ class Jobs:
         if props.get("status") in TERMINAL_JOB_STATES:
             return job
         if extra.get("canceled_at") is not None:
+            if job.id in self.executor.running:
+                self._end_execution(job, self.executor.running[job.id], "Canceled", None)
             props["status"] = "Canceled" if now - extra["canceled_at"] >= 0.1 else "CancelRequested"
             if props["status"] == "Canceled":
                 extra["ended"] = now
@@ -172,15 +181,59 @@ class Jobs:
         if age < queued:
             props["status"] = _before_running(age, queued)
             return job
-        if extra.get("outcome") is None:
-            self._judge(job)
+        if extra.get("outcome") is None and job.id not in self.executor.running:
             extra["started"] = job.created + queued
+            self._judge(job)
+        detached = self._compute_detached(job)
+        if detached is not None:  # rule: ml.job-compute-detached
+            return self._fail_now(job, detached)
+        if job.id in self.executor.running:
+            return self._follow_execution(job, self.executor.running[job.id])
         props["status"] = _while_running(age - queued, extra["running"], extra["rule"].get("interruptions") or [])
         if props["status"] == "Ended":
+            late = self._outputs_unwritable(job) if extra["outcome"] == "Completed" else None
+            if late is not None:
+                extra["outcome"], extra["error"] = "Failed", late
             props["status"] = extra["outcome"]
             extra["ended"] = job.created + queued + _run_length(extra["running"], extra["rule"])
             if props["status"] == "Completed":
                 self._write_outputs(job)
+        return job
+
+    def _compute_detached(self, job: Resource) -> dict[str, Any] | None:
+        """A compute detached (or deleted) under a running job takes its pods with it: AML fails the job."""
+        compute_id = str(job.properties.get("computeId") or "")
+        if not compute_id:
+            return None  # serverless
+        compute = self.state.get(compute_id)
+        if compute is not None and compute.properties.get("provisioningState") != "Deleting":
+            return None
+        return {
+            "code": "UserError",
+            "message": f"The compute '{compute_id.rsplit('/', 1)[-1]}' was detached while the job ran: its pods "
+            "were deleted with it.",
+            "details": [],
+        }
+
+    def _outputs_unwritable(self, job: Resource) -> dict[str, Any] | None:
+        """Outputs go to storage through the data-capability sidecar until the job ends: a wiring that broke
+        while it ran (a credential or a role removed) fails it then (rule data.outputs-at-end)."""
+        props = job.properties
+        compute = self.state.get(props.get("computeId") or "")
+        workspace = self.state.get(job.extra["workspace"])
+        if not props.get("outputs") or compute is None or workspace is None:
+            return None
+        if compute.properties.get("computeType") != "Kubernetes":
+            return None
+        problem = self.cloud.storage_access_problem(compute, workspace, True)  # rule: data.outputs-at-end
+        return stream_access_error(problem, self.state.world.rules.stream_access_error) if problem else None
+
+    def _fail_now(self, job: Resource, error: dict[str, Any]) -> Resource:
+        if job.id in self.executor.running:
+            self._end_execution(job, self.executor.running[job.id], "Failed", error)
+            return job
+        job.extra.update(outcome="Failed", error=error, ended=self.state.now())
+        job.properties["status"] = "Failed"
         return job
 
     def _write_outputs(self, job: Resource) -> None:
@@ -211,20 +264,152 @@ class Jobs:
                 if problem:
                     job.extra["error"] = stream_access_error(problem, self.state.world.rules.stream_access_error)
             downloaded = self._downloaded_in_container(props)
+            denied = None
             if problem is None and downloaded is not None:
                 model_id = f"{workspace.id}/models/{downloaded[0]}/versions/{downloaded[1]}"
-                problem = self.cloud.in_container_problem(compute, workspace, model_id)
-                if problem:
-                    job.extra["error"] = {
-                        "code": "UserError",
-                        "message": f"Process exited with code 1: "
-                        f"azure.core.exceptions.ClientAuthenticationError: {problem}",
-                    }
+                denied = self.cloud.in_container_problem(compute, workspace, model_id)
+            if problem is None and self._executes(job):  # rule: ml.job-execution
+                self._execute(job, workspace, downloaded, denied)
+                return
+            if denied:
+                problem = denied
+                job.extra["error"] = {
+                    "code": "UserError",
+                    "message": f"Process exited with code 1: azure.core.exceptions.ClientAuthenticationError: {denied}",
+                }
         outcome = rule.get("outcome") or ("Failed" if problem else "Completed")
         if outcome == "Failed" and job.extra.get("error") is None:
             job.extra["error"] = rule.get("error") or {"code": "UserError", "message": "The job failed."}
         job.extra["outcome"] = outcome
         job.extra["metrics"] = rule.get("metrics") or self._metrics_for(props, job.extra["workspace"])
+
+    # -- executed jobs (rule ml.job-execution) -----------------------------------------------------
+    def _executes(self, job: Resource) -> bool:
+        """Jobs whose command runs in the IsaacLab image, unless the world simulates them or a rule decides."""
+        rule = job.extra["rule"]
+        command = str(job.properties.get("command") or "")
+        return self.state.world.execute_isaaclab and not rule.get("outcome") and runs_isaaclab(command)
+
+    def _execute(
+        self, job: Resource, workspace: Resource, downloaded: tuple[str, str] | None, denied: str | None
+    ) -> None:
+        props = job.properties
+        literals, inputs = {}, {}
+        for name, value in (props.get("inputs") or {}).items():
+            if (value or {}).get("jobInputType") == "literal":
+                literals[name] = str(value.get("value", ""))
+            else:
+                inputs[name] = self._input_files(workspace.id, str((value or {}).get("uri") or ""))
+        outputs = {
+            name: "upload" if str((spec or {}).get("mode") or "").lower() == "upload" else "rw_mount"
+            for name, spec in (props.get("outputs") or {}).items()
+        }
+        environment = {str(k): str(v) for k, v in (props.get("environmentVariables") or {}).items()}
+        environment |= {
+            "MLFLOW_TRACKING_URI": str(workspace.properties.get("mlFlowTrackingUri") or ""),
+            "MLFLOW_RUN_ID": job.name,
+            "AZUREML_RUN_ID": job.name,
+        }
+        if denied:
+            environment["AMLWIRE_SANDBOX_DOWNLOAD_DENIED"] = denied
+        models = {downloaded: self._model_files(workspace.id, *downloaded)} if downloaded else {}
+        self.executor.start(
+            job.id,
+            str(props.get("command") or ""),
+            environment,
+            literals,
+            inputs,
+            outputs,
+            models,
+            dict(job.extra["rule"].get("isaacSim") or {}),
+        )
+        props["status"] = "Running"
+
+    def _follow_execution(self, job: Resource, execution: Execution) -> Resource:
+        """Running while the process runs; past the job's timeout AML ends it (rule ml.job-timeout); its exit
+        status decides Completed or Failed."""
+        code = execution.poll()
+        rule = job.extra["rule"]
+        timeout = rule.get("timeoutSeconds") or duration_seconds((job.properties.get("limits") or {}).get("timeout"))
+        elapsed = self.state.now() - job.extra["started"]
+        interrupted = _interruption_at(elapsed, rule.get("interruptions") or [])
+        if interrupted is not None:  # what AML reports meanwhile; the process runs on (and its end waits)
+            job.properties["status"] = interrupted
+            return job
+        if code is None and timeout is not None and self.state.now() - job.extra["started"] >= float(timeout):
+            # rule: ml.job-timeout
+            error = {
+                "code": "UserError",
+                "message": f"The job ran longer than its timeout of {float(timeout):.0f} seconds (limits.timeout) and "
+                "was stopped.",
+                "details": [],
+            }
+            self._end_execution(job, execution, self.state.world.rules.job_timeout, error)
+        elif code is None:
+            job.properties["status"] = "Running"
+        else:
+            failed = exit_error(code, execution.tail()) if code != 0 else self._outputs_unwritable(job)
+            self._end_execution(job, execution, "Failed" if failed else "Completed", failed)
+        return job
+
+    def _end_execution(self, job: Resource, execution: Execution, outcome: str, error: dict[str, Any] | None) -> None:
+        """The process is over (or is ended now): what it logged, and its outputs in storage."""
+        execution.kill(outcome)
+        self.executor.running.pop(job.id, None)
+        logged = execution.logged()
+        extra = job.extra
+        extra.update(metrics=logged["metrics"], params=logged["params"], tags=logged["tags"], log=execution.log())
+        extra["outcome"], extra["ended"] = outcome, self.state.now()
+        if error is not None:
+            extra["error"] = error
+        job.properties["status"] = outcome if extra.get("canceled_at") is None else job.properties["status"]
+        path = DataPath(self.cloud)
+        for name, output in execution.outputs.items():
+            if output.mode == "upload" and outcome != "Completed":
+                continue  # rule: ml.job-output-uri - upload mode copies outputs only when the job completes
+            spec = (job.properties.get("outputs") or {}).get(name) or {}
+            found = path.datastore_at(extra["workspace"], str(spec.get("uri") or ""))
+            if found is None:
+                continue
+            datastore, prefix = found
+            for relative, content in execution.files(name).items():
+                blob = f"{prefix.rstrip('/')}/{relative}".lstrip("/")
+                self.blobs.write(account_of(datastore), datastore.properties["containerName"], blob, content)
+
+    def _input_files(self, workspace_id: str, uri: str) -> dict[str, bytes]:
+        """What AML downloads for an input: a registered model's files, or a datastore folder's blobs."""
+        found = model_ref(uri)
+        if found is not None:
+            return self._model_files(workspace_id, *found)
+        return self._datastore_files(workspace_id, uri)
+
+    def _datastore_files(self, workspace_id: str, uri: str) -> dict[str, bytes]:
+        located = DataPath(self.cloud).datastore_at(workspace_id, uri)
+        if located is None:
+            return {}
+        datastore, prefix = located
+        stored = self.state.blobs.get(f"{account_of(datastore).lower()}/{datastore.properties['containerName']}", {})
+        folder = prefix.strip("/")
+        return {
+            name[len(folder) :].lstrip("/"): content
+            for name, (content, _) in stored.items()
+            if name == folder or name.startswith(folder + "/") or not folder
+        }
+
+    def _model_files(self, workspace_id: str, name: str, version: str) -> dict[str, bytes]:
+        """A model version's files: where it was registered from, or (a model the world seeds) a checkpoint of a
+        policy as good as its success_rate, for the task it names."""
+        model = self.state.get(f"{workspace_id}/models/{name}/versions/{version}")
+        if model is None:
+            return {}
+        uri = str(model.properties.get("modelUri") or "")
+        if uri:
+            return self._datastore_files(workspace_id, uri)
+        sim = sim_module()
+        task = sim.TASKS.get(model.extra.get("task") or "") or sim.TASKS["Isaac-Velocity-Rough-Anymal-C-v0"]
+        quality = float((model.extra.get("metrics") or {}).get("success_rate", 0.9))
+        body = sim.checkpoint_body(sim.env_cfg(task), task, 1500, quality)
+        return {"model_1500.pt": json.dumps(body).encode()}
 
     def _judge_data_path(self, job: Resource, workspace: Resource) -> str | None:
         """Compute clusters, serverless and pipelines: each step reads and writes its datastores at its start
@@ -275,6 +460,8 @@ class Jobs:
         if job.properties["status"] not in TERMINAL_JOB_STATES and job.extra.get("canceled_at") is None:
             job.extra["canceled_at"] = self.state.now()
             job.properties["status"] = "CancelRequested"
+            if job.id in self.executor.running:
+                self._end_execution(job, self.executor.running[job.id], "Canceled", None)
 
     def list(self, workspace_id: str, tag: str | None = None, view: str | None = None) -> list[Resource]:
         """Jobs of the workspace in no particular order (seeded, stable across the pages of one listing); `tag`
@@ -314,8 +501,17 @@ class Jobs:
         self.refresh(job)
         return dict(job.extra.get("metrics") or {}) if job.properties["status"] in ("Completed", "Failed") else {}
 
+    def logged(self, job: Resource) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
+        """What the job logged to MLflow so far: metrics, params and tags."""
+        self.refresh(job)
+        return self.metrics(job), dict(job.extra.get("params") or {}), dict(job.extra.get("tags") or {})
+
     def log(self, job: Resource) -> str:
         self.refresh(job)
+        if job.id in self.executor.running:
+            return self.executor.running[job.id].log()
+        if "log" in job.extra:
+            return str(job.extra["log"])
         lines = [
             f"[sandbox] job {job.name} on {(job.properties.get('computeId') or 'serverless').rsplit('/', 1)[-1]}",
             f"[sandbox] command: {job.properties.get('command', '')}",
@@ -346,6 +542,15 @@ def stream_access_error(problem: str, shape: str = "flat") -> dict[str, Any]:
         "innerError": {"code": STREAM_AUTH},
         "details": [],
     }
+
+
+def _interruption_at(elapsed: float, interruptions: list[dict[str, Any]]) -> str | None:
+    """The status an interruption a job rule asks for ({status, after, seconds}) shows `elapsed` seconds in."""
+    for interruption in interruptions:
+        start = float(interruption["after"])
+        if start <= elapsed < start + float(interruption["seconds"]):
+            return str(interruption["status"])
+    return None
 
 
 def _before_running(age: float, queued: float) -> str:

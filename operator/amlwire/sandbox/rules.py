@@ -402,6 +402,80 @@ RULES: tuple[Rule, ...] = (
         "Learn: Register models (job output URI); azure-ai-ml JOB_URI_REGEX_FORMAT requires /paths/",
         note="amlwire registers from the datastore URI the service reports for the output",
     ),
+    Rule(
+        "ml.job-execution",
+        "AML jobs",
+        "A job runs its command in its image's container: ${{inputs.X}} and ${{outputs.X}} become paths (inputs "
+        "downloaded first), literal inputs their values, MLFLOW_TRACKING_URI is the workspace's; exit status 0 is "
+        "Completed, anything else Failed with \"Execution failed. User process '...' exited with status code N. "
+        "Please check log file 'user_logs/std_log.txt'...\". Outputs mounted read-write (rw_mount, the default) "
+        "hold what the job wrote whatever ends it; upload outputs are copied only when it completes. The sandbox "
+        "runs commands that use IsaacLab against its stand-in IsaacLab image (world option executeIsaaclab).",
+        "doc",
+        "Learn: Access data in a job (input and output modes); Learn: Track experiments with MLflow (the tracking "
+        "URI is set in jobs); field: the 'Execution failed. User process ... exited with status code' error",
+    ),
+    Rule(
+        "ml.job-timeout",
+        "AML jobs",
+        "A job running past limits.timeout is stopped: as Canceled (default) or Failed.",
+        "unverified",
+        "Learn: CommandJobLimits (timeout: the job is cancelled after it)",
+        option="rules.jobTimeout",
+    ),
+    Rule(
+        "ml.job-compute-detached",
+        "AML jobs",
+        "A job whose compute is detached (or deleted) while it runs fails: its pods go with the compute.",
+        "unverified",
+        "Learn: Detach a Kubernetes compute (the compute's workloads are removed)",
+        note="the error's wording is not documented; amlwire reports any failure with AML's words and depends "
+        "only on the job ending Failed",
+    ),
+    # -- the IsaacLab image the sandbox runs jobs in -----------------------------------------------------------
+    Rule(
+        "isaac.fast-shutdown",
+        "IsaacLab image",
+        "SimulationApp.close() ends the process with status 0 from inside its shutdown (fast shutdown, the "
+        "default), whatever happened before.",
+        "field",
+        "Isaac Sim PR 717; IsaacLab issue 6573",
+    ),
+    Rule(
+        "isaac.gil-hang",
+        "IsaacLab image",
+        "Kit's teardown can deadlock in native code that holds the GIL (no Python thread runs meanwhile); a job "
+        "rule's isaacSim.hang reproduces it at a step.",
+        "field",
+        "IsaacLab changelog (ISAACLAB_FORCE_EXIT_TIMEOUT); IsaacLab issues 3288, 3782, 3475",
+    ),
+    Rule(
+        "isaac.episodes",
+        "IsaacLab image",
+        "Every environment resets at once; failures (falls, drops) end episodes early, successes last to the "
+        "time-out (locomotion) or end when the success term fires (manipulation); -Play variants have no "
+        "curriculum, pushes or noise; a DirectRLEnv has no termination manager.",
+        "spec",
+        "isaaclab ManagerBasedRLEnv / DirectRLEnv (wheels 2.2.0, 2.3.2); isaaclab_tasks registrations (-Play)",
+    ),
+    Rule(
+        "isaac.loading",
+        "IsaacLab image",
+        "Hydra overrides (env.x=y, agent.x=y) change the configs; a key the config lacks is 'not in struct'; a "
+        "checkpoint whose input size differs from the env's fails in load_state_dict (size mismatch); a camera "
+        "task fails without --enable_cameras; runs and checkpoints are picked by name (get_checkpoint_path).",
+        "spec",
+        "isaaclab_tasks.utils.hydra.hydra_task_config; torch.nn.Module.load_state_dict; isaaclab "
+        "SimulationContext camera check; isaaclab_tasks.utils.get_checkpoint_path",
+    ),
+    Rule(
+        "isaac.packages",
+        "IsaacLab image",
+        "Isaac Sim's python has neither mlflow nor azureml-mlflow, azure-ai-ml or azure-identity; without "
+        "azureml-mlflow an azureml:// tracking URI is an unknown scheme.",
+        "field",
+        "reference repos install mlflow and azureml-mlflow before evaluating; mlflow tracking store registry",
+    ),
     # -- the data path: how a job's storage access is judged -----------------------------------------------
     Rule(
         "data.sidecar-credential",
@@ -416,6 +490,16 @@ RULES: tuple[Rule, ...] = (
         "Learn: Set up authentication between Azure ML and other services (Kubernetes cluster compute); "
         "field failures F13, F23",
         option="clusters[].sidecarCredential: computeIdentity | workloadIdentity | brokenCertificate",
+    ),
+    Rule(
+        "data.outputs-at-end",
+        "Data path",
+        "A job's outputs reach storage through the data-capability sidecar until the job ends: a wiring that "
+        "breaks while it runs (a federated credential or a role removed) fails it at its end with the storage "
+        "error, as at its start.",
+        "doc",
+        "Learn: Access data in a job (output modes rw_mount and upload go through the compute's data access); "
+        "field failure F15",
     ),
     Rule(
         "data.stream-error-shape",

@@ -262,6 +262,7 @@ class State:
                 o.id: {"resourceId": o.resource_id, "kind": o.kind, "status": o.status(self.now())}
                 for o in self.operations.values()
             },
+            "blobs": {container: sorted(stored) for container, stored in self.blobs.items()},
         }
 
 

@@ -76,8 +76,17 @@ class ClusterWorld(Located):
     )
 
 
+JobTimeoutOutcome = Literal["Canceled", "Failed"]
+JOB_TIMEOUT_OUTCOMES: tuple[JobTimeoutOutcome, ...] = ("Canceled", "Failed")
+
+
 class Rules(WorldModel):
     """How the sandbox answers where Azure's behaviour is unverified (docs/sandbox.md)."""
+
+    job_timeout: JobTimeoutOutcome = Field(
+        default="Canceled",
+        description="How a job that runs past limits.timeout ends (rule ml.job-timeout): Canceled or Failed.",
+    )
 
     tag_names: Literal["refuse", "accept"] = Field(
         default="refuse", description="Tag names with < > % & \\ ? / on AML computes (rule arm.tag-names)."
@@ -140,7 +149,13 @@ class ModelWorld(WorldModel):
     version: str
     type: Literal["custom_model", "mlflow_model"] = "custom_model"
     metrics: dict[str, float] = Field(
-        default_factory=dict, description="Metrics a validation job of this model logs (e.g. success_rate)."
+        default_factory=dict,
+        description="Metrics a simulated validation of this model logs (e.g. success_rate); an executed one "
+        "measures its checkpoint, whose policy succeeds this often (success_rate, default 0.9).",
+    )
+    task: str = Field(
+        default="Isaac-Velocity-Rough-Anymal-C-v0",
+        description="The task the model's checkpoint was trained on (its network's input size follows).",
     )
 
 
@@ -249,6 +264,11 @@ class World(WorldModel):
     timing: Timing = Field(default_factory=Timing)
     rules: Rules = Field(default_factory=Rules)
     arm_limits: ArmLimits = Field(default_factory=ArmLimits)
+    execute_isaaclab: bool = Field(
+        default=True,
+        description="Run jobs whose command uses IsaacLab against the sandbox's IsaacLab image (rule "
+        "ml.job-execution); off: they are simulated like any other job (timing and job rules decide).",
+    )
 
     @classmethod
     def load(cls, path: Path) -> World:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -10,5 +11,5 @@ HERE = Path(__file__).resolve().parent
 
 def embedded(script: str, target: str) -> str:
     """A shell step that writes one of these scripts into the container (no code upload needed)."""
-    payload = base64.b64encode((HERE / script).read_bytes()).decode()
-    return f"echo {payload} | base64 -d > {target}"
+    payload = base64.b64encode(gzip.compress((HERE / script).read_bytes(), mtime=0)).decode()
+    return f"echo {payload} | base64 -d | gunzip > {target}"

@@ -38,7 +38,15 @@ from amlwire.domain.azure import (
     subscription_of,
 )
 from amlwire.domain.errors import AzureError, AzureNotFound
-from amlwire.domain.jobs import JobDetails, JobListing, JobRequest, JobSnapshot
+from amlwire.domain.jobs import (
+    CHECKPOINT_OUTPUT,
+    RESUME_INPUT,
+    JobDetails,
+    JobListing,
+    JobRequest,
+    JobSnapshot,
+    RunResults,
+)
 
 FIC_WRITE_ATTEMPTS = 4
 MAX_CONCURRENT_SUBMISSIONS = 8
@@ -89,7 +97,14 @@ class JobsAdapter:
         inputs: dict[str, Any] = dict(request.literal_inputs)
         if request.model is not None:
             inputs["model"] = Input(type=request.model.type, path=request.model.uri, mode=request.model.mode)
-        outputs = {"checkpoint": Output(type=request.checkpoint_output)} if request.checkpoint_output else None
+        if request.resume_from is not None:
+            previous = self._output_path(workspace, request.resume_from, CHECKPOINT_OUTPUT)
+            inputs[RESUME_INPUT] = Input(type="uri_folder", path=previous, mode="download")
+        outputs = (
+            {CHECKPOINT_OUTPUT: Output(type=request.checkpoint_output, mode=request.checkpoint_mode)}
+            if request.checkpoint_output
+            else None
+        )
         job = command(
             name=request.name,
             display_name=request.display_name,
@@ -142,23 +157,36 @@ class JobsAdapter:
                 error=_error_tree(root) if root is not None else None,
             )
 
-    def job_metrics(self, workspace: WorkspaceRef, name: str) -> dict[str, float]:
-        """Final metrics from the workspace's MLflow tracking server (the REST API of mlflow runs/get)."""
+    def job_results(self, workspace: WorkspaceRef, name: str) -> RunResults:
+        """Final metrics and the params beside them, from the workspace's MLflow tracking server (the REST API
+        of mlflow runs/get)."""
         tracking = self._tracking_uri(workspace)
         url = f"{tracking}/api/2.0/mlflow/runs/get?run_id={name}"
         with self._call("mlflow.run", "GET", f"read metrics of AML job {name}", workspace.subscription):
             response = self.clients.send(workspace.subscription, url)
+        data = response.get("run", {}).get("data", {})
         latest: dict[str, tuple[tuple[int, int], float]] = {}
-        for metric in response.get("run", {}).get("data", {}).get("metrics", []):
+        for metric in data.get("metrics", []):
             when = (int(metric.get("timestamp") or 0), int(metric.get("step") or 0))
             if metric["key"] not in latest or when >= latest[metric["key"]][0]:
                 latest[metric["key"]] = (when, float(metric["value"]))
-        return {k: v for k, (_, v) in latest.items()}
+        params = {str(p["key"]): str(p.get("value", "")) for p in data.get("params", []) if "key" in p}
+        tags = {str(t["key"]): str(t.get("value", "")) for t in data.get("tags", []) if "key" in t}
+        return RunResults({k: v for k, (_, v) in latest.items()}, params, tags)
 
     def _tracking_uri(self, workspace: WorkspaceRef) -> str:
         with self._call("ml.workspace", "GET", f"get AML workspace {workspace.name}", workspace.subscription):
             uri = str(self._ml(workspace).workspaces.get(workspace.name).mlflow_tracking_uri)
         return "https://" + uri.removeprefix("azureml://").removeprefix("https://").rstrip("/")
+
+    def _output_path(self, workspace: WorkspaceRef, job_name: str, output_name: str) -> str:
+        """The datastore URI AML reports for a job's output (the documented job-output form when it reports none)."""
+        with self._call("ml.job", "GET", f"read the outputs of AML job {job_name}", workspace.subscription):
+            job = self._ml(workspace).jobs.get(job_name)
+        output = (getattr(job, "outputs", None) or {}).get(output_name)
+        path = getattr(output, "path", None)
+        # the documented job-output form; its path part must not be empty
+        return str(path) if path else f"azureml://jobs/{job_name}/outputs/{output_name}/paths/."
 
     def model_exists(self, workspace: WorkspaceRef, name: str, version: str) -> bool:
         try:
@@ -187,12 +215,7 @@ class JobsAdapter:
         for version in existing:
             if (version.tags or {}).get("amlwire.io/job") == job_name:
                 return version.name, str(version.version)
-        with self._call("ml.job", "GET", f"read the outputs of AML job {job_name}", workspace.subscription):
-            job = ml.jobs.get(job_name)
-        output = (getattr(job, "outputs", None) or {}).get("checkpoint")
-        path = getattr(output, "path", None)
-        if not path:  # the documented job-output form; its path part must not be empty
-            path = f"azureml://jobs/{job_name}/outputs/checkpoint/paths/."
+        path = self._output_path(workspace, job_name, CHECKPOINT_OUTPUT)
         model = Model(
             name=model_name,
             type=model_type,

@@ -28,12 +28,46 @@ def build_credential(settings: Settings) -> TokenCredential:
     return DefaultAzureCredential(**kwargs)
 
 
+class SingleFlightCredential:
+    """One token request at a time per scope, however many handler threads ask at once.
+
+    After a restart every worker asks for the same ARM token in the same instant, and each SDK client's policy
+    asks the credential on its own: without this, one Entra request per worker. The first caller fetches (which
+    fills the credential's own cache); the others wait for it and are answered from that cache."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._locks: dict[tuple[str, ...], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, scopes: tuple[str, ...]) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(scopes, threading.Lock())
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        with self._lock(scopes):
+            return self.inner.get_token(*scopes, **kwargs)
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        with self._lock(scopes):
+            return self.inner.get_token_info(*scopes, options=options)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> SingleFlightCredential:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class AzureClients:
     """Builds and caches SDK clients pointed at settings.arm_endpoint."""
 
     def __init__(self, settings: Settings, credential: TokenCredential | None = None) -> None:
         self.settings = settings
-        self.credential = credential or build_credential(settings)
+        self.credential = SingleFlightCredential(credential or build_credential(settings))
         self._cache: dict[tuple[str, ...], Any] = {}
         self._lock = threading.Lock()
         self.pacer = ArmPacer(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,6 +29,7 @@ RECONCILE_REQUESTED_AT = "amlwire.io/reconcile-requested-at"
 CLUSTER_EVENTS_NAMESPACE = "default"  # where Kubernetes records the events of cluster-scoped objects
 INSTANCE_TYPES = ("amlarc.azureml.com", "v1alpha1", "instancetypes")
 AML_JOBS = ("amlwire.io", "v1alpha1", "amljobs")
+EVENTS_REMEMBERED = 4096
 
 
 def _message(error: client.ApiException) -> str:
@@ -64,6 +69,11 @@ class KubeAdapter:
         self.api = api
         self.core = core_api(api)
         self.custom = custom_api(api)
+        # (namespace, name) -> count of the events this process recorded, to count them again without a read;
+        # names carry a per-process epoch, so a restarted operator starts new Event objects (no read needed)
+        self._event_counts: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._events_epoch = secrets.token_hex(4)
+        self._events_lock = threading.Lock()
 
     def get_service_account(self, namespace: str, name: str) -> ServiceAccountInfo | None:
         try:
@@ -168,7 +178,18 @@ class KubeAdapter:
         group, version, plural = AML_JOBS
         with _translated(f"update status of AmlJob {namespace}/{name}"):
             self.custom.patch_namespaced_custom_object_status(
-                group, version, namespace, plural, name, {"status": dict(status)}
+                group, version, namespace, plural, name, {"status": dict(status)}, field_manager=FIELD_MANAGER
+            )
+
+    def patch_attached_compute_status(self, name: str, status: Mapping[str, Any]) -> None:
+        with _translated(f"update status of AttachedCompute {name}"):
+            self.custom.patch_cluster_custom_object_status(
+                "amlwire.io",
+                "v1alpha1",
+                "attachedcomputes",
+                name,
+                {"status": dict(status)},
+                field_manager=FIELD_MANAGER,
             )
 
     def request_reconcile(self, attached_compute: str, at: str) -> None:
@@ -177,38 +198,67 @@ class KubeAdapter:
         try:
             with _translated(f"request a reconcile of AttachedCompute {attached_compute}"):
                 self.custom.patch_cluster_custom_object(
-                    "amlwire.io", "v1alpha1", "attachedcomputes", attached_compute, body
+                    "amlwire.io", "v1alpha1", "attachedcomputes", attached_compute, body, field_manager=FIELD_MANAGER
                 )
         except KubeNotFound:
             return
 
     def post_events(self, about: ObjectRef, events: Sequence[Event]) -> None:
         """Record events as Kubernetes does: in the object's namespace, or in `default` for a cluster-scoped
-        object with no namespace in involvedObject (so `kubectl describe` finds them). Best effort: an event
-        that cannot be written is logged, never raised."""
-        namespace = about.namespace or CLUSTER_EVENTS_NAMESPACE
-        involved = {"apiVersion": about.api_version, "kind": about.kind, "name": about.name, "uid": about.uid}
-        if about.namespace:
-            involved["namespace"] = about.namespace
+        object with no namespace in involvedObject (so `kubectl describe` finds them). The same event again is
+        the same Event with a growing count, as client-go's correlator does, never a new object per retry. Best
+        effort: an event that cannot be written is logged, never raised."""
         for event in events:
-            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            try:
+                with _translated(f"record event {event.reason} about {about.kind} {about.name}"):
+                    self._record(about, event)
+            except (KubeError, KubeNotFound, KubeConflict) as error:
+                log.warning("%s", error)
+
+    def _record(self, about: ObjectRef, event: Event) -> None:
+        namespace = about.namespace or CLUSTER_EVENTS_NAMESPACE
+        message = event.message[:1024]
+        key = f"{self._events_epoch}|{about.uid}|{event.type}|{event.reason}|{message}"
+        name = f"{about.name[:200]}.{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with self._events_lock:
+            count = self._event_counts.get((namespace, name))
+            if count is not None:
+                try:
+                    self._count_again(namespace, name, count + 1, stamp)
+                    return
+                except client.ApiException as error:
+                    if error.status != 404:  # expired (events live an hour): record it anew
+                        raise
+            involved = {"apiVersion": about.api_version, "kind": about.kind, "name": about.name, "uid": about.uid}
+            if about.namespace:
+                involved["namespace"] = about.namespace
             body = {
-                "metadata": {"generateName": f"{about.name}.", "namespace": namespace},
+                "metadata": {"name": name, "namespace": namespace},
                 "involvedObject": involved,
                 "type": event.type,
                 "reason": event.reason,
-                "message": event.message[:1024],
+                "message": message,
                 "source": {"component": COMPONENT},
                 "reportingComponent": COMPONENT,
                 "firstTimestamp": stamp,
                 "lastTimestamp": stamp,
                 "count": 1,
             }
-            try:
-                with _translated(f"record event {event.reason} about {about.kind} {about.name}"):
-                    self.core.create_namespaced_event(namespace, body)
-            except (KubeError, KubeNotFound, KubeConflict) as error:
-                log.warning("%s", error)
+            self.core.create_namespaced_event(namespace, body, field_manager=FIELD_MANAGER)
+            self._remember(namespace, name, 1)
+
+    def _count_again(self, namespace: str, name: str, count: int, stamp: str) -> None:
+        self.core.patch_namespaced_event(
+            name, namespace, {"count": count, "lastTimestamp": stamp}, field_manager=FIELD_MANAGER
+        )
+        self._remember(namespace, name, count)
+
+    def _remember(self, namespace: str, name: str, count: int) -> None:
+        self._event_counts[(namespace, name)] = count
+        self._event_counts.move_to_end((namespace, name))
+        while len(self._event_counts) > EVENTS_REMEMBERED:
+            self._event_counts.popitem(last=False)  # an event seen again after this is a new Event object
 
     # -- reads for amlwire doctor -----------------------------------------------------------------
     def list_pods(self, namespace: str) -> list[Pod]:

@@ -11,18 +11,21 @@ from kubernetes import client, config
 FIELD_MANAGER = "amlwire"
 
 
-def load_configuration(kubeconfig: Path | None = None, pool_size: int = 36) -> client.Configuration:
-    """In-cluster credentials when running in a pod, else the given kubeconfig, else KUBECONFIG/~/.kube/config.
+def load_configuration(
+    kubeconfig: Path | None = None, pool_size: int = 36, context: str | None = None
+) -> client.Configuration:
+    """In-cluster credentials when running in a pod, else the given kubeconfig, else KUBECONFIG/~/.kube/config;
+    `context` picks a kubeconfig context as kubectl's --context does.
 
     The pool holds a connection per handler thread (the client's default is five per CPU)."""
     configuration = client.Configuration()
     configuration.connection_pool_maxsize = pool_size
     if kubeconfig is not None:
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_kube_config(config_file=str(kubeconfig), context=context, client_configuration=configuration)
+    elif os.environ.get("KUBERNETES_SERVICE_HOST") and context is None:
         config.load_incluster_config(client_configuration=configuration)
     else:
-        config.load_kube_config(client_configuration=configuration)
+        config.load_kube_config(context=context, client_configuration=configuration)
     return configuration
 
 

@@ -52,6 +52,9 @@ def summarize_job(submitted: StepResult, finished: StepResult, status: AmlJobSta
 
 def reconcile_job(scope: JobScope) -> JobResult:
     results = run_steps(STEPS, scope, scope.timings, scope.events)
+    if results[1].reason == r.RESUMED:  # the next attempt is submitted in the same pass, from whichever path
+        scope.snapshot = None
+        results = run_steps(STEPS, scope, scope.timings, scope.events)
     status, before = scope.status, scope.previous.conditions
     status.conditions = fold(
         before, [*results, *summarize_job(results[0], results[1], status)], scope.generation, scope.now

@@ -3,12 +3,29 @@ and the registered model."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from amlwire.api import reasons as r
-from amlwire.api.amljob import RegisteredModelStatus
+from amlwire.api.amljob import AmlJobStatus, AttemptStatus, RegisteredModelStatus
 from amlwire.domain.azure import WorkspaceRef
 from amlwire.domain.conditions import StepResult, blocked, done, progressing, rfc3339
-from amlwire.domain.jobs import GONE, TERMINAL, JobSnapshot, failure, failure_code, verdict
-from amlwire.domain.view import ComputeHealth
+from amlwire.domain.errors import AzureError
+from amlwire.domain.jobs import (
+    EVALUATION_FAILED_MARK,
+    FAILURE_TAG,
+    GONE,
+    NOT_FEDERATED,
+    TERMINAL,
+    JobSnapshot,
+    evaluation_failure,
+    evidence_of,
+    failure,
+    failure_code,
+    missing_evidence,
+    resumable,
+    verdict,
+)
+from amlwire.domain.view import ComputeHealth, ComputeView
 from amlwire.reconcile.amljob.scope import JobScope
 from amlwire.reconcile.runner import step
 
@@ -27,6 +44,8 @@ def follow_the_job(scope: JobScope) -> StepResult:
         scope.status.start_time = rfc3339(scope.now)
     if snapshot.terminal:
         _finish(scope, workspace, snapshot)
+        if resumable(scope.spec, snapshot.status, scope.status.failure, len(scope.status.attempts)):
+            return _resume(scope, workspace, snapshot)
     before, scope.status.aml_status = scope.status.aml_status, snapshot.status
     if not snapshot.terminal:
         scope.watch.follow(scope.followed(workspace, name), snapshot)
@@ -79,22 +98,66 @@ def _finish(scope: JobScope, workspace: WorkspaceRef, snapshot: JobSnapshot) -> 
     name = snapshot.name
     if status.end_time is None:
         details = scope.azure.job_details(workspace, name)
-        metrics = scope.azure.job_metrics(workspace, name) if snapshot.status == "Completed" else {}
+        results = scope.azure.job_results(workspace, name) if snapshot.status == "Completed" else None
         if snapshot.status == "Failed" and details.error:
             health = scope.compute.health if scope.compute else ComputeHealth(spec.compute_ref)
             code = failure_code(details.error)
-            status.failure = failure(
-                code, str(details.error.get("message") or ""), health, spec.model.delivery if spec.model else None
-            )
-            scope.warn(r.JOB_FAILED, f"{code}: {status.failure.hint or status.failure.message}")
+            message = str(details.error.get("message") or "")
+            if spec.template == "IsaacLabValidate":  # the evaluator's own words, whatever AML's error says
+                told = scope.azure.job_results(workspace, name).tags.get(FAILURE_TAG)
+                message = f"{EVALUATION_FAILED_MARK} {told}\n{message}" if told else message
+            if NOT_FEDERATED in message and scope.compute is not None:  # evidence: the credentials there now
+                health = replace(health, federated=_federated_now(scope, scope.compute))
+            status.failure = failure(code, message, health, spec.model.delivery if spec.model else None)
+            evaluator = evaluation_failure(status.failure.message)
+            if evaluator:
+                scope.warn(r.EVALUATION_FAILED, f"amlwire's evaluator failed: {evaluator}")
+            else:
+                scope.warn(r.JOB_FAILED, f"{code}: {status.failure.hint or status.failure.message}")
             if status.failure.hint and scope.compute is not None:
                 scope.reverify = scope.compute.name  # its links may have broken since its last check
-        status.metrics = metrics
+        status.metrics = results.metrics if results else {}
+        status.evidence = evidence_of(results.params) if results else {}
         status.start_time = details.start_time or status.start_time
         status.end_time = details.end_time or rfc3339(scope.now)
-    status.verdict = verdict(spec.gate, status.metrics) if snapshot.status == "Completed" else None
+    if snapshot.status == "Completed":  # again on every pass: the gate may change after the run
+        status.failure = missing_evidence(spec, status.metrics, status.evidence)
+        if status.failure is not None and scope.previous.failure != status.failure:
+            scope.warn(status.failure.code, status.failure.message)
+    completed = snapshot.status == "Completed" and status.failure is None
+    status.verdict = verdict(spec.gate, status.metrics) if completed else None
     registration = spec.registration
-    if snapshot.status == "Completed" and status.verdict != "Failed" and registration and not status.registered_model:
+    if completed and status.verdict != "Failed" and registration and not status.registered_model:
         model, version = scope.azure.register_model(workspace, registration.model_name, registration.type, name)
         status.registered_model = RegisteredModelStatus(name=model, version=version)
         scope.note(r.MODEL_REGISTERED, f"registered {model}:{version} from {name}")
+
+
+def _resume(scope: JobScope, workspace: WorkspaceRef, snapshot: JobSnapshot) -> StepResult:
+    """The attempt ended early: keep it in status.attempts and let the next pass submit the next attempt, which
+    continues from this one's last checkpoint (its output was written while it ran)."""
+    status = scope.status
+    scope.watch.unfollow(workspace.id, snapshot.name)
+    failed = f"{status.failure.code}: {status.failure.message[:300]}" if status.failure else None
+    status.attempts.append(
+        AttemptStatus(aml_job_name=snapshot.name, aml_status=snapshot.status, end_time=status.end_time, failure=failed)
+    )
+    attempt = len(status.attempts) + 1
+    fresh = AmlJobStatus()
+    for name in ("aml_job_name", "studio_url", "aml_status", "start_time", "end_time", "metrics", "failure"):
+        setattr(status, name, getattr(fresh, name))
+    message = (
+        f"attempt {attempt - 1} (AML job {snapshot.name}) ended {snapshot.status}; attempt {attempt} of "
+        f"{scope.spec.resume.max_attempts if scope.spec.resume else attempt} continues from its last checkpoint"
+    )
+    scope.warn(r.RESUMED, message)
+    return progressing(r.FINISHED, r.RESUMED, message, 0.0)
+
+
+def _federated_now(scope: JobScope, compute: ComputeView) -> tuple[str, ...] | None:
+    """The subjects a credential on the compute's identity federates with its cluster's issuer, read now."""
+    try:
+        credentials = scope.azure.list_federated_credentials(compute.identity_id)
+    except AzureError:
+        return None  # no evidence: the hint says what the AttachedCompute's conditions say
+    return tuple(c.subject for c in credentials if compute.issuer is None or c.federates(compute.issuer, c.subject))

@@ -20,7 +20,7 @@ def submit_the_job(scope: JobScope) -> StepResult:
         return refusal
     assert scope.compute is not None  # admitted
     workspace = scope.compute.workspace
-    name = aml_job_name(scope.name, scope.uid)
+    name = aml_job_name(scope.name, scope.uid, len(scope.status.attempts) + 1)
     existing = scope.azure.get_job(workspace, name)
     if existing is not None:
         scope.note(r.ADOPTED, f"AML job {name} already exists; following it")
@@ -45,15 +45,8 @@ def submit_the_job(scope: JobScope) -> StepResult:
 def _request(scope: JobScope) -> JobRequest:
     compute = scope.compute
     assert compute is not None
-    return build_request(
-        scope.spec,
-        scope.namespace,
-        scope.name,
-        scope.uid,
-        compute.compute_name,
-        compute.name,
-        compute.workspace.id,
-    )
+    attempts = [a.aml_job_name for a in scope.status.attempts]
+    return build_request(scope.spec, scope.namespace, scope.name, scope.uid, compute, attempts)
 
 
 def _missing_model(scope: JobScope, workspace: WorkspaceRef, waited_before: bool) -> StepResult | None:

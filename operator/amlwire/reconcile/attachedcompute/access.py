@@ -12,6 +12,7 @@ from amlwire.domain.azure import name_of, subscription_of
 from amlwire.domain.conditions import Outcome, StepResult, blocked, done, progressing, rfc3339
 from amlwire.domain.errors import AzureError, AzureNotFound
 from amlwire.domain.failures import BY_ID
+from amlwire.reconcile.attachedcompute.ownership import extension_refused
 from amlwire.reconcile.attachedcompute.scope import Scope
 from amlwire.reconcile.common import seconds_until
 from amlwire.reconcile.runner import step
@@ -22,6 +23,12 @@ def assign_roles(scope: Scope) -> StepResult:
     former = scope.former_identity
     if former is not None:
         remove_our_roles(scope, former, " of the former identity")  # spec.identity changed
+    refused = extension_refused(scope, r.ACCESS_READY)
+    if refused is not None:  # a refused compute holds no role (and gives back any it was given)
+        if former is None:  # status records the roles of this identity (else of the former, handled above)
+            remove_our_roles(scope, scope.target.identity_id)
+        scope.status.role_assignments = []
+        return refused
     try:
         result = _grants(scope, recorded=[] if former else scope.previous.role_assignments)
     except AzureError as error:

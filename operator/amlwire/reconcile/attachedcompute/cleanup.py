@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amlwire.api import reasons as r
-from amlwire.domain.compute import owned_by
+from amlwire.domain.azure import name_of
+from amlwire.domain.compute import ours, tagged_owner
 from amlwire.domain.errors import AzureError, AzureNotFound, KubeError
 from amlwire.domain.federation import NAME_PREFIX, subject_of
 from amlwire.reconcile.attachedcompute.access import remove_our_roles
@@ -23,6 +24,7 @@ class Cleanup:
     message: str
     requeue_after: float | None
     events: list[Event]
+    wake: tuple[str, ...] = ()  # AttachedComputes to reconcile now: what they were refused may be theirs now
 
 
 def cleanup(scope: Scope) -> Cleanup:
@@ -30,7 +32,8 @@ def cleanup(scope: Scope) -> Cleanup:
     if scope.spec.deletion_policy == "Orphan":
         orphaned = Event("Normal", r.ORPHANED, "left Azure and the cluster untouched (deletionPolicy: Orphan)")
         jobs = _running_jobs_told(scope, "the compute stays attached: they run to their end and amlwire follows them")
-        return Cleanup(True, "deletionPolicy Orphan: Azure and the cluster left as they are", None, [orphaned, *jobs])
+        left = "deletionPolicy Orphan: Azure and the cluster left as they are"
+        return Cleanup(True, left, None, [orphaned, *jobs], _waiting_on_me(scope))
     scope.events += _running_jobs_told(
         scope, "detaching the compute under them makes AML fail them (deletionPolicy Orphan would let them finish)"
     )
@@ -69,11 +72,22 @@ def _undo(scope: Scope) -> Cleanup:
     remaining = _detach_compute(scope)
     if remaining:
         return Cleanup(False, remaining, scope.timings.lro_poll_delay, scope.events)
-    return Cleanup(True, "removed what amlwire created", None, scope.events)
+    return Cleanup(True, "removed what amlwire created", None, scope.events, _waiting_on_me(scope))
+
+
+def _waiting_on_me(scope: Scope) -> tuple[str, ...]:
+    """The AttachedComputes this one may have kept from the extension or a service account: on its cluster, or
+    listing an account it listed."""
+    mine = {subject_of(sa.namespace, sa.name) for sa in scope.spec.service_accounts}
+    siblings = {v.name for v in scope.neighbours.siblings(scope.target.cluster_id)}
+    sharing = {v.name for v in scope.neighbours.others if mine & set(v.subjects)}
+    return tuple(sorted(siblings | sharing))
 
 
 def _delete_federated_credentials(scope: Scope) -> None:
     identity_id = scope.target.identity_id
+    if scope.previous.identity is None and not scope.previous.federated_credentials:
+        return  # amlwire never found the identity, so it wrote nothing on it (and Azure may refuse to list it)
     try:
         existing = scope.azure.list_federated_credentials(identity_id)
     except AzureNotFound:
@@ -94,14 +108,28 @@ def _delete_federated_credentials(scope: Scope) -> None:
 
 
 def _detach_compute(scope: Scope) -> str | None:
+    """Detach the compute (and any attached under an earlier spec.compute.name) when it is this AttachedCompute's;
+    say so when one is left attached because it is not."""
     target = scope.target
-    try:
-        found = scope.azure.get_compute(target.workspace, target.compute_name)
-    except AzureNotFound:
-        return None
-    if found is None or not owned_by(found, scope.name):
-        return None
-    if found.provisioning_state.lower() != "deleting":
-        scope.azure.begin_detach_compute(target.workspace, target.compute_name)
-        scope.note(r.COMPUTE_DETACHING, f"detaching compute {target.compute_name}")
-    return f"waiting for compute {target.compute_name} to detach"
+    names = dict.fromkeys([target.compute_name, *(name_of(c) for c in scope.previous.former_computes)])
+    waiting = []
+    for name in names:
+        try:
+            found = scope.azure.get_compute(target.workspace, name)
+        except AzureNotFound:
+            continue
+        if found is None:
+            continue
+        if not ours(found, scope.name, scope.previous.compute_adopted_from):
+            owner = tagged_owner(found)
+            scope.note(
+                r.COMPUTE_LEFT_ATTACHED,
+                f"left compute {name} attached: "
+                + (f"AttachedCompute {owner} attached it" if owner else "it was not attached by amlwire"),
+            )
+            continue
+        if found.provisioning_state.lower() != "deleting":
+            scope.azure.begin_detach_compute(target.workspace, name)
+            scope.note(r.COMPUTE_DETACHING, f"detaching compute {name}")
+        waiting.append(name)
+    return f"waiting for compute {', '.join(waiting)} to detach" if waiting else None

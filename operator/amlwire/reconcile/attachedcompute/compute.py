@@ -7,7 +7,7 @@ success looks: the compute in the workspace, Succeeded, on this cluster, with th
 from __future__ import annotations
 
 from amlwire.api import reasons as r
-from amlwire.domain.azure import ComputeAttachment, ComputeInfo
+from amlwire.domain.azure import ComputeAttachment, ComputeInfo, name_of
 from amlwire.domain.compute import (
     OWNER_TAG,
     ComputeAction,
@@ -15,8 +15,10 @@ from amlwire.domain.compute import (
     errors_of,
     observed_attach,
     observed_detach,
+    ours,
+    tagged_owner,
 )
-from amlwire.domain.conditions import StepResult, blocked, done, progressing
+from amlwire.domain.conditions import Outcome, StepResult, blocked, done, progressing
 from amlwire.domain.errors import AzureError, AzureNotFound, KubeForbidden
 from amlwire.domain.failures import BY_ID
 from amlwire.domain.operations import (
@@ -45,8 +47,51 @@ def attach_the_compute(scope: Scope) -> StepResult:
     """Azure attaches only to a cluster with a healthy AzureML extension, hence the needs."""
     try:
         found = scope.azure.get_compute(scope.target.workspace, scope.target.compute_name)
+        former = detach_former_computes(scope)
     except AzureError as error:
         return scope.denied_or_missing(r.COMPUTE_READY, error, "spec.workspace")
+    result = _attached(scope, found)
+    if former and result.outcome is Outcome.DONE:  # the new one is attached; the old one is still going
+        return progressing(r.COMPUTE_READY, r.FORMER_COMPUTE_DETACHING, former, scope.timings.lro_poll_delay)
+    return result
+
+
+def detach_former_computes(scope: Scope) -> str | None:
+    """Computes attached under an earlier spec.compute.name: detached (once no AmlJob runs on them), so a new
+    name never leaves the old compute behind. What is still in progress, or None."""
+    target = scope.target
+    earlier = list(scope.previous.former_computes)
+    if scope.previous.compute_id and name_of(scope.previous.compute_id).lower() != target.compute_name.lower():
+        earlier.append(scope.previous.compute_id)
+    left: list[str] = []
+    waiting: list[str] = []
+    for compute_id in dict.fromkeys(earlier):
+        name = name_of(compute_id)
+        found = scope.azure.get_compute(target.workspace, name)
+        if found is None:
+            continue
+        if not ours(found, scope.name, scope.previous.compute_adopted_from):
+            scope.warn(r.COMPUTE_LEFT_ATTACHED, f"compute {name} was not attached by {scope.name}: left attached")
+            continue
+        left.append(compute_id)
+        jobs = scope.neighbours.running_jobs
+        if found.provisioning_state.lower() == "deleting":
+            waiting.append(f"compute {name} is detaching")
+        elif jobs and not scope.detach_under_jobs:
+            waiting.append(
+                f"compute {name} (the former spec.compute.name) stays attached while {len(jobs)} AmlJob(s) run on "
+                f"it ({', '.join(jobs[:5])}); kubectl annotate amlc {scope.name} {DETACH_UNDER_JOBS}=true detaches "
+                f"it now (AML fails those jobs)"
+            )
+        else:
+            scope.azure.begin_detach_compute(target.workspace, name)
+            scope.note(r.COMPUTE_DETACHING, f"detaching compute {name}: spec.compute.name is {target.compute_name}")
+            waiting.append(f"compute {name} is detaching")
+    scope.status.former_computes = left
+    return "; ".join(waiting) or None
+
+
+def _attached(scope: Scope, found: ComputeInfo | None) -> StepResult:
     detached_since = False
     detach = find(scope.status.operations, Kind.COMPUTE_DETACH)
     if detach is not None:
@@ -137,7 +182,28 @@ def _converge(scope: Scope, found: ComputeInfo | None) -> StepResult:
     if decision.action is ComputeAction.REPORT:
         return blocked(r.COMPUTE_READY, decision.reason, decision.message, scope.timings.blocked_recheck)
     scope.status.compute_id = found.id if found else None
+    if found is not None:
+        _adopt(scope, found)
     return done(r.COMPUTE_READY, decision.reason, decision.message)
+
+
+def _adopt(scope: Scope, found: ComputeInfo) -> None:
+    """A compute tagged for an AttachedCompute that is gone (deleted with Orphan) becomes this one's: recorded in
+    status (AML cannot re-tag an attached Kubernetes compute), so deletion with Delete detaches it."""
+    owner = tagged_owner(found)
+    alive = any(other.name == owner for other in scope.neighbours.others)
+    if owner is None or owner == scope.name or alive:
+        scope.status.compute_adopted_from = None  # not amlwire's, ours, or a live AttachedCompute's to detach
+        return
+    if scope.previous.compute_adopted_from == owner:
+        return
+    scope.status.compute_adopted_from = owner
+    scope.note(
+        r.COMPUTE_ADOPTED,
+        f"compute {scope.target.compute_name} was attached by AttachedCompute {owner}, which no longer exists; "
+        f"{scope.name} adopted it (status.computeAdoptedFrom) and detaches it on deletion with deletionPolicy "
+        f"Delete",
+    )
 
 
 def _wait_for_jobs(scope: Scope, why: str, jobs: tuple[str, ...]) -> StepResult:

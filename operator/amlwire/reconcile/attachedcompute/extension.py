@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from amlwire.api import reasons as r
-from amlwire.domain.azure import name_of
 from amlwire.domain.conditions import StepResult, blocked, done, progressing
 from amlwire.domain.extension import (
     ENABLE_TRAINING,
@@ -29,7 +28,7 @@ from amlwire.domain.operations import (
     started,
     without,
 )
-from amlwire.domain.view import extension_owner
+from amlwire.reconcile.attachedcompute.ownership import extension_refused
 from amlwire.reconcile.attachedcompute.scope import Scope
 from amlwire.reconcile.runner import EXTENSION_INSTALLED, step
 
@@ -74,27 +73,9 @@ def configure_the_extension(scope: Scope) -> StepResult:
 
 def _owned_by_another(scope: Scope) -> StepResult | None:
     """One extension serves one identity: refuse to set it when another AttachedCompute on the cluster owns it."""
-    target = scope.target
-    owner = extension_owner(
-        scope.name,
-        target.identity_id,
-        scope.created,
-        bool(scope.previous.owns_extension),
-        scope.neighbours.siblings(target.cluster_id),
-        scope.spec.extension.name,
-    )
-    scope.status.owns_extension = owner is None
-    if owner is None:
-        return None
-    return blocked(
-        r.EXTENSION_READY,
-        r.EXTENSION_OWNED_BY_ANOTHER,
-        f"the AzureML extension {scope.spec.extension.name} on cluster {target.cluster_name} is configured for "
-        f"AttachedCompute {owner.name} and its identity {name_of(owner.identity_id)}; one extension serves one "
-        f"identity. Use the same spec.identity as {owner.name} (AttachedComputes may share an identity), set "
-        f"spec.extension.mode: Verify, or attach another cluster",
-        scope.timings.blocked_recheck,
-    )
+    refused = extension_refused(scope, r.EXTENSION_READY)
+    scope.status.owns_extension = refused is None
+    return refused
 
 
 def _configured(scope: Scope, desired: dict[str, str]) -> StepResult:

@@ -10,6 +10,11 @@ from amlwire.domain.azure import ResourceId
 from amlwire.domain.conditions import StepResult, blocked, done, progressing, rfc3339
 from amlwire.domain.errors import AzureNotFound
 from amlwire.domain.federation import EXTENSION_SERVICE_ACCOUNTS, FederationPlan, plan_federation, subject_of
+from amlwire.reconcile.attachedcompute.ownership import (
+    annotated_for_another_identity,
+    extension_refused,
+    owned_elsewhere,
+)
 from amlwire.reconcile.attachedcompute.scope import Scope
 from amlwire.reconcile.common import KeyedLocks, seconds_until
 from amlwire.reconcile.runner import step
@@ -31,7 +36,15 @@ IDENTITY_LOCKS = KeyedLocks()
 def federate_service_accounts(scope: Scope) -> StepResult:
     issuer = scope.cluster.issuer_url or ""
     identity_id = scope.target.identity_id
-    accounts = [(sa.namespace, sa.name) for sa in scope.spec.service_accounts]
+    refused = extension_refused(scope, r.FEDERATION_READY)
+    listed = [] if refused else [(sa.namespace, sa.name) for sa in scope.spec.service_accounts]
+    # a refused compute trusts nothing: no credential for an account another identity's compute annotated
+    owned = {
+        (ns, name): holder
+        for ns, name in listed
+        if (holder := annotated_for_another_identity(scope, subject_of(ns, name)))
+    }
+    accounts = [account for account in listed if account not in owned]
     former = scope.former_identity
     if former is not None:
         forget_former_credentials(scope, former)
@@ -55,6 +68,11 @@ def federate_service_accounts(scope: Scope) -> StepResult:
             missing = write.reason == r.FEDERATED_CREDENTIAL_MISSING
             scope.note(r.FEDERATED_CREDENTIAL_CREATED if missing else write.reason, write.detail)
     scope.status.federated_credentials = _records(scope, plan)
+    if refused is not None:
+        return refused
+    if owned:
+        message = "; ".join(owned_elsewhere(ns, name, holder) for (ns, name), holder in owned.items())
+        return scope.blocked(r.FEDERATION_READY, r.SERVICE_ACCOUNT_OWNED_BY_ANOTHER, f"not federated: {message}")
     unfederated = [
         (ns, name)
         for ns, name in EXTENSION_SERVICE_ACCOUNTS

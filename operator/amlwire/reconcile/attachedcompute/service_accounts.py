@@ -7,6 +7,7 @@ from amlwire.domain.conditions import StepResult, blocked, done
 from amlwire.domain.errors import KubeConflict, KubeNotFound
 from amlwire.domain.failures import BY_ID
 from amlwire.domain.federation import subject_of
+from amlwire.reconcile.attachedcompute.ownership import annotated_for_another_identity, owned_elsewhere
 from amlwire.reconcile.attachedcompute.scope import MANAGED_BY, Scope
 from amlwire.reconcile.ports import ServiceAccountInfo
 from amlwire.reconcile.runner import step
@@ -24,7 +25,7 @@ def annotate_service_accounts(scope: Scope) -> StepResult:
         ns, name = account.namespace, account.name
         holder = annotated_for_another_identity(scope, subject_of(ns, name))
         if holder is not None:
-            problems.append((r.SERVICE_ACCOUNT_OWNED_BY_ANOTHER, _owned_elsewhere(ns, name, holder)))
+            problems.append((r.SERVICE_ACCOUNT_OWNED_BY_ANOTHER, owned_elsewhere(ns, name, holder)))
             continue
         current = scope.kube.get_service_account(ns, name)
         if current is None and not account.create:
@@ -64,28 +65,6 @@ def release_unlisted(scope: Scope) -> None:
             namespace, name = subject.removeprefix("system:serviceaccount:").split(":", 1)
             scope.kube.release_service_account(namespace, name)
             scope.note(r.SERVICE_ACCOUNT_RELEASED, f"removed amlwire's annotation and label from {namespace}/{name}")
-
-
-def annotated_for_another_identity(scope: Scope, subject: str) -> str | None:
-    """Another AttachedCompute that annotated this service account for another identity (it can carry one)."""
-    return next(
-        (
-            other.name
-            for other in scope.neighbours.others
-            if subject in other.subjects
-            and not other.uses_identity(scope.target.identity_id)
-            and other.state(r.SERVICE_ACCOUNTS_READY) == "True"
-        ),
-        None,
-    )
-
-
-def _owned_elsewhere(namespace: str, name: str, holder: str) -> str:
-    return (
-        f"service account {namespace}/{name} carries the client ID of AttachedCompute {holder}'s identity; a "
-        f"service account federates one identity. Use the same spec.identity as {holder}, or other service "
-        f"accounts"
-    )
 
 
 def in_use_elsewhere(scope: Scope, subject: str) -> bool:

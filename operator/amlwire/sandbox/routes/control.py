@@ -10,7 +10,8 @@ from aiohttp import web
 from amlwire.sandbox import ids
 from amlwire.sandbox.budget import ArmBudget
 from amlwire.sandbox.http import Call, json_response
-from amlwire.sandbox.router import route
+from amlwire.sandbox.router import ROUTER, route
+from amlwire.sandbox.state import ArmError
 from amlwire.sandbox.world import ArmLimits, Timing
 
 
@@ -60,7 +61,28 @@ def counts(call: Call) -> web.Response:
 
 @route("POST", "control.faults", "/_sandbox/faults", authenticated=False)
 def add_fault(call: Call) -> web.Response:
-    return json_response({"id": call.state.add_fault(call.json()).id}, status=201)
+    spec = call.json()
+    _check_fault(spec)
+    return json_response({"id": call.state.add_fault(spec).id}, status=201)
+
+
+def _check_fault(spec: dict[str, Any]) -> None:
+    """A fault that could never fire is refused, saying why (docs: README, control API)."""
+    if spec.get("count") is None and spec.get("probability") is None:
+        raise ArmError(
+            400,
+            "InvalidFault",
+            "a fault needs count (it fires on the next N matching calls) or probability (0-1, per matching call); "
+            f"this one would never fire: {spec}",
+        )
+    probability = spec.get("probability")
+    if probability is not None and not 0 < float(probability) <= 1:
+        raise ArmError(400, "InvalidFault", f"probability must be above 0 and at most 1, got {probability}")
+    routes = {r.name for r in ROUTER.routes}
+    if spec.get("route", "*") not in {"*", *routes}:
+        raise ArmError(
+            400, "InvalidFault", f"no route named {spec.get('route')!r}; one of: * {' '.join(sorted(routes))}"
+        )
 
 
 @route("DELETE", "control.faults", "/_sandbox/faults", authenticated=False)

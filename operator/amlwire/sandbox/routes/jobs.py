@@ -75,7 +75,8 @@ def mlflow_run(call: Call) -> web.Response:
     call.jobs.refresh(job)
     status = job.properties["status"]
     stamp = int(job.extra.get("ended", job.created) * 1000)
-    metrics = [{"key": k, "value": v, "timestamp": stamp, "step": 0} for k, v in call.jobs.metrics(job).items()]
+    logged, params, tags = call.jobs.logged(job)
+    metrics = [{"key": k, "value": v, "timestamp": stamp, "step": 0} for k, v in logged.items()]
     mlflow_status = {"Completed": "FINISHED", "Failed": "FAILED", "Canceled": "KILLED"}.get(status, "RUNNING")
     return json_response(
         {
@@ -86,7 +87,11 @@ def mlflow_run(call: Call) -> web.Response:
                     "status": mlflow_status,
                     "experiment_id": job.properties.get("experimentName"),
                 },
-                "data": {"metrics": metrics, "params": [], "tags": []},
+                "data": {
+                    "metrics": metrics,
+                    "params": [{"key": k, "value": v} for k, v in params.items()],
+                    "tags": [{"key": k, "value": v} for k, v in tags.items()],
+                },
             }
         }
     )

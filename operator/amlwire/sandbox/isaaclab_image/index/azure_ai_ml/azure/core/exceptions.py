@@ -1,0 +1,2 @@
+class ClientAuthenticationError(Exception):
+    pass
