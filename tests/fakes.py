@@ -306,6 +306,7 @@ class FakeKube:
     instance_types: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     crd_served: bool = True
     may_create_namespaces: bool = True
+    terminating: set[str] = field(default_factory=set)
     aml_jobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     events: list[tuple[ObjectRef, Event]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
@@ -337,9 +338,11 @@ class FakeKube:
         if current is not None:
             self.service_accounts[(namespace, name)] = ServiceAccountInfo(namespace, name, {}, {})
 
-    def namespace_exists(self, name: str) -> bool:
-        self.calls.append("namespace_exists")
-        return name in self.namespaces
+    def namespace_phase(self, name: str) -> str | None:
+        self.calls.append("namespace_phase")
+        if name in self.terminating:
+            return "Terminating"
+        return "Active" if name in self.namespaces else None
 
     def apply_namespace(self, name: str, labels: Mapping[str, str]) -> None:
         self.calls.append("apply_namespace")

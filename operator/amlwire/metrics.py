@@ -33,6 +33,11 @@ class ObjectStates(Collector):
         self._lock = threading.Lock()
         self._conditions: dict[tuple[str, str, str], dict[str, str]] = {}
         self._aml_status: dict[tuple[str, str], str] = {}
+        self._budgets: dict[str, tuple[int, int]] = {}  # identity name -> (credentials used, clusters remaining)
+
+    def record_budget(self, identity: str, used: int, clusters_remaining: int) -> None:
+        with self._lock:
+            self._budgets[identity] = (used, clusters_remaining)
 
     def record(
         self, kind: str, namespace: str | None, name: str, conditions: Iterable[Any], aml_status: str | None = None
@@ -47,6 +52,7 @@ class ObjectStates(Collector):
         with self._lock:
             self._conditions.clear()
             self._aml_status.clear()
+            self._budgets.clear()
 
     def forget(self, kind: str, namespace: str | None, name: str) -> None:
         with self._lock:
@@ -61,6 +67,7 @@ class ObjectStates(Collector):
                 for type_, status in states.items()
             )
             jobs = Counter(self._aml_status.values())
+            budgets = dict(self._budgets)
         family = GaugeMetricFamily(
             "amlwire_conditions", "Objects by kind, condition type and status.", labels=["kind", "type", "status"]
         )
@@ -71,6 +78,21 @@ class ObjectStates(Collector):
         for status, count in sorted(jobs.items()):
             aml.add_metric([status], count)
         yield aml
+        used = GaugeMetricFamily(
+            "amlwire_identity_federated_credentials",
+            "Federated credentials on each identity amlwire wires (Azure allows 20).",
+            labels=["identity"],
+        )
+        left = GaugeMetricFamily(
+            "amlwire_identity_clusters_remaining",
+            "More clusters each identity can federate before Azure's 20-credential limit.",
+            labels=["identity"],
+        )
+        for identity, (count, remaining) in sorted(budgets.items()):
+            used.add_metric([identity], count)
+            left.add_metric([identity], remaining)
+        yield used
+        yield left
 
 
 STATES = ObjectStates()

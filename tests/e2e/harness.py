@@ -206,8 +206,13 @@ class Harness(LocalStack):
             time.sleep(0.1)
         return self.wait_condition(name, "Ready", "True", timeout=0.1)
 
-    def events(self, name: str) -> list[client.CoreV1Event]:
-        return [e for e in self.core.list_event_for_all_namespaces().items if e.involved_object.name == name]
+    def events(self, name: str, uid: str | None = None) -> list[client.CoreV1Event]:
+        """Events about `name` (only this incarnation of it with `uid`: the apiserver is shared by the session)."""
+        return [
+            e
+            for e in self.core.list_event_for_all_namespaces().items
+            if e.involved_object.name == name and uid in (None, e.involved_object.uid)
+        ]
 
     # -- AmlJobs ------------------------------------------------------------------------------------
     def apply_job(

@@ -139,6 +139,10 @@ def test_an_identity_change_waits_for_running_jobs_before_reattaching(harness):
     assert f"robotics/{job}" in condition(waiting, "ComputeReady")["message"]
     assert list(harness.sandbox_compute()["identity"]["userAssignedIdentities"]) == [IDENTITY_ID]
     assert not any(c["route"] == "ml.compute" and c["method"] == "DELETE" for c in harness.ctl.calls())
+    # its sidecar writes the outputs as the former identity at the end: nothing of that identity's wiring moves
+    assert {f["properties"]["subject"] for f in fics_of(harness, IDENTITY_ID).values()} >= EXAMPLE_SUBJECTS
+    assert harness.extension_settings()["userAssignedIdentityResourceId"] == IDENTITY_ID
+    assert harness.role_assignments() != []
     harness.wait_job(job, timeout=30)  # the job ran to its end on the compute it started on
     harness.wait_reconciled(compute, timeout=30)
     assert list(harness.sandbox_compute()["identity"]["userAssignedIdentities"]) == [SECOND_IDENTITY]

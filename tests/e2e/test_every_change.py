@@ -229,12 +229,13 @@ def test_detaching_the_compute_under_running_jobs_fails_them_as_aml_does(harness
     jobs = [harness.apply_job("amljob-command.yaml") for _ in range(3)]
     for job in jobs:
         harness.wait_job(job, "Reconciling", "True", "Running", timeout=30)
+    uid = harness.compute("robotics-gpu")["metadata"]["uid"]
     harness.delete_compute("robotics-gpu")  # deletionPolicy Delete: the compute is detached under them
     for job in jobs:
         obj = harness.wait_job(job, "Stalled", "True", timeout=30)
         assert obj["status"]["amlStatus"] == "Failed"
         assert "was detached while the job ran" in obj["status"]["failure"]["message"]
-    told = [e for e in harness.events("robotics-gpu") if e.reason == "JobsStillRunning"]
+    told = [e for e in harness.events("robotics-gpu", uid) if e.reason == "JobsStillRunning"]
     assert told
     assert "makes AML fail them" in told[0].message
 

@@ -81,6 +81,12 @@ COMPUTE_CASES = [
         "subscription UUID",
     ),
     (
+        "cluster-in-another-subscription",
+        set_path("spec.cluster.subscriptionId", "0f1e2d3c-4b5a-4968-8776-655443322110"),
+        "spec.cluster.subscriptionId",
+        "AML does not attach a Kubernetes cluster from another subscription",
+    ),
+    (
         "identity-not-user-assigned",
         set_path(
             "spec.identity.resourceId",

@@ -92,7 +92,7 @@ def test_extension_update_is_a_long_running_operation(extensions, ctl):
     assert result.properties.configuration_settings["identityType"] == "UserAssigned"
     assert result.properties.configuration_settings["enableTraining"] == "True"  # PATCH merges settings
     assert 0.5 < elapsed < 5, "LROs must finish on the sandbox's clock, not the SDK's 30 s default wait"
-    assert ctl.counts()["GET sandbox.operation"] >= 2
+    assert ctl.counts()["GET arm.operation"] >= 2
 
 
 def test_extension_resume_from_continuation_token(extensions, ctl):

@@ -84,15 +84,29 @@ def test_deleting_a_compute_that_is_gone_answers_204(ml, ctl):
 
 
 def test_a_failed_attach_carries_provisioning_errors(ml, ctl):
-    compute = KubernetesCompute(name="no-ns", resource_id=CLUSTER_ID, namespace="no-such-namespace")
+    ctl.add_fault(route="ml.compute", method="PUT", lroFailed=True, count=1)
+    compute = KubernetesCompute(name="broken", resource_id=CLUSTER_ID, namespace="azureml-jobs")
     with pytest.raises(HttpResponseError):
         ml.compute.begin_create_or_update(compute).result()
-    stored = ctl.resource(f"{WORKSPACE_ID}/computes/no-ns")["properties"]
+    stored = ctl.resource(f"{WORKSPACE_ID}/computes/broken")["properties"]
     assert stored["provisioningState"] == "Failed"
     (error,) = stored["provisioningErrors"]
-    assert "Namespace 'no-such-namespace' does not exist" in error["error"]["message"]
+    assert error["error"]["code"] == "InjectedOperationFailure"
     # what azure-ai-ml makes of it: the first error's code, a string
-    assert ml.compute.get("no-ns").provisioning_errors == error["error"]["code"]
+    assert ml.compute.get("broken").provisioning_errors == error["error"]["code"]
+
+
+def test_the_attach_neither_creates_nor_checks_the_namespace_and_jobs_there_fail(credential, arm, ml, ctl):
+    wire(credential, arm, ml)
+    compute = KubernetesCompute(name="no-ns", resource_id=CLUSTER_ID, namespace="no-such-namespace")
+    assert ml.compute.begin_create_or_update(compute).result().provisioning_state == "Succeeded"
+    ml.jobs.create_or_update(validation_job("in-no-namespace", compute="no-ns"))
+    wait_for(lambda: finished(ml, "in-no-namespace"), timeout=20, what="the job to end")
+    assert ml.jobs.get("in-no-namespace").status == "Failed"
+    error = ctl.resource(f"{WORKSPACE_ID}/jobs/in-no-namespace")
+    details = ml.jobs._runs_operations.get_run_details("in-no-namespace")
+    assert 'namespaces "no-such-namespace" not found' in details.error.error.message
+    assert error["properties"]["status"] == "Failed"
 
 
 @pytest.mark.parametrize("mode", ["refuse", "accept"])
@@ -145,3 +159,63 @@ def test_a_data_scientist_submits_jobs_but_may_not_attach_computes(sandbox, ctl,
         attach_compute(scientist, name="another")
     assert refused.value.error.code == "AuthorizationFailed"
     assert "workspaces/computes/write" in refused.value.error.message
+
+
+# -- the attach paths that fail in the field (issue 26) -------------------------------------------------------
+def test_an_attach_of_a_cluster_with_local_accounts_disabled_gets_a_400(ml, ctl):
+    ctl.patch(CLUSTER_ID, {"properties": {"disableLocalAccounts": True}})
+    with pytest.raises(HttpResponseError) as refused:
+        attach_compute(ml)
+    assert refused.value.status_code == 400
+    assert "local accounts disabled" in str(refused.value)
+    assert ctl.resource(f"{WORKSPACE_ID}/computes/k8s-gpu") is None
+
+
+def test_an_attach_of_a_cluster_in_another_subscription_gets_a_400(ml, ctl):
+    other = CLUSTER_ID.replace(SUB, "0b9e8d7c-0000-4000-8000-00000000abcd")
+    ctl.create(other, "Microsoft.ContainerService/managedClusters", {"location": "eastus", "properties": {}})
+    compute = KubernetesCompute(name="k8s-other", resource_id=other, namespace="azureml-jobs")
+    with pytest.raises(HttpResponseError) as refused:
+        ml.compute.begin_create_or_update(compute).result()
+    assert refused.value.status_code == 400
+    assert "another subscription" in str(refused.value)
+
+
+UAMI_CLUSTER_ROLES = {
+    "Reader": READER,
+    "Kubernetes Extension Contributor": "85cb6faf-e071-4c9b-8136-154b5a04f717",
+    "Azure Kubernetes Service Cluster Admin Role": "0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8",
+}
+
+
+@pytest.fixture
+def uami_sandbox(tmp_path, monkeypatch):
+    from tests.sandbox.conftest import fast_world, running
+
+    world = fast_world()
+    world.workspaces[0].identity.type = "UserAssigned"
+    world.role_assignments = [
+        a for a in world.role_assignments if a.principal_id != world.workspaces[0].identity.principal_id
+    ]
+    yield from running(world, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("lacking", [*UAMI_CLUSTER_ROLES, None])
+def test_a_user_assigned_workspace_identity_attaches_only_with_all_three_cluster_roles(uami_sandbox, lacking):
+    from amlwire.sandbox.client import SandboxClient
+
+    ctl = SandboxClient(uami_sandbox.base_url, uami_sandbox.ca_file)
+    workspace = ctl.resource(WORKSPACE_ID)
+    assert "principalId" not in workspace["identity"]  # only under userAssignedIdentities, as Azure sends it
+    (principal,) = [v["principalId"] for v in workspace["identity"]["userAssignedIdentities"].values()]
+    for role, guid in UAMI_CLUSTER_ROLES.items():
+        if role != lacking:
+            grant(ctl, principal, guid, CLUSTER_ID)
+    ml = ml_client(uami_sandbox, "SandboxUami")
+    if lacking is None:
+        assert attach_compute(ml).provisioning_state == "Succeeded"
+        return
+    with pytest.raises(HttpResponseError) as refused:
+        attach_compute(ml)
+    assert refused.value.status_code == 400
+    assert "AKS role check failed for user assigned identity" in str(refused.value)

@@ -140,9 +140,9 @@ CLUSTER_CASES = [
     (
         "local accounts off",
         {"local_accounts_disabled": True},
-        Outcome.DONE,
-        r.WORKLOAD_IDENTITY_ENABLED,
-        "does not support",
+        Outcome.BLOCKED,
+        r.LOCAL_ACCOUNTS_DISABLED,
+        "az aks update -g rg-aks -n aks-robotics --enable-local-accounts",
     ),
 ]
 
@@ -895,9 +895,25 @@ def test_a_missing_compute_namespace_is_created_before_the_attach_and_labelled_a
     azure, kube = with_compute(None), FakeKube(namespaces={"azureml"})
     result = run(attach_the_compute, make(azure, kube))
     assert result.outcome is Outcome.DONE
-    assert kube.calls[:2] == ["namespace_exists", "apply_namespace"]
+    assert kube.calls[:2] == ["namespace_phase", "apply_namespace"]
     assert "azureml-jobs" in kube.namespaces
     assert azure.writes() == ["begin_attach_compute"]
+
+
+def test_a_namespace_deleted_after_the_attach_is_created_again():
+    azure, kube = with_compute(attached()), FakeKube(namespaces={"azureml"})
+    result = run(attach_the_compute, make(azure, kube))
+    assert result.outcome is Outcome.DONE
+    assert "azureml-jobs" in kube.namespaces
+    assert azure.writes() == []
+
+
+def test_a_namespace_being_deleted_holds_compute_ready_and_says_jobs_fail():
+    azure, kube = with_compute(attached()), FakeKube(terminating={"azureml-jobs"})
+    result = run(attach_the_compute, make(azure, kube))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.COMPUTE_NAMESPACE_DELETING)
+    assert "every AML job on compute" in result.message
+    assert "apply_namespace" not in kube.calls
 
 
 def test_a_namespace_amlwire_may_not_create_holds_the_attach_and_says_how_to_fix_it():

@@ -242,3 +242,25 @@ def test_an_operation_that_never_finishes_is_given_up():
     assert follow(started, IN_PROGRESS, NOW + timedelta(hours=2), timeout=3600) == GiveUp(
         started, "it has not finished after 7200s", timed_out=True
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "done", "succeeded"),
+    [
+        ({"status": "Succeeded"}, True, True),
+        ({"status": "Failed", "error": {"code": "X", "message": "y"}}, True, False),
+        ({"status": "Canceled"}, True, False),
+        ({"status": "InProgress"}, False, False),
+        ({"status": "Creating"}, False, False),  # the specs' examples use these words
+        ({"status": "Deleting"}, False, False),
+        ({"status": "Updating"}, False, False),
+        ({"status": "Provisioning"}, False, False),  # any other word: still running, as azure-core reads it
+        ({}, False, False),  # no status yet: not a success
+    ],
+)
+def test_operation_status_words_are_read_as_azure_core_reads_them(body, done, succeeded):
+    from amlwire.domain.azure import OperationState
+
+    state = OperationState.of(body)
+    assert (state.done, state.succeeded) == (done, succeeded)
+    assert (state.error is not None) == (done and not succeeded)

@@ -140,3 +140,32 @@ def test_freed_slots_count_toward_the_cap():
     assert plan.problems == ()
     assert len(plan.writes) == 2
     assert plan.deletes == (stale.name,)
+
+
+def others(count: int) -> list[FederatedCredential]:
+    return [FederatedCredential(f"other-{i}", "https://other/", f"system:serviceaccount:ns:{i}") for i in range(count)]
+
+
+BUDGET_CASES = [
+    # (case, foreign credentials, per_cluster, used after the plan, clusters remaining)
+    ("an empty identity: ten clusters of two", 0, None, 2, 9),
+    ("others' credentials count", 15, None, 17, 1),
+    ("exactly full", 18, None, 20, 0),
+    ("refused: nothing written, nothing left", 19, None, 19, 0),
+    ("three accounts per cluster", 0, 3, 2, 6),
+]
+
+
+@pytest.mark.parametrize(("case", "foreign", "per_cluster", "used", "remaining"), BUDGET_CASES)
+def test_the_budget_counts_every_credential_and_the_clusters_left(case, foreign, per_cluster, used, remaining):
+    plan = plan_federation(ACCOUNTS, ISSUER, others(foreign), per_cluster=per_cluster)
+    assert (plan.budget.used, plan.budget.clusters_remaining) == (used, remaining), case
+    assert plan.budget.limit == FIC_LIMIT
+
+
+def test_the_refusal_names_the_cap_per_cluster_and_another_identity_and_deletes_nothing():
+    plan = plan_federation(ACCOUNTS, ISSUER, others(19))
+    message = plan.problems[0].message
+    assert "one identity serves at most 10 clusters" in message
+    assert "Use another identity for this and the next clusters (spec.identity.resourceId)" in message
+    assert plan.deletes == ()

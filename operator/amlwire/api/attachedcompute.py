@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from amlwire.api.common import (
     DNS1123_LABEL_RE,
@@ -311,6 +311,13 @@ def _default_service_accounts() -> list[ServiceAccountRef]:
     ]
 
 
+CROSS_SUBSCRIPTION = (
+    "spec.cluster.subscriptionId must be the workspace's subscription: AML does not attach a Kubernetes cluster "
+    "from another subscription (Learn: deploy the AzureML extension, limitations). Use a workspace in the "
+    "cluster's subscription, or leave spec.cluster.subscriptionId out"
+)
+
+
 class AttachedComputeSpec(CRDModel):
     """Desired wiring of one AML Kubernetes compute."""
 
@@ -328,6 +335,12 @@ class AttachedComputeSpec(CRDModel):
                 "spec.compute.namespace must not be a system namespace; set spec.allowSystemNamespaces: true "
                 "if that is really intended",
                 fieldPath=".compute.namespace",
+            ),
+            rule(
+                "!has(self.cluster.subscriptionId) || "
+                "self.cluster.subscriptionId.lowerAscii() == self.workspace.subscriptionId.lowerAscii()",
+                CROSS_SUBSCRIPTION,
+                fieldPath=".cluster.subscriptionId",
             ),
             rule(
                 "oldSelf.workspace == self.workspace && oldSelf.cluster == self.cluster",
@@ -367,6 +380,13 @@ class AttachedComputeSpec(CRDModel):
     def cluster_subscription_id(self) -> str:
         return self.cluster.subscription_id or self.workspace.subscription_id
 
+    @model_validator(mode="after")
+    def _same_subscription(self) -> AttachedComputeSpec:
+        """Admission's rule, again where admission was skipped (an object stored under an older CRD)."""
+        if self.cluster_subscription_id.lower() != self.workspace.subscription_id.lower():
+            raise ValueError(CROSS_SUBSCRIPTION)
+        return self
+
 
 class IdentityStatus(CRDModel):
     """What Azure reports for the identity."""
@@ -388,6 +408,15 @@ class FederatedCredentialStatus(CRDModel):
         default=None, description="When Entra is expected to honour it, after amlwire wrote it (RFC 3339)."
     )
     reason: str | None = Field(default=None, description="Why amlwire last wrote it, e.g. FederatedCredentialMissing.")
+
+
+class CredentialBudgetStatus(CRDModel):
+    """The identity's federated credentials against Azure's limit of 20 per identity."""
+
+    used: int = Field(description="Federated credentials on the identity, amlwire's and others'.")
+    limit: int = Field(default=20, description="Azure's limit per identity.")
+    per_cluster: int = Field(description="Credentials a cluster wired like this one needs (its service accounts).")
+    clusters_remaining: int = Field(description="More clusters like this one the identity can serve.")
 
 
 class OperationStatus(CRDModel):
@@ -421,6 +450,11 @@ class AttachedComputeStatus(ObjectStatus):
     oidc_issuer: str | None = Field(default=None, description="The cluster's OIDC issuer URL, exactly.")
     federated_credentials: list[FederatedCredentialStatus] = Field(
         default_factory=list, description="Federated identity credentials amlwire manages for this compute."
+    )
+    credential_budget: CredentialBudgetStatus | None = Field(
+        default=None,
+        description="How many federated credentials the identity holds and how many more clusters it can serve "
+        "(Azure allows 20 per identity).",
     )
     role_assignments: list[RoleAssignmentStatus] = Field(
         default_factory=list, description="Role assignments for spec.access.grants."

@@ -81,6 +81,11 @@ for _condition in (*COMPUTE_STEP_TYPES, SUBMITTED):
 CLUSTER_NOT_FOUND = reason("ClusterNotFound", "the AKS cluster named in spec.cluster does not exist")
 OIDC_ISSUER_DISABLED = reason("OIDCIssuerDisabled", "the cluster has no OIDC issuer", "F01")
 WORKLOAD_IDENTITY_DISABLED = reason("WorkloadIdentityDisabled", "the workload identity webhook is off", "F02")
+LOCAL_ACCOUNTS_DISABLED = reason(
+    "LocalAccountsDisabled",
+    "the cluster has local accounts disabled, which the AzureML extension does not support",
+    "F19",
+)
 WORKLOAD_IDENTITY_ENABLED = reason("WorkloadIdentityEnabled", "OIDC issuer and workload identity are on")
 
 # IdentityReady
@@ -180,7 +185,17 @@ COMPUTE_IDENTITY_MISMATCH = reason(
 COMPUTE_NAMESPACE_MISSING = reason(
     "ComputeNamespaceMissing", "the compute's namespace does not exist and amlwire may not create it"
 )
-NAMESPACE_CREATED = reason("NamespaceCreated", "amlwire created the compute's namespace before the attach")
+COMPUTE_NAMESPACE_DELETING = reason(
+    "ComputeNamespaceDeleting", "the compute's namespace is being deleted: AML's jobs there fail until it is back"
+)
+NAMESPACE_CREATED = reason(
+    "NamespaceCreated", "amlwire created the compute's namespace (before the attach, or again after a deletion)"
+)
+WORKSPACE_IDENTITY_LACKS_CLUSTER_ROLES = reason(
+    "WorkspaceIdentityLacksClusterRoles",
+    "the workspace's user-assigned identity lacks a role AML's attach checks on the cluster",
+    "F18",
+)
 COMPUTE_NAME_CONFLICT = reason("ComputeNameConflict", "the compute name is taken by another cluster", "F14")
 COMPUTE_DETACH_WAITS_FOR_JOBS = reason(
     "ComputeDetachWaitsForJobs", "the compute must be attached again but AmlJobs still run on it", "F14"

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 AUDIENCE = "api://AzureADTokenExchange"
 EXTENSION_TYPE = "Microsoft.AzureML.Kubernetes"
@@ -158,6 +159,7 @@ class WorkspaceInfo:
     storage_account_id: str | None
     system_datastores_auth_mode: str | None
     identity_principal_id: str | None
+    identity_user_assigned: bool = False  # the workspace's identity is user-assigned (not system-assigned)
 
 
 @dataclass(frozen=True)
@@ -190,3 +192,19 @@ class OperationState:
     done: bool
     succeeded: bool
     error: str | None = None
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> OperationState:
+        """An operation-status body read as azure-core reads it: only Succeeded, Failed and Canceled are final;
+        every other word (InProgress, Accepted, Creating, Updating, Deleting, ... or none yet) is in progress."""
+        status = str(body.get("status") or "").lower()
+        if status not in FINAL_OPERATION_STATES:
+            return cls(done=False, succeeded=False)
+        error = body.get("error") or {}
+        message = f"{error.get('code', '')}: {error.get('message', '')}".strip(": ") or None
+        if status != "succeeded" and message is None:
+            message = f"the operation ended {body.get('status')}"
+        return cls(done=True, succeeded=status == "succeeded", error=message)
+
+
+FINAL_OPERATION_STATES = frozenset({"succeeded", "failed", "canceled", "cancelled"})  # azure-core base_polling

@@ -25,13 +25,18 @@ def check_cluster(cluster: ClusterInfo, group: str, name: str, recheck: float) -
             f"token; enable it: {BY_ID['F02'].fix(group=group, cluster=name)}",
             recheck,
         )
-    note = (
-        " Local accounts are disabled, which the AzureML extension does not support (see amlwire doctor)."
-        if cluster.local_accounts_disabled
-        else ""
-    )
+    if cluster.local_accounts_disabled:
+        return blocked(
+            r.CLUSTER_READY,
+            r.LOCAL_ACCOUNTS_DISABLED,
+            f"AKS cluster {name} has local accounts disabled (disableLocalAccounts), and the AzureML extension does "
+            f"not support such clusters (Learn: deploy the AzureML extension, limitations): the attach would fail. "
+            f"{BY_ID['F19'].fix(group=group, cluster=name)} (a security baseline may forbid it: then attach another "
+            f"cluster); amlwire neither federates this cluster's service accounts nor attaches it meanwhile",
+            recheck,
+        )
     return done(
         r.CLUSTER_READY,
         r.WORKLOAD_IDENTITY_ENABLED,
-        f"OIDC issuer {cluster.issuer_url} and workload identity are enabled.{note}",
+        f"OIDC issuer {cluster.issuer_url} and workload identity are enabled.",
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 from amlwire.api import reasons as r
-from amlwire.domain.azure import ComputeInfo, same_id
+from amlwire.domain.access import scope_covers
+from amlwire.domain.azure import ComputeInfo, RoleAssignment, same_id
 from amlwire.domain.operations import RUNNING, SUCCEEDED, Observed, failed
 
 OWNER_TAG = "amlwire-attached-compute"  # ARM tag names may not contain '/'
@@ -28,6 +30,34 @@ class ComputeDecision:
     action: ComputeAction
     reason: str
     message: str
+
+
+# A workspace with a user-assigned identity attaches a cluster only when that identity holds all of these on it
+# (Learn: attach a Kubernetes cluster; AML-Kubernetes 279: "AKS role check failed for user assigned identity")
+UAMI_ROLE_CHECK = "AKS role check failed for user assigned identity"  # Azure's words when one is missing
+UAMI_CLUSTER_ROLES = {
+    "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+    "Kubernetes Extension Contributor": "85cb6faf-e071-4c9b-8136-154b5a04f717",
+    "Azure Kubernetes Service Cluster Admin Role": "0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8",
+}
+
+
+def missing_uami_cluster_roles(assignments: Sequence[RoleAssignment], principal: str, cluster_id: str) -> list[str]:
+    """The roles a user-assigned workspace identity lacks on the cluster for the attach (each, as Learn says)."""
+    return [name for name, guid in UAMI_CLUSTER_ROLES.items() if not _holds(assignments, principal, guid, cluster_id)]
+
+
+def cluster_role_command(principal: str, role: str, cluster_id: str) -> str:
+    return (
+        f"az role assignment create --assignee-object-id {principal} --assignee-principal-type ServicePrincipal "
+        f'--role "{role}" --scope {cluster_id}'
+    )
+
+
+def _holds(assignments: Sequence[RoleAssignment], principal: str, role: str, scope: str) -> bool:
+    return any(
+        a.principal_id == principal and a.role_guid == role and scope_covers(a.scope, scope) for a in assignments
+    )
 
 
 def owned_by(compute: ComputeInfo, owner: str) -> bool:

@@ -34,7 +34,7 @@ from amlwire.domain.azure import (
     WorkspaceInfo,
     name_of,
 )
-from amlwire.domain.compute import ComputeAction, decide_compute
+from amlwire.domain.compute import ComputeAction, cluster_role_command, decide_compute, missing_uami_cluster_roles
 from amlwire.domain.conditions import rfc3339
 from amlwire.domain.extension import (
     ENABLE_TRAINING,
@@ -320,11 +320,13 @@ def federated_credential_audience_wrong(facts: Facts, plan: FederationPlan) -> R
 @federation_check("F07")
 def federated_credential_cap_reached(facts: Facts, plan: FederationPlan) -> Result:
     blocked = any(p.reason == r.FEDERATED_CREDENTIAL_LIMIT for p in plan.problems)
-    count = len(facts.credentials)
-    status: Status = "fail" if blocked else ("warn" if count >= 18 else "pass")
-    return result(
-        "F07", status, {"federated credentials": f"{count} of 20"}, BY_ID["F07"].fix(**_identity_values(facts))
-    )
+    budget = plan.budget
+    status: Status = "fail" if blocked else ("warn" if budget.clusters_remaining == 0 else "pass")
+    evidence = {
+        "federated credentials": f"{len(facts.credentials)} of {budget.limit}",
+        "after amlwire's writes": budget.summary(),
+    }
+    return result("F07", status, evidence, BY_ID["F07"].fix(**_identity_values(facts)))
 
 
 @check("F08")
@@ -576,6 +578,17 @@ def workspace_identity_lacks_cluster_roles(facts: Facts) -> Result:
     principal = facts.workspace.identity_principal_id if facts.workspace else None
     if not principal:
         return skip("F18", "the workspace has no managed identity to check")
+    if facts.workspace is not None and facts.workspace.identity_user_assigned:
+        missing = missing_uami_cluster_roles(facts.workspace_roles, principal, cluster_id)
+        return result(
+            "F18",
+            "fail" if missing else "pass",
+            {
+                "workspace principal": f"{principal} (user-assigned: needs all three roles on the cluster)",
+                "missing": ", ".join(missing) or "none",
+            },
+            "; ".join(cluster_role_command(principal, role, cluster_id) for role in missing),
+        )
     held = _holds(facts.workspace_roles, principal, CLUSTER_ROLES, cluster_id)
     return result(
         "F18",

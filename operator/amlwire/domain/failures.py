@@ -198,10 +198,12 @@ FAILURES = (
     Failure(
         "F18",
         "Workspace identity lacks cluster roles",
-        "the workspace's identity has no Reader, Kubernetes "
-        "Extension Contributor or AKS cluster admin role on the cluster",
+        "the workspace's identity lacks a role on the cluster; a user-assigned one needs all of Reader, Kubernetes "
+        "Extension Contributor and Azure Kubernetes Service Cluster Admin Role, or the attach gets 400 'AKS role "
+        "check failed for user assigned identity'",
         "az role assignment create --assignee-object-id {principal} --assignee-principal-type ServicePrincipal "
-        "--role Reader --scope {cluster_id}",
+        '--role "<role>" --scope {cluster_id}, once for each of Reader, "Kubernetes Extension Contributor" and '
+        '"Azure Kubernetes Service Cluster Admin Role"',
         "doctor",
     ),
     Failure(

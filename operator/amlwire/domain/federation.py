@@ -33,6 +33,25 @@ def credential_name(namespace: str, name: str, issuer: str) -> str:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """How many federated credentials the identity holds (amlwire's and others'), and room for more clusters."""
+
+    used: int
+    per_cluster: int  # credentials one more cluster like this compute would need (its service accounts)
+    limit: int = FIC_LIMIT
+
+    @property
+    def clusters_remaining(self) -> int:
+        return max(0, self.limit - self.used) // max(1, self.per_cluster)
+
+    def summary(self) -> str:
+        return (
+            f"{self.used} of {self.limit} federated credentials used; room for {self.clusters_remaining} more "
+            f"cluster(s) at {self.per_cluster} each"
+        )
+
+
+@dataclass(frozen=True)
 class Write:
     """A credential to create or correct, and why (a field failure's name)."""
 
@@ -58,6 +77,7 @@ class FederationPlan:
     notes: tuple[str, ...] = ()
     managed: tuple[tuple[str, str], ...] = ()  # (name, subject) amlwire manages for this compute
     satisfied: dict[str, str] = field(default_factory=dict)  # subject -> credential name that federates it
+    budget: Budget = field(default_factory=lambda: Budget(0, 1))  # once the plan is carried out
 
 
 def _diff(found: FederatedCredential, issuer: str, subject: str) -> tuple[str, str]:
@@ -89,8 +109,12 @@ def plan_federation(
     wanted_elsewhere: Iterable[tuple[str, str]] = (),
     identity_name: str = "the identity",
     identity_group: str = "",
+    per_cluster: int | None = None,
 ) -> FederationPlan:
     """Plan the credentials so that every service account federates with the cluster's exact issuer.
+
+    `per_cluster` is how many credentials a cluster like this one needs (its spec's service accounts, also those
+    not planned now); the budget counts how many more such clusters the identity can take.
 
     Credentials amlwire did not create are never written or deleted; one that already federates a
     subject counts as present. `wanted_elsewhere` holds (issuer, subject) pairs other AttachedComputes
@@ -168,6 +192,7 @@ def plan_federation(
 
     creates = [w for w in writes if w.credential.name not in by_name]
     after = len(existing) - len(deletes) + len(creates)
+    per_cluster = max(1, per_cluster if per_cluster is not None else len(service_accounts))
     if after > FIC_LIMIT:
         foreign = sum(1 for c in existing if not c.name.startswith(NAME_PREFIX))
         missing = ", ".join(w.credential.subject for w in creates)
@@ -175,11 +200,22 @@ def plan_federation(
             Problem(
                 r.FEDERATED_CREDENTIAL_LIMIT,
                 f"{identity_name} has {len(existing)} federated credentials ({foreign} not created by amlwire) and "
-                f"Azure allows {FIC_LIMIT}; amlwire needs {len(creates)} more ({missing}). Delete credentials that "
-                f"are no longer used ({BY_ID['F07'].fix(**_cli(identity_name, identity_group))}).",
+                f"Azure allows {FIC_LIMIT} per identity: at {per_cluster} per cluster, one identity serves at most "
+                f"{FIC_LIMIT // per_cluster} clusters. amlwire needs {len(creates)} more ({missing}) and wrote "
+                f"none; it never deletes a credential it did not create to make room. Use another identity for this "
+                f"and the next clusters (spec.identity.resourceId), or delete credentials no longer used "
+                f"({BY_ID['F07'].fix(**_cli(identity_name, identity_group))}).",
             )
         )
         writes = [w for w in writes if w.credential.name in by_name]
+        after = len(existing) - len(deletes)
     return FederationPlan(
-        issuer, tuple(writes), tuple(deletes), tuple(problems), tuple(notes), tuple(managed), satisfied
+        issuer,
+        tuple(writes),
+        tuple(deletes),
+        tuple(problems),
+        tuple(notes),
+        tuple(managed),
+        satisfied,
+        Budget(after, per_cluster),
     )

@@ -13,6 +13,7 @@ from amlwire import metrics
 from amlwire.api.attachedcompute import AttachedComputeSpec, AttachedComputeStatus
 from amlwire.api.common import GROUP, VERSION
 from amlwire.config import Settings
+from amlwire.domain.azure import name_of
 from amlwire.domain.conditions import first_visit, new_generation
 from amlwire.domain.jobs import TERMINAL
 from amlwire.domain.view import ComputeView, view_of
@@ -98,6 +99,9 @@ def reconcile_attached_compute(
     with services.object_locks.hold(uid):
         result = reconcile(scope)
     metrics.record_reconcile(KIND, None, name, time.monotonic() - started, result.status.conditions)
+    budget = result.status.credential_budget
+    if budget is not None:
+        metrics.STATES.record_budget(name_of(parsed.identity.resource_id), budget.used, budget.clusters_remaining)
     requeue = result.requeue_after
     if requeue is not None and (requeue > HELD_AT_MOST or from_drift):
         # kopf holds an object while one of its handlers waits to retry: no change, and no requested reconcile,

@@ -204,6 +204,19 @@ class Cloud:
             },
         )
 
+    def _workspace_identity(self, w: Any, sub: str, tenant: str) -> dict[str, Any]:
+        """A system-assigned identity reports its principalId at the top; a user-assigned one only in
+        userAssignedIdentities (spec: ManagedServiceIdentity)."""
+        if w.identity.type == "SystemAssigned":
+            return {"type": "SystemAssigned", "principalId": w.identity.principal_id, "tenantId": tenant}
+        uami = w.identity.resource_id or ids.resource_id(sub, w.resource_group, ids.MSI, f"id-{w.name}")
+        return {
+            "type": "UserAssigned",
+            "userAssignedIdentities": {
+                uami: {"principalId": w.identity.principal_id, "clientId": w.identity.client_id}
+            },
+        }
+
     def _seed_workspace(self, w: Any, sub: str, location: str, tenant: str) -> None:
         rid = ids.resource_id(sub, w.resource_group, ids.WORKSPACE, w.name)
         storage = ids.resource_id(sub, w.resource_group, ids.STORAGE, w.storage_account)
@@ -213,7 +226,7 @@ class Cloud:
             ids.WORKSPACE,
             {
                 "location": location,
-                "identity": {"type": w.identity.type, "principalId": w.identity.principal_id, "tenantId": tenant},
+                "identity": self._workspace_identity(w, sub, tenant),
                 "sku": {"name": "Basic", "tier": "Basic"},
                 "kind": "Default",
                 "properties": {
@@ -579,6 +592,20 @@ class Cloud:
         cluster_id = props.get("resourceId") or ""
         if self.state.get(cluster_id) is None:
             raise ArmError(400, "BadArgument", f"The Kubernetes cluster '{cluster_id}' was not found.")
+        if _subscription(cluster_id) != _subscription(compute_id):  # rule: ml.compute-cross-subscription
+            raise ArmError(
+                400,
+                "BadArgument",
+                "Attaching a Kubernetes cluster from another subscription than the workspace's is not supported.",
+            )
+        self._check_workspace_identity_roles(self.workspace(workspace_id), cluster_id)
+        if (self.state.require(cluster_id, ids.AKS).properties.get("disableLocalAccounts")) is True:
+            raise ArmError(  # rule: ml.attach-local-accounts
+                400,
+                "BadRequest",
+                "The AzureML extension does not support Kubernetes clusters with local accounts disabled "
+                "(disableLocalAccounts); enable local accounts to attach the cluster.",
+            )
         if existing is not None and key(existing.properties.get("resourceId", "")) != key(
             cluster_id
         ):  # rule: ml.compute-other-cluster
@@ -589,32 +616,42 @@ class Cloud:
         stored["identity"] = self._expand_identity(body.get("identity"))
         resource = self.state.put(compute_id, ids.COMPUTE, stored)
         operation = self.state.start_operation(compute_id, "ComputeAttach")
-        namespace = (props.get("properties") or {}).get("namespace") or "default"
-        if not self.namespace_exists(cluster_id, namespace):  # rule: ml.compute-namespace
-            operation.outcome = "Failed"
-            operation.error = {
-                "code": "BadArgument",
-                "message": f"Namespace '{namespace}' does not exist in the Kubernetes cluster "
-                f"'{cluster_id.rsplit('/', 1)[-1]}'. Create it before attaching the compute.",
-            }
-        return resource, operation
+        return resource, operation  # the namespace is neither created nor checked (rule ml.compute-namespace)
 
-    def namespace_exists(self, cluster_id: str, namespace: str) -> bool:
-        """Whether the cluster has the namespace: asks its apiserver when one is registered, else the world."""
+    def _check_workspace_identity_roles(self, workspace: Resource, cluster_id: str) -> None:
+        """A workspace with a user-assigned identity attaches only when that identity holds Reader, Kubernetes
+        Extension Contributor and AKS Cluster Admin Role on the cluster: else a synchronous 400."""
+        identity = workspace.body.get("identity") or {}
+        if identity.get("type") != "UserAssigned":
+            return
+        for details in (identity.get("userAssignedIdentities") or {}).values():
+            principal = details["principalId"]
+            if not all(self.has_access(principal, cluster_id, {role}) for role in WORKSPACE_UAMI_CLUSTER_ROLES):
+                raise ArmError(  # rule: ml.attach-uami-roles
+                    400,
+                    "BadRequest",
+                    "AKS role check failed for user assigned identity: the workspace's user-assigned identity needs "
+                    "Reader, Kubernetes Extension Contributor and Azure Kubernetes Service Cluster Admin Role on the "
+                    "cluster.",
+                )
+
+    def namespace_phase(self, cluster_id: str, namespace: str) -> str | None:
+        """The namespace's phase (Active, Terminating) or None when the cluster lacks it: asks its apiserver when
+        one is registered, else the world."""
         cluster = self.state.require(cluster_id, ids.AKS)
         kubeconfig = cluster.extra.get("kubeconfig")
         if kubeconfig is None:
-            return namespace in cluster.extra["namespaces"]
+            return "Active" if namespace in cluster.extra["namespaces"] else None
         from kubernetes import client, config
 
         api = client.CoreV1Api(config.new_client_from_config(kubeconfig))
         try:
-            api.read_namespace(namespace, _request_timeout=5)
+            found = api.read_namespace(namespace, _request_timeout=5)
         except client.ApiException as error:
             if error.status == 404:
-                return False
+                return None
             raise
-        return True
+        return (found.status.phase if found.status else None) or "Active"
 
     def _expand_identity(self, identity: dict[str, Any] | None) -> dict[str, Any]:  # rule: ml.compute-identity
         if not identity or identity.get("type", "None") == "None":
@@ -777,6 +814,17 @@ class Cloud:
         if not self.has_access(uami.properties["principalId"], storage_id, STORAGE_DATA_ROLES):
             return "AuthorizationPermissionMismatch: no effective Storage Blob Data role for the identity"
         return None
+
+
+WORKSPACE_UAMI_CLUSTER_ROLES = (
+    "acdd72a7-3385-48ef-bd42-f606fba81ae7",  # Reader
+    "85cb6faf-e071-4c9b-8136-154b5a04f717",  # Kubernetes Extension Contributor
+    "0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8",  # Azure Kubernetes Service Cluster Admin Role
+)
+
+
+def _subscription(resource_id: str) -> str:
+    return resource_id.lower().split("/subscriptions/", 1)[-1].split("/", 1)[0]
 
 
 def _role_guid(role_definition_id: str) -> str:

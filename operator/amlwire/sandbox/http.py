@@ -112,7 +112,7 @@ def operation_headers(call: Call, operation: Operation, location: bool = False) 
     wait_ms = str(int(min(1000, max(50, call.state.timing.lro_seconds * 250))))
     headers = {"Azure-AsyncOperation": url, "retry-after-ms": wait_ms}
     if location:
-        headers["Location"] = url.replace("/operations/", "/operation-results/")
+        headers["Location"] = call.state.operation_result_url(operation)
     return headers
 
 

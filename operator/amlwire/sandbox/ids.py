@@ -45,3 +45,11 @@ def is_within(resource: str, scope: str) -> bool:
     """Whether `scope` is `resource` itself or one of its ancestors (role inheritance)."""
     resource, scope = resource.rstrip("/").lower(), scope.rstrip("/").lower()
     return resource == scope or resource.startswith(scope + "/")
+
+
+def arm_type(resource_id: str) -> str:
+    """The ARM type of a resource ID: its last provider namespace and the type names after it
+    (.../providers/Microsoft.MachineLearningServices/workspaces/w/computes/c: ...workspaces/computes)."""
+    _, _, tail = resource_id.rpartition("/providers/")
+    parts = tail.strip("/").split("/")
+    return "/".join([parts[0], *parts[1::2]]) if parts and parts[0] else ""

@@ -259,6 +259,28 @@ class Jobs:
         elif compute is None or workspace is None:
             problem = "the compute no longer exists"
         else:
+            namespace = (compute.properties.get("properties") or {}).get("namespace") or "default"
+            cluster_id = str(compute.properties.get("resourceId") or "")
+            phase = self.cloud.namespace_phase(cluster_id, namespace)
+            if phase != "Active":  # rule: ml.compute-namespace
+                problem = f"namespace {namespace} is {'being deleted' if phase else 'missing'}"
+                why = (
+                    f"unable to create new content in namespace {namespace} because it is being terminated"
+                    if phase
+                    else f'namespaces "{namespace}" not found'
+                )
+                job.extra["error"] = {
+                    "code": "UserError",
+                    "message": f"Failed to create the job's pods: {why} in the Kubernetes cluster "
+                    f"'{cluster_id.rsplit('/', 1)[-1]}' (the compute's namespace).",
+                    "details": [],
+                }
+        if (
+            problem is None
+            and compute is not None
+            and workspace is not None
+            and (compute.properties.get("computeType") == "Kubernetes")
+        ):
             if self._needs_sidecar(props):
                 problem = self.cloud.storage_access_problem(compute, workspace, bool(props.get("outputs")))
                 if problem:

@@ -58,9 +58,19 @@ RULES: tuple[Rule, ...] = (
         "arm.lro",
         "ARM",
         "Long-running writes answer with Azure-AsyncOperation (and Location on DELETE) and retry-after-ms; "
-        "never Retry-After: 0.",
+        "never Retry-After: 0. The status URL is an ARM path under the resource (as Extensions' "
+        ".../extensions/{name}/operations/{id}): polling it is metered and needs read on the resource.",
         "spec",
-        "ARM RPC: Asynchronous Operations; azure-mgmt-core ARMPolling",
+        "ARM RPC: Asynchronous Operations; azure-mgmt-core ARMPolling; Extensions OperationStatus_Get",
+    ),
+    Rule(
+        "arm.operation-status-words",
+        "ARM",
+        "An operation-status body's status while it runs: the specs' examples use the action's word (Creating, "
+        "Updating, Deleting); other words exist; azure-core reads all but Succeeded, Failed and Canceled as running.",
+        "unverified",
+        "azure-core base_polling (finished states); the specs' operation-status examples",
+        option="rules.operationStatusWords: specExamples | inProgress | other",
     ),
     Rule(
         "arm.authorization",
@@ -318,11 +328,13 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "ml.compute-namespace",
         "AML computes",
-        "The compute's namespace must exist in the cluster before the attach; else the attach fails.",
+        "The attach neither creates nor checks the compute's namespace; a job on a compute whose namespace does "
+        "not exist (never created, or deleted since) fails when its pods are created.",
         "doc",
-        "Learn: CLI (v2) Kubernetes compute YAML schema, namespace",
-        note="how the failure is shaped is unverified (the sandbox fails the attach with provisioningErrors); "
-        "amlwire creates the namespace before attaching, and shows any provisioningErrors text",
+        "Learn: Attach a Kubernetes cluster ('Compute attach won't create the Kubernetes namespace automatically "
+        "or validate whether the kubernetes namespace existed'); CLI (v2) Kubernetes compute YAML schema",
+        note="the job's error words are not documented; amlwire keeps the namespace in place (it creates it, "
+        "also after a deletion) so jobs never meet it",
     ),
     Rule(
         "ml.compute-other-cluster",
@@ -338,6 +350,33 @@ RULES: tuple[Rule, ...] = (
         "A compute's userAssignedIdentities must exist; the stored identity carries their principalId and clientId.",
         "spec",
         "Microsoft.MachineLearningServices ManagedServiceIdentity",
+    ),
+    Rule(
+        "ml.attach-uami-roles",
+        "AML computes",
+        "A workspace with a user-assigned identity attaches a Kubernetes cluster only when that identity holds "
+        "Reader, Kubernetes Extension Contributor and Azure Kubernetes Service Cluster Admin Role on the cluster; "
+        "else a synchronous 400 'AKS role check failed for user assigned identity'. Its body reports the "
+        "identity's principalId only under userAssignedIdentities.",
+        "doc",
+        "Learn: Attach a Kubernetes cluster to an AML workspace (prerequisites); field: AML-Kubernetes 279; "
+        "spec: ManagedServiceIdentity (principalId for system-assigned only)",
+    ),
+    Rule(
+        "ml.attach-local-accounts",
+        "AML computes",
+        "An AKS cluster with local accounts disabled (disableLocalAccounts) cannot be attached: a synchronous 400.",
+        "doc",
+        "Learn: Deploy the AzureML extension (limitations: local accounts disabled is not supported); the reference "
+        "repo re-enables local accounts for the attach",
+        note="Azure's exact words are not documented; amlwire says so before it tries (ClusterReady)",
+    ),
+    Rule(
+        "ml.compute-cross-subscription",
+        "AML computes",
+        "A Kubernetes cluster in another subscription than the workspace's cannot be attached (400).",
+        "doc",
+        "Learn: Deploy the AzureML extension on AKS or Arc Kubernetes (limitations); field: AML-Kubernetes 155",
     ),
     # -- AML jobs --------------------------------------------------------------------------------------------
     Rule(

@@ -194,7 +194,12 @@ class State:
         return operation
 
     def operation_url(self, operation: Operation) -> str:
-        return f"{self.base_url}/_sandbox/operations/{operation.id}?api-version=2023-01-01"
+        """Under the resource, as the Extensions spec has it (.../operations/{id}): an ARM path, so polling it is
+        metered and authorised like any read of the resource (rule arm.lro)."""
+        return f"{self.base_url}{operation.resource_id}/operationStatuses/{operation.id}?api-version=2023-01-01"
+
+    def operation_result_url(self, operation: Operation) -> str:
+        return f"{self.base_url}{operation.resource_id}/operationResults/{operation.id}?api-version=2023-01-01"
 
     def pending_operation(self, resource_id: str) -> Operation | None:
         now = self.now()

@@ -83,6 +83,11 @@ JOB_TIMEOUT_OUTCOMES: tuple[JobTimeoutOutcome, ...] = ("Canceled", "Failed")
 class Rules(WorldModel):
     """How the sandbox answers where Azure's behaviour is unverified (docs/sandbox.md)."""
 
+    operation_status_words: Literal["specExamples", "inProgress", "other"] = Field(
+        default="specExamples",
+        description="What an operation-status body says while it runs (rule arm.operation-status-words): the "
+        "specs' examples (Creating, Updating, Deleting), InProgress, or another word (Running).",
+    )
     job_timeout: JobTimeoutOutcome = Field(
         default="Canceled",
         description="How a job that runs past limits.timeout ends (rule ml.job-timeout): Canceled or Failed.",
@@ -142,6 +147,11 @@ class StorageAccountWorld(Located):
 class WorkspaceIdentity(WorldModel):
     type: Literal["SystemAssigned", "UserAssigned"] = "SystemAssigned"
     principal_id: str = "9a0c7a52-0000-4000-8000-00000000aa01"
+    client_id: str = "9a0c7a52-0000-4000-8000-00000000cc01"
+    resource_id: str | None = Field(
+        default=None,
+        description="UserAssigned: the identity's resource ID (default: id-<workspace> in the workspace's group).",
+    )
 
 
 class ModelWorld(WorldModel):

@@ -397,12 +397,7 @@ class AzureAdapter(JobsAdapter, DataPathReads):
     def operation_state(self, subscription: str, url: str) -> OperationState:
         with self._call("operation", "GET", "check a long-running Azure operation", subscription):
             body = self.clients.send(subscription, url)
-        status = str(body.get("status") or "Succeeded")
-        if status.lower() in ("inprogress", "running", "accepted", "creating", "updating", "deleting"):
-            return OperationState(done=False, succeeded=False)
-        error = body.get("error") or {}
-        message = f"{error.get('code', '')}: {error.get('message', '')}".strip(": ") or None
-        return OperationState(done=True, succeeded=status.lower() == "succeeded", error=message)
+        return OperationState.of(body)
 
     # -- role assignments -------------------------------------------------------------------------
     def list_role_assignments(self, scope: str, principal_id: str) -> list[RoleAssignment]:
@@ -466,12 +461,17 @@ class AzureAdapter(JobsAdapter, DataPathReads):
         ):
             found = self._ml(workspace).workspaces.get(workspace.name)
         identity = getattr(found, "identity", None)
+        # a user-assigned identity's principal is only under user_assigned_identities (spec: principalId at the
+        # top is the system-assigned identity's)
+        assigned = list(getattr(identity, "user_assigned_identities", None) or [])
+        principal = getattr(identity, "principal_id", None) or (_assigned_principal(assigned[0]) if assigned else None)
         return WorkspaceInfo(
             id=found.id,
             location=found.location,
             storage_account_id=getattr(found, "storage_account", None),
             system_datastores_auth_mode=getattr(found, "system_datastores_auth_mode", None),
-            identity_principal_id=getattr(identity, "principal_id", None) if identity else None,
+            identity_principal_id=principal,
+            identity_user_assigned="user" in str(getattr(identity, "type", "")).lower().replace("_", ""),
         )
 
     def get_compute(self, workspace: WorkspaceRef, name: str) -> ComputeInfo | None:
@@ -577,3 +577,9 @@ def _error_tree(error: Any) -> dict[str, Any]:
     if inner is not None and getattr(inner, "code", None):
         tree["innerError"] = _error_tree(inner)
     return tree
+
+
+def _assigned_principal(assigned: Any) -> str | None:
+    """azure-ai-ml (1.x) copies a workspace's user-assigned identity with the REST model's as_dict(), whose keys
+    are the wire's camelCase: its principal_id attribute stays None and the value sits under principalId."""
+    return getattr(assigned, "principal_id", None) or vars(assigned).get("principalId")

@@ -114,13 +114,13 @@ class KubeAdapter:
         except KubeNotFound:
             return
 
-    def namespace_exists(self, name: str) -> bool:
+    def namespace_phase(self, name: str) -> str | None:
         try:
             with _translated(f"read namespace {name}"):
-                self.core.read_namespace(name)
+                found = self.core.read_namespace(name)
         except KubeNotFound:
-            return False
-        return True
+            return None
+        return (found.status.phase if found.status else None) or "Active"
 
     def apply_namespace(self, name: str, labels: Mapping[str, str]) -> None:
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": dict(labels)}}

@@ -54,7 +54,7 @@ def remove_our_roles(scope: Scope, identity_id: str, whose: str = "") -> None:
 
 def _datastore_readable(scope: Scope) -> StepResult | None:
     """F17: a key-based default datastore on an account with shared keys off cannot be read by any role."""
-    workspace = scope.azure.get_workspace(scope.target.workspace)
+    workspace = scope.workspace_info()
     if not workspace.storage_account_id:
         return None
     problem = shared_key_problem(workspace, scope.azure.get_storage_account(workspace.storage_account_id))

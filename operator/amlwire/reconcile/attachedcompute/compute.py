@@ -10,9 +10,12 @@ from amlwire.api import reasons as r
 from amlwire.domain.azure import ComputeAttachment, ComputeInfo, name_of
 from amlwire.domain.compute import (
     OWNER_TAG,
+    UAMI_ROLE_CHECK,
     ComputeAction,
+    cluster_role_command,
     decide_compute,
     errors_of,
+    missing_uami_cluster_roles,
     observed_attach,
     observed_detach,
     ours,
@@ -53,6 +56,15 @@ def attach_the_compute(scope: Scope) -> StepResult:
     result = _attached(scope, found)
     if former and result.outcome is Outcome.DONE:  # the new one is attached; the old one is still going
         return progressing(r.COMPUTE_READY, r.FORMER_COMPUTE_DETACHING, former, scope.timings.lro_poll_delay)
+    held = scope.held_identity
+    if held and result.outcome is Outcome.DONE:
+        return _wait_for_jobs(
+            scope,
+            f"spec.identity is {name_of(scope.spec.identity.resource_id)}, and compute {scope.target.compute_name} "
+            f"with its federated credentials, roles and extension settings stays on {name_of(held)}",
+            scope.neighbours.running_jobs,
+            "switches the identity",
+        )
     return result
 
 
@@ -184,7 +196,9 @@ def _converge(scope: Scope, found: ComputeInfo | None) -> StepResult:
     scope.status.compute_id = found.id if found else None
     if found is not None:
         _adopt(scope, found)
-    return done(r.COMPUTE_READY, decision.reason, decision.message)
+    # AML neither creates nor checks the namespace, and every job there fails without it: kept, as at the attach
+    refused = _namespace_refused(scope)
+    return refused or done(r.COMPUTE_READY, decision.reason, decision.message)
 
 
 def _adopt(scope: Scope, found: ComputeInfo) -> None:
@@ -206,22 +220,33 @@ def _adopt(scope: Scope, found: ComputeInfo) -> None:
     )
 
 
-def _wait_for_jobs(scope: Scope, why: str, jobs: tuple[str, ...]) -> StepResult:
+def _wait_for_jobs(scope: Scope, why: str, jobs: tuple[str, ...], then: str = "detaches it") -> StepResult:
     """Detaching under running jobs fails them: wait for them to end, unless the user says otherwise."""
     shown = ", ".join(jobs[:5]) + (f" and {len(jobs) - 5} more" if len(jobs) > 5 else "")
     return progressing(
         r.COMPUTE_READY,
         r.COMPUTE_DETACH_WAITS_FOR_JOBS,
-        f"{why.split(';')[0]}, but {len(jobs)} AmlJob(s) run on it ({shown}); amlwire detaches it once they end. "
-        f"To detach it now (AML fails those jobs): kubectl annotate amlc {scope.name} {DETACH_UNDER_JOBS}=true",
+        f"{why.split(';')[0]}, while {len(jobs)} AmlJob(s) run on it ({shown}); amlwire {then} once they end. "
+        f"To do it now (AML fails those jobs): kubectl annotate amlc {scope.name} {DETACH_UNDER_JOBS}=true",
         scope.timings.blocked_recheck,
     )
 
 
 def _namespace_refused(scope: Scope) -> StepResult | None:
-    """Azure attaches only into a namespace that exists in the cluster: create it (labelled as amlwire's)."""
+    """AML's jobs run in the compute's namespace, which the attach neither creates nor checks: create it
+    (labelled as amlwire's) before the attach, and again if it is deleted afterwards."""
     namespace = scope.target.compute_namespace
-    if scope.kube.namespace_exists(namespace):
+    phase = scope.kube.namespace_phase(namespace)
+    if phase == "Terminating":
+        return blocked(
+            r.COMPUTE_READY,
+            r.COMPUTE_NAMESPACE_DELETING,
+            f"namespace {namespace} (spec.compute.namespace) is being deleted, and every AML job on compute "
+            f"{scope.target.compute_name} fails while it is (pods cannot be created there); amlwire creates it again "
+            f"once it is gone (kubectl get namespace {namespace} -o yaml shows what holds the deletion)",
+            scope.timings.blocked_recheck,
+        )
+    if phase is not None:
         return None
     try:
         scope.kube.apply_namespace(namespace, {**MANAGED_BY, OWNER_LABEL: scope.name})
@@ -238,10 +263,51 @@ def _namespace_refused(scope: Scope) -> StepResult | None:
     return None
 
 
+def _workspace_identity_refused(scope: Scope, rejected: str = "") -> StepResult | None:
+    """A workspace with a user-assigned identity attaches only when that identity holds Reader, Kubernetes
+    Extension Contributor and AKS Cluster Admin Role on the cluster: said before the attach, not after Azure's 400."""
+    try:
+        workspace = scope.workspace_info()
+    except AzureNotFound:
+        return _workspace_not_found(scope)
+    principal = workspace.identity_principal_id
+    if not workspace.identity_user_assigned or not principal:
+        return None
+    cluster = scope.target.cluster_id
+    missing = missing_uami_cluster_roles(scope.azure.list_role_assignments(cluster, principal), principal, cluster)
+    if not missing and not rejected:
+        return None
+    commands = "; ".join(cluster_role_command(principal, role, cluster) for role in missing)
+    return blocked(
+        r.COMPUTE_READY,
+        r.WORKSPACE_IDENTITY_LACKS_CLUSTER_ROLES,
+        f"workspace {scope.target.workspace.name} has a user-assigned identity ({principal}), and AML attaches a "
+        f"cluster only when it holds Reader, Kubernetes Extension Contributor and Azure Kubernetes Service Cluster "
+        f"Admin Role on the cluster"
+        + (
+            f"; it lacks {', '.join(missing)}: {commands}"
+            if missing
+            else f" (Azure said: {rejected}; a new role may still be propagating)"
+        ),
+        scope.timings.blocked_recheck,
+    )
+
+
+def _workspace_not_found(scope: Scope) -> StepResult:
+    ws = scope.target.workspace
+    return blocked(
+        r.COMPUTE_READY,
+        r.WORKSPACE_NOT_FOUND,
+        f"workspace {ws.name} does not exist in resource group {ws.group} (subscription "
+        f"{ws.subscription}): fix spec.workspace.name or spec.workspace.resourceGroup",
+        scope.timings.blocked_recheck,
+    )
+
+
 def _attach(scope: Scope, attempt: int) -> StepResult:
     target = scope.target
     ws, name = target.workspace, target.compute_name
-    refused = _namespace_refused(scope)
+    refused = _namespace_refused(scope) or _workspace_identity_refused(scope)
     if refused is not None:
         return refused
     try:
@@ -250,12 +316,12 @@ def _attach(scope: Scope, attempt: int) -> StepResult:
         )
         attached = scope.azure.begin_attach_compute(ws, attachment)
     except AzureNotFound:
-        return blocked(
-            r.COMPUTE_READY,
-            r.WORKSPACE_NOT_FOUND,
-            f"workspace {ws.name} does not exist in resource group {ws.group} (subscription "
-            f"{ws.subscription}): fix spec.workspace.name or spec.workspace.resourceGroup",
-            scope.timings.blocked_recheck,
+        return _workspace_not_found(scope)
+    except AzureError as error:
+        if UAMI_ROLE_CHECK not in error.message:
+            raise
+        return _workspace_identity_refused(scope, error.message) or scope.blocked(
+            r.COMPUTE_READY, r.WORKSPACE_IDENTITY_LACKS_CLUSTER_ROLES, error.message
         )
     message = f"attaching compute {name}"
     scope.note(r.COMPUTE_ATTACHING, message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from amlwire.api import reasons as r
-from amlwire.api.attachedcompute import FederatedCredentialStatus
+from amlwire.api.attachedcompute import CredentialBudgetStatus, FederatedCredentialStatus
 from amlwire.domain.azure import ResourceId
 from amlwire.domain.conditions import StepResult, blocked, done, progressing, rfc3339
 from amlwire.domain.errors import AzureNotFound
@@ -58,6 +58,7 @@ def federate_service_accounts(scope: Scope) -> StepResult:
             wanted_elsewhere=scope.neighbours.federations(identity_id),
             identity_name=scope.target.identity.name,
             identity_group=scope.target.identity.group,
+            per_cluster=len(scope.spec.service_accounts),
         )
         for name in plan.deletes:
             scope.azure.delete_federated_credential(identity_id, name)
@@ -68,6 +69,13 @@ def federate_service_accounts(scope: Scope) -> StepResult:
             missing = write.reason == r.FEDERATED_CREDENTIAL_MISSING
             scope.note(r.FEDERATED_CREDENTIAL_CREATED if missing else write.reason, write.detail)
     scope.status.federated_credentials = _records(scope, plan)
+    budget = plan.budget
+    scope.status.credential_budget = CredentialBudgetStatus(
+        used=budget.used,
+        limit=budget.limit,
+        per_cluster=budget.per_cluster,
+        clusters_remaining=budget.clusters_remaining,
+    )
     if refused is not None:
         return refused
     if owned:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import AttachedComputeSpec, AttachedComputeStatus
-from amlwire.domain.azure import ClusterInfo, ExtensionInfo, IdentityInfo, same_id
+from amlwire.domain.azure import ClusterInfo, ExtensionInfo, IdentityInfo, WorkspaceInfo, same_id
 from amlwire.domain.conditions import StepResult, blocked
 from amlwire.domain.errors import AzureError
 from amlwire.domain.operations import resume
@@ -59,6 +59,7 @@ class Observed:
     cluster: ClusterInfo | None = None
     identity: IdentityInfo | None = None
     extension: ExtensionInfo | None = None
+    workspace: WorkspaceInfo | None = None
 
 
 @dataclass
@@ -87,7 +88,18 @@ class Scope:
 
     @property
     def target(self) -> Target:
-        return target_of(self.spec)
+        held = self.held_identity
+        return target_of(self.spec) if held is None else replace(target_of(self.spec), identity_id=held)
+
+    @property
+    def held_identity(self) -> str | None:
+        """The identity the compute is wired for, while spec.identity has changed and AmlJobs run on it: the jobs'
+        data-capability sidecar reads and writes storage as that identity to their end, so its credentials,
+        roles, extension settings and attach all stay until they end (or the user overrides)."""
+        previous = self.previous.identity.resource_id if self.previous.identity else None
+        if not previous or same_id(previous, self.spec.identity.resource_id):
+            return None
+        return previous if self.neighbours.running_jobs and not self.detach_under_jobs else None
 
     @property
     def former_identity(self) -> str | None:
@@ -104,6 +116,12 @@ class Scope:
     def identity(self) -> IdentityInfo:
         assert self.observed.identity is not None, f"a step that reads the identity needs {r.IDENTITY_READY}"
         return self.observed.identity
+
+    def workspace_info(self) -> WorkspaceInfo:
+        """The workspace as Azure reports it, read once per pass whichever step asks first."""
+        if self.observed.workspace is None:
+            self.observed.workspace = self.azure.get_workspace(self.target.workspace)
+        return self.observed.workspace
 
     def note(self, reason: str, message: str) -> None:
         self.events.append(Event("Normal", reason, message))

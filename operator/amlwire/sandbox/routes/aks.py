@@ -9,7 +9,7 @@ from aiohttp import web
 from amlwire.sandbox import ids
 from amlwire.sandbox.http import AKS, EXT, Call, json_response, operation_headers, started
 from amlwire.sandbox.router import route, serve
-from amlwire.sandbox.state import ArmError, Operation, iso, not_found
+from amlwire.sandbox.state import ArmError, Operation, iso, key, not_found
 
 EXTENSIONS = "Microsoft.KubernetesConfiguration/extensions"
 
@@ -48,29 +48,42 @@ def delete_extension(call: Call) -> web.Response:
 
 
 def _operation(call: Call) -> tuple[Operation, str]:
-    """The operation a status URL names, and where it stands."""
+    """The operation a status URL names, where it stands, once the caller may read the resource it works on."""
     operation = call.state.operations.get(call.params["operation"])
-    if operation is None:
+    if operation is None or key(operation.resource_id) != key("/subscriptions/" + call.params["resource"]):
         raise not_found("operation", call.params["operation"])
+    call.cloud.authorize(call.caller or "", f"{ids.arm_type(operation.resource_id)}/read", operation.resource_id)
     return operation, operation.status(call.state.now())
 
 
-@route("GET", "sandbox.operation", "/_sandbox/operations/{operation}")
+def status_word(kind: str, words: str) -> str:
+    """What ARM says of an operation still running: the specs' examples use the action's own word (rule
+    arm.operation-status-words); azure-core reads every word but Succeeded, Failed and Canceled as running."""
+    if words == "inProgress":
+        return "InProgress"
+    if words == "other":
+        return "Running"
+    return "Deleting" if "Delete" in kind else "Updating" if "Update" in kind else "Creating"
+
+
+@route("GET", "arm.operation", "/subscriptions/{resource*}/operationStatuses/{operation}")
 def operation_status(call: Call) -> web.Response:
     operation, status = _operation(call)
+    running = status == "InProgress"
     body: dict[str, Any] = {
-        "id": operation.id,
+        "id": f"{operation.resource_id}/operationStatuses/{operation.id}",
         "name": operation.id,
-        "status": status,
+        # rule: arm.operation-status-words
+        "status": status_word(operation.kind, call.state.world.rules.operation_status_words) if running else status,
         "startTime": iso(operation.done_at),
     }
     if status == "Failed" and operation.error:
         body["error"] = operation.error
-    headers = operation_headers(call, operation) if status == "InProgress" else {}
+    headers = operation_headers(call, operation) if running else {}
     return json_response(body, headers={k: v for k, v in headers.items() if k == "retry-after-ms"})
 
 
-@route("GET", "sandbox.operation-result", "/_sandbox/operation-results/{operation}")
+@route("GET", "arm.operation-result", "/subscriptions/{resource*}/operationResults/{operation}")
 def operation_result(call: Call) -> web.Response:
     operation, status = _operation(call)
     if status == "InProgress":

@@ -39,7 +39,7 @@ def cancel_job(call: Call) -> web.Response:
     job = call.state.require(call.id(JOB), ids.JOB)
     call.jobs.cancel(job)
     operation = call.state.start_operation(job.id, "JobCancel", seconds=0)
-    url = call.state.operation_url(operation).replace("/operations/", "/operation-results/")
+    url = call.state.operation_result_url(operation)
     return web.Response(status=202, headers={"Location": url, "retry-after-ms": "50"})
 
 
