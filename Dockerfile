@@ -1,13 +1,15 @@
 # amlwire operator image: `docker build -t ghcr.io/amlwire/amlwire:0.1.0 .`
-FROM python:3.11-slim AS build
+# BASE_IMAGE: any image with Python 3.11 and its venv module (the node tests build on a local Debian 12 root).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY operator ./operator
-RUN python -m venv /venv \
+RUN python3 -m venv /venv \
  && /venv/bin/pip install --no-cache-dir --no-compile -c constraints.txt . \
  && /venv/bin/python -m compileall -q /venv/lib
 
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 # The chart runs it with runAsUser 10001 and a read-only root filesystem (/tmp is an emptyDir).
 RUN groupadd --gid 10001 amlwire && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin amlwire
 COPY --from=build /venv /venv

@@ -133,6 +133,9 @@ _answers: dict[tuple[str, int, str], Any] = {}
 def _remember(method: str, route: str, status: int, body: bytes) -> None:
     if route.startswith(NOT_ARM):
         return
+    if route == "storage.blob":  # XML: one body per status and root element
+        _answers.setdefault((route, status, body.split(b">", 2)[1][:40].decode(errors="replace")), body)
+        return
     import json
 
     try:
@@ -158,9 +161,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    from tests.contract import violations
+    from tests.contract import violations, xml_violations
 
-    found = sorted({v for (route, status, _), body in _answers.items() for v in violations(route, status, body)})
+    def check(route: str, status: int, body: Any) -> list[str]:
+        return xml_violations(route, status, body) if route == "storage.blob" else violations(route, status, body)
+
+    found = sorted({v for (route, status, _), body in _answers.items() for v in check(route, status, body)})
     if not found:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

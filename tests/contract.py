@@ -47,6 +47,24 @@ RESPONSE_MODELS: dict[str, tuple[str, str]] = {
     "history.run.details": ("azure.ai.ml._restclient.runhistory.models", "RunDetails"),
 }
 ERROR_FIELDS = {"code", "message", "target", "details", "additionalInfo", "innerError"}
+# ARM's common-types OperationStatusResult (v5): what an Azure-AsyncOperation URL answers, for every provider
+OPERATION_STATUS_FIELDS = {
+    "id",
+    "resourceId",
+    "name",
+    "status",
+    "percentComplete",
+    "startTime",
+    "endTime",
+    "operations",
+    "error",
+    "properties",
+}
+# Fields Azure always sends that the models mark optional: a sandbox body without them is not Azure's
+ALWAYS_SENT: dict[str, tuple[str, ...]] = {
+    "ext.extension": ("properties.errorInfo", "properties.statuses", "properties.provisioningState"),
+    "arm.operation": ("status", "startTime"),
+}
 
 
 def model_of(route: str) -> tuple[type, bool] | None:
@@ -61,9 +79,12 @@ def model_of(route: str) -> tuple[type, bool] | None:
 def violations(route: str, status: int, body: Any) -> list[str]:
     if status >= 400:
         return _error_violations(route, body)
+    missing = [f"{route}: Azure always sends {path}" for path in ALWAYS_SENT.get(route, ()) if not _has(body, path)]
+    if route == "arm.operation":
+        return missing + _operation_violations(body)
     found = model_of(route)
     if found is None:
-        return []
+        return missing
     model, paged = found
     if paged:
         if not isinstance(body, dict) or set(body) - {"value", "nextLink"}:
@@ -71,7 +92,7 @@ def violations(route: str, status: int, body: Any) -> list[str]:
                 f"{route}: a page has only value and nextLink, got {sorted(body) if isinstance(body, dict) else body!r}"
             ]
         return [v for i, item in enumerate(body.get("value") or []) for v in check(model, item, f"{route}: value[{i}]")]
-    return check(model, body, route)
+    return missing + check(model, body, route)
 
 
 def check(model: type, body: Any, path: str) -> list[str]:
@@ -253,3 +274,84 @@ def _error_violations(route: str, body: Any) -> list[str]:
     found = [f"{route}: error property '{k}' is not ARM's" for k in set(error) - ERROR_FIELDS]
     found += [f"{route}: error.{k} must be a string" for k in ("code", "message") if not isinstance(error.get(k), str)]
     return found
+
+
+def _has(body: Any, path: str) -> bool:
+    node = body
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _operation_violations(body: Any) -> list[str]:
+    if not isinstance(body, dict):
+        return [f"arm.operation: not an object: {body!r}"]
+    found = [f"arm.operation: {k} is not in OperationStatusResult" for k in sorted(set(body) - OPERATION_STATUS_FIELDS)]
+    if not isinstance(body.get("status"), str):
+        found.append("arm.operation: status must be a string")
+    if body.get("error") is not None:
+        found += _error_violations("arm.operation", {"error": body["error"]})
+    return found
+
+
+def xml_violations(route: str, status: int, body: bytes) -> list[str]:
+    """A blob-plane XML body against azure-storage-blob's generated models (element names only)."""
+    import xml.etree.ElementTree as ElementTree
+
+    from azure.storage.blob._generated import models
+
+    try:
+        root = ElementTree.fromstring(body)  # noqa: S314 (the sandbox's own answers, in a test process)
+    except ElementTree.ParseError as error:
+        return [f"{route}: not XML ({error})"]
+    if status >= 400:
+        if root.tag != "Error" or root.find("Code") is None or root.find("Message") is None:
+            return [f"{route}: an error is <Error><Code/><Message/></Error>, got <{root.tag}>"]
+        return []
+    listing = models.ListBlobsHierarchySegmentResponse if root.find("Delimiter") is not None else None
+    return _xml_node(listing or models.ListBlobsFlatSegmentResponse, root, route)
+
+
+def _xml_node(model: type, element: Any, path: str) -> list[str]:
+    expected = (getattr(model, "_xml_map", {}) or {}).get("name")
+    found = (
+        [f"{path}: <{element.tag}> where {model.__name__} is <{expected}>"]
+        if expected and element.tag != expected
+        else []
+    )
+    by_tag = _xml_children(model)
+    for name in element.attrib:
+        if by_tag.get(name, (None, False))[1] is not True:
+            found.append(f"{path}: attribute {name} is not in {model.__name__}")
+    for child in element:
+        if child.tag not in by_tag or by_tag[child.tag][1]:
+            found.append(f"{path}: <{child.tag}> is not in {model.__name__}")
+            continue
+        nested, _, wrapped = by_tag[child.tag]
+        if nested is None:
+            continue
+        for item in list(child) if wrapped else [child]:
+            found += _xml_node(nested, item, f"{path}.{child.tag}")
+    return found
+
+
+def _xml_children(model: type) -> dict[str, tuple[type | None, bool, bool]]:
+    """Element (or attribute) name -> (the model it holds, is an attribute, wraps a list of it)."""
+    from azure.storage.blob._generated import models
+
+    children: dict[str, tuple[type | None, bool, bool]] = {}
+    for attribute in model._attribute_map.values():  # type: ignore[attr-defined]
+        xml, type_ = attribute.get("xml") or {}, attribute["type"]
+        nested = getattr(models, type_.strip("[]{}"), None)
+        nested = nested if hasattr(nested, "_attribute_map") else None
+        listed, wrapped = type_.startswith("["), bool(xml.get("wrapped"))
+        if listed and not wrapped:
+            name = xml.get("itemsName") or (getattr(nested, "_xml_map", {}) or {}).get("name") or attribute["key"]
+        elif nested is not None and not listed:
+            name = xml.get("name") or (getattr(nested, "_xml_map", {}) or {}).get("name") or attribute["key"]
+        else:
+            name = xml.get("name") or attribute["key"]
+        children[name] = (nested, bool(xml.get("attr")), wrapped)
+    return children

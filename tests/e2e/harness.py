@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,15 @@ __all__ = ["FIC_TYPE"]
 def test_world() -> World:
     """The demo world, fast: no LRO or propagation delays unless a test asks for them."""
     return demo_world(lro=0.1, queued=0.2, running=0.5)
+
+
+def harness_over(world: World, plane: ControlPlane, kube: client.ApiClient, tmp: Path) -> Iterator[Harness]:
+    """A fixture's harness over its own world, closed after the test."""
+    h = Harness(plane, kube, tmp, world)
+    try:
+        yield h
+    finally:
+        h.close()
 
 
 def compute_manifest(name: str, **spec_changes: Any) -> dict[str, Any]:

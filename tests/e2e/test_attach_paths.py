@@ -13,7 +13,7 @@ from amlwire.domain.compute import UAMI_CLUSTER_ROLES
 from amlwire.sandbox import ids
 from tests.conftest import wait_for
 from tests.e2e import harness as e2e
-from tests.e2e.harness import CLUSTER_ID, FIC_TYPE, IDENTITY_ID, SUB, Harness, condition
+from tests.e2e.harness import CLUSTER_ID, EXTENSION_ID, FIC_TYPE, IDENTITY_ID, SUB, Harness, condition, harness_over
 from tests.e2e.test_admin_actions import SECOND_IDENTITY, create_identity, fics_of
 from tests.e2e.test_doctor import result_of, run_doctor
 
@@ -52,11 +52,7 @@ def uami_workspace(control_plane, cluster, tmp_path) -> Iterator[Harness]:
     Contributor on the cluster (what a team grants after reading only half of the attach article)."""
     world = e2e.test_world()
     world.workspaces[0].identity.type = "UserAssigned"
-    h = Harness(control_plane, cluster, tmp_path, world)
-    try:
-        yield h
-    finally:
-        h.close()
+    yield from harness_over(world, control_plane, cluster, tmp_path)
 
 
 def test_a_user_assigned_workspace_identity_without_cluster_admin_is_named_before_the_attach(
@@ -90,11 +86,7 @@ def propagating(control_plane, cluster, tmp_path) -> Iterator[Harness]:
     world = e2e.test_world()
     world.workspaces[0].identity.type = "UserAssigned"
     world.timing.role_propagation_seconds = 3
-    h = Harness(control_plane, cluster, tmp_path, world)
-    try:
-        yield h
-    finally:
-        h.close()
+    yield from harness_over(world, control_plane, cluster, tmp_path)
 
 
 def test_azures_400_for_a_role_still_propagating_is_explained_and_the_attach_retried(propagating):
@@ -228,3 +220,230 @@ def test_the_credential_budget_is_shown_and_the_compute_past_the_cap_names_the_w
     )
     assert condition(harness.compute(second), "FederationReady")["reason"] != "FederatedCredentialLimit"
     assert len(fics_of(harness, IDENTITY_ID)) == 20
+
+
+# -- the extension as az k8s-extension create installs it --------------------------------------------------------
+@pytest.fixture(params=["works", "jobsStayQueued"])
+def bare_extension(request, control_plane, cluster, tmp_path) -> Iterator[tuple[Harness, str]]:
+    """The demo world, whose extension was installed by a bare ARM PUT (no clusterId, jobSchedulerLocation, ...),
+    under each answer to whether AML schedules jobs on it (rule ext.cli-settings)."""
+    world = e2e.test_world()
+    world.rules.bare_extension = request.param
+    for h in harness_over(world, control_plane, cluster, tmp_path):
+        yield h, request.param
+
+
+def test_a_bare_extension_in_verify_mode_is_named_and_its_jobs_explained(bare_extension, view_only_user, monkeypatch):
+    harness, answer = bare_extension
+    settings = harness.extension_settings()
+    harness.ctl.patch(  # wired by hand for the identity, as a team using Verify mode does; still a bare PUT's
+        EXTENSION_ID,
+        {
+            "properties": {
+                "configurationSettings": {
+                    **settings,
+                    "identityType": "UserAssigned",
+                    "userAssignedIdentityResourceId": IDENTITY_ID,
+                }
+            }
+        },
+    )
+    harness.start()
+    name = harness.apply_compute("robotics-gpu", extension={"name": "azureml", "mode": "Verify"})
+    obj = harness.wait_ready(name)
+    extension = condition(obj, "ExtensionReady")
+    assert extension["reason"] == "ExtensionLacksClusterSettings"
+    assert "clusterId" in extension["message"]
+    assert "az k8s-extension update" in extension["message"]
+    assert "clusterId" not in harness.extension_settings()  # Verify: said, never written
+    _, report = run_doctor(harness, monkeypatch, name)
+    f12 = result_of(report, "F12")
+    assert f12["status"] == "warn"
+    assert "jobSchedulerLocation" in f12["evidence"]["lacks (set by az k8s-extension create)"]
+    job = harness.apply_job("amljob-train.yaml")
+    if answer == "works":
+        harness.wait_job(job)
+        return
+    queued = harness.wait_job(job, "Finished", "False", "Queued", timeout=30)
+    assert "lacks settings az k8s-extension create adds" in condition(queued, "Finished")["message"]
+    time.sleep(2)
+    assert harness.job(job)["status"]["amlStatus"] == "Queued"
+    cli = dict(harness.extension_settings())
+    cli.update(
+        clusterId=CLUSTER_ID,
+        cluster_name=CLUSTER_ID,
+        location="eastus",
+        jobSchedulerLocation="eastus",
+        domain="eastus.cloudapp.azure.com",
+    )
+    harness.ctl.patch(EXTENSION_ID, {"properties": {"configurationSettings": cli}})  # the fix the message names
+    harness.wait_job(job, timeout=60)
+
+
+def test_amlwire_installs_and_completes_what_the_cli_installs(bare_extension):
+    harness, _ = bare_extension
+    harness.ctl.delete(EXTENSION_ID)
+    harness.start()
+    name = harness.apply_compute("robotics-gpu", extension={"name": "azureml", "mode": "Configure"})
+    obj = harness.wait_ready(name)
+    assert condition(obj, "ExtensionReady")["reason"] == "ExtensionConfigured"
+    settings = harness.extension_settings()
+    assert settings["clusterId"] == settings["cluster_name"] == CLUSTER_ID
+    assert settings["prometheus.prometheusSpec.externalLabels.cluster_name"] == CLUSTER_ID
+    assert (settings["location"], settings["jobSchedulerLocation"]) == ("eastus", "eastus")
+    assert settings["domain"] == "eastus.cloudapp.azure.com"
+    assert settings["cluster_name_friendly"] == "aks-robotics"
+    assert (settings["servicebus.enabled"], settings["relayserver.enabled"]) == ("false", "false")
+    assert "clusterPurpose" not in settings  # three nodes: not a small cluster
+    harness.wait_job(harness.apply_job("amljob-train.yaml"))
+
+
+# -- a Failed or Canceled extension ---------------------------------------------------------------------------------
+def test_a_failed_extension_shows_azures_error_and_a_canceled_one_is_installed_again(harness):
+    error = "Helm installation failed: admission webhook denied the request"
+    harness.ctl.patch(
+        EXTENSION_ID,
+        {
+            "properties": {
+                "provisioningState": "Failed",
+                "errorInfo": {"code": "ExtensionOperationFailed", "message": error},
+            }
+        },
+    )
+    harness.start()
+    name = harness.apply_compute("robotics-gpu", extension={"name": "azureml", "mode": "Verify"})
+    obj = harness.wait_condition(name, "ExtensionReady", "False", "ExtensionFailed")
+    assert error in condition(obj, "ExtensionReady")["message"]
+    harness.ctl.patch(EXTENSION_ID, {"properties": {"provisioningState": "Canceled"}})
+    obj = harness.wait_condition(name, "ExtensionReady", "False", "ExtensionMissing")
+    assert "was Canceled" in condition(obj, "ExtensionReady")["message"]
+    harness.patch_compute(name, {"extension": {"name": "azureml", "mode": "Configure"}})
+    harness.wait_ready(name)
+    assert harness.ctl.resource(EXTENSION_ID)["properties"]["provisioningState"] == "Succeeded"
+
+
+# -- the managed-identity provider's own limits --------------------------------------------------------------------
+@pytest.fixture
+def identity_limited(control_plane, cluster, tmp_path) -> Iterator[Harness]:
+    """Per identity, two writes and then one every 4 s (rule msi.identity-throttling)."""
+    world = e2e.test_world()
+    world.arm_limits.identity.enabled = True
+    world.arm_limits.identity.writes.size = 2
+    yield from harness_over(world, control_plane, cluster, tmp_path)
+
+
+def test_an_identitys_429_holds_that_identity_only_and_the_rest_of_the_wiring_goes_on(identity_limited):
+    harness = identity_limited
+    harness.start(max_retry_delay=10)  # Retry-After is honoured up to the operator's longest backoff
+    name = harness.apply_compute("robotics-gpu")
+    harness.wait_ready(name, timeout=60)
+    calls = harness.ctl.calls()
+    throttled = [c for c in calls if c["route"] == "msi.fic" and c["status"] == 429]
+    assert throttled, "the third credential write met the identity's limit"
+    first = throttled[0]
+    after = [c for c in calls if c["seq"] > first["seq"]]
+    others = [c for c in after if c["method"] in ("PUT", "PATCH") and c["route"] != "msi.fic"]
+    next_fic = next(c for c in after if c["route"] == "msi.fic" and c["method"] == "PUT")
+    assert any(c["seq"] < next_fic["seq"] for c in others), "other writes of the subscription went on meanwhile"
+    assert len(throttled) == 1  # the identity's Retry-After was honoured: no write into its empty bucket again
+
+
+# -- roles inherited from a management group, through an Entra group -----------------------------------------------
+@pytest.fixture
+def inherited_storage_role(control_plane, cluster, tmp_path) -> Iterator[Harness]:
+    """The platform team grants Storage Blob Data Contributor to a group holding id-ml, at a management group
+    above the subscription (as landing zones do)."""
+    from amlwire.domain.access import ROLE_GUIDS
+    from amlwire.sandbox.world import GroupWorld, ManagementGroupWorld, RoleAssignmentWorld
+    from tests.e2e.harness import IDENTITY_PRINCIPAL
+
+    world = e2e.test_world()
+    world.management_groups = [ManagementGroupWorld(name="mg-ml", subscriptions=[SUB])]
+    world.groups = [GroupWorld(id=PLATFORM_GROUP, members=[IDENTITY_PRINCIPAL])]
+    world.role_assignments.append(
+        RoleAssignmentWorld(
+            scope="/providers/Microsoft.Management/managementGroups/mg-ml",
+            role_definition_id=f"{ROLES}/{ROLE_GUIDS['Storage Blob Data Contributor']}",
+            principal_id=PLATFORM_GROUP,
+        )
+    )
+    yield from harness_over(world, control_plane, cluster, tmp_path)
+
+
+PLATFORM_GROUP = "0c3b2a19-0000-4000-8000-00000000ab01"
+
+
+def test_a_role_inherited_through_a_group_at_a_management_group_is_held_and_never_duplicated(
+    inherited_storage_role, view_only_user, monkeypatch
+):
+    harness = inherited_storage_role
+    harness.start()
+    name = harness.apply_compute("robotics-gpu")
+    obj = harness.wait_ready(name)
+    (storage,) = [a for a in obj["status"]["roleAssignments"] if a["role"] == "Storage Blob Data Contributor"]
+    assert storage["createdByAmlwire"] is False
+    created = [
+        c
+        for c in harness.ctl.calls()
+        if c["route"] == "authz.roleAssignment" and c["method"] == "PUT" and "storageAccounts" in c["path"]
+    ]
+    assert created == []  # no duplicate of what the group already holds
+    _, report = run_doctor(harness, monkeypatch, name)
+    assert result_of(report, "F15")["status"] == "pass"
+    harness.wait_job(harness.apply_job("amljob-train.yaml"))  # the sidecar writes outputs with the inherited role
+
+
+# -- issuer exactness ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("drift", ["slash", "case"])
+def test_a_credential_whose_issuer_lost_its_slash_or_case_is_replaced_and_said(harness, drift):
+    name = harness.wired(drift_interval=2.0)
+    fic, body = next((n, f) for n, f in harness.fics().items() if f["subject"].endswith(":training"))
+    exact = body["issuer"]
+    broken = exact.rstrip("/") if drift == "slash" else exact.upper()
+    harness.ctl.patch(f"{IDENTITY_ID}/federatedIdentityCredentials/{fic}", {"properties": {"issuer": broken}})
+    wait_for(lambda: harness.fics()[fic]["issuer"] == exact, timeout=20, what="the exact issuer back")
+    said = "only the trailing '/' differs" if drift == "slash" else "only the letter case differs"
+    uid = harness.compute(name)["metadata"]["uid"]
+
+    def told() -> list[str]:
+        return [e.message for e in harness.events(name, uid) if e.reason == "FederatedCredentialIssuerMismatch"]
+
+    wait_for(lambda: any(said in m for m in told()), timeout=10, what=f"an event saying {said}")
+
+
+# -- images from the private registry ---------------------------------------------------------------------------------
+def test_a_private_registry_image_needs_acrpull_on_the_compute_identity(harness):
+    name = harness.wired()
+    image = "crrobotics.azurecr.io/robotics/pytorch:24.10"
+    harness.wait_job(harness.apply_job("amljob-command.yaml", image=image))  # the example grants AcrPull
+    grants = [g for g in harness.compute(name)["spec"]["access"]["grants"] if g["role"] != "AcrPull"]
+    harness.patch_compute(name, {"access": {"mode": "Ensure", "grants": grants}})
+    wait_for(
+        lambda: not any(a["role"] == "AcrPull" for a in harness.compute(name)["status"].get("roleAssignments", [])),
+        timeout=20,
+        what="AcrPull removed",
+    )
+    obj = harness.wait_job(harness.apply_job("amljob-command.yaml", image=image), "Stalled", "True", timeout=30)
+    assert f'Failed to pull image "{image}"' in obj["status"]["failure"]["message"]
+    assert "401 Unauthorized" in obj["status"]["failure"]["message"]
+
+
+# -- the words an operation status uses while it runs ----------------------------------------------------------------
+@pytest.fixture(params=["specExamples", "inProgress", "other"])
+def status_words(request, control_plane, cluster, tmp_path) -> Iterator[Harness]:
+    world = e2e.test_world()
+    world.rules.operation_status_words = request.param
+    world.timing.lro_seconds = 1.0
+    yield from harness_over(world, control_plane, cluster, tmp_path)
+
+
+def test_long_operations_are_followed_whatever_word_azure_uses_while_they_run(status_words):
+    harness = status_words
+    harness.ctl.delete(EXTENSION_ID)
+    harness.start()
+    name = harness.apply_compute("robotics-gpu", extension={"name": "azureml", "mode": "Configure"})
+    harness.wait_condition(name, "ExtensionReady", "False", "ExtensionInstalling", timeout=10)
+    harness.wait_ready(name, timeout=30)
+    polls = [c for c in harness.ctl.calls() if c["route"] == "arm.operation"]
+    assert polls, "the install was followed through its operation-status URL"
+    assert all(c["path"].startswith("/subscriptions/") for c in polls)  # an ARM path: metered and authorised

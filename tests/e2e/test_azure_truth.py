@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from amlwire.domain.extension import cli_settings
 from amlwire.sandbox.world import SIDECAR_CREDENTIALS
 from tests.conftest import wait_for
 from tests.e2e.harness import CLUSTER_ID, EXTENSION_ID, IDENTITY_ID, WORKSPACE_ID, condition
@@ -23,7 +24,12 @@ def extension_patches(harness, since: int = 0) -> int:
 
 
 def test_a_failed_extension_with_identical_settings_gets_at_most_the_retry_limit_of_patches(harness):
-    settings = {"enableTraining": "True", "identityType": "UserAssigned", "userAssignedIdentityResourceId": IDENTITY_ID}
+    settings = {
+        **cli_settings(CLUSTER_ID, "aks-robotics", "eastus", 3),  # installed by az k8s-extension create
+        "enableTraining": "True",
+        "identityType": "UserAssigned",
+        "userAssignedIdentityResourceId": IDENTITY_ID,
+    }
     harness.ctl.patch(EXTENSION_ID, {"properties": {"provisioningState": "Failed", "configurationSettings": settings}})
     harness.start()
     compute = harness.apply_compute("robotics-gpu")

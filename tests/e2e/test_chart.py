@@ -313,3 +313,21 @@ def test_the_metrics_port_is_declared_only_when_metrics_are_on():
 
     assert ports() == ["metrics", "health"]
     assert ports("--set", "metrics.enabled=false") == ["health"]
+
+
+def test_without_the_webhook_the_chart_projects_the_token_and_sets_azures_variables_itself():
+    default = next(d for d in rendered() if d["kind"] == "Deployment")["spec"]["template"]
+    assert "azure-identity-token" not in {v["name"] for v in default["spec"]["volumes"]}  # the webhook's job
+    deployment = next(d for d in rendered("--set", "azure.projectedToken.enabled=true") if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]
+    assert "azure.workload.identity/use" not in pod["metadata"]["labels"]  # no webhook to inject it twice
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "azure-identity-token"]
+    (source,) = volume["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == "api://AzureADTokenExchange"
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["AZURE_CLIENT_ID"] == OPERATOR_CLIENT_ID
+    assert env["AZURE_FEDERATED_TOKEN_FILE"] == "/var/run/secrets/azure/tokens/azure-identity-token"
+    assert env["AZURE_AUTHORITY_HOST"] == "https://login.microsoftonline.com/"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["azure-identity-token"]["readOnly"] is True

@@ -290,6 +290,9 @@ def test_a_young_assignment_is_named_with_when_it_takes_effect(team, monkeypatch
 
 
 def test_the_old_workspace_with_an_empty_key_datastore_is_named_unfixable_in_place(team, monkeypatch):
+    # the compute's identity may fetch the stored key (datastores/listsecrets/action), as the team granted
+    principal = team.ctl.resource(f"{OLD_ID}/computes/cpu-old")["identity"]["principalId"]
+    team.grant(OLD_ID, next(p for p in PERMISSIONS if p.role == "AzureML Data Scientist"), principal)
     name = submit(team, "mlw-old", pipeline("cpu-old", workspace=OLD_ID))
     job = finished(team, OLD_ID, name)
     assert job["status"] == "Failed"

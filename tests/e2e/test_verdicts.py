@@ -12,7 +12,7 @@ from amlwire.devenv.chaos import condition
 from amlwire.sandbox.world import JOB_TIMEOUT_OUTCOMES
 from tests.conftest import wait_for
 from tests.e2e import harness as e2e
-from tests.e2e.harness import WORKSPACE_ID, Harness
+from tests.e2e.harness import WORKSPACE_ID
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]
 VALIDATE_LAB = {
@@ -89,11 +89,8 @@ def timing_out(request, control_plane, cluster, tmp_path):
     """A harness whose AML ends a job past its limits.timeout as Canceled, or as Failed (rule ml.job-timeout)."""
     world = e2e.test_world()
     world.rules.job_timeout = request.param
-    h = Harness(control_plane, cluster, tmp_path, world)
-    try:
+    for h in e2e.harness_over(world, control_plane, cluster, tmp_path):
         yield h, request.param
-    finally:
-        h.close()
 
 
 def test_a_training_stopped_at_its_timeout_keeps_its_checkpoints_and_resumes_from_the_last(timing_out):

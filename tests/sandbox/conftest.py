@@ -49,16 +49,24 @@ OWNER_ROLE = f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefini
 
 
 class StaticCredential:
-    """A credential with a JWT-shaped token, for tests of the sandbox itself (not of amlwire's auth)."""
+    """A credential with JWT-shaped tokens for the audience asked for, for tests of the sandbox itself (not of
+    amlwire's auth); `token`, when set, is answered to every scope."""
 
     def __init__(self, principal: str = OWNER_PRINCIPAL) -> None:
-        self.token = jwt({"oid": principal, "exp": int(time.time()) + 3600})
+        self.principal = principal
+        self.token: str | None = None
+
+    def _token(self, scopes: tuple[str, ...]) -> str:
+        if self.token is not None:
+            return self.token
+        audience = scopes[0].removesuffix("/.default") if scopes else None
+        return jwt({"oid": self.principal, "aud": audience, "exp": int(time.time()) + 3600})
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken(self.token, int(time.time()) + 3600)
+        return AccessToken(self._token(scopes), int(time.time()) + 3600)
 
     def get_token_info(self, *scopes: str, **kwargs: Any) -> AccessTokenInfo:
-        return AccessTokenInfo(self.token, int(time.time()) + 3600)
+        return AccessTokenInfo(self._token(scopes), int(time.time()) + 3600)
 
 
 def fast_world() -> World:
@@ -94,6 +102,10 @@ def credential() -> StaticCredential:
 @pytest.fixture
 def arm(sandbox: SandboxServer) -> dict[str, Any]:
     """Keyword arguments that point an azure-mgmt-* client at the sandbox, verifying its certificate."""
+    return arm_kwargs(sandbox)
+
+
+def arm_kwargs(sandbox: SandboxServer) -> dict[str, Any]:
     return {
         "base_url": sandbox.base_url,
         "credential_scopes": [sandbox.base_url + "/.default"],
@@ -139,13 +151,15 @@ def ml(sandbox: SandboxServer, credential: StaticCredential) -> Any:
 
 
 @pytest.fixture
-def blob_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+def blob_dns(monkeypatch: pytest.MonkeyPatch, sandbox: SandboxServer) -> None:
     """Storage account hosts (<account>.blob.sandbox.localtest) resolve to 127.0.0.1, where the sandbox serves
     their data plane: nothing leaves the machine."""
     resolve = socket.getaddrinfo
 
     def loopback(host: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(host, str) and host.lower().endswith("." + STORAGE_SUFFIX):
+            if not sandbox.sandbox.blobs.resolves(host.split(".", 1)[0]):  # as DNS answers for a missing account
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
             host = "127.0.0.1"
         return resolve(host, *args, **kwargs)
 

@@ -14,7 +14,7 @@ from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.authorization.models import RoleAssignmentCreateParameters
 
 from tests.conftest import OWNER_PRINCIPAL, wait_for
-from tests.sandbox.conftest import CLUSTER_ID, STORAGE_ID, SUB, WORKSPACE_ID, ml_client
+from tests.sandbox.conftest import CLUSTER_ID, STORAGE_ID, SUB, WORKSPACE_ID, StaticCredential, jwt, ml_client
 from tests.sandbox.wiring import attach_compute, wire
 
 pytestmark = pytest.mark.sandbox
@@ -228,7 +228,7 @@ def _mlflow_metrics(sandbox, credential, name):
     response = requests.get(
         f"{sandbox.base_url}/mlflow/v1.0{WORKSPACE_ID}/api/2.0/mlflow/runs/get",
         params={"run_id": name},
-        headers={"Authorization": f"Bearer {credential.token}"},
+        headers={"Authorization": f"Bearer {credential.get_token(sandbox.base_url + '/.default').token}"},
         verify=str(sandbox.ca_file),
         timeout=10,
     )
@@ -311,9 +311,56 @@ def test_submission_rules(sandbox, credential, ml):
     response = requests.put(
         f"{sandbox.base_url}{WORKSPACE_ID}/jobs/empty-input?api-version=2024-04-01",
         json=body,
-        headers={"Authorization": f"Bearer {credential.token}"},
+        headers={"Authorization": f"Bearer {credential.get_token(sandbox.base_url + '/.default').token}"},
         verify=str(sandbox.ca_file),
         timeout=10,
     )
     assert response.status_code == 400
     assert "Empty string is not allowed for input value" in response.json()["error"]["message"]
+
+
+def test_a_deleted_role_assignment_keeps_granting_until_the_removal_propagates(credential, arm, ml, ctl):
+    from azure.mgmt.authorization import AuthorizationManagementClient
+
+    wire(credential, arm, ml)
+    authorization = AuthorizationManagementClient(credential, SUB, **arm).role_assignments
+    storage = next(a for a in authorization.list_for_scope(STORAGE_ID) if a.scope.lower() == STORAGE_ID.lower())
+    ctl.patch(storage.id, extra={"backdated": True})  # granted long ago
+    ctl.timing(rolePropagationSeconds=30)
+    authorization.delete(STORAGE_ID, storage.name)  # through ARM: a removal takes effect minutes later
+    ml.jobs.create_or_update(validation_job("just-after-removal"))
+    assert wait_for(lambda: finished(ml, "just-after-removal"), timeout=20) == "Completed"
+    ctl.timing(rolePropagationSeconds=0)
+    ml.jobs.create_or_update(validation_job("after-removal"))
+    assert wait_for(lambda: finished(ml, "after-removal"), timeout=20) == "Failed"
+
+
+def test_the_blob_plane_answers_as_storage_does(sandbox, credential, arm, blob_dns):
+    """A missing container is ContainerNotFound; a missing account does not resolve; a token for another
+    audience is refused (rule storage.blob-errors)."""
+    import socket
+
+    from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError
+    from azure.storage.blob import BlobServiceClient
+
+    AuthorizationManagementClient(credential, SUB, **arm).role_assignments.create(
+        STORAGE_ID,
+        "6c8f1e4f-4a4f-4d2c-9a1b-1b1b1b1b1b1c",
+        RoleAssignmentCreateParameters(role_definition_id=BLOB_READER, principal_id=OWNER_PRINCIPAL),
+    )
+    url = f"https://stmlrobotics.blob.{sandbox.storage_endpoint}"
+    service = BlobServiceClient(url, credential, connection_verify=str(sandbox.ca_file), retry_total=0)
+    with pytest.raises(ResourceNotFoundError) as missing:
+        list(service.get_container_client("no-such-container").list_blobs())
+    assert missing.value.error_code == "ContainerNotFound"
+    with pytest.raises(socket.gaierror):
+        socket.getaddrinfo(f"stnosuchaccount.blob.{sandbox.storage_endpoint.split(':')[0]}", 443)
+    nowhere = BlobServiceClient(f"https://stnosuchaccount.blob.{sandbox.storage_endpoint}", credential, retry_total=0)
+    with pytest.raises(ServiceRequestError):
+        list(nowhere.get_container_client("c").list_blobs())
+
+    arm_token = StaticCredential()  # a token for ARM, sent to storage
+    arm_token.token = jwt({"oid": OWNER_PRINCIPAL, "aud": sandbox.base_url, "exp": int(time.time()) + 3600})
+    wrong = BlobServiceClient(url, arm_token, connection_verify=str(sandbox.ca_file), retry_total=0)
+    with pytest.raises(Exception, match="InvalidAuthenticationInfo"):
+        list(wrong.get_container_client("no-such-container").list_blobs())

@@ -137,6 +137,13 @@ def test_a_compute_without_identity_cannot_read_as_managed(ml):
 def test_a_key_based_datastore_reads_with_its_key_when_shared_keys_are_on(sandbox, ml):
     ctl = SandboxClient(sandbox.base_url, sandbox.ca_file)
     status, error = outcome(ml, ml.jobs.create_or_update(job("cpu", path="azureml://datastores/keyed/paths/x/")))
+    assert status == "Failed"  # the compute's identity may not fetch the stored key
+    assert "datastores/listsecrets/action" in error
+    data_scientist = (
+        f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/f6c7c914-8db3-469d-8ca1-694a8f32e121"
+    )
+    grant(sandbox, ml.compute.get("cpu").identity.principal_id, data_scientist, WORKSPACE_ID)
+    status, error = outcome(ml, ml.jobs.create_or_update(job("cpu", path="azureml://datastores/keyed/paths/x/")))
     assert status == "Failed"  # the world's account has shared keys off
     assert "KeyBasedAuthenticationNotPermitted" in error
     ctl.patch(STORAGE, {"properties": {"allowSharedKeyAccess": True}})
@@ -151,3 +158,31 @@ def test_role_definitions_read_at_any_scope(sandbox):
     )
     assert found.role_name == "AzureML Data Scientist"
     assert "Microsoft.MachineLearningServices/workspaces/*/action" in found.permissions[0].actions
+
+
+def test_a_pipeline_steps_own_identity_sent_in_snake_case_is_the_reader(sandbox):
+    """azure-ai-ml sends each step's identity as {"identity_type": "UserIdentity"}: the step reads as the user."""
+    from azure.ai.ml.dsl import pipeline
+
+    user = StaticCredential(OWNER_PRINCIPAL)
+    user.token = jwt({"oid": OWNER_PRINCIPAL, "aud": sandbox.base_url, "exp": int(time.time()) + 3600})
+    ml = ml_client(sandbox, "DataPathPipeline", user)
+    grant(sandbox, ml.compute.get("cpu").identity.principal_id)  # the compute could read: the user cannot
+
+    @pipeline(compute="cpu")
+    def steps():
+        job("cpu", UserIdentityConfiguration())()
+
+    built = steps()
+    built.name = f"pipe-{uuid.uuid4().hex[:8]}"
+    rest = built._to_rest_object()  # what the SDK sends (its anonymous components are registered apart)
+    (step,) = rest.properties.jobs.values()
+    assert step["identity"] == {"identity_type": "UserIdentity"}  # in snake_case, unlike a job's root
+    # what the SDK's resolution would have filled in before sending
+    step["componentId"] = f"{WORKSPACE_ID}/components/train/versions/1"
+    cpu = f"{WORKSPACE_ID}/computes/cpu"
+    step["computeId"] = rest.properties.settings["default_compute"] = rest.properties.compute_id = cpu
+    ml.jobs._operation_2023_02_preview.create_or_update(ml.resource_group_name, ml.workspace_name, built.name, rest)
+    status, error = outcome(ml, built)
+    assert status == "Failed"
+    assert "AuthorizationPermissionMismatch" in error

@@ -34,7 +34,7 @@ def test_every_rule_is_enforced_somewhere_and_every_marker_names_a_rule():
 def test_rules_have_a_source_and_unverified_ones_an_option_or_a_note():
     assert len({rule.id for rule in RULES}) == len(RULES)
     for rule in RULES:
-        assert rule.source in ("spec", "doc", "field", "unverified"), rule.id
+        assert rule.source in ("spec", "doc", "field", "inference", "unverified"), rule.id
         assert rule.citation or rule.source == "unverified", f"{rule.id} names no source"
         if rule.source == "unverified":
             assert rule.option or rule.note, f"{rule.id} is unverified: give it a world option or a note"

@@ -219,3 +219,83 @@ def test_a_user_assigned_workspace_identity_attaches_only_with_all_three_cluster
         attach_compute(ml)
     assert refused.value.status_code == 400
     assert "AKS role check failed for user assigned identity" in str(refused.value)
+
+
+# -- the managed-identity provider's own limits (rule msi.identity-throttling) ---------------------------------
+@pytest.fixture
+def identity_limited(tmp_path, monkeypatch):
+    from tests.sandbox.conftest import fast_world, running
+
+    world = fast_world()
+    world.arm_limits.identity.enabled = True
+    yield from running(world, tmp_path, monkeypatch)
+
+
+def test_the_identity_provider_throttles_one_identity_and_arm_says_its_budget_is_left(identity_limited):
+    from azure.mgmt.msi import ManagedServiceIdentityClient
+
+    from tests.sandbox.conftest import arm_kwargs
+
+    client = ManagedServiceIdentityClient(StaticCredential(), SUB, **arm_kwargs(identity_limited))
+    msi = client.user_assigned_identities
+    answers: list[dict] = []
+    for _ in range(5):
+        msi.get("rg-id", "id-ml", raw_response_hook=lambda r: answers.append(dict(r.http_response.headers)))
+    with pytest.raises(HttpResponseError) as throttled:
+        msi.get("rg-id", "id-ml")
+    assert throttled.value.status_code == 429
+    headers = throttled.value.response.headers
+    assert int(headers["Retry-After"]) >= 1
+    assert int(headers["x-ms-ratelimit-remaining-subscription-reads"]) > 0  # ARM's own budget is not the cause
+    with pytest.raises(HttpResponseError):  # its credentials are the same identity's
+        next(iter(client.federated_identity_credentials.list("rg-id", "id-ml")))
+
+
+# -- role inheritance: management groups and Entra groups (rule authz.inheritance) --------------------------------
+PLATFORM_GROUP = "0c3b2a19-0000-4000-8000-00000000ab01"
+OUTSIDER = "7d000000-0000-4000-8000-0000000000ee"
+
+
+@pytest.fixture
+def inherited(tmp_path, monkeypatch):
+    """Reader for the platform group (ADMIN a member, through a nested group) at a management group above
+    the subscription."""
+    from amlwire.sandbox.world import GroupWorld, ManagementGroupWorld, RoleAssignmentWorld
+    from tests.sandbox.conftest import fast_world, running
+
+    world = fast_world()
+    world.management_groups = [
+        ManagementGroupWorld(name="mg-root-platform"),
+        ManagementGroupWorld(name="mg-ml", subscriptions=[SUB], parent="mg-root-platform"),
+    ]
+    world.groups = [
+        GroupWorld(id=PLATFORM_GROUP, members=["0c3b2a19-0000-4000-8000-00000000ab02"]),
+        GroupWorld(id="0c3b2a19-0000-4000-8000-00000000ab02", members=[ADMIN]),
+    ]
+    world.role_assignments.append(
+        RoleAssignmentWorld(
+            scope="/providers/Microsoft.Management/managementGroups/mg-root-platform",
+            role_definition_id=f"{ROLES}/{READER}",
+            principal_id=PLATFORM_GROUP,
+        )
+    )
+    yield from running(world, tmp_path, monkeypatch)
+
+
+def test_a_role_at_a_management_group_for_a_group_applies_to_its_members_below(inherited):
+    from azure.mgmt.authorization import AuthorizationManagementClient
+
+    from tests.sandbox.conftest import arm_kwargs
+
+    kwargs = arm_kwargs(inherited)
+    as_admin = ContainerServiceClient(StaticCredential(ADMIN), SUB, **kwargs)
+    assert as_admin.managed_clusters.get("rg-aks", "aks-robotics").name == "aks-robotics"
+    with pytest.raises(HttpResponseError) as refused:
+        ContainerServiceClient(StaticCredential(OUTSIDER), SUB, **kwargs).managed_clusters.get("rg-aks", "aks-robotics")
+    assert refused.value.status_code == 403
+    assignments = AuthorizationManagementClient(StaticCredential(), SUB, **kwargs).role_assignments
+    assigned = list(assignments.list_for_scope(CLUSTER_ID, filter=f"assignedTo('{ADMIN}')"))
+    assert [(a.scope, a.principal_id) for a in assigned] == [
+        ("/providers/Microsoft.Management/managementGroups/mg-root-platform", PLATFORM_GROUP)
+    ]
+    assert list(assignments.list_for_scope(CLUSTER_ID, filter=f"principalId eq '{ADMIN}'")) == []

@@ -22,6 +22,7 @@ from amlwire.domain.access import assignment_name, role_definition_id, role_guid
 from amlwire.domain.azure import ComputeInfo, ExtensionInfo, FederatedCredential, OperationState, RoleAssignment
 from amlwire.domain.conditions import Outcome, StepResult, blocked
 from amlwire.domain.errors import AzureError
+from amlwire.domain.extension import cli_settings
 from amlwire.domain.federation import credential_name
 from amlwire.domain.view import ComputeView
 from amlwire.reconcile.attachedcompute import STEPS, Neighbours, Scope, reconcile
@@ -42,6 +43,7 @@ from tests.fakes import (
     IDENTITY_ID,
     ISSUER,
     PRINCIPAL,
+    REGISTRY_ID,
     STORAGE_ID,
     WORKSPACE,
     FakeAzure,
@@ -357,7 +359,11 @@ def test_the_identity_settings_are_patched_and_only_they():
     result = run(configure_the_extension, scope)
     assert result.outcome is Outcome.DONE  # the fake finishes at once: no second pass needed
     ((_, (_, _, settings)),) = [c for c in azure.calls if c[0] == "begin_update_extension"]
-    assert settings == {"identityType": "UserAssigned", "userAssignedIdentityResourceId": IDENTITY_ID}
+    assert settings == {
+        "identityType": "UserAssigned",
+        "userAssignedIdentityResourceId": IDENTITY_ID,
+        **cli_settings(CLUSTER_ID, "aks-robotics", "eastus", None),  # what the CLI adds, in the same write
+    }
     assert EXTENSION_INSTALLED in result.provides
 
 
@@ -414,7 +420,12 @@ def test_a_patch_answered_without_an_operation_counts_as_an_attempt():
         "id",
         "Microsoft.AzureML.Kubernetes",
         "Failed",
-        {"enableTraining": "True", "identityType": "UserAssigned", "userAssignedIdentityResourceId": IDENTITY_ID},
+        {
+            **cli_settings(CLUSTER_ID, "aks-robotics", "eastus", None),
+            "enableTraining": "True",
+            "identityType": "UserAssigned",
+            "userAssignedIdentityResourceId": IDENTITY_ID,
+        },
     )
     previous = AttachedComputeStatus(observed_generation=1)
     for _ in range(6):
@@ -988,5 +999,29 @@ def test_the_undocumented_identity_settings_can_be_left_alone():
     azure = healthy_azure()
     result = run(configure_the_extension, make(azure, extension__setIdentitySettings=False))
     assert (result.outcome, result.reason) == (Outcome.DONE, r.EXTENSION_CONFIGURED)
-    assert azure.writes() == []
+    ((_, (_, _, written)),) = [c for c in azure.calls if c[0] == "begin_update_extension"]
+    assert written == cli_settings(CLUSTER_ID, "aks-robotics", "eastus", None)  # what the CLI adds; no identity
     assert "identity settings left alone" in result.message
+
+
+def test_a_grant_taken_out_of_the_spec_removes_the_assignment_amlwire_made_and_only_that():
+    from amlwire.api.attachedcompute import RoleAssignmentStatus
+
+    key_vault = REGISTRY_ID.replace("ContainerRegistry/registries/crrobotics", "KeyVault/vaults/kv-robotics")
+    azure = healthy_azure()
+    azure.assignments += [
+        RoleAssignment("made", REGISTRY_ID, "acrpull", PRINCIPAL),
+        RoleAssignment("found", key_vault, "kv", PRINCIPAL),
+    ]
+    previous = AttachedComputeStatus(
+        observed_generation=1,
+        role_assignments=[
+            RoleAssignmentStatus(scope=REGISTRY_ID, role="AcrPull", name="made", created_by_amlwire=True),
+            RoleAssignmentStatus(scope=key_vault, role="Key Vault Secrets User", name="found"),
+        ],
+    )
+    grants = [{"scope": STORAGE_ID, "role": "Storage Blob Data Contributor"}]
+    scope = make(azure, previous=previous, generation=2, access__grants=grants)
+    run(assign_roles, scope)
+    assert [a.name for a in azure.assignments if a.name in ("made", "found")] == ["found"]
+    assert "removed AcrPull" in " ".join(e.message for e in scope.events)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.contract import violations
+from tests.contract import violations, xml_violations
 
 FIC = {
     "id": "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/i/"
@@ -18,7 +18,12 @@ FIC = {
 EXTENSION = {
     "id": "x",
     "name": "azureml",
-    "properties": {"extensionType": "Microsoft.AzureML.Kubernetes", "provisioningState": "Succeeded"},
+    "properties": {
+        "extensionType": "Microsoft.AzureML.Kubernetes",
+        "provisioningState": "Succeeded",
+        "errorInfo": None,
+        "statuses": [],
+    },
 }
 
 
@@ -59,3 +64,35 @@ def test_the_discriminator_picks_the_subtype():
 def test_errors_have_arms_shape():
     assert violations("msi.fic", 404, {"error": {"code": "NotFound", "message": "gone"}}) == []
     assert violations("msi.fic", 400, {"message": "bad"})
+
+
+def test_an_operation_status_body_fits_arms_common_type():
+    good = {"id": "x/operationStatuses/1", "name": "1", "status": "Creating", "startTime": "2026-01-01T00:00:00Z"}
+    assert violations("arm.operation", 200, good) == []
+    assert violations("arm.operation", 200, {**good, "progress": 5}) == [
+        "arm.operation: progress is not in OperationStatusResult"
+    ]
+    assert violations("arm.operation", 200, {"status": "Succeeded"}) == ["arm.operation: Azure always sends startTime"]
+
+
+def test_fields_azure_always_sends_are_required_of_the_sandbox():
+    extension = {**EXTENSION, "properties": {"provisioningState": "Succeeded", "statuses": []}}
+    assert violations("ext.extension", 200, extension) == ["ext.extension: Azure always sends properties.errorInfo"]
+
+
+LISTING = (
+    b'<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="https://a.blob.x/" '
+    b'ContainerName="c"><Prefix>p/</Prefix><Blobs><Blob><Name>p/x</Name><Properties><Content-Length>1'
+    b"</Content-Length></Properties></Blob>%s</Blobs><NextMarker /></EnumerationResults>"
+)
+
+
+def test_blob_xml_is_checked_against_the_storage_sdks_models():
+    assert xml_violations("storage.blob", 200, LISTING % b"") == []
+    assert xml_violations("storage.blob", 200, LISTING % b"<Folder />") == [
+        "storage.blob.Blobs: <Folder> is not in BlobFlatListSegment"
+    ]
+    assert (
+        xml_violations("storage.blob", 404, b"<Error><Code>ContainerNotFound</Code><Message>m</Message></Error>") == []
+    )
+    assert xml_violations("storage.blob", 404, b"<Fault />") != []

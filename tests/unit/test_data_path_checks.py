@@ -272,3 +272,28 @@ def test_a_command_job_without_compute_is_serverless_and_names_its_identity():
         "uami-c",
         (),
     )
+
+
+@pytest.mark.parametrize(
+    ("identity", "kind", "selector"),
+    [
+        ({"identity_type": "UserIdentity"}, "user", None),
+        ({"client_id": "uami-c", "identity_type": "Managed"}, "managed", "uami-c"),
+        ({"identityType": "Managed", "clientId": "uami-c"}, "managed", "uami-c"),
+        ({}, "user", None),  # none of its own: the pipeline's
+    ],
+)
+def test_a_steps_own_identity_in_either_spelling_wins_over_the_pipelines(identity, kind, selector):
+    step = {"outputs": {"o": {"uri": "azureml://datastores/models/paths/m/"}}, "identity": identity}
+    path = job_path(
+        {
+            "name": "p",
+            "properties": {
+                "jobType": "Pipeline",
+                "identity": {"identityType": "UserIdentity"},
+                "settings": {"default_compute": f"{WORKSPACE}/computes/cpu"},
+                "jobs": {"train": step},
+            },
+        }
+    )
+    assert (path.identity, path.identity_selector) == (kind, selector)

@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import AccessGrant, AttachedComputeStatus, OperationStatus, RoleAssignmentStatus
 from amlwire.domain.access import ROLE_GUIDS, assignment_name, plan_access, role_definition_id, role_guid
 from amlwire.domain.azure import ComputeInfo, ExtensionInfo, RoleAssignment
 from amlwire.domain.compute import OWNER_TAG, ComputeAction, decide_compute
-from amlwire.domain.extension import Action, decide_extension, desired_settings
+from amlwire.domain.extension import Action, cli_settings, decide_extension, desired_settings
 from amlwire.domain.operations import RUNNING as IN_PROGRESS
 from amlwire.domain.operations import SUCCEEDED as WORKED
 from amlwire.domain.operations import (
@@ -24,6 +25,12 @@ from amlwire.domain.operations import (
 )
 
 SUB = "6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60"
+CLUSTER_ID = (
+    f"/subscriptions/{SUB}/resourceGroups/rg-aks/providers/Microsoft.ContainerService/managedClusters/aks-robotics"
+)
+IDENTITY_ID = (
+    f"/subscriptions/{SUB}/resourceGroups/rg-id/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-ml"
+)
 PRINCIPAL = "8e2d4c6a-0b1f-4e3d-a5c7-9b8a7f6e5d02"
 ACCOUNT = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st"
 IDENTITY = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id"
@@ -63,6 +70,36 @@ def test_missing_grant_is_planned():
     ((_grant, name, definition),) = plan.to_create
     assert name == assignment_name(ACCOUNT, GRANT.role, PRINCIPAL)
     assert definition.endswith(ROLE_GUIDS["Storage Blob Data Contributor"])
+
+
+GROUP = "0c3b2a19-0000-4000-8000-00000000ab01"  # an Entra group the identity is in
+INHERITED = [
+    # (case, assignment scope, assignee, listed for the identity with assignedTo, satisfies the grant)
+    ("at the account", ACCOUNT, PRINCIPAL, True, True),
+    ("at its resource group", ACCOUNT.split("/providers/")[0], PRINCIPAL, True, True),
+    (
+        "at a management group above the subscription",
+        "/providers/Microsoft.Management/managementGroups/mg-ml",
+        PRINCIPAL,
+        True,
+        True,
+    ),
+    ("at the tenant root", "/", PRINCIPAL, True, True),
+    ("to a group the identity is in", ACCOUNT, GROUP, True, True),
+    ("to a group, listed for someone else", ACCOUNT, GROUP, False, False),
+    ("below the account (a container)", f"{ACCOUNT}/blobServices/default/containers/c", PRINCIPAL, True, False),
+]
+
+
+@pytest.mark.parametrize(("case", "scope", "assignee", "listed", "satisfies"), INHERITED, ids=[c[0] for c in INHERITED])
+def test_assignments_inherited_from_above_or_through_a_group_satisfy_the_grant(
+    case, scope, assignee, listed, satisfies
+):
+    found = RoleAssignment(
+        "n", scope, role_definition_id(SUB, GRANT.role), assignee, NOW - WINDOW * 2, PRINCIPAL if listed else None
+    )
+    plan = plan_access([GRANT], PRINCIPAL, SUB, {ACCOUNT: [found]}, [], WINDOW)
+    assert (plan.to_create == ()) is satisfies, case  # never a duplicate of what already applies
 
 
 def test_inherited_assignment_satisfies_the_grant():
@@ -264,3 +301,48 @@ def test_operation_status_words_are_read_as_azure_core_reads_them(body, done, su
     state = OperationState.of(body)
     assert (state.done, state.succeeded) == (done, succeeded)
     assert (state.error is not None) == (done and not succeeded)
+
+
+CLI_CASES = [
+    # (case, settings the extension has, mode, action, reason, keys written or said)
+    ("a bare PUT's extension, Configure: the CLI's settings added", {}, True, "update", "lacks", "all"),
+    ("a bare PUT's extension, Verify: said, not written", {}, False, "none", "lacks", "all"),
+    ("installed by the CLI: nothing to do", "cli", True, "none", "configured", ""),
+    ("a value someone set is theirs", "cli+location=westus", True, "none", "configured", ""),
+    ("one missing key is added alone", "cli-jobSchedulerLocation", True, "update", "lacks", "jobSchedulerLocation"),
+]
+
+
+@pytest.mark.parametrize(("case", "have", "configure", "action", "reason", "keys"), CLI_CASES)
+def test_the_settings_the_cli_adds_are_added_when_absent_and_never_overwritten(
+    case, have, configure, action, reason, keys
+):
+    cli = cli_settings(CLUSTER_ID, "aks", "eastus", 2)
+    settings = {"enableTraining": "True", "identityType": "UserAssigned", "userAssignedIdentityResourceId": IDENTITY_ID}
+    if have == "cli":
+        settings |= cli
+    elif have == "cli+location=westus":
+        settings |= {**cli, "location": "westus"}
+    elif have == "cli-jobSchedulerLocation":
+        settings |= {k: v for k, v in cli.items() if k != "jobSchedulerLocation"}
+    found = ExtensionInfo("id", "Microsoft.AzureML.Kubernetes", "Succeeded", settings)
+    decision = decide_extension(found, settings, configure, "rg-aks", "aks-robotics", "azureml", cli)
+    expected_reason = r.EXTENSION_LACKS_CLI_SETTINGS if reason == "lacks" else r.EXTENSION_CONFIGURED
+    assert (decision.action.value, decision.reason) == (action, expected_reason), case
+    wanted = sorted(cli) if keys == "all" else [k for k in keys.split(",") if k]
+    if action == "update":
+        assert sorted(decision.settings) == wanted
+    elif reason == "lacks":
+        assert list(decision.lacks) == wanted
+        assert "az k8s-extension update" in decision.message
+    assert {"clusterPurpose", "inferenceRouterHA"} <= set(cli)  # two nodes: a small cluster, as the CLI decides
+
+
+def test_a_canceled_install_is_not_installed_and_says_what_azure_said():
+    found = ExtensionInfo("id", "Microsoft.AzureML.Kubernetes", "Canceled", {}, error="InstallTimedOut: helm timed out")
+    configure = decide_extension(found, {"enableTraining": "True"}, True, "rg-aks", "aks-robotics", "azureml", {})
+    assert (configure.action, configure.reason) == (Action.CREATE, r.EXTENSION_INSTALLING)
+    assert "InstallTimedOut: helm timed out" in configure.message
+    verify = decide_extension(found, {"enableTraining": "True"}, False, "rg-aks", "aks-robotics", "azureml", {})
+    assert (verify.action, verify.reason) == (Action.REPORT, r.EXTENSION_MISSING)
+    assert "was Canceled (Azure said: InstallTimedOut: helm timed out)" in verify.message

@@ -13,6 +13,7 @@ from amlwire.api.attachedcompute import AttachedComputeSpec
 from amlwire.domain.access import role_definition_id
 from amlwire.domain.azure import ComputeInfo, ExtensionInfo, FederatedCredential, RoleAssignment
 from amlwire.domain.doctor import CHECKS, Facts, Pod, diagnose, exit_code
+from amlwire.domain.extension import cli_settings
 from amlwire.domain.federation import credential_name
 from tests.conftest import example
 from tests.fakes import (
@@ -58,7 +59,12 @@ def healthy() -> Facts:
         "ext",
         "Microsoft.AzureML.Kubernetes",
         "Succeeded",
-        {"enableTraining": "True", "identityType": "UserAssigned", "userAssignedIdentityResourceId": IDENTITY_ID},
+        {
+            **cli_settings(CLUSTER_ID, "aks-robotics", "eastus", None),  # installed as az k8s-extension create does
+            "enableTraining": "True",
+            "identityType": "UserAssigned",
+            "userAssignedIdentityResourceId": IDENTITY_ID,
+        },
     )
     facts.compute = ComputeInfo(
         f"{WORKSPACE.id}/computes/k8s-gpu", "Succeeded", CLUSTER_ID, "azureml-jobs", "UserAssigned", (IDENTITY_ID,)

@@ -65,19 +65,22 @@ def test_a_foreign_credential_that_federates_counts_as_present():
 
 
 @pytest.mark.parametrize(
-    ("drift", "reason"),
+    ("drift", "reason", "said"),
     [
-        ({"issuer": "https://wrong/"}, "FederatedCredentialIssuerMismatch"),
-        ({"audiences": ("api://other",)}, "FederatedCredentialAudienceMismatch"),
+        ({"issuer": "https://wrong/"}, "FederatedCredentialIssuerMismatch", "it is another issuer"),
+        ({"issuer": ISSUER.rstrip("/")}, "FederatedCredentialIssuerMismatch", "only the trailing '/' differs"),
+        ({"issuer": ISSUER.upper()}, "FederatedCredentialIssuerMismatch", "only the letter case differs"),
+        ({"audiences": ("api://other",)}, "FederatedCredentialAudienceMismatch", "audiences were"),
     ],
 )
-def test_drift_on_its_own_credential_is_corrected(drift, reason):
+def test_drift_on_its_own_credential_is_corrected(drift, reason, said):
     drifted = ours(
         "azureml", "default", issuer=drift.get("issuer", ISSUER), audiences=drift.get("audiences", (AUDIENCE,))
     )
     plan = plan_federation(ACCOUNTS, ISSUER, [drifted, ours("azureml", "training")])
     (write,) = plan.writes
     assert write.reason == reason
+    assert said in write.detail
     assert write.credential.name == drifted.name
     assert write.credential.issuer == ISSUER
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from amlwire.adapters.azure.pacing import arm_subscription, remaining_tokens
+from amlwire.adapters.azure.pacing import arm_subscription, remaining_tokens, throttled_by_provider, top_level_resource
 from amlwire.adapters.azure.throttle import DEFAULT_HOLD, HOLD_GRACE, ArmPacer, BucketLimit, kind_of
 from amlwire.domain.errors import AzureError
 
@@ -238,3 +238,57 @@ def test_concurrent_token_requests_fetch_once_per_scope():
         ("https://management.azure.com/.default",),
         ("https://storage.azure.com/.default",),
     ]
+
+
+IDENTITY = f"/subscriptions/{SUB}/resourceGroups/rg-id/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id"
+OTHER = IDENTITY.replace("/id", "/id-other")
+SCOPED = [
+    # (case, resource asked, method asked, refused)
+    ("the throttled identity's writes wait", IDENTITY, "PUT", True),
+    ("its resource ID in another case is the same identity", IDENTITY.upper(), "PUT", True),
+    ("its reads do not", IDENTITY, "GET", False),
+    ("another identity's writes go on", OTHER, "PUT", False),
+    ("the rest of the subscription's writes go on", None, "PUT", False),
+]
+
+
+@pytest.mark.parametrize(("case", "resource", "method", "refused"), SCOPED, ids=[s[0] for s in SCOPED])
+def test_a_providers_429_holds_only_its_resource(case, resource, method, refused):
+    gate, _ = pacer()
+    gate.hold(SUB, "PUT", 30.0, resource=IDENTITY)
+    if refused:
+        with pytest.raises(AzureError) as held:
+            gate.reserve(SUB, method, "write a credential", resource=resource)
+        assert "azure throttled writes of id" in held.value.message.lower()
+        return
+    assert gate.reserve(SUB, method, "x", resource=resource) == 0
+    assert gate.remaining(SUB, "PUT") == 0
+
+
+PATHS = [
+    ("a credential: its identity", f"{IDENTITY}/federatedIdentityCredentials/c", IDENTITY),
+    (
+        "an extension: its cluster",
+        "/subscriptions/s/resourceGroups/g/providers/Microsoft.ContainerService/"
+        "managedClusters/aks/providers/Microsoft.KubernetesConfiguration/extensions/azureml",
+        "/subscriptions/s/resourceGroups/g/providers/Microsoft.ContainerService/managedClusters/aks",
+    ),
+    ("a subscription-wide read: none", "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions", None),
+]
+
+
+@pytest.mark.parametrize(("case", "path", "resource"), PATHS, ids=[p[0] for p in PATHS])
+def test_the_resource_a_provider_throttles(case, path, resource):
+    assert top_level_resource(f"https://management.azure.com{path}?api-version=1") == resource
+
+
+@pytest.mark.parametrize(
+    ("headers", "provider"),
+    [
+        ({"x-ms-ratelimit-remaining-subscription-writes": "180"}, True),
+        ({"x-ms-ratelimit-remaining-subscription-writes": "0"}, False),
+        ({}, False),
+    ],
+)
+def test_a_429_with_arms_budget_left_came_from_the_provider(headers, provider):
+    assert throttled_by_provider(headers, "PUT") is provider

@@ -145,6 +145,12 @@ EXTENSION_IDENTITY_MISMATCH = reason(
 EXTENSION_SETTINGS_DIFFER = reason(
     "ExtensionSettingsDiffer", "settings other than the identity's differ from spec.extension (e.g. enableTraining)"
 )
+EXTENSION_LACKS_CLI_SETTINGS = reason(
+    "ExtensionLacksClusterSettings",
+    "the extension lacks settings `az k8s-extension create` adds (clusterId, jobSchedulerLocation, ...), as a bare "
+    "ARM PUT installs it; whether AML's scheduler runs jobs without them is unverified",
+    "F12",
+)
 TRAINING_DISABLED = reason(
     "TrainingDisabled", "the extension has enableTraining off while spec.jobs lets AmlJobs use the compute"
 )

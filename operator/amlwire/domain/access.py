@@ -45,9 +45,16 @@ def assignment_name(scope: str, role: str, principal_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{scope.rstrip('/').lower()}|{role_guid(role)}|{principal_id.lower()}"))
 
 
+MANAGEMENT_GROUPS = "/providers/microsoft.management/managementgroups/"
+
+
 def scope_covers(scope: str, resource: str) -> bool:
-    """Whether an assignment at `scope` applies to `resource` (itself or a descendant)."""
+    """Whether an assignment at `scope`, as ARM lists them for `resource` (at, above and below it), applies to
+    `resource`: itself or an ancestor. A management group's or the tenant root's ("/") was listed because the
+    resource's subscription is under it."""
     scope, resource = scope.rstrip("/").lower(), resource.rstrip("/").lower()
+    if scope == "" or scope.startswith(MANAGEMENT_GROUPS):
+        return True
     return resource == scope or resource.startswith(scope + "/")
 
 
@@ -91,7 +98,7 @@ def plan_access(
             (
                 a
                 for a in assignments.get(grant.scope, ())
-                if a.principal_id == principal_id and a.role_guid == guid and scope_covers(a.scope, grant.scope)
+                if a.applies_to(principal_id) and a.role_guid == guid and scope_covers(a.scope, grant.scope)
             ),
             None,
         )

@@ -103,6 +103,7 @@ class ClusterInfo:
     issuer_url: str | None
     workload_identity_enabled: bool
     local_accounts_disabled: bool
+    node_count: int | None = None  # over every agent pool (None when Azure does not say)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class ExtensionInfo:
     extension_type: str
     provisioning_state: str
     settings: dict[str, str] = field(default_factory=dict)
+    error: str | None = None  # errorInfo and error statuses of a Failed or Canceled extension
 
 
 @dataclass(frozen=True)
@@ -140,10 +142,15 @@ class RoleAssignment:
     role_definition_id: str
     principal_id: str
     created_on: datetime | None = None
+    assigned_to: str | None = None  # listed with $filter=assignedTo(this principal): it applies to it
 
     @property
     def role_guid(self) -> str:
         return name_of(self.role_definition_id).lower()
+
+    def applies_to(self, principal: str) -> bool:
+        """Assigned to the principal, or to a group it is in (ARM listed it for the principal with assignedTo)."""
+        return principal in (self.principal_id, self.assigned_to)
 
 
 @dataclass(frozen=True)

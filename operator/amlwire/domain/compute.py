@@ -55,9 +55,7 @@ def cluster_role_command(principal: str, role: str, cluster_id: str) -> str:
 
 
 def _holds(assignments: Sequence[RoleAssignment], principal: str, role: str, scope: str) -> bool:
-    return any(
-        a.principal_id == principal and a.role_guid == role and scope_covers(a.scope, scope) for a in assignments
-    )
+    return any(a.applies_to(principal) and a.role_guid == role and scope_covers(a.scope, scope) for a in assignments)
 
 
 def owned_by(compute: ComputeInfo, owner: str) -> bool:

@@ -224,9 +224,7 @@ def _held(facts: DataPathFacts, principal: str, usage: Usage) -> list[RoleAssign
     return [
         a
         for a in facts.roles.get(principal, [])
-        if a.principal_id == principal
-        and a.role_guid in roles
-        and scope_covers(a.scope, usage.datastore.container_scope)
+        if a.applies_to(principal) and a.role_guid in roles and scope_covers(a.scope, usage.datastore.container_scope)
     ]
 
 
@@ -424,7 +422,7 @@ def user_cannot_list_datastore_secrets(facts: DataPathFacts) -> Result:
     granting = [
         a.role_definition_id
         for a in facts.user_roles
-        if a.principal_id == facts.user
+        if a.applies_to(facts.user)
         and scope_covers(a.scope, facts.workspace.id)
         and (d := facts.role_definitions.get(a.role_guid)) is not None
         and d.allows(LIST_SECRETS)
@@ -486,6 +484,13 @@ class JobPath:
     datastores: tuple[tuple[str, bool, str], ...]  # (datastore name or DEFAULT_DATASTORE, written, step)
 
 
+def _field(identity: dict[str, Any], camel: str) -> Any:
+    """A job identity's field: camelCase at a job's root, snake_case on a pipeline step (azure-ai-ml 1.35.2 sends
+    {"identity_type": "UserIdentity"} or {"client_id": ..., "identity_type": "Managed"} per step)."""
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+    return identity.get(camel) or identity.get(snake)
+
+
 def job_path(body: dict[str, Any]) -> JobPath:
     """Read a job's compute, identity and datastores from its REST body (a pipeline: its steps, which inherit
     the pipeline's compute and identity)."""
@@ -518,7 +523,7 @@ def job_path(body: dict[str, Any]) -> JobPath:
             submitted_by=str(system.get("createdBy") or ""),
         ),
         name_of(str(compute)) if compute else SERVERLESS,
-        IDENTITY_KINDS.get(str(identity.get("identityType", "AMLToken")).lower(), "aml-token"),
-        identity.get("clientId") or identity.get("resourceId") or identity.get("objectId"),
+        IDENTITY_KINDS.get(str(_field(identity, "identityType") or "AMLToken").lower(), "aml-token"),
+        _field(identity, "clientId") or _field(identity, "resourceId") or _field(identity, "objectId"),
         tuple(dict.fromkeys(used)),
     )

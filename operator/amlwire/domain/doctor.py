@@ -42,6 +42,7 @@ from amlwire.domain.extension import (
     IDENTITY_TYPE,
     Action,
     ExtensionDecision,
+    cli_settings,
     decide_extension,
 )
 from amlwire.domain.extension import desired_settings as extension_settings
@@ -407,8 +408,10 @@ def _extension_decision(facts: Facts) -> ExtensionDecision:
     cluster = facts.spec.cluster
     extension = facts.spec.extension
     desired = extension_settings(extension.settings, facts.spec.identity.resource_id, extension.set_identity_settings)
+    found = facts.cluster
+    defaults = cli_settings(found.id, cluster.name, found.location, found.node_count) if found else None
     return decide_extension(
-        facts.extension, desired, False, cluster.resource_group, cluster.name, facts.spec.extension.name
+        facts.extension, desired, False, cluster.resource_group, cluster.name, facts.spec.extension.name, defaults
     )
 
 
@@ -432,7 +435,13 @@ def extension_missing_or_failed(facts: Facts) -> Result:
     if ext is not None:
         evidence[ENABLE_TRAINING] = ext.settings.get(ENABLE_TRAINING, "absent (AML's default: off)")
     failed = decision.reason in (r.EXTENSION_MISSING, r.EXTENSION_FAILED, r.EXTENSION_TYPE_MISMATCH)
-    return result("F12", "fail" if failed else "pass", evidence, _without_configure_advice(decision.message, facts))
+    lacks = decision.reason == r.EXTENSION_LACKS_CLI_SETTINGS
+    if ext is not None and ext.error:
+        evidence["error"] = ext.error
+    if lacks:
+        evidence["lacks (set by az k8s-extension create)"] = ", ".join(decision.lacks)
+    status: Status = "fail" if failed else "warn" if lacks else "pass"
+    return result("F12", status, evidence, _without_configure_advice(decision.message, facts))
 
 
 @check("F13")
@@ -485,9 +494,7 @@ def compute_not_attached_with_the_identity(facts: Facts) -> Result:
 
 # -- access -----------------------------------------------------------------------------------------
 def _holds(assignments: list[RoleAssignment], principal: str, roles: set[str], scope: str) -> list[RoleAssignment]:
-    return [
-        a for a in assignments if a.principal_id == principal and a.role_guid in roles and scope_covers(a.scope, scope)
-    ]
+    return [a for a in assignments if a.applies_to(principal) and a.role_guid in roles and scope_covers(a.scope, scope)]
 
 
 def _wanted_roles(facts: Facts) -> list[tuple[str, set[str], str]]:

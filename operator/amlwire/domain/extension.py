@@ -32,6 +32,7 @@ class ExtensionDecision:
     reason: str
     message: str
     settings: dict[str, str]
+    lacks: tuple[str, ...] = ()  # the CLI's settings the extension has not (said in Verify mode)
 
 
 def desired_settings(extra: Mapping[str, str], identity_id: str, set_identity: bool = True) -> dict[str, str]:
@@ -39,6 +40,34 @@ def desired_settings(extra: Mapping[str, str], identity_id: str, set_identity: b
     spec's settings, and (field practice, undocumented) the identity settings."""
     settings = {ENABLE_TRAINING: "True", **extra}
     return {**settings, IDENTITY_TYPE: "UserAssigned", IDENTITY_ID: identity_id} if set_identity else settings
+
+
+def cli_settings(cluster_id: str, cluster_name: str, location: str, node_count: int | None) -> dict[str, str]:
+    """What `az k8s-extension create --extension-type Microsoft.AzureML.Kubernetes` adds on an AKS cluster beyond
+    the user's settings (azure-cli-extensions, partner_extensions/AzureMLKubernetes.py, Create): a bare ARM PUT
+    has none of them. The user's own value of any of these keys wins."""
+    where = location.lower()
+    settings = {
+        "cluster_name": cluster_id,
+        "clusterId": cluster_id,
+        "prometheus.prometheusSpec.externalLabels.cluster_name": cluster_id,
+        "domain": f"{where}.cloudapp.azure.com",
+        "location": where,
+        "jobSchedulerLocation": where,
+        "cluster_name_friendly": cluster_name,
+        "servicebus.enabled": "false",
+        "relayserver.enabled": "false",
+        "nginxIngress.enabled": "true",
+        "enableInference": "False",
+    }
+    if node_count is not None and node_count < 3:  # a small cluster: no HA inference router
+        settings |= {"clusterPurpose": "DevTest", "inferenceRouterHA": "false"}
+    return settings
+
+
+def lacking(current: Mapping[str, str], defaults: Mapping[str, str], desired: Mapping[str, str]) -> dict[str, str]:
+    """The CLI's settings the extension does not carry at all (a value someone set is theirs, never changed)."""
+    return {k: v for k, v in defaults.items() if k not in current and k not in desired}
 
 
 def trains(settings: Mapping[str, str]) -> bool:
@@ -69,7 +98,8 @@ def observed(found: ExtensionInfo | None) -> Observed:
         return RUNNING
     if state == "succeeded":
         return SUCCEEDED
-    return failed(f"the extension is in provisioning state {found.provisioning_state}")
+    said = f": {found.error}" if found.error else ""
+    return failed(f"the extension is in provisioning state {found.provisioning_state}{said}")
 
 
 def az_command(cluster_group: str, cluster: str, name: str, settings: Mapping[str, str], create: bool) -> str:
@@ -85,11 +115,18 @@ def decide_extension(
     cluster_group: str,
     cluster: str,
     name: str,
+    defaults: Mapping[str, str] | None = None,
 ) -> ExtensionDecision:
+    """What to do about the extension; `defaults` are the settings the CLI adds (cli_settings), installed with
+    it and added when absent."""
+    defaults = defaults or {}
     if found is None:
         if configure:
             return ExtensionDecision(
-                Action.CREATE, r.EXTENSION_INSTALLING, f"installing the AzureML extension {name}", dict(desired)
+                Action.CREATE,
+                r.EXTENSION_INSTALLING,
+                f"installing the AzureML extension {name}",
+                {**defaults, **desired},
             )
         return ExtensionDecision(
             Action.REPORT,
@@ -113,18 +150,36 @@ def decide_extension(
             Action.WAIT, r.EXTENSION_PROVISIONING, f"extension {name} is {found.provisioning_state}", {}
         )
     changes = drifted(found.settings, desired)
+    absent = lacking(found.settings, defaults, desired)
+    said = f" (Azure said: {found.error})" if found.error else ""
+    if state == "canceled":  # the install never finished: nothing runs on the cluster
+        if configure:
+            return ExtensionDecision(
+                Action.CREATE,
+                r.EXTENSION_INSTALLING,
+                f"extension {name}'s install was Canceled{said}; installing it again",
+                {**defaults, **found.settings, **desired},
+            )
+        return ExtensionDecision(
+            Action.REPORT,
+            r.EXTENSION_MISSING,
+            f"extension {name}'s install on {cluster} was Canceled{said}, so it is not installed; install it "
+            f"again: {az_command(cluster_group, cluster, name, desired, create=True)}, or set "
+            f"spec.extension.mode: Configure",
+            {},
+        )
     if state == "failed":
         if configure:
             return ExtensionDecision(
                 Action.UPDATE,
                 r.EXTENSION_REPAIRING,
-                f"extension {name} is in provisioning state Failed; re-applying its settings",
-                dict(desired),
+                f"extension {name} is in provisioning state Failed{said}; re-applying its settings",
+                {**absent, **desired},
             )
         return ExtensionDecision(
             Action.REPORT,
             r.EXTENSION_FAILED,
-            f"extension {name} on {cluster} is in provisioning state Failed; repair it: "
+            f"extension {name} on {cluster} is in provisioning state Failed{said}; repair it: "
             f"{az_command(cluster_group, cluster, name, desired, create=False)}",
             {},
         )
@@ -135,8 +190,10 @@ def decide_extension(
             if {IDENTITY_TYPE, IDENTITY_ID} & set(changes)
             else r.EXTENSION_SETTINGS_DIFFER
         )
-        if configure:
-            return ExtensionDecision(Action.UPDATE, reason, f"setting {keys} on extension {name}", changes)
+        if configure:  # with the CLI's settings it lacks: one write
+            return ExtensionDecision(
+                Action.UPDATE, reason, f"setting {keys} on extension {name}", {**absent, **changes}
+            )
         return ExtensionDecision(
             Action.REPORT,
             reason,
@@ -144,6 +201,25 @@ def decide_extension(
             f"run: {az_command(cluster_group, cluster, name, changes, create=False)}, or set "
             f"spec.extension.mode: Configure",
             {},
+        )
+    if absent:
+        keys = ", ".join(sorted(absent))
+        if configure:
+            return ExtensionDecision(
+                Action.UPDATE,
+                r.EXTENSION_LACKS_CLI_SETTINGS,
+                f"adding {keys} to extension {name}: az k8s-extension create sets them, a bare ARM PUT does not",
+                absent,
+            )
+        return ExtensionDecision(
+            Action.NONE,
+            r.EXTENSION_LACKS_CLI_SETTINGS,
+            f"extension {name} uses the identity for storage access, but lacks {keys}, which az k8s-extension "
+            f"create sets and a bare ARM PUT does not; whether AML schedules jobs without them is unverified (jobs "
+            f"that stay Queued are the sign). Add them: "
+            f"{az_command(cluster_group, cluster, name, absent, create=False)}",
+            {},
+            tuple(sorted(absent)),
         )
     return ExtensionDecision(
         Action.NONE, r.EXTENSION_CONFIGURED, f"extension {name} uses the identity for storage access", {}

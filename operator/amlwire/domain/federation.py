@@ -82,7 +82,11 @@ class FederationPlan:
 
 def _diff(found: FederatedCredential, issuer: str, subject: str) -> tuple[str, str]:
     if found.issuer != issuer:
-        return r.FEDERATED_CREDENTIAL_ISSUER_MISMATCH, f"its issuer was {found.issuer!r}, the cluster's is {issuer!r}"
+        return (
+            r.FEDERATED_CREDENTIAL_ISSUER_MISMATCH,
+            f"its issuer was {found.issuer!r}, the cluster's is {issuer!r}: {_issuer_near_miss(issuer, found.issuer)}, "
+            f"and Entra matches issuers exactly and case-sensitively",
+        )
     if found.audiences != (AUDIENCE,):
         return r.FEDERATED_CREDENTIAL_AUDIENCE_MISMATCH, f"its audiences were {list(found.audiences)}"
     return r.FEDERATED_CREDENTIAL_SUBJECT_MISMATCH, f"its subject was {found.subject!r}"

@@ -57,14 +57,19 @@ SANDBOX_KEY: web.AppKey[Sandbox] = web.AppKey("sandbox", Sandbox)
 RESPONSE_OBSERVERS: list[Callable[[str, str, int, bytes], None]] = []
 
 
-def _caller(request: web.Request) -> str | None:
+def _claims(request: web.Request) -> dict[str, Any] | None:
     token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return str(claims.get("oid") or claims.get("sub") or "")
     except (IndexError, ValueError):
         return None
+    return claims if isinstance(claims, dict) else None
+
+
+def _caller(request: web.Request) -> str | None:
+    claims = _claims(request)
+    return None if claims is None else str(claims.get("oid") or claims.get("sub") or "")
 
 
 def _no_route(request: web.Request) -> web.Response:
@@ -84,6 +89,7 @@ async def dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
     spec, params = resolved
     status, started = 500, sandbox.state.now()
     call = Call(sandbox, request, params, caller=_caller(request))
+    arm_headers: dict[str, str] = {}  # ARM reports its budget on every answer it lets through, errors too
     try:
         if spec.authenticated and not request.headers.get("Authorization", "").startswith("Bearer "):
             raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
@@ -95,6 +101,15 @@ async def dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
             if not verdict.allowed:
                 retry = {"Retry-After": str(math.ceil(verdict.retry_after)), **verdict.headers}
                 raise ArmError(429, "SubscriptionRequestsThrottled", verdict.message, retry)
+            arm_headers = verdict.headers
+            wait = sandbox.state.budget.take_identity(request.method, request.path)
+            if wait is not None:
+                raise ArmError(
+                    429,
+                    "TooManyRequests",
+                    "Too many requests for this managed identity; retry after the interval in Retry-After.",
+                    {"Retry-After": str(math.ceil(wait))},
+                )
             fault = sandbox.state.draw_fault(request.method, spec.name) if spec.authenticated else None
             sandbox.cloud.settle()
             if spec.action:
@@ -125,6 +140,8 @@ async def dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
     except ArmError as error:
         status = error.status
         answer = arm_error(error)
+        for name, value in arm_headers.items():
+            answer.headers.setdefault(name, value)
         _observe(request.method, spec.name, answer)
         return answer
     except ConnectionResetError:  # the client went away mid-request (a SIGKILLed operator): nobody to answer
@@ -140,10 +157,14 @@ async def _blob_call(sandbox: Sandbox, request: web.Request, account: str) -> we
     started, caller = sandbox.state.now(), _caller(request)
     await request.read()
     with sandbox.state.lock:
+        audience = (_claims(request) or {}).get("aud")
         response = sandbox.blobs.answer(
-            account, request.method, request.path, dict(request.query), request.headers, caller
+            account, request.method, request.path, dict(request.query), request.headers, caller, audience
         )
         sandbox.state.record(request.method, "storage.blob", request.path, response.status, caller, None, started)
+    if response.content_type == "application/xml" and isinstance(response.body, bytes):
+        for observer in RESPONSE_OBSERVERS:
+            observer(request.method, "storage.blob", response.status, response.body)
     return response
 
 

@@ -10,10 +10,11 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from amlwire.sandbox import ids
+from amlwire.sandbox.directory import Directory
 from amlwire.sandbox.state import ArmError, Resource
 
 ASSIGN_IDENTITY = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"
+BLOBS = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
 _COMMON = ("Microsoft.Authorization/*/read", "Microsoft.Resources/subscriptions/resourceGroups/read")
 
 
@@ -22,6 +23,7 @@ class RoleDefinition:
     name: str
     actions: tuple[str, ...]
     not_actions: tuple[str, ...] = ()
+    data_actions: tuple[str, ...] = ()  # as the built-in definitions list them (Learn: Azure built-in roles)
 
 
 ROLES: dict[str, RoleDefinition] = {
@@ -112,6 +114,13 @@ ROLES: dict[str, RoleDefinition] = {
             "Microsoft.Storage/storageAccounts/blobServices/containers/write",
             "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
         ),
+        data_actions=(
+            f"{BLOBS}/delete",
+            f"{BLOBS}/read",
+            f"{BLOBS}/write",
+            f"{BLOBS}/move/action",
+            f"{BLOBS}/add/action",
+        ),
     ),
     "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": RoleDefinition(
         "Storage Blob Data Reader",
@@ -119,6 +128,7 @@ ROLES: dict[str, RoleDefinition] = {
             "Microsoft.Storage/storageAccounts/blobServices/containers/read",
             "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
         ),
+        data_actions=(f"{BLOBS}/read",),
     ),
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": RoleDefinition(
         "Storage Blob Data Owner",
@@ -126,6 +136,7 @@ ROLES: dict[str, RoleDefinition] = {
             "Microsoft.Storage/storageAccounts/blobServices/containers/*",
             "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
         ),
+        data_actions=(f"{BLOBS}/*",),
     ),
     "7f951dda-4ed3-4680-a7ca-43fe172d538d": RoleDefinition(
         "AcrPull", ("Microsoft.ContainerRegistry/registries/pull/read",)
@@ -151,14 +162,18 @@ def role_of(assignment: Resource) -> RoleDefinition | None:
     return ROLES.get(assignment.properties["roleDefinitionId"].rstrip("/").rsplit("/", 1)[-1].lower())
 
 
-def permitted(assignments: list[Resource], principal: str, action: str, resource: str) -> bool:
-    """Whether one of `assignments` (already effective) lets `principal` do `action` on `resource`."""
+def permitted(
+    assignments: list[Resource], principal: str, action: str, resource: str, directory: Directory | None = None
+) -> bool:
+    """Whether one of `assignments` (already effective) lets `principal` do `action` on `resource` (through a
+    group it is in, or from a management group above, per `directory`)."""
+    directory = directory or Directory()
     for assignment in assignments:
         role = role_of(assignment)
         if (
             role is not None
-            and assignment.properties["principalId"] == principal
-            and ids.is_within(resource, assignment.properties["scope"])
+            and directory.applies_to(assignment.properties["principalId"], principal)
+            and directory.covers(assignment.properties["scope"], resource)
             and allows(role, action)
         ):
             return True

@@ -52,13 +52,22 @@ class Blobs:
         self.state.blobs.setdefault(f"{account_id.lower()}/{container}", {})[name] = (content, self.state.now())
 
     def answer(
-        self, account: str, method: str, path: str, query: dict[str, str], headers: Any, caller: str | None
+        self,
+        account: str,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        headers: Any,
+        caller: str | None,
+        audience: Any = None,
     ) -> web.Response:
         head = method == "HEAD"
         try:
             storage = self._account(account)
             container, _, blob = path.lstrip("/").partition("/")
-            self._authorize(storage, container, headers, caller, write=method in ("PUT", "DELETE"))
+            self._authorize(storage, container, headers, caller, write=method in ("PUT", "DELETE"), audience=audience)
+            if not self._container_exists(storage, container):  # rule: storage.blob-errors
+                raise BlobError(404, "ContainerNotFound", "The specified container does not exist.")
             stored = self.state.blobs.get(f"{storage.id.lower()}/{container}", {})
             if query.get("comp") == "list" and query.get("restype") == "container" and method == "GET":
                 return self._list(account, container, stored, query)
@@ -70,11 +79,26 @@ class Blobs:
 
     def _account(self, account: str) -> Resource:
         found = next((s for s in self.state.of_type(ids.STORAGE) if s.name.lower() == account), None)
-        if found is None:
+        if found is None:  # in Azure its host does not resolve (see resolves); only a client bypassing DNS gets here
             raise BlobError(404, "AccountNotFound", f"No storage account {account} in the sandbox's world.")
         return found
 
-    def _authorize(self, storage: Resource, container: str, headers: Any, caller: str | None, write: bool) -> None:
+    def resolves(self, account: str) -> bool:
+        """Whether <account>.blob.<suffix> has a DNS record: only existing accounts do (rule storage.blob-errors)."""
+        return any(s.name.lower() == account.lower() for s in self.state.of_type(ids.STORAGE))
+
+    def _container_exists(self, storage: Resource, container: str) -> bool:
+        if not container or f"{storage.id.lower()}/{container}" in self.state.blobs:
+            return True
+        return any(
+            d.properties.get("containerName") == container
+            and str(d.properties.get("accountName") or "").lower() == storage.name.lower()
+            for d in self.state.of_type(ids.DATASTORE)
+        )
+
+    def _authorize(
+        self, storage: Resource, container: str, headers: Any, caller: str | None, write: bool, audience: Any = None
+    ) -> None:
         props = storage.properties
         if not open_to_the_internet(storage):  # rule: storage.network (a test process is on the public internet)
             raise BlobError(403, "AuthorizationFailure", "This request is not authorized to perform this operation.")
@@ -89,6 +113,12 @@ class Blobs:
             return
         if not authorization.startswith("Bearer ") or not caller:
             raise BlobError(401, "NoAuthenticationInformation", "Server failed to authenticate the request.")
+        if not _storage_audience(audience, storage.name):  # rule: storage.blob-errors
+            raise BlobError(
+                401,
+                "InvalidAuthenticationInfo",
+                "Server failed to authenticate the request. Audience validation failed.",
+            )
         scope = f"{storage.id}/blobServices/default/containers/{container}"
         # rule: storage.data-roles
         if not self.cloud.has_access(caller, scope, STORAGE_WRITE_ROLES if write else STORAGE_DATA_ROLES):
@@ -160,3 +190,10 @@ def _rfc1123(moment: float) -> str:
 
 def _etag(name: str, written: float) -> str:
     return '"0x8D' + ids.stable_uuid(name, repr(written)).replace("-", "")[:13].upper() + '"'
+
+
+def _storage_audience(audience: Any, account: str) -> bool:
+    """Storage accepts tokens for https://storage.azure.com or for the account's own endpoint."""
+    found = audience if isinstance(audience, list) else [audience]
+    wanted = {"https://storage.azure.com", f"https://{account.lower()}.blob.{STORAGE_SUFFIX}"}
+    return any(str(a or "").rstrip("/").lower() in wanted for a in found)

@@ -53,6 +53,19 @@ class Verdict:
     message: str = ""
 
 
+MSI_IDENTITY = "/providers/microsoft.managedidentity/userassignedidentities/"
+
+
+def identity_of(path: str) -> str | None:
+    """The identity resource a request is about (itself or its federated credentials), lower-case."""
+    lowered = path.lower()
+    at = lowered.find(MSI_IDENTITY)
+    if at < 0:
+        return None
+    rest = lowered[at + len(MSI_IDENTITY) :].split("/", 1)[0]
+    return lowered[: at + len(MSI_IDENTITY)] + rest if rest else None
+
+
 class ArmBudget:
     """The buckets of one sandbox. Callers hold the state's lock."""
 
@@ -90,6 +103,25 @@ class ArmBudget:
         own.tokens -= 1
         every.tokens -= 1
         return Verdict(True, self._headers(kind, own, every))
+
+    def take_identity(self, method: str, path: str) -> float | None:  # rule: msi.identity-throttling
+        """The managed-identity provider's own bucket per identity (after ARM let the request through): seconds
+        to wait when it is empty, None when the request goes on. DELETEs count as writes."""
+        limits = self.limits.identity
+        identity = identity_of(path)
+        if not limits.enabled or identity is None:
+            return None
+        kind = "reads" if kind_of(method) == "reads" else "writes"
+        now = self.clock()
+        key = (identity, "msi", kind)
+        if key not in self._buckets:
+            limit = getattr(limits, kind)
+            self._buckets[key] = Bucket(limit.size, limit.refill, limit.size, now)
+        bucket = self._buckets[key]
+        if bucket.level(now) < 1:
+            return bucket.wait()
+        bucket.tokens -= 1
+        return None
 
     @staticmethod
     def _headers(kind: str, own: Bucket, every: Bucket) -> dict[str, str]:

@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from amlwire.sandbox import authorization, ids
+from amlwire.sandbox.directory import Directory
 from amlwire.sandbox.state import AUDIENCE, ArmError, Operation, Resource, State, iso, key, not_found
 from amlwire.sandbox.world import ClusterWorld, ComputeWorld, DatastoreWorld, StorageAccountWorld, World
 
@@ -30,6 +31,8 @@ STORAGE_WRITE_ROLES = {
 }
 STREAM_AUTH = "ScriptExecution.StreamAccess.Authentication"
 TERMINAL_JOB_STATES = {"Completed", "Failed", "Canceled"}
+LIST_SECRETS = "Microsoft.MachineLearningServices/workspaces/datastores/listsecrets/action"
+ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _MODEL_REFS = (
     re.compile(r"azureml:([A-Za-z0-9][A-Za-z0-9_.-]*):([A-Za-z0-9_.-]+)"),
@@ -51,6 +54,8 @@ class Cloud:
 
     def __init__(self, state: State) -> None:
         self.state = state
+        self.directory = Directory.of(state.world)
+        self.revoked: list[tuple[Resource, float]] = []  # deleted role assignments, and when
 
     # -- seeding ---------------------------------------------------------------------------------
     def seed(self, world: World) -> None:
@@ -128,7 +133,12 @@ class Cloud:
                     "securityProfile": {"workloadIdentity": {"enabled": c.workload_identity_enabled}},
                     "disableLocalAccounts": c.local_accounts_disabled,
                     "agentPoolProfiles": [
-                        {"name": "nodepool1", "mode": "System", **({"vnetSubnetID": c.subnet} if c.subnet else {})}
+                        {
+                            "name": "nodepool1",
+                            "mode": "System",
+                            "count": c.node_count,
+                            **({"vnetSubnetID": c.subnet} if c.subnet else {}),
+                        }
                     ],
                 },
             },
@@ -150,6 +160,9 @@ class Cloud:
                         "version": "1.1.64",
                         "configurationSettings": dict(e.settings),
                         "provisioningState": e.provisioning_state,
+                        **_extension_outcome(
+                            e.provisioning_state, {"code": "ExtensionOperationFailed", "message": e.error}
+                        ),
                         "aksAssignedIdentity": {
                             "type": "SystemAssigned",
                             "principalId": ids.stable_uuid(rid, "extension", e.name),
@@ -462,17 +475,21 @@ class Cloud:
         return [r for r in self.state.of_type(ids.ROLE_ASSIGNMENT) if key(r.properties.get("scope", "")) == key(scope)]
 
     def list_role_assignments(self, scope: str, filter_: str | None) -> list[Resource]:  # rule: authz.ra-list
+        covers = self.directory.covers
         found = [
             r
             for r in self.state.of_type(ids.ROLE_ASSIGNMENT)
-            if ids.is_within(scope, r.properties["scope"]) or ids.is_within(r.properties["scope"], scope)
+            if covers(r.properties["scope"], scope) or ids.is_within(r.properties["scope"], scope)
         ]
         if filter_:
-            principal = re.search(r"(?:assignedTo\('|principalId eq ')([^']+)'", filter_)
-            if principal:
-                found = [r for r in found if r.properties["principalId"] == principal.group(1)]
+            assigned = re.search(r"assignedTo\('([^']+)'", filter_)  # rule: authz.inheritance (groups too)
+            exact = re.search(r"principalId eq '([^']+)'", filter_)
+            if assigned:
+                found = [r for r in found if self.directory.applies_to(r.properties["principalId"], assigned.group(1))]
+            elif exact:
+                found = [r for r in found if r.properties["principalId"] == exact.group(1)]
             if "atScope()" in filter_:
-                found = [r for r in found if ids.is_within(scope, r.properties["scope"])]
+                found = [r for r in found if covers(r.properties["scope"], scope)]
         return sorted(found, key=lambda r: r.created)
 
     def role_effective(self, assignment: Resource) -> bool:  # rule: authz.ra-propagation
@@ -480,31 +497,69 @@ class Cloud:
             return True
         return self.state.now() - assignment.created >= self.state.timing.role_propagation_seconds
 
+    def may(self, principal: str, action: str, resource: str) -> bool:
+        """Whether an effective role lets `principal` do `action` on `resource` (a data-plane caller's check)."""
+        return authorization.permitted(self._effective_assignments(), principal, action, resource, self.directory)
+
+    @staticmethod
+    def not_permitted(principal: str, action: str, scope: str) -> str:
+        return authorization.denied(principal, action, scope).message
+
+    def image_pull_problem(self, compute: Resource, image: str) -> str | None:
+        """A private ACR image is pulled with the compute's identity, which needs AcrPull (rule acr.pull)."""
+        host, _, path = image.partition("/")
+        if not host.lower().endswith(".azurecr.io") or not path:
+            return None
+        name = host.split(".", 1)[0].lower()
+        registry = next((r for r in self.state.of_type(ids.REGISTRY) if r.name.lower() == name), None)
+        failed = f'Failed to pull image "{image}": '
+        if registry is None:
+            return failed + f"dial tcp: lookup {host}: no such host"
+        uami = _user_assigned(compute)
+        principal = uami.properties["principalId"] if uami is not None else ""
+        if not self.has_access(principal, registry.id, {ACR_PULL}):
+            return (
+                f"{failed}failed to authorize: failed to fetch anonymous token: unexpected status from GET request "
+                f"to https://{host}/oauth2/token: 401 Unauthorized"
+            )
+        return None
+
+    def revoke_role_assignment(self, assignment_id: str) -> Resource | None:
+        removed = self.state.delete(assignment_id)
+        if removed is not None:
+            self.revoked.append((removed, self.state.now()))
+        return removed
+
     def has_access(self, principal: str, resource: str, roles: set[str]) -> bool:
         return any(
-            r.properties["principalId"] == principal
+            self.directory.applies_to(r.properties["principalId"], principal)
             and _role_guid(r.properties["roleDefinitionId"]) in roles
-            and ids.is_within(resource, r.properties["scope"])
-            and self.role_effective(r)
-            for r in self.state.of_type(ids.ROLE_ASSIGNMENT)
+            and self.directory.covers(r.properties["scope"], resource)
+            for r in self._effective_assignments()
         )
 
     # -- ARM authorisation -----------------------------------------------------------------------
     def authorize(self, principal: str, action: str, path: str) -> None:
         """Refuse with Azure's 403 unless an effective role assignment lets `principal` do `action` there."""
         scope = path[path.lower().find("/subscriptions/") :].rstrip("/")
-        if not authorization.permitted(self._effective_assignments(), principal, action, scope):
+        if not authorization.permitted(self._effective_assignments(), principal, action, scope, self.directory):
             raise authorization.denied(principal, action, scope)
 
     def authorize_linked(self, principal: str, action: str, path: str, linked: list[str]) -> None:
         """Attaching an identity to a resource also needs assign/action on the identity."""
         effective = self._effective_assignments()
         for identity_id in linked:
-            if not authorization.permitted(effective, principal, authorization.ASSIGN_IDENTITY, identity_id):
+            if not authorization.permitted(
+                effective, principal, authorization.ASSIGN_IDENTITY, identity_id, self.directory
+            ):
                 raise authorization.linked_denied(principal, action, path.rstrip("/"), identity_id)
 
     def _effective_assignments(self) -> list[Resource]:
-        return [r for r in self.state.of_type(ids.ROLE_ASSIGNMENT) if self.role_effective(r)]
+        """Assignments old enough to be honoured, and deleted ones whose removal has not propagated yet."""
+        now, window = self.state.now(), self.state.timing.role_propagation_seconds
+        self.revoked = [(r, at) for r, at in self.revoked if now - at < window]  # rule: authz.ra-propagation
+        current = [r for r in self.state.of_type(ids.ROLE_ASSIGNMENT) if self.role_effective(r)]
+        return current + [r for r, _ in self.revoked if self.role_effective(r)]
 
     # -- cluster extensions (long-running) -------------------------------------------------------
     def put_extension(self, extension_id: str, body: dict[str, Any], patch: bool) -> tuple[Resource, Operation | None]:
@@ -543,6 +598,7 @@ class Cloud:
                 "principalId": ids.stable_uuid(extension_id, "extension"),
             }
         props["provisioningState"] = "Updating" if existing else "Creating"
+        props.update(_extension_outcome("Updating"))
         resource = self.state.put(extension_id, ids.EXTENSION, {"properties": props})
         operation = self.state.start_operation(extension_id, "ExtensionUpdate" if existing else "ExtensionCreate")
         return resource, operation
@@ -566,6 +622,8 @@ class Cloud:
                 self._finish_delete(resource)
                 continue
             resource.properties["provisioningState"] = operation.outcome
+            if resource.type == ids.EXTENSION:  # rule: ext.error-info
+                resource.properties.update(_extension_outcome(operation.outcome, operation.error))
             if resource.type == ids.COMPUTE and operation.outcome == "Failed":  # rule: ml.compute-failed
                 error = operation.error or {"code": "InternalError", "message": "The compute attach failed."}
                 resource.properties["provisioningErrors"] = [{"error": dict(error)}]
@@ -735,6 +793,10 @@ class Cloud:
                     "KeyBasedAuthenticationNotPermitted: the datastore uses account keys but the storage "
                     "account has allowSharedKeyAccess=false"
                 )
+            uami = _user_assigned(compute)
+            reader = uami.properties["principalId"] if uami is not None else ""
+            if not self.may(reader, LIST_SECRETS, workspace.id):  # rule: data.credential-datastore-secrets
+                return self.not_permitted(reader, LIST_SECRETS, workspace.id)
             return None
         cluster = self.state.get(compute.properties.get("resourceId", ""))
         if cluster is None:
@@ -808,7 +870,7 @@ class Cloud:
                 return problem
         principal = uami.properties["principalId"]
         read = "Microsoft.MachineLearningServices/workspaces/models/versions/read"
-        if not authorization.permitted(self._effective_assignments(), principal, read, model_id):
+        if not authorization.permitted(self._effective_assignments(), principal, read, model_id, self.directory):
             return str(authorization.denied(principal, read, model_id).message)
         storage_id = workspace.properties["storageAccount"]
         if not self.has_access(uami.properties["principalId"], storage_id, STORAGE_DATA_ROLES):
@@ -855,3 +917,23 @@ def check_tag_names(body: dict[str, Any], mode: str) -> None:
                 "InvalidTagNameCharacters",
                 f"The tag names '{name}' have reserved characters '<,>,%,&,\\\\,?,/' or control characters.",
             )
+
+
+def _extension_outcome(state: str, error: dict[str, str] | None = None) -> dict[str, Any]:
+    """errorInfo and statuses as the Extensions spec models them: the agent's error of a Failed or Canceled
+    extension, nothing otherwise (both always present)."""
+    if state not in ("Failed", "Canceled"):
+        return {"errorInfo": None, "statuses": []}
+    error = error or {"code": "ExtensionOperationFailed", "message": f"The extension operation ended {state}."}
+    return {
+        "errorInfo": {"code": error["code"], "message": error["message"]},
+        "statuses": [
+            {
+                "code": error["code"],
+                "displayStatus": state,
+                "level": "Error",
+                "message": error["message"],
+                "time": "2026-01-01T00:00:00Z",
+            }
+        ],
+    }

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from amlwire.sandbox import ids
-from amlwire.sandbox.cloud import STORAGE_DATA_ROLES, STORAGE_WRITE_ROLES, Cloud
+from amlwire.sandbox.cloud import LIST_SECRETS, STORAGE_DATA_ROLES, STORAGE_WRITE_ROLES, Cloud
 from amlwire.sandbox.state import Resource, key
 
 # the short form, and the long one azure-ai-ml writes when it registers a model from a job output
@@ -129,9 +129,12 @@ class DataPath:
             )
         if self._network_closed(storage, compute):  # rule: storage.network
             return Denied(NETWORK_DENIED, "This request is not authorized to perform this operation.")
-        if props["credentials"]["credentialsType"] != "None":
-            return self._credential_access(storage, datastore)
         principal = self._reader(workspace, compute, step.identity, submitter)
+        if props["credentials"]["credentialsType"] != "None":
+            # rule: data.credential-datastore-secrets (who reads fetches the stored credential first)
+            if isinstance(principal, str) and principal and not self.cloud.may(principal, LIST_SECRETS, workspace.id):
+                return Denied("AuthorizationFailed", self.cloud.not_permitted(principal, LIST_SECRETS, workspace.id))
+            return self._credential_access(storage, datastore)
         if isinstance(principal, Denied):
             return principal
         container = f"{account_id}/blobServices/default/containers/{props['containerName']}"
@@ -158,7 +161,8 @@ class DataPath:
     ) -> str | Denied:
         """The principal that reads identity-based data for the job."""
         # rule: data.job-identity
-        kind = str((identity or {}).get("identityType") or "AMLToken").lower()
+        identity = _camel(identity or {})
+        kind = str(identity.get("identityType") or "AMLToken").lower()
         if kind == "useridentity":
             return submitter or ""
         if compute is None:  # rule: data.serverless-identity
@@ -172,7 +176,7 @@ class DataPath:
                 return str(next(iter(assigned.values()))["principalId"])
             return submitter or ""
         principals = _compute_principals(compute)
-        wanted = str((identity or {}).get("clientId") or (identity or {}).get("resourceId") or "")
+        wanted = str(identity.get("clientId") or identity.get("resourceId") or "")
         if wanted:
             principals = [(principal, names) for principal, names in principals if key(wanted) in names]
         if not principals:
@@ -236,3 +240,8 @@ def open_to_the_internet(storage: Resource) -> bool:
     props = storage.properties
     public = props.get("publicNetworkAccess", "Enabled") != "Disabled"
     return public and (props.get("networkAcls") or {}).get("defaultAction", "Allow") == "Allow"
+
+
+def _camel(identity: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline step's identity arrives in snake_case (identity_type, client_id: azure-ai-ml 1.35.2)."""
+    return {"".join(p if i == 0 else p.title() for i, p in enumerate(k.split("_"))): v for k, v in identity.items()}

@@ -42,9 +42,13 @@ _PARENT = re.compile(r"^(?P<parent>.+)/providers/Microsoft\.Authorization/roleAs
 
 
 def is_within(resource: str, scope: str) -> bool:
-    """Whether `scope` is `resource` itself or one of its ancestors (role inheritance)."""
+    """Whether `scope` is `resource` itself or one of its ancestors under /subscriptions (see Directory for
+    management groups and the tenant root above them)."""
     resource, scope = resource.rstrip("/").lower(), scope.rstrip("/").lower()
     return resource == scope or resource.startswith(scope + "/")
+
+
+MANAGEMENT_GROUP = "/providers/microsoft.management/managementgroups/"
 
 
 def arm_type(resource_id: str) -> str:

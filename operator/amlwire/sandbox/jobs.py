@@ -178,6 +178,8 @@ class Jobs:
             return job
         age = now - job.created
         queued = extra["queued"]
+        if extra.get("started") is None and self._unscheduled(job):  # rule: ext.cli-settings
+            queued = extra["queued"] = max(queued, age + 1.0)
         if age < queued:
             props["status"] = _before_running(age, queued)
             return job
@@ -199,6 +201,23 @@ class Jobs:
             if props["status"] == "Completed":
                 self._write_outputs(job)
         return job
+
+    def _image_of(self, props: dict[str, Any]) -> str:
+        """The container image of a job's environment version (as registered in the workspace)."""
+        environment = self.state.get(str(props.get("environmentId") or ""))
+        return str((environment.properties.get("image") if environment else None) or "")
+
+    def _unscheduled(self, job: Resource) -> bool:
+        """World option rules.bareExtension=jobsStayQueued: AML's scheduler never takes a job on a cluster whose
+        extension lacks the settings the CLI adds."""
+        if self.state.world.rules.bare_extension != "jobsStayQueued":
+            return False
+        compute = self.state.get(str(job.properties.get("computeId") or ""))
+        if compute is None or compute.properties.get("computeType") != "Kubernetes":
+            return False
+        extension = self.cloud.aml_extension(str(compute.properties.get("resourceId") or ""))
+        settings = (extension.properties.get("configurationSettings") or {}) if extension else {}
+        return not all(settings.get(k) for k in CLI_REGISTRATION_SETTINGS)
 
     def _compute_detached(self, job: Resource) -> dict[str, Any] | None:
         """A compute detached (or deleted) under a running job takes its pods with it: AML fails the job."""
@@ -281,7 +300,11 @@ class Jobs:
             and workspace is not None
             and (compute.properties.get("computeType") == "Kubernetes")
         ):
-            if self._needs_sidecar(props):
+            pulled = self.cloud.image_pull_problem(compute, self._image_of(props))  # rule: acr.pull
+            if pulled:
+                problem = pulled
+                job.extra["error"] = {"code": "UserError", "message": pulled, "details": []}
+            elif self._needs_sidecar(props):
                 problem = self.cloud.storage_access_problem(compute, workspace, bool(props.get("outputs")))
                 if problem:
                     job.extra["error"] = stream_access_error(problem, self.state.world.rules.stream_access_error)
@@ -573,6 +596,9 @@ def _interruption_at(elapsed: float, interruptions: list[dict[str, Any]]) -> str
         if start <= elapsed < start + float(interruption["seconds"]):
             return str(interruption["status"])
     return None
+
+
+CLI_REGISTRATION_SETTINGS = ("clusterId", "cluster_name", "location", "jobSchedulerLocation", "domain")
 
 
 def _before_running(age: float, queued: float) -> str:

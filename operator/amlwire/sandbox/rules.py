@@ -4,8 +4,9 @@ The code that enforces a rule carries a `# rule: ID` marker (tests/sandbox/test_
 docs/sandbox.md is generated from this table (`make docs`); `make test` fails when it drifts.
 
 Sources: spec (Azure/azure-rest-api-specs or the pinned SDK's generated code), doc (Microsoft Learn),
-field (seen in a field report), unverified (no primary source: a world option, and the tests run every
-option, or a note saying why amlwire never depends on the answer).
+field (seen in a field report), inference (follows from documented behaviour, not itself documented),
+unverified (no primary source: a world option, and the tests run every option, or a note saying why amlwire
+never depends on the answer).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Source = Literal["spec", "doc", "field", "unverified"]
+Source = Literal["spec", "doc", "field", "inference", "unverified"]
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,18 @@ RULES: tuple[Rule, ...] = (
         "'*' in a role's action matches any characters, and 'x/*/y' also matches 'x/y' (how "
         "Managed Identity Operator's '.../userAssignedIdentities/*/assign/action' grants "
         "'.../userAssignedIdentities/assign/action').",
+        "inference",
+        "Learn: Understand Azure role definitions (wildcards); Managed Identity Operator description (the "
+        "'x/*/y' matching 'x/y' is inferred from that role granting the action, not stated)",
+    ),
+    Rule(
+        "msi.identity-throttling",
+        "ARM",
+        "The managed-identity provider throttles per identity resource (0.5 GET/s, 0.25 writes/s): its 429 comes "
+        "through ARM, which reports its own budget as not spent. World option armLimits.identity (bucket sizes "
+        "unverified; off unless a world tests them).",
         "doc",
-        "Learn: Understand Azure role definitions (wildcards); Managed Identity Operator description",
+        "Learn: Managed identities for Azure resources, limits (requests per managed identity)",
     ),
     Rule(
         "arm.linked-authorization",
@@ -226,6 +237,28 @@ RULES: tuple[Rule, ...] = (
         "does not have enableTraining=True.",
         "doc",
         "Learn: Deploy AzureML extension on AKS or Arc Kubernetes cluster, configuration settings",
+        note="the refusal's shape (a 400 UserError at submission, its words) is unverified; amlwire never submits "
+        "to such a compute (ExtensionReady False TrainingDisabled) and reads any refusal's message as it is",
+    ),
+    Rule(
+        "ext.error-info",
+        "Cluster extensions",
+        "Every extension carries errorInfo and statuses; a Failed or Canceled one has the agent's error in "
+        "errorInfo and an Error-level status. Canceled means the install never finished.",
+        "spec",
+        "extensions 2025-03-01 Extension (errorInfo: ErrorDetail, statuses: ExtensionStatus[], provisioningState "
+        "Canceled)",
+    ),
+    Rule(
+        "ext.cli-settings",
+        "Cluster extensions",
+        "az k8s-extension create adds settings a bare ARM PUT lacks (clusterId, cluster_name, the Prometheus "
+        "cluster label, location, jobSchedulerLocation, domain, cluster_name_friendly, servicebus/relayserver "
+        "disabled, nginxIngress, enableInference; clusterPurpose=DevTest and inferenceRouterHA=false under 3 "
+        "nodes). Whether AML schedules jobs on an extension without them is unverified.",
+        "unverified",
+        "azure-cli-extensions src/k8s-extension/azext_k8s_extension/partner_extensions/AzureMLKubernetes.py (Create)",
+        option="rules.bareExtension: works | jobsStayQueued",
     ),
     # -- role assignments -------------------------------------------------------------------------------
     Rule(
@@ -253,10 +286,21 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "authz.ra-propagation",
         "Role assignments",
-        "A new role assignment may take minutes to grant access.",
+        "A new role assignment may take minutes to grant access, and a deleted one to stop granting it.",
         "doc",
         "Learn: Troubleshoot Azure RBAC (role assignment changes take up to 10 minutes)",
         option="timing.rolePropagationSeconds",
+    ),
+    Rule(
+        "authz.inheritance",
+        "Role assignments",
+        "An assignment at a management group applies to the subscriptions under it (and its child groups), one at "
+        "the tenant root to all; one to an Entra group applies to its members, nested groups included. "
+        "$filter=assignedTo('id') lists those too; principalId eq lists the principal's own. World: "
+        "managementGroups, groups.",
+        "doc",
+        "Learn: Understand scope for Azure RBAC; Assign Azure roles to groups; RoleAssignments_ListForScope "
+        "($filter=assignedTo)",
     ),
     Rule(
         "authz.ra-list",
@@ -285,6 +329,36 @@ RULES: tuple[Rule, ...] = (
         "Learn: Configure Azure Storage firewalls and virtual networks; Data administration (Other general checks)",
     ),
     Rule(
+        "acr.pull",
+        "AML computes",
+        "A job's image in a private Azure Container Registry is pulled with the compute's identity, which needs "
+        "AcrPull on the registry; without it the job fails at image pull (401 from the registry's token "
+        "endpoint). A registry that does not exist does not resolve.",
+        "doc",
+        "Learn: Attach a Kubernetes cluster (AcrPull for the compute's managed identity); the error words are "
+        "containerd's",
+    ),
+    Rule(
+        "data.credential-datastore-secrets",
+        "Data path",
+        "A credential-based datastore is read by first fetching its stored credential: whoever reads (the user, "
+        "or the compute's identity) needs Microsoft.MachineLearningServices/workspaces/datastores/listsecrets/action "
+        "on the workspace, else 403 AuthorizationFailed naming that action.",
+        "doc",
+        "Learn: Data administration (credential-based data authentication: listsecrets)",
+    ),
+    Rule(
+        "storage.blob-errors",
+        "Storage",
+        "The blob data plane refuses a bearer token for another audience than https://storage.azure.com (or the "
+        "account's endpoint) with 401 InvalidAuthenticationInfo, answers 404 ContainerNotFound for a container "
+        "that does not exist, and a storage account that does not exist has no DNS record (the client's request "
+        "fails before reaching Azure; the sandbox's tests resolve only existing accounts).",
+        "doc",
+        "Learn: Blob service error codes; Authorize with Microsoft Entra ID (token audience); storage account "
+        "endpoints (DNS)",
+    ),
+    Rule(
         "storage.data-roles",
         "Storage",
         "The blob data plane (https://<account>.blob.<suffix>) authorises a bearer token by a Storage Blob Data "
@@ -297,7 +371,8 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "authz.role-definitions",
         "Role assignments",
-        "Built-in role definitions are readable at any scope by GUID, with their actions and notActions; an "
+        "Built-in role definitions are readable at any scope by GUID, with their actions, notActions and "
+        "dataActions (the Storage Blob Data roles' blob reads and writes are dataActions); an "
         "unknown GUID answers 404 RoleDefinitionDoesNotExist.",
         "spec",
         "Microsoft.Authorization RoleDefinitions_Get; Learn: Azure built-in roles",
@@ -595,10 +670,12 @@ RULES: tuple[Rule, ...] = (
         "Identity-based data in a job is read by: identity user_identity: the submitting user; managed: the "
         "compute's managed identity (a named one when the job gives its client or resource ID); none (AMLToken): "
         "the compute's managed identity as fallback. A datastore with a stored credential uses that credential "
-        "instead. The workspace's identity is never used by jobs.",
+        "instead. The workspace's identity is never used by jobs. A pipeline step's own identity (snake_case: "
+        "identity_type, client_id) wins over the pipeline's.",
         "doc",
         "Learn: Set up authentication between Azure ML and other services (user identity note: compute managed "
-        "identity is the fallback); Data administration (jobs use the compute identity, not the workspace's)",
+        "identity is the fallback); Data administration (jobs use the compute identity, not the workspace's); "
+        "azure-ai-ml 1.35.2 PipelineJob._to_rest_object (step identity keys, verified by running the SDK)",
     ),
     Rule(
         "data.serverless-identity",

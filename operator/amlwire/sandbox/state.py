@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from amlwire.sandbox import ids
 from amlwire.sandbox.budget import ArmBudget
 from amlwire.sandbox.world import World
 
@@ -76,6 +77,7 @@ class Operation:
     kind: str
     error: dict[str, str] | None = None
     finished: bool = False
+    started: float = 0.0
 
     def status(self, now: float) -> str:
         return "InProgress" if now < self.done_at else self.outcome
@@ -155,6 +157,8 @@ class State:
         now = self.now()
         existing = self.get(resource_id)
         body = {**body, "id": resource_id, "name": resource_id.rsplit("/", 1)[-1], "type": type_}
+        if type_ == ids.EXTENSION:  # rule: ext.error-info (however the world made it)
+            body["properties"] = {"errorInfo": None, "statuses": [], **(body.get("properties") or {})}
         if existing is not None:
             existing.body = body
             existing.updated = now
@@ -184,7 +188,8 @@ class State:
     def start_operation(self, resource_id: str, kind: str, seconds: float | None = None) -> Operation:
         duration = self.timing.lro_seconds if seconds is None else seconds
         outcome = self.timing.lro_outcome
-        operation = Operation(uuid.uuid4().hex, resource_id, self.now() + duration, outcome, kind)
+        now = self.now()
+        operation = Operation(uuid.uuid4().hex, resource_id, now + duration, outcome, kind, started=now)
         if outcome == "Failed":
             operation.error = {
                 "code": "ExtensionOperationFailed" if "extension" in kind.lower() else "OperationFailed",

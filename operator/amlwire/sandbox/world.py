@@ -41,8 +41,12 @@ SIDECAR_CREDENTIALS: tuple[SidecarCredential, ...] = ("computeIdentity", "worklo
 class ExtensionWorld(WorldModel):
     name: str = "azureml"
     extension_type: str = "Microsoft.AzureML.Kubernetes"
-    provisioning_state: Literal["Succeeded", "Failed", "Creating", "Updating"] = "Succeeded"
+    provisioning_state: Literal["Succeeded", "Failed", "Canceled", "Creating", "Updating"] = "Succeeded"
     settings: dict[str, str] = Field(default_factory=lambda: {"enableTraining": "True"})
+    error: str = Field(
+        default="Helm installation failed: timed out waiting for the condition",
+        description="What errorInfo and the Error status say of a Failed or Canceled extension (rule ext.error-info).",
+    )
 
 
 class ClusterWorld(Located):
@@ -74,6 +78,7 @@ class ClusterWorld(Located):
     subnet: str | None = Field(
         default=None, description="Resource ID of the node pool's subnet (agentPoolProfiles[].vnetSubnetID)."
     )
+    node_count: int = Field(default=3, ge=1, description="Nodes of the cluster's one pool (agentPoolProfiles[].count).")
 
 
 JobTimeoutOutcome = Literal["Canceled", "Failed"]
@@ -87,6 +92,12 @@ class Rules(WorldModel):
         default="specExamples",
         description="What an operation-status body says while it runs (rule arm.operation-status-words): the "
         "specs' examples (Creating, Updating, Deleting), InProgress, or another word (Running).",
+    )
+    bare_extension: Literal["works", "jobsStayQueued"] = Field(
+        default="works",
+        description="Jobs on a cluster whose AzureML extension lacks the settings `az k8s-extension create` adds "
+        "(clusterId, jobSchedulerLocation, ...), as a bare ARM PUT installs it (rule ext.cli-settings, unverified): "
+        "they run, or they never leave Queued.",
     )
     job_timeout: JobTimeoutOutcome = Field(
         default="Canceled",
@@ -108,6 +119,14 @@ class BucketLimit(WorldModel):
     refill: float = Field(gt=0, description="Tokens added per second.")
 
 
+class IdentityLimits(WorldModel):
+    """The managed-identity provider's own limits per identity resource (rule msi.identity-throttling)."""
+
+    enabled: bool = Field(default=False, description="Off unless a world tests them: they slow every wiring.")
+    reads: BucketLimit = Field(default_factory=lambda: BucketLimit(size=5, refill=0.5))
+    writes: BucketLimit = Field(default_factory=lambda: BucketLimit(size=5, refill=0.25))
+
+
 class ArmLimits(WorldModel):
     """ARM's token buckets per subscription, principal and operation type (rule arm.throttling)."""
 
@@ -118,6 +137,7 @@ class ArmLimits(WorldModel):
     global_factor: float = Field(
         default=15.0, gt=0, description="The subscription's bucket for all principals, times a principal's."
     )
+    identity: IdentityLimits = Field(default_factory=lambda: IdentityLimits())
 
 
 class IdentityWorld(Located):
@@ -221,6 +241,19 @@ class RoleAssignmentWorld(WorldModel):
     name: str | None = None
 
 
+class ManagementGroupWorld(WorldModel):
+    name: str
+    subscriptions: list[str] = Field(default_factory=list, description="Subscription IDs under the group.")
+    parent: str | None = Field(default=None, description="The management group above it (None: the tenant root).")
+
+
+class GroupWorld(WorldModel):
+    """An Entra security group: role assignments to it apply to its members (and members of member groups)."""
+
+    id: str
+    members: list[str] = Field(default_factory=list, description="Object IDs of principals or other groups.")
+
+
 class FederatedCredentialWorld(WorldModel):
     identity: str = Field(description="Resource ID of the identity.")
     name: str
@@ -270,6 +303,8 @@ class World(WorldModel):
     key_vaults: list[Located] = Field(default_factory=list)
     workspaces: list[WorkspaceWorld] = Field(default_factory=list)
     role_assignments: list[RoleAssignmentWorld] = Field(default_factory=list)
+    management_groups: list[ManagementGroupWorld] = Field(default_factory=list)
+    groups: list[GroupWorld] = Field(default_factory=list)
     federated_credentials: list[FederatedCredentialWorld] = Field(default_factory=list)
     timing: Timing = Field(default_factory=Timing)
     rules: Rules = Field(default_factory=Rules)

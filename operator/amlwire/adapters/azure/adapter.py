@@ -274,6 +274,7 @@ class AzureAdapter(JobsAdapter, DataPathReads):
             issuer_url=oidc.issuer_url if oidc else None,
             workload_identity_enabled=bool(workload and workload.enabled),
             local_accounts_disabled=bool(cluster.disable_local_accounts),
+            node_count=_node_count(cluster.agent_pool_profiles),
         )
 
     # -- managed identity and federated credentials ----------------------------------------------
@@ -348,6 +349,7 @@ class AzureAdapter(JobsAdapter, DataPathReads):
             extension_type=props.extension_type or "",
             provisioning_state=_enum(props.provisioning_state),
             settings=dict(props.configuration_settings or {}),
+            error=_extension_error(props),
         )
 
     def _begin(self, start: Callable[..., Any]) -> str | None:
@@ -409,7 +411,7 @@ class AzureAdapter(JobsAdapter, DataPathReads):
                 )
             )
         return [
-            RoleAssignment(a.name, a.scope or scope, a.role_definition_id, a.principal_id, _created_on(a))
+            RoleAssignment(a.name, a.scope or scope, a.role_definition_id, a.principal_id, _created_on(a), principal_id)
             for a in found
         ]
 
@@ -583,3 +585,20 @@ def _assigned_principal(assigned: Any) -> str | None:
     """azure-ai-ml (1.x) copies a workspace's user-assigned identity with the REST model's as_dict(), whose keys
     are the wire's camelCase: its principal_id attribute stays None and the value sits under principalId."""
     return getattr(assigned, "principal_id", None) or vars(assigned).get("principalId")
+
+
+def _node_count(pools: Any) -> int | None:
+    counts = [p.count for p in pools or [] if p.count is not None]
+    return sum(counts) if counts else None
+
+
+def _extension_error(props: Any) -> str | None:
+    """What the agent said went wrong: errorInfo, then the Error-level statuses (spec: Extension)."""
+    said = []
+    info = getattr(props, "error_info", None)
+    if info is not None and (info.code or info.message):
+        said.append(": ".join(p for p in (info.code, info.message) if p))
+    for status in getattr(props, "statuses", None) or []:
+        if str(status.level or "").lower() == "error" and status.message:
+            said.append(status.message)
+    return "; ".join(dict.fromkeys(said)) or None

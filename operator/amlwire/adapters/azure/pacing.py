@@ -22,6 +22,24 @@ def arm_subscription(url: str, arm_host: str) -> str | None:
     return segments[2]
 
 
+def top_level_resource(url: str) -> str | None:
+    """The resource a provider throttles on its own: /subscriptions/S/resourceGroups/G/providers/NS/TYPE/NAME."""
+    segments = urlsplit(url).path.split("/")
+    lowered = [s.lower() for s in segments]
+    if "providers" not in lowered:
+        return None
+    at = lowered.index("providers")
+    if len(segments) < at + 4 or "resourcegroups" not in lowered[:at]:
+        return None
+    return "/".join(segments[: at + 4])
+
+
+def throttled_by_provider(headers: Any, method: str) -> bool:
+    """A 429 that left ARM's budget untouched (ARM reports tokens left) came from the resource provider."""
+    left = remaining_tokens(headers, method)
+    return left is not None and left > 0
+
+
 def service_of(url: str) -> str:
     """Another service's throttling scope (run history, MLflow): its host and first path segment."""
     parts = urlsplit(url)
@@ -54,19 +72,21 @@ class PacingPolicy(SansIOHTTPPolicy):
         http = request.http_request
         subscription = arm_subscription(http.url, self.arm_host)
         scope = subscription or service_of(http.url)
-        request.context["amlwire.scope"] = (scope, subscription is not None)
+        resource = top_level_resource(http.url) if subscription is not None else None
+        request.context["amlwire.scope"] = (scope, subscription is not None, resource)
         action = f"{http.method} {urlsplit(http.url).path}"
-        wait = self.pacer.reserve(scope, http.method, action, metered=subscription is not None)
+        wait = self.pacer.reserve(scope, http.method, action, metered=subscription is not None, resource=resource)
         while wait > 0:
             self.sleep(wait)
-            wait = self.pacer.still_held(scope, http.method, action)
+            wait = self.pacer.still_held(scope, http.method, action, resource)
 
     def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:
-        scope, metered = request.context.get("amlwire.scope", (None, False))
+        scope, metered, resource = request.context.get("amlwire.scope", (None, False, None))
         if scope is None:
             return
         method, answer = request.http_request.method, response.http_response
         if metered:
             self.pacer.observe(scope, method, remaining_tokens(answer.headers, method))
         if answer.status_code == 429:
-            self.pacer.hold(scope, method, retry_after_seconds(answer.headers))
+            provider = resource if metered and throttled_by_provider(answer.headers, method) else None
+            self.pacer.hold(scope, method, retry_after_seconds(answer.headers), provider)

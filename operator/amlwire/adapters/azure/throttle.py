@@ -8,7 +8,11 @@ each request a slot: at once while tokens are left, later (the caller sleeps) wh
 amlwire sends at the refill rate instead of into an empty bucket. A request that would wait longer than
 `max_wait`, or that comes while a 429's Retry-After runs, is refused as AzureThrottled without a call: the
 reconcile or poller tries again later instead of holding a thread. Every reconcile, drift timer and job poller
-shares one pacer, so one object's 429 is everyone's.
+shares one pacer, so a 429 of ARM's subscription budget is everyone's.
+
+A resource provider throttles on its own too: Entra documents per managed identity 0.5 GET/s and 0.25 writes/s.
+Such a 429 comes through ARM with ARM's budget left (its headers say so): only requests to that resource are
+held (`resource`, the top-level resource of the path), and the rest of the subscription's work goes on.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ KINDS = ("reads", "writes", "deletes")
 DEFAULT_HOLD = 10.0  # seconds, when a 429 names no Retry-After
 MAX_WAIT = 30.0  # seconds a request may wait for its slot before the caller is told to come back later
 HOLD_GRACE = 1.0  # a 429's hold this close to its end is waited out (the SDK's own retry lands here)
+AS_ASKED = "as Azure's Retry-After asked"
 
 
 def kind_of(method: str) -> str:
@@ -86,6 +91,7 @@ class ArmPacer:
         self.max_wait = max_wait
         self.clock = clock
         self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._resource_holds: dict[tuple[str, str], float] = {}  # (resource, kind) -> held until
         self._lock = threading.Lock()
 
     def _bucket(self, subscription: str, kind: str, now: float) -> _Bucket:
@@ -97,19 +103,29 @@ class ArmPacer:
         bucket.refill(now)
         return bucket
 
-    def reserve(self, subscription: str, method: str, action: str, metered: bool = True) -> float:
+    def reserve(
+        self, subscription: str, method: str, action: str, metered: bool = True, resource: str | None = None
+    ) -> float:
         """Take a slot for one request: the seconds to wait before sending it (AzureThrottled if too long).
 
-        Unmetered (services other than ARM, whose budgets Azure does not report) only a 429's hold applies."""
+        Unmetered (services other than ARM, whose budgets Azure does not report) only a 429's hold applies; a
+        request to a `resource` its provider throttled waits for that hold too."""
         kind = kind_of(method)
         with self._lock:
             now = self.clock()
+            own = self._resource_held(resource, kind, now)
+            if own > HOLD_GRACE:
+                raise _throttled(
+                    f"{action}: Azure throttled {kind} of {resource_name(resource)}",
+                    own,
+                    AS_ASKED,
+                )
             bucket = self._bucket(subscription, kind, now)
             held = max(0.0, bucket.held_until - now)
             short = metered and bucket.tokens < 1.0
-            wait = max(held, (1.0 - bucket.tokens) / bucket.limit.refill if short else 0.0)
+            wait = max(own, held, (1.0 - bucket.tokens) / bucket.limit.refill if short else 0.0)
             if held > HOLD_GRACE or wait > self.max_wait:
-                why = "as Azure's Retry-After asked" if held > HOLD_GRACE else f"refill {bucket.limit.refill:g}/s"
+                why = AS_ASKED if held > HOLD_GRACE else f"refill {bucket.limit.refill:g}/s"
                 raise _throttled(
                     f"{action}: Azure's budget for {kind} in subscription {subscription} is spent", wait, why
                 )
@@ -117,16 +133,26 @@ class ArmPacer:
                 bucket.tokens -= 1.0
             return wait
 
-    def still_held(self, subscription: str, method: str, action: str) -> float:
+    def _resource_held(self, resource: str | None, kind: str, now: float) -> float:
+        if resource is None:
+            return 0.0
+        return max(0.0, self._resource_holds.get((resource.lower(), kind), 0.0) - now)
+
+    def still_held(self, subscription: str, method: str, action: str, resource: str | None = None) -> float:
         """After waiting for its slot: a 429 may have come back meanwhile. Seconds more to wait (its last
         second), or AzureThrottled when the hold is longer."""
         left = self.remaining(subscription, method)
+        with self._lock:
+            own = self._resource_held(resource, kind_of(method), self.clock())
+        if own > HOLD_GRACE:
+            what = f"{action}: Azure throttled {kind_of(method)} of {resource_name(resource)} while this request waited"
+            raise _throttled(what, own, AS_ASKED)
         if left > HOLD_GRACE:
             what = (
                 f"{action}: Azure throttled {kind_of(method)} in subscription {subscription} while this request waited"
             )
-            raise _throttled(what, left, "as Azure's Retry-After asked")
-        return left
+            raise _throttled(what, left, AS_ASKED)
+        return max(left, own)
 
     def observe(self, subscription: str, method: str, remaining: int | None) -> None:
         """Azure said how many tokens its bucket has left: amlwire never counts on more than its share of it."""
@@ -138,11 +164,16 @@ class ArmPacer:
             others = self.documented[kind].size - bucket.limit.size  # left to other tools sharing the principal
             bucket.tokens = min(bucket.tokens, remaining - others)
 
-    def hold(self, subscription: str, method: str, retry_after: float | None) -> None:
-        """Azure answered 429: no request of this type goes out before Retry-After."""
+    def hold(self, subscription: str, method: str, retry_after: float | None, resource: str | None = None) -> None:
+        """Azure answered 429: no request of this type goes out before Retry-After; to `resource` only, when its
+        provider throttled it (ARM's own budget was not spent)."""
         seconds = min(self.max_hold, retry_after if retry_after is not None else DEFAULT_HOLD)
         with self._lock:
             now = self.clock()
+            if resource is not None:
+                key = (resource.lower(), kind_of(method))
+                self._resource_holds[key] = max(self._resource_holds.get(key, 0.0), now + seconds)
+                return
             bucket = self._bucket(subscription, kind_of(method), now)
             bucket.held_until = max(bucket.held_until, now + seconds)
             bucket.tokens = min(bucket.tokens, 0.0)
@@ -160,3 +191,7 @@ class ArmPacer:
     def refill(self, method: str) -> float:
         """amlwire's share of the refill rate of a budget, per second."""
         return self.limits[kind_of(method)].refill
+
+
+def resource_name(resource: str | None) -> str:
+    return (resource or "").rstrip("/").rsplit("/", 1)[-1] or "the resource"

@@ -49,12 +49,27 @@ def follow_the_job(scope: JobScope) -> StepResult:
     before, scope.status.aml_status = scope.status.aml_status, snapshot.status
     if not snapshot.terminal:
         scope.watch.follow(scope.followed(workspace, name), snapshot)
-        return progressing(r.FINISHED, snapshot.status, f"The AML job is {snapshot.status}.", None)
+        return progressing(
+            r.FINISHED, snapshot.status, f"The AML job is {snapshot.status}.{_queued_why(scope, snapshot.status)}", None
+        )
     scope.watch.unfollow(workspace.id, name)
     if before != snapshot.status and snapshot.status != "Failed":  # a failure has its own event
         kind = scope.warn if snapshot.status == "Canceled" else scope.note
         kind(snapshot.status, f"AML job {name} is {snapshot.status}")
     return done(r.FINISHED, r.RESULTS_RECORDED, f"The AML job ended {snapshot.status}; its results are in status.")
+
+
+def _queued_why(scope: JobScope, status: str) -> str:
+    """A queued job on a compute whose extension lacks the CLI's settings: the one lead amlwire has."""
+    if status != "Queued" or scope.compute is None:
+        return ""
+    _, reason, _ = scope.compute.health.conditions.get(r.EXTENSION_READY, ("", "", ""))
+    if reason != r.EXTENSION_LACKS_CLI_SETTINGS:
+        return ""
+    return (
+        f" AttachedCompute {scope.compute.name}'s AzureML extension lacks settings az k8s-extension create adds "
+        f"(ExtensionReady {reason}): if the job stays Queued, add them as its message says"
+    )
 
 
 def _observe(scope: JobScope, workspace: WorkspaceRef, name: str) -> JobSnapshot | None:

@@ -38,18 +38,31 @@ def assign_roles(scope: Scope) -> StepResult:
     return result
 
 
-def remove_our_roles(scope: Scope, identity_id: str, whose: str = "") -> None:
+def remove_our_roles(
+    scope: Scope,
+    identity_id: str,
+    whose: str = "",
+    records: list[RoleAssignmentStatus] | None = None,
+    keep: frozenset[tuple[str, str]] = frozenset(),
+) -> None:
     """Delete the role assignments amlwire made for `identity_id` (as status recorded them), but those other
-    AttachedComputes using it still need."""
-    needed = scope.neighbours.grants(identity_id)
-    for record in scope.previous.role_assignments:
-        if not record.created_by_amlwire or (record.scope.lower(), role_guid(record.role)) in needed:
+    AttachedComputes using it still need and those in `keep` ((scope lower-case, role GUID) pairs)."""
+    keep = keep | scope.neighbours.grants(identity_id)
+    for record in scope.previous.role_assignments if records is None else records:
+        if not record.created_by_amlwire or (record.scope.lower(), role_guid(record.role)) in keep:
             continue
         try:
             scope.azure.delete_role_assignment(record.scope, record.name)
         except AzureNotFound:
             continue
         scope.note(r.ROLE_ASSIGNMENT_DELETED, f"removed {record.role} on {record.scope}{whose}")
+
+
+def _drop_ungranted(scope: Scope, recorded: list[RoleAssignmentStatus]) -> None:
+    """A grant taken out of spec.access.grants: the assignment amlwire made for it goes, so no access outlives
+    the spec that asked for it."""
+    wanted = frozenset((g.scope.lower(), role_guid(g.role)) for g in scope.spec.access.grants)
+    remove_our_roles(scope, scope.target.identity_id, ": not in spec.access.grants", recorded, wanted)
 
 
 def _datastore_readable(scope: Scope) -> StepResult | None:
@@ -67,6 +80,7 @@ def _datastore_readable(scope: Scope) -> StepResult | None:
 
 def _grants(scope: Scope, recorded: list[RoleAssignmentStatus]) -> StepResult:
     access = scope.spec.access
+    _drop_ungranted(scope, recorded)
     if not access.grants:
         scope.status.role_assignments = []
         return done(r.ACCESS_READY, r.NO_GRANTS_REQUESTED, "spec.access.grants is empty: no role assignments to check")

@@ -7,6 +7,7 @@ from amlwire.domain.conditions import StepResult, blocked, done, progressing
 from amlwire.domain.extension import (
     ENABLE_TRAINING,
     Action,
+    cli_settings,
     decide_extension,
     desired_settings,
     installed,
@@ -78,8 +79,9 @@ def _owned_by_another(scope: Scope) -> StepResult | None:
     return refused
 
 
-def _configured(scope: Scope, desired: dict[str, str]) -> StepResult:
-    """The extension has the desired settings; AML refuses training jobs when those turn training off."""
+def _configured(scope: Scope, desired: dict[str, str], lacks: str = "") -> StepResult:
+    """The extension has the desired settings; AML refuses training jobs when those turn training off. `lacks`
+    says which of the CLI's settings it has not (Verify mode: said, not written)."""
     spec, installed_ = scope.spec.extension, (EXTENSION_INSTALLED,)
     if not trains(desired) and scope.spec.jobs.allowed_namespaces:
         return blocked(
@@ -91,6 +93,8 @@ def _configured(scope: Scope, desired: dict[str, str]) -> StepResult:
             scope.timings.blocked_recheck,
             provides=installed_,
         )
+    if lacks:
+        return done(r.EXTENSION_READY, r.EXTENSION_LACKS_CLI_SETTINGS, lacks, provides=installed_)
     if not spec.set_identity_settings:
         message = f"extension {spec.name} has the settings of spec.extension (identity settings left alone)"
         return done(r.EXTENSION_READY, r.EXTENSION_CONFIGURED, message, provides=installed_)
@@ -127,6 +131,8 @@ def _converge(scope: Scope, decision: Begin | Retry, was_installed: bool) -> Ste
     spec, target = scope.spec.extension, scope.target
     provides = (EXTENSION_INSTALLED,) if was_installed else ()
     desired = desired_settings(spec.settings, target.identity_id, spec.set_identity_settings)
+    cluster = scope.observed.cluster
+    defaults = cli_settings(cluster.id, target.cluster_name, cluster.location, cluster.node_count) if cluster else None
     choice = decide_extension(
         scope.observed.extension,
         desired,
@@ -134,6 +140,7 @@ def _converge(scope: Scope, decision: Begin | Retry, was_installed: bool) -> Ste
         target.cluster_group,
         target.cluster_name,
         spec.name,
+        defaults,
     )
     if choice.action is Action.WAIT:
         return progressing(
@@ -144,7 +151,7 @@ def _converge(scope: Scope, decision: Begin | Retry, was_installed: bool) -> Ste
             r.EXTENSION_READY, choice.reason, choice.message, scope.timings.blocked_recheck, provides=provides
         )
     if choice.action is Action.NONE:
-        return _configured(scope, desired)
+        return _configured(scope, desired, choice.message if choice.reason == r.EXTENSION_LACKS_CLI_SETTINGS else "")
     kind = Kind.EXTENSION_CREATE if choice.action is Action.CREATE else Kind.EXTENSION_UPDATE
     begin = scope.azure.begin_create_extension if kind is Kind.EXTENSION_CREATE else scope.azure.begin_update_extension
     url = begin(target.cluster_id, spec.name, choice.settings)

@@ -75,7 +75,8 @@ def operation_status(call: Call) -> web.Response:
         "name": operation.id,
         # rule: arm.operation-status-words
         "status": status_word(operation.kind, call.state.world.rules.operation_status_words) if running else status,
-        "startTime": iso(operation.done_at),
+        "startTime": iso(operation.started),
+        **({} if running else {"endTime": iso(operation.done_at)}),
     }
     if status == "Failed" and operation.error:
         body["error"] = operation.error

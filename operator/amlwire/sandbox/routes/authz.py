@@ -46,7 +46,7 @@ def get_role_assignment(call: Call) -> web.Response:
 
 @route("DELETE", "authz.roleAssignment", RA + "/{assignment}", ASSIGNMENTS + "/delete")
 def delete_role_assignment(call: Call) -> web.Response:
-    removed = call.state.delete(_assignment_id(call))
+    removed = call.cloud.revoke_role_assignment(_assignment_id(call))
     return json_response(removed.body) if removed else web.Response(status=204)
 
 
@@ -70,7 +70,7 @@ def get_role_definition(call: Call) -> web.Response:
                     {
                         "actions": list(role.actions),
                         "notActions": list(role.not_actions),
-                        "dataActions": [],
+                        "dataActions": list(role.data_actions),
                         "notDataActions": [],
                     }
                 ],
