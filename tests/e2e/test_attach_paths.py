@@ -423,9 +423,11 @@ def test_a_private_registry_image_needs_acrpull_on_the_compute_identity(harness)
         timeout=20,
         what="AcrPull removed",
     )
-    obj = harness.wait_job(harness.apply_job("amljob-command.yaml", image=image), "Stalled", "True", timeout=30)
+    job = harness.apply_job("amljob-command.yaml", image=image)
+    obj = harness.wait_job(job, "Stalled", "True", "ImagePullFailed", timeout=30)
     assert f'Failed to pull image "{image}"' in obj["status"]["failure"]["message"]
     assert "401 Unauthorized" in obj["status"]["failure"]["message"]
+    assert "needs AcrPull there" in obj["status"]["failure"]["hint"]
 
 
 # -- the words an operation status uses while it runs ----------------------------------------------------------------

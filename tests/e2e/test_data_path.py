@@ -137,7 +137,7 @@ def arm(harness: Harness) -> dict[str, Any]:
 def submit(harness: Harness, workspace: str, body: dict[str, Any]) -> str:
     """Submit a job as the team's user (the subscription's Owner), through AML's own REST client."""
     name = f"job-{uuid.uuid4().hex[:8]}"
-    client = MachineLearningServicesMgmtClient(StaticCredential(OWNER_PRINCIPAL), SUB, **arm(harness))
+    client = MachineLearningServicesMgmtClient(StaticCredential(harness.sandbox, OWNER_PRINCIPAL), SUB, **arm(harness))
     client.jobs.create_or_update("rg-ml", workspace, name, body)
     return name
 
@@ -224,7 +224,7 @@ def run_az_role_assignment(harness: Harness, command_line: str) -> None:
     words = shlex.split(command_line)
     assert words[:4] == ["az", "role", "assignment", "create"], command_line
     flags = dict(zip(words[4::2], words[5::2], strict=True))
-    client = AuthorizationManagementClient(StaticCredential(OWNER_PRINCIPAL), SUB, **arm(harness))
+    client = AuthorizationManagementClient(StaticCredential(harness.sandbox, OWNER_PRINCIPAL), SUB, **arm(harness))
     client.role_assignments.create(
         flags["--scope"],
         str(uuid.uuid4()),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import socket
 import time
 from collections.abc import Iterator
@@ -38,29 +36,25 @@ BLOB_CONTRIBUTOR = (
 AUDIENCE = "api://AzureADTokenExchange"
 
 
-def jwt(claims: dict[str, Any]) -> str:
-    def part(data: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
-
-    return f"{part({'alg': 'none'})}.{part(claims)}.sig"
-
-
 OWNER_ROLE = f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{OWNER_ROLE_GUID}"
 
 
 class StaticCredential:
-    """A credential with JWT-shaped tokens for the audience asked for, for tests of the sandbox itself (not of
-    amlwire's auth); `token`, when set, is answered to every scope."""
+    """A signed-in principal's credential for tests of the sandbox itself (not of amlwire's auth): tokens the
+    sandbox's Entra signs for the audience asked for, or for `audience` whatever is asked (a token sent to the
+    wrong service)."""
 
-    def __init__(self, principal: str = OWNER_PRINCIPAL) -> None:
+    def __init__(self, sandbox: Any, principal: str = OWNER_PRINCIPAL, audience: str | None = None) -> None:
+        self.ctl = SandboxClient(sandbox.base_url, Path(sandbox.ca_file))
         self.principal = principal
-        self.token: str | None = None
+        self.audience = audience
+        self._issued: dict[str | None, str] = {}
 
     def _token(self, scopes: tuple[str, ...]) -> str:
-        if self.token is not None:
-            return self.token
-        audience = scopes[0].removesuffix("/.default") if scopes else None
-        return jwt({"oid": self.principal, "aud": audience, "exp": int(time.time()) + 3600})
+        audience = self.audience or (scopes[0].removesuffix("/.default") if scopes else None)
+        if audience not in self._issued:
+            self._issued[audience] = self.ctl.access_token(self.principal, audience)
+        return self._issued[audience]
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         return AccessToken(self._token(scopes), int(time.time()) + 3600)
@@ -95,8 +89,8 @@ def ctl(sandbox: SandboxServer) -> SandboxClient:
 
 
 @pytest.fixture
-def credential() -> StaticCredential:
-    return StaticCredential()
+def credential(sandbox: SandboxServer) -> StaticCredential:
+    return StaticCredential(sandbox)
 
 
 @pytest.fixture
@@ -132,7 +126,7 @@ def ml_client(sandbox: SandboxServer, cloud: str, credential: Any | None = None,
 
     endpoint = sandbox.storage_endpoint if storage else "core.windows.net"
     return MLClient(
-        credential or StaticCredential(),
+        credential or StaticCredential(sandbox),
         SUB,
         "rg-ml",
         "mlw-robotics",

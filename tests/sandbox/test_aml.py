@@ -14,7 +14,7 @@ from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.authorization.models import RoleAssignmentCreateParameters
 
 from tests.conftest import OWNER_PRINCIPAL, wait_for
-from tests.sandbox.conftest import CLUSTER_ID, STORAGE_ID, SUB, WORKSPACE_ID, StaticCredential, jwt, ml_client
+from tests.sandbox.conftest import CLUSTER_ID, STORAGE_ID, SUB, WORKSPACE_ID, StaticCredential, ml_client
 from tests.sandbox.wiring import attach_compute, wire
 
 pytestmark = pytest.mark.sandbox
@@ -359,8 +359,7 @@ def test_the_blob_plane_answers_as_storage_does(sandbox, credential, arm, blob_d
     with pytest.raises(ServiceRequestError):
         list(nowhere.get_container_client("c").list_blobs())
 
-    arm_token = StaticCredential()  # a token for ARM, sent to storage
-    arm_token.token = jwt({"oid": OWNER_PRINCIPAL, "aud": sandbox.base_url, "exp": int(time.time()) + 3600})
+    arm_token = StaticCredential(sandbox, audience=sandbox.base_url)  # a token for ARM, sent to storage
     wrong = BlobServiceClient(url, arm_token, connection_verify=str(sandbox.ca_file), retry_total=0)
     with pytest.raises(Exception, match="InvalidAuthenticationInfo"):
         list(wrong.get_container_client("no-such-container").list_blobs())

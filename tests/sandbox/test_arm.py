@@ -32,7 +32,6 @@ from tests.sandbox.conftest import (
     STORAGE_ID,
     SUB,
     TENANT,
-    jwt,
 )
 
 pytestmark = pytest.mark.sandbox
@@ -251,9 +250,9 @@ def test_unauthenticated_calls_are_refused(sandbox):
     assert "WWW-Authenticate" not in response.headers
 
 
-def _workload_credential(sandbox, tmp_path, subject: str) -> WorkloadIdentityCredential:
+def _workload_credential(sandbox, tmp_path, assertion: str) -> WorkloadIdentityCredential:
     token_file = tmp_path / "token"
-    token_file.write_text(jwt({"iss": "https://kubernetes.local", "sub": subject, "aud": [AUDIENCE]}))
+    token_file.write_text(assertion)
     return WorkloadIdentityCredential(
         tenant_id=TENANT,
         client_id="3c5b0f0e-1d6e-4a7b-9c2d-5e6f7a8b9c01",
@@ -263,6 +262,10 @@ def _workload_credential(sandbox, tmp_path, subject: str) -> WorkloadIdentityCre
     )
 
 
+def _issuer(ctl) -> str:
+    return ctl.resource(CLUSTER_ID)["properties"]["oidcIssuerProfile"]["issuerURL"]
+
+
 READER_ROLE = (
     f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7"
 )
@@ -270,15 +273,16 @@ READER_ROLE = (
 
 def test_workload_identity_token_exchange_needs_a_matching_credential(sandbox, arm, ctl, tmp_path):
     subject = "system:serviceaccount:amlwire-system:amlwire"
+    assertion = ctl.service_account_token(CLUSTER_ID, subject)  # as the cluster's kubelet projects it
     with pytest.raises(ClientAuthenticationError, match="AADSTS70021"):
-        _workload_credential(sandbox, tmp_path, subject).get_token(sandbox.base_url + "/.default")
+        _workload_credential(sandbox, tmp_path, assertion).get_token(sandbox.base_url + "/.default")
     ctl.create(
         f"{IDENTITY_ID}/federatedIdentityCredentials/operator",
         "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials",
-        {"properties": {"issuer": "https://kubernetes.local", "subject": subject, "audiences": [AUDIENCE]}},
+        {"properties": {"issuer": _issuer(ctl), "subject": subject, "audiences": [AUDIENCE]}},
         {"backdated": True},
     )
-    credential = _workload_credential(sandbox, tmp_path, subject)
+    credential = _workload_credential(sandbox, tmp_path, assertion)
     msi = ManagedServiceIdentityClient(credential, SUB, **arm)
     with pytest.raises(HttpResponseError) as refused:  # a token is not a permission: ARM authorises each call
         msi.user_assigned_identities.get("rg-id", "id-ml")

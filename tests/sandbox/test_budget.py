@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -29,7 +30,8 @@ class Headers:
 
 
 def client(arm: dict[str, Any], seen: Headers, principal: str | None = None) -> ManagedServiceIdentityClient:
-    credential = StaticCredential(principal) if principal else StaticCredential()
+    sandbox = SimpleNamespace(base_url=arm["base_url"], ca_file=arm["connection_verify"])
+    credential = StaticCredential(sandbox, principal) if principal else StaticCredential(sandbox)
     return ManagedServiceIdentityClient(credential, SUB, raw_response_hook=seen, **arm)
 
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -56,7 +57,7 @@ def test_standalone_sandbox_with_the_example_world(tmp_path):
         assert f"export AMLWIRE_ARM_ENDPOINT={base}" in output
         assert f"export AMLWIRE_CA_BUNDLE={ca_file}" in output
         cluster = ContainerServiceClient(
-            StaticCredential(),
+            StaticCredential(SimpleNamespace(base_url=base, ca_file=ca_file)),
             SUB,
             base_url=base,
             connection_verify=str(ca_file),

@@ -3,7 +3,6 @@ identities, datastores with their credentials, and the principal each job settin
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from amlwire.sandbox.client import SandboxClient
 from amlwire.sandbox.server import SandboxServer
 from amlwire.sandbox.world import ComputeIdentityWorld, ComputeWorld, DatastoreWorld
 from tests.conftest import OWNER_PRINCIPAL, wait_for
-from tests.sandbox.conftest import SUB, WORKSPACE_ID, StaticCredential, fast_world, jwt, ml_client, running
+from tests.sandbox.conftest import SUB, WORKSPACE_ID, StaticCredential, fast_world, ml_client, running
 
 pytestmark = pytest.mark.sandbox
 STORAGE = f"/subscriptions/{SUB}/resourceGroups/rg-ml/providers/Microsoft.Storage/storageAccounts/stmlrobotics"
@@ -67,7 +66,7 @@ def outcome(ml, submitted) -> tuple[str, str]:
 
 def authorization(sandbox) -> AuthorizationManagementClient:
     return AuthorizationManagementClient(
-        StaticCredential(OWNER_PRINCIPAL),
+        StaticCredential(sandbox, OWNER_PRINCIPAL),
         SUB,
         base_url=sandbox.base_url,
         credential_scopes=[sandbox.base_url + "/.default"],
@@ -98,7 +97,7 @@ def test_compute_clusters_and_datastores_read_back_through_azure_ai_ml(ml):
 def test_listing_secrets_needs_the_action(sandbox):
     reader = "3d4c5b6a-0000-4000-8000-0000000000d1"
     grant(sandbox, reader, READER, WORKSPACE_ID)
-    as_reader = ml_client(sandbox, "DataPathReader", StaticCredential(reader))
+    as_reader = ml_client(sandbox, "DataPathReader", StaticCredential(sandbox, reader))
     assert as_reader.datastores.get("keyed").name == "keyed"
     with pytest.raises(HttpResponseError, match="listsecrets/action"):
         as_reader.datastores.get("keyed", include_secrets=True)
@@ -116,8 +115,7 @@ def test_a_compute_cluster_reads_with_its_identity_not_the_workspaces(sandbox, m
 
 def test_user_identity_reads_as_the_submitter(sandbox):
     # a user-identity submission carries the user's AML token too; azure-ai-ml checks its audience
-    user = StaticCredential(OWNER_PRINCIPAL)
-    user.token = jwt({"oid": OWNER_PRINCIPAL, "aud": sandbox.base_url, "exp": int(time.time()) + 3600})
+    user = StaticCredential(sandbox, OWNER_PRINCIPAL, audience=sandbox.base_url)
     ml = ml_client(sandbox, "DataPathUser", user)
     grant(sandbox, ml.compute.get("cpu").identity.principal_id)
     assert (
@@ -164,8 +162,7 @@ def test_a_pipeline_steps_own_identity_sent_in_snake_case_is_the_reader(sandbox)
     """azure-ai-ml sends each step's identity as {"identity_type": "UserIdentity"}: the step reads as the user."""
     from azure.ai.ml.dsl import pipeline
 
-    user = StaticCredential(OWNER_PRINCIPAL)
-    user.token = jwt({"oid": OWNER_PRINCIPAL, "aud": sandbox.base_url, "exp": int(time.time()) + 3600})
+    user = StaticCredential(sandbox, OWNER_PRINCIPAL, audience=sandbox.base_url)
     ml = ml_client(sandbox, "DataPathPipeline", user)
     grant(sandbox, ml.compute.get("cpu").identity.principal_id)  # the compute could read: the user cannot
 

@@ -125,8 +125,8 @@ def test_tag_names_with_a_slash(ml, ctl, sandbox, mode):
 
 
 # -- ARM authorisation --------------------------------------------------------------------------------
-def test_every_call_is_authorised_by_the_callers_roles(arm, ctl):
-    reader = StaticCredential(ADMIN)
+def test_every_call_is_authorised_by_the_callers_roles(sandbox, arm, ctl):
+    reader = StaticCredential(sandbox, ADMIN)
     clusters = ContainerServiceClient(reader, SUB, **arm).managed_clusters
     with pytest.raises(HttpResponseError) as refused:
         clusters.get("rg-aks", "aks-robotics")
@@ -138,7 +138,7 @@ def test_every_call_is_authorised_by_the_callers_roles(arm, ctl):
 
 
 def test_attaching_an_identity_needs_assign_action_on_it(sandbox, ctl):
-    ml = ml_client(sandbox, "linked", StaticCredential(ADMIN))
+    ml = ml_client(sandbox, "linked", StaticCredential(sandbox, ADMIN))
     grant(ctl, ADMIN, DATA_SCIENTIST, WORKSPACE_ID)
     grant(ctl, ADMIN, COMPUTE_OPERATOR, WORKSPACE_ID)
     with pytest.raises(HttpResponseError) as refused:
@@ -151,7 +151,7 @@ def test_attaching_an_identity_needs_assign_action_on_it(sandbox, ctl):
 
 def test_a_data_scientist_submits_jobs_but_may_not_attach_computes(sandbox, ctl, credential, arm, ml):
     wire(credential, arm, ml)  # as the Owner
-    scientist = ml_client(sandbox, "scientist", StaticCredential(ADMIN))
+    scientist = ml_client(sandbox, "scientist", StaticCredential(sandbox, ADMIN))
     grant(ctl, ADMIN, DATA_SCIENTIST, WORKSPACE_ID)
     scientist.jobs.create_or_update(validation_job("by-a-scientist"))
     assert wait_for(lambda: finished(scientist, "by-a-scientist"), timeout=20) == "Completed"
@@ -236,7 +236,7 @@ def test_the_identity_provider_throttles_one_identity_and_arm_says_its_budget_is
 
     from tests.sandbox.conftest import arm_kwargs
 
-    client = ManagedServiceIdentityClient(StaticCredential(), SUB, **arm_kwargs(identity_limited))
+    client = ManagedServiceIdentityClient(StaticCredential(identity_limited), SUB, **arm_kwargs(identity_limited))
     msi = client.user_assigned_identities
     answers: list[dict] = []
     for _ in range(5):
@@ -288,12 +288,14 @@ def test_a_role_at_a_management_group_for_a_group_applies_to_its_members_below(i
     from tests.sandbox.conftest import arm_kwargs
 
     kwargs = arm_kwargs(inherited)
-    as_admin = ContainerServiceClient(StaticCredential(ADMIN), SUB, **kwargs)
+    as_admin = ContainerServiceClient(StaticCredential(inherited, ADMIN), SUB, **kwargs)
     assert as_admin.managed_clusters.get("rg-aks", "aks-robotics").name == "aks-robotics"
     with pytest.raises(HttpResponseError) as refused:
-        ContainerServiceClient(StaticCredential(OUTSIDER), SUB, **kwargs).managed_clusters.get("rg-aks", "aks-robotics")
+        ContainerServiceClient(StaticCredential(inherited, OUTSIDER), SUB, **kwargs).managed_clusters.get(
+            "rg-aks", "aks-robotics"
+        )
     assert refused.value.status_code == 403
-    assignments = AuthorizationManagementClient(StaticCredential(), SUB, **kwargs).role_assignments
+    assignments = AuthorizationManagementClient(StaticCredential(inherited), SUB, **kwargs).role_assignments
     assigned = list(assignments.list_for_scope(CLUSTER_ID, filter=f"assignedTo('{ADMIN}')"))
     assert [(a.scope, a.principal_id) for a in assigned] == [
         ("/providers/Microsoft.Management/managementGroups/mg-root-platform", PLATFORM_GROUP)

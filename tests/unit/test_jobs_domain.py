@@ -17,6 +17,7 @@ from amlwire.domain.jobs import (
     build_request,
     failure,
     failure_code,
+    failure_reason,
     hint,
     job_summary,
     verdict,
@@ -407,3 +408,32 @@ def test_a_token_exchange_hint_follows_the_credentials_there_now(federated, says
     message = "AADSTS70021: No matching federated identity record found for presented assertion subject "
     message += "'system:serviceaccount:azureml:default'"
     assert says in (hint("UserError", message, health, "Mount") or "")
+
+
+PULLS = [
+    # (case, AML's message, reason, the hint says)
+    (
+        "a private registry refusing the compute's identity",
+        'Failed to pull image "crrobotics.azurecr.io/isaac:2": failed to authorize: ... 401 Unauthorized',
+        "ImagePullFailed",
+        "needs AcrPull there",
+    ),
+    (
+        "a registry that does not know the image",
+        'Failed to pull image "crrobotics.azurecr.io/isaac:9": not found',
+        "ImagePullFailed",
+        "check that it exists there",
+    ),
+    ("a public registry", 'Failed to pull image "nvcr.io/nvidia/x:1": timeout', "ImagePullFailed", "nvcr.io"),
+    ("something else", "Process exited with code 1", "JobFailed", None),
+]
+
+
+@pytest.mark.parametrize(("case", "message", "reason", "says"), PULLS, ids=[p[0] for p in PULLS])
+def test_an_image_pull_failure_is_its_own_reason_and_names_the_role(case, message, reason, says):
+    found = failure("UserError", message, ComputeHealth("robotics-gpu"), None)
+    assert failure_reason(found) == reason
+    if says is None:
+        assert found.hint is None
+    else:
+        assert says in (found.hint or "")

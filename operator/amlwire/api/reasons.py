@@ -240,6 +240,9 @@ JOB_FAILED = reason("JobFailed", "the AML job failed; status.failure says why")
 STORAGE_ACCESS_FAILED = reason(
     "ScriptExecutionStreamAccessAuthentication", "the job could not reach storage; status.failure.hint names the link"
 )
+IMAGE_PULL_FAILED = reason(
+    "ImagePullFailed", "the job's image could not be pulled; status.failure.hint names the registry and the role"
+)
 MODEL_REGISTERED = reason("ModelRegistered", "the checkpoint output was registered as a model version")
 CANCELED = reason("Canceled", "the AML job was canceled")
 COMPLETED = reason("Completed", "the AML job completed")

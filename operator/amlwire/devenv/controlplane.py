@@ -91,6 +91,7 @@ class ControlPlane:
             etcd_url = self._start_etcd()
             self._start_apiserver(etcd_url)
             self._wait_ready()
+            self._allow_issuer_discovery()
         except BaseException:
             self.stop()
             raise
@@ -266,6 +267,30 @@ class ControlPlane:
         path.write_text(yaml.safe_dump(config))
         path.chmod(0o600)
         return path
+
+    def _allow_issuer_discovery(self) -> None:
+        """What AKS does for its OIDC issuer: anyone may read the discovery document and JWKS (Entra fetches
+        them anonymously to verify a projected token)."""
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "amlwire-testenv:service-account-issuer-discovery"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:service-account-issuer-discovery",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:unauthenticated"}],
+        }
+        answer = requests.post(
+            f"{self.server}/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            json=binding,
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            verify=str(self.ca_file),
+            timeout=10,
+        )
+        if answer.status_code not in (201, 409):
+            raise ControlPlaneError(f"binding issuer discovery: {answer.status_code} {answer.text}")
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout

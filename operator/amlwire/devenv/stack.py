@@ -64,6 +64,8 @@ class LocalStack:
         self.kube = self.kube or kube_client(self.plane)
         self.sandbox = SandboxServer(self.world, self.workdir / "sandbox-ca.pem").start()
         self.ctl = SandboxClient(self.sandbox.base_url, self.sandbox.ca_file)
+        # Entra fetches this apiserver's OpenID discovery and JWKS to verify amlwire's projected token
+        self.ctl.register_issuer(self.plane.service_account_issuer, self.plane.ca_file)
         self.token_file = self.workdir / "azure-identity-token"
         self.seed_operator_identity()
         self.grant_operator_roles()

@@ -545,13 +545,39 @@ def failure_code(error: Mapping[str, object]) -> str:
     return specific[-1] if "." in specific[-1] else ".".join(specific)
 
 
+IMAGE_PULL = re.compile(r'Failed to pull image "(?P<image>[^"/]+/[^"]+)"')
+REGISTRY_REFUSED = ("401", "403", "unauthorized", "forbidden", "denied")
+
+
 def failure(code: str, message: str, compute: ComputeHealth, delivery: str | None) -> FailureStatus:
-    return FailureStatus(code=code, message=message[:4000], hint=hint(code, message, compute, delivery))
+    said = hint(code, message, compute, delivery) or image_pull_hint(message, compute)
+    return FailureStatus(code=code, message=message[:4000], hint=said)
+
+
+def image_pull_hint(message: str, compute: ComputeHealth) -> str | None:
+    """A private registry refused the image: the compute's identity pulls it and needs AcrPull there."""
+    found = IMAGE_PULL.search(message)
+    if found is None:
+        return None
+    image = found["image"]
+    host = image.split("/", 1)[0]
+    if not host.lower().endswith(".azurecr.io"):
+        return f"The job's image {image} could not be pulled from {host}: check the image name and the registry."
+    registry = host.split(".", 1)[0]
+    if not any(word in message.lower() for word in REGISTRY_REFUSED):
+        return f"The job's image {image} could not be pulled from registry {registry}: check that it exists there."
+    return (
+        f"The job's image {image} is in registry {registry}, which refused the compute's identity: it needs AcrPull "
+        f"there. Add {{scope: <registry ID>, role: AcrPull}} to spec.access.grants of AttachedCompute {compute.name} "
+        f"(az acr show -n {registry} --query id gives the ID)."
+    )
 
 
 def failure_reason(failure_: FailureStatus) -> str:
-    """The summary reason of a job that failed or has no verdict: storage access (whatever shape AML reported it
-    in), amlwire's evaluator failing, no evidence or no gate metric, or JobFailed."""
+    """The summary reason of a job that failed or has no verdict: its image not pulled, storage access (whatever
+    shape AML reported it in), amlwire's evaluator failing, no evidence or no gate metric, or JobFailed."""
+    if IMAGE_PULL.search(failure_.message):
+        return r.IMAGE_PULL_FAILED
     if failure_.hint:
         return r.STORAGE_ACCESS_FAILED
     if failure_.code in (r.NO_EVIDENCE, r.GATE_METRIC_NOT_LOGGED):

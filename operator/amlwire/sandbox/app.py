@@ -5,12 +5,11 @@ module per Azure service."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import math
 from collections.abc import Callable
 from typing import Any
 
+import jwt
 from aiohttp import web
 
 from amlwire.sandbox import routes
@@ -20,6 +19,7 @@ from amlwire.sandbox.http import Call, arm_error, json_response
 from amlwire.sandbox.jobs import Jobs
 from amlwire.sandbox.router import ROUTER
 from amlwire.sandbox.state import ArmError, State
+from amlwire.sandbox.tokens import Issuers, SigningKey
 from amlwire.sandbox.world import World
 
 assert routes.__all__  # the routes register themselves on import
@@ -33,7 +33,22 @@ class Sandbox:
         self.world = world
         self.base_url = base_url
         self.seed = seed
+        self.signer = SigningKey()  # Entra's: signs the access tokens it issues (rule entra.signed-tokens)
+        self.issuers = Issuers()  # whose client assertions Entra can verify (rule entra.assertion)
         self.reset()
+
+    def access_token(self, claims: dict[str, Any]) -> str:
+        return self.signer.sign(claims)
+
+    def verified_claims(self, token: str) -> dict[str, Any]:
+        """The claims of an access token this Entra issued, or 401 as ARM answers."""
+        try:
+            return self.signer.verify(token)
+        except jwt.ExpiredSignatureError as error:
+            expired = "The access token expiry UTC time is in the past."
+            raise ArmError(401, "ExpiredAuthenticationToken", expired) from error
+        except jwt.PyJWTError as error:
+            raise ArmError(401, "InvalidAuthenticationToken", f"The access token is invalid. {error}") from error
 
     def reset(self) -> None:
         if self._jobs is not None:
@@ -57,19 +72,12 @@ SANDBOX_KEY: web.AppKey[Sandbox] = web.AppKey("sandbox", Sandbox)
 RESPONSE_OBSERVERS: list[Callable[[str, str, int, bytes], None]] = []
 
 
-def _claims(request: web.Request) -> dict[str, Any] | None:
-    token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return None
-    return claims if isinstance(claims, dict) else None
+def _bearer(request: web.Request) -> str:
+    return request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
 
 
-def _caller(request: web.Request) -> str | None:
-    claims = _claims(request)
-    return None if claims is None else str(claims.get("oid") or claims.get("sub") or "")
+def _caller_of(claims: dict[str, Any]) -> str:
+    return str(claims.get("oid") or claims.get("sub") or "")
 
 
 def _no_route(request: web.Request) -> web.Response:
@@ -88,11 +96,13 @@ async def dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
         return _no_route(request)
     spec, params = resolved
     status, started = 500, sandbox.state.now()
-    call = Call(sandbox, request, params, caller=_caller(request))
+    call = Call(sandbox, request, params)
     arm_headers: dict[str, str] = {}  # ARM reports its budget on every answer it lets through, errors too
     try:
         if spec.authenticated and not request.headers.get("Authorization", "").startswith("Bearer "):
             raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
+        if spec.authenticated:  # rule: entra.signed-tokens
+            call.caller = _caller_of(sandbox.verified_claims(_bearer(request)))
         if spec.action and not call.caller:
             raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid.")
         call.raw = await request.read() if request.can_read_body else b""
@@ -154,10 +164,15 @@ async def dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
 
 async def _blob_call(sandbox: Sandbox, request: web.Request, account: str) -> web.StreamResponse:
     """A request to a storage account's blob endpoint (the data plane: no ARM budget, no ARM authorisation)."""
-    started, caller = sandbox.state.now(), _caller(request)
+    started, caller, audience = sandbox.state.now(), None, None
+    if request.headers.get("Authorization", "").startswith("Bearer "):
+        try:  # rule: entra.signed-tokens (Storage verifies Entra's signature too)
+            claims = sandbox.verified_claims(_bearer(request))
+            caller, audience = _caller_of(claims), claims.get("aud")
+        except ArmError:
+            caller = ""  # a bearer token that does not verify: refused like a missing one
     await request.read()
     with sandbox.state.lock:
-        audience = (_claims(request) or {}).get("aud")
         response = sandbox.blobs.answer(
             account, request.method, request.path, dict(request.query), request.headers, caller, audience
         )

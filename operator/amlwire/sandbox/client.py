@@ -29,6 +29,23 @@ class SandboxClient:
     def counts(self, since: int = 0) -> Counter[str]:
         return Counter(self._call("GET", "/counts", params={"since": since}))
 
+    def register_issuer(self, issuer: str, ca_file: Path | None = None) -> None:
+        self._call("POST", "/issuers", json={"issuer": issuer, "caFile": str(ca_file) if ca_file else None})
+
+    def service_account_token(self, cluster_id: str, subject: str, **claims: Any) -> str:
+        """A token as the cluster's kubelet projects it (audience, expiresIn, notBefore: seconds)."""
+        body = {"cluster": cluster_id, "subject": subject, **claims}
+        return str(self._call("POST", "/service-account-token", json=body)["token"])
+
+    def access_token(self, principal: str, audience: str | None = None, expires_in: int = 3600) -> str:
+        """An access token of the sandbox's Entra for `principal` (a signed-in user, in tests)."""
+        body = {"oid": principal, "aud": audience, "expiresIn": expires_in}
+        return str(self._call("POST", "/access-token", json=body)["token"])
+
+    def exchanges(self) -> list[dict[str, Any]]:
+        """Each client assertion the sandbox's Entra accepted: issuer, subject, clientId, kid, iat."""
+        return list(self._call("GET", "/exchanges"))
+
     def issued_tokens(self) -> list[str]:
         return self._call("GET", "/tokens")
 

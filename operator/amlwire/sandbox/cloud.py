@@ -693,6 +693,10 @@ class Cloud:
                     "cluster.",
                 )
 
+    def cluster_with_issuer(self, issuer: str) -> Resource | None:
+        """The world's AKS cluster whose OIDC issuer URL this is (exactly, as Entra compares)."""
+        return next((c for c in self.state.of_type(ids.AKS) if c.extra.get("issuer_url") == issuer), None)
+
     def namespace_phase(self, cluster_id: str, namespace: str) -> str | None:
         """The namespace's phase (Active, Terminating) or None when the cluster lacks it: asks its apiserver when
         one is registered, else the world."""

@@ -138,6 +138,25 @@ RULES: tuple[Rule, ...] = (
         "Learn: Federated identity credential considerations (propagation delay)",
         option="timing.ficPropagationSeconds",
     ),
+    Rule(
+        "entra.assertion",
+        "Entra",
+        "A client assertion is verified against its issuer's keys, found through the issuer's OpenID discovery "
+        "document (jwks_uri): a bad signature is AADSTS700027, outside exp/nbf (60 s skew) AADSTS700024, an "
+        "audience the FIC lacks AADSTS700212, an unreachable issuer AADSTS50166, a malformed token AADSTS50027.",
+        "doc",
+        "Learn: Workload identity federation (how it works: Entra checks the token against the issuer's keys); "
+        "Learn: Entra authentication and authorization error codes",
+    ),
+    Rule(
+        "entra.signed-tokens",
+        "Entra",
+        "Entra signs the access tokens it issues (RS256, the kid its JWKS publishes); ARM and Storage verify the "
+        "signature and expiry: a forged or unsigned token is 401 InvalidAuthenticationToken, an expired one "
+        "401 ExpiredAuthenticationToken.",
+        "doc",
+        "Learn: Microsoft identity platform access tokens (validating tokens); ARM RPC: authentication errors",
+    ),
     # -- managed identities -----------------------------------------------------------------------------
     Rule(
         "msi.fic-name",

@@ -131,6 +131,7 @@ class State:
         self.faults: list[Fault] = []
         self.calls: list[Call] = []
         self.issued_tokens: list[str] = []  # every access token handed out, for leak tests to look for
+        self.exchanges: list[dict[str, Any]] = []  # each assertion Entra accepted: issuer, subject, key id
         self.fic_writes_until: dict[str, float] = {}
         self.job_rules: list[dict[str, Any]] = []
         self.blobs: dict[

@@ -3,6 +3,7 @@ everyone's back, job rules, the wiring judge."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
@@ -11,7 +12,7 @@ from amlwire.sandbox import ids
 from amlwire.sandbox.budget import ArmBudget
 from amlwire.sandbox.http import Call, json_response
 from amlwire.sandbox.router import ROUTER, route
-from amlwire.sandbox.state import ArmError
+from amlwire.sandbox.state import AUDIENCE, ArmError
 from amlwire.sandbox.world import ArmLimits, Timing
 
 
@@ -193,3 +194,49 @@ def judge(call: Call) -> web.Response:
             ),
         }
     )
+
+
+@route("GET", "control.exchanges", "/_sandbox/exchanges", authenticated=False)
+def exchanges(call: Call) -> web.Response:
+    """Each client assertion Entra accepted (issuer, subject, clientId, the signing key's kid, iat): never the
+    assertion itself."""
+    return json_response(list(call.state.exchanges))
+
+
+@route("POST", "control.issuers", "/_sandbox/issuers", authenticated=False)
+def register_issuer(call: Call) -> web.Response:
+    """An OIDC issuer Entra may fetch keys from at its URL (a kube-apiserver on loopback), with the CA that
+    signed its serving certificate: {issuer, caFile}."""
+    body = call.json()
+    call.sandbox.issuers.register(str(body["issuer"]), body.get("caFile"))
+    return json_response({"issuer": body["issuer"]})
+
+
+@route("POST", "control.service-account-token", "/_sandbox/service-account-token", authenticated=False)
+def service_account_token(call: Call) -> web.Response:
+    """A token a world AKS cluster's kubelet would project ({cluster, subject, audience?, expiresIn?,
+    notBefore?}): signed with the key the sandbox holds as that cluster's OIDC issuer."""
+    body = call.json()
+    cluster = call.state.require(str(body["cluster"]), ids.AKS)
+    issuer = str(cluster.extra["issuer_url"])
+    now = int(time.time())
+    claims = {
+        "iss": issuer,
+        "sub": body["subject"],
+        "aud": [body.get("audience", AUDIENCE)],
+        "iat": now,
+        "nbf": now + int(body.get("notBefore", 0)),
+        "exp": now + int(body.get("expiresIn", 3600)),
+    }
+    return json_response({"token": call.sandbox.issuers.hold(issuer).sign(claims)})
+
+
+@route("POST", "control.access-token", "/_sandbox/access-token", authenticated=False)
+def mint_access_token(call: Call) -> web.Response:
+    """An access token of this Entra for a principal ({oid, aud, expiresIn?}): what a signed-in user or a test
+    acting as one presents."""
+    body = call.json()
+    now = int(time.time())
+    expires = now + int(body.get("expiresIn", 3600))
+    claims = {"oid": body["oid"], "aud": body.get("aud"), "iat": now, "nbf": now, "exp": expires}
+    return json_response({"token": call.sandbox.access_token(claims)})
