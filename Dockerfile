@@ -1,12 +1,17 @@
-# amlwire operator image: `docker build -t ghcr.io/amlwire/amlwire:0.1.0 .`
+# amlwire operator image (the operator only: the Azure sandbox and the dev environment are left out): `docker build -t ghcr.io/amlwire/amlwire:0.1.0 .`
 # BASE_IMAGE: any image with Python 3.11 and its venv module (the node tests build on a local Debian 12 root).
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS build
+# an index mirror, or a folder of wheels with PIP_NO_INDEX=1 (the node tests build with no index at all)
+ARG PIP_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY operator ./operator
 RUN python3 -m venv /venv \
  && /venv/bin/pip install --no-cache-dir --no-compile -c constraints.txt . \
+ && rm -rf /venv/lib/python3*/site-packages/amlwire/sandbox /venv/lib/python3*/site-packages/amlwire/devenv \
  && /venv/bin/python -m compileall -q /venv/lib
 
 FROM ${BASE_IMAGE}

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(DEPS_HASH)
 TESTENV_BIN = $(shell ./hack/testenv.sh --print-bin)
 PYTEST_ARGS ?=
 
-.PHONY: help venv testenv crds check-crds docs lint test chaos demo bench bench-scale clean
+.PHONY: help venv testenv node-deps crds check-crds docs lint test chaos demo bench bench-scale clean
 
 help:
 	@echo "make test   - set up everything (virtualenv, test control plane, helm) and run all checks and tests"
@@ -31,6 +31,10 @@ $(STAMP): pyproject.toml constraints.txt
 testenv:
 	./hack/testenv.sh
 
+# containerd, runc, podman, buildah, debootstrap for the node tier (tests/node) where root with apt; else a message
+node-deps:
+	./hack/node-deps.sh
+
 crds: venv
 	$(BIN)/python -m amlwire.api.crdgen
 
@@ -47,7 +51,7 @@ lint: venv
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-test: venv testenv lint check-crds
+test: venv testenv node-deps lint check-crds
 	AMLWIRE_TESTENV_BIN=$(TESTENV_BIN) $(BIN)/pytest $(PYTEST_ARGS)
 
 chaos: venv testenv

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the test Kubernetes control plane (etcd + kube-apiserver), kubectl, helm and promtool from the Go
-# module proxy, cached under .cache/testenv/<versions>/bin. Idempotent: a warm cache is a no-op.
+# Build the test Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler), a node
+# (kubelet), kubectl, helm and promtool from the Go module proxy, cached under .cache/testenv/<versions>/bin.
+# Idempotent: a warm cache is a no-op.
 # See ../shared/reference/kube-testenv.md for why a wrapper module is needed.
 set -euo pipefail
 
@@ -13,7 +14,7 @@ BIN="$CACHE/k8s-v$K8S_VERSION-helm-v$HELM_VERSION/bin"
 K8S_MINOR="$(echo "$K8S_VERSION" | cut -d. -f2)"
 
 have_all() {
-  for b in etcd kube-apiserver kubectl helm promtool; do [ -x "$BIN/$b" ] || return 1; done
+  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl helm promtool; do [ -x "$BIN/$b" ] || return 1; done
 }
 
 if [ "${1:-}" = "--print-bin" ]; then echo "$BIN"; exit 0; fi
@@ -51,6 +52,26 @@ if [ ! -x "$BIN/kube-apiserver" ] || [ ! -x "$BIN/etcd" ]; then
   go build -pgo=off -trimpath -ldflags "$LD" -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
   echo "testenv: building etcd at the version kubernetes pins"
   go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+fi
+
+if [ ! -x "$BIN/kube-controller-manager" ]; then
+  # namespace deletion, garbage collection, service-account token and root CA publishing, as in a cluster
+  echo "testenv: building kube-controller-manager v$K8S_VERSION"
+  kubernetes_module
+  go build -pgo=off -trimpath -ldflags "$LD" -o "$BIN/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager
+fi
+
+if [ ! -x "$BIN/kube-scheduler" ]; then
+  echo "testenv: building kube-scheduler v$K8S_VERSION"
+  kubernetes_module
+  go build -pgo=off -trimpath -ldflags "$LD" -o "$BIN/kube-scheduler" k8s.io/kubernetes/cmd/kube-scheduler
+fi
+
+if [ ! -x "$BIN/kubelet" ]; then
+  # the node tier (tests/node): pods run under a real kubelet with containerd (hack/node-deps.sh)
+  echo "testenv: building kubelet v$K8S_VERSION"
+  kubernetes_module
+  go build -pgo=off -trimpath -ldflags "$LD" -o "$BIN/kubelet" k8s.io/kubernetes/cmd/kubelet
 fi
 
 if [ ! -x "$BIN/kubectl" ]; then

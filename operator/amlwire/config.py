@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -83,7 +85,14 @@ class Settings(BaseSettings):
         default=None,
         description="kopf peering name for running several replicas (one active); none: standalone.",
     )
-    priority: int = Field(default=0, description="kopf peering priority of this replica.")
+    priority: int | None = Field(
+        default=None,
+        description="kopf peering priority of this replica; none: one derived from pod_name, so replicas of one "
+        "Deployment never tie (kopf pauses every operator of a tie).",
+    )
+    pod_name: str = Field(
+        default_factory=socket.gethostname, description="This replica's pod name (the chart sets it from the pod)."
+    )
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch for AmlJobs (empty: all namespaces)."
     )
@@ -105,6 +114,13 @@ class Settings(BaseSettings):
         except ValueError:
             pass
         raise ValueError(f"{value!r} is not SIZE/REFILL-PER-SECOND (e.g. 200/10, as Learn documents ARM's buckets)")
+
+    def peering_priority(self) -> int:
+        """This replica's kopf peering priority: the configured one, else one from its pod name (replicas of one
+        Deployment differ, so exactly one acts)."""
+        if self.priority is not None:
+            return self.priority
+        return int.from_bytes(hashlib.sha256(self.pod_name.encode()).digest()[:4], "big") >> 1
 
     def arm_budget(self) -> dict[str, tuple[float, float]]:
         """ARM's buckets by operation type: (size, refill per second)."""

@@ -96,8 +96,9 @@ def demo(once: bool, world: Path, examples_dir: Path, timeout: float) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="amlwire-demo-"))
     stop = {"requested": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
-    with console.status("starting etcd and kube-apiserver"):
-        plane = ControlPlane(find_binaries(), workdir=workdir / "kube").start()
+    with console.status("starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler"):
+        # a cluster's controllers too: a deleted namespace's AmlJobs are deleted (and their AML jobs canceled)
+        plane = ControlPlane(find_binaries(), workdir=workdir / "kube", cluster=True).start()
     stack = None
     try:
         kube = kube_client(plane)

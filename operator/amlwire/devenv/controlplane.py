@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import requests
 import trustme
@@ -68,6 +68,12 @@ class ControlPlane:
     operator_kubeconfig: Path = field(default_factory=Path)
     viewer_kubeconfig: Path = field(default_factory=Path)
     audit_log: Path = field(default_factory=Path)
+    # a cluster, not only an apiserver: ServiceAccount admission, the Node authorizer, a node identity, and
+    # kube-controller-manager and kube-scheduler beside it (the node tier, tests/node)
+    cluster: bool = False
+    node_name: str = "amlwire-node"
+    node_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    node_kubeconfig: Path = field(default_factory=Path)
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
     _own_workdir: bool = False
@@ -92,6 +98,8 @@ class ControlPlane:
             self._start_apiserver(etcd_url)
             self._wait_ready()
             self._allow_issuer_discovery()
+            if self.cluster:
+                self._start_controllers()
         except BaseException:
             self.stop()
             raise
@@ -116,7 +124,8 @@ class ControlPlane:
 
     def restart_apiserver(self) -> None:
         """Stop and start kube-apiserver on the same port and etcd (a Kubernetes fault for tests)."""
-        apiserver = self._procs.pop()
+        apiserver = next(p for p in self._procs if str(p.args[0]).endswith("/kube-apiserver"))  # type: ignore[index]
+        self._procs.remove(apiserver)
         apiserver.terminate()
         try:
             apiserver.wait(timeout=10)
@@ -202,6 +211,7 @@ class ControlPlane:
             f'{self.admin_token},{ADMIN_USER},admin-uid,"system:masters"\n'
             f"{self.operator_token},{OPERATOR_USER},operator-uid\n"
             f"{self.viewer_token},{VIEWER_USER},viewer-uid\n"
+            f'{self.node_token},system:node:{self.node_name},node-uid,"system:nodes"\n'
         )
         self._apiserver_args = [
             "--etcd-servers",
@@ -229,9 +239,9 @@ class ControlPlane:
             "--token-auth-file",
             str(tokens),
             "--authorization-mode",
-            "RBAC",
-            "--disable-admission-plugins",
-            "ServiceAccount",
+            "Node,RBAC" if self.cluster else "RBAC",
+            # without a kube-controller-manager nothing publishes kube-root-ca.crt for the token volumes
+            *(() if self.cluster else ("--disable-admission-plugins", "ServiceAccount")),
             "--allow-privileged=true",
             "--endpoint-reconciler-type",
             "none",
@@ -250,6 +260,9 @@ class ControlPlane:
         self.kubeconfig = self._write_kubeconfig("kubeconfig", ADMIN_USER, self.admin_token)
         self.operator_kubeconfig = self._write_kubeconfig("operator.kubeconfig", OPERATOR_USER, self.operator_token)
         self.viewer_kubeconfig = self._write_kubeconfig("viewer.kubeconfig", VIEWER_USER, self.viewer_token)
+        self.node_kubeconfig = self._write_kubeconfig(
+            "node.kubeconfig", f"system:node:{self.node_name}", self.node_token
+        )
 
     def _write_kubeconfig(self, filename: str, user: str, token: str) -> Path:
         assert self.workdir is not None
@@ -268,10 +281,40 @@ class ControlPlane:
         path.chmod(0o600)
         return path
 
+    def _start_controllers(self) -> None:
+        """kube-controller-manager (namespace deletion, garbage collection, ReplicaSets, kube-root-ca.crt) and
+        kube-scheduler, as the cluster's admin."""
+        assert self.workdir is not None
+        certs = self.workdir / "certs"
+        common = ["--kubeconfig", str(self.kubeconfig), "--leader-elect=false", "--bind-address", "127.0.0.1"]
+        self._spawn(
+            "kube-controller-manager",
+            [
+                *common,
+                "--secure-port",
+                str(free_port()),
+                "--cert-dir",
+                str(certs / "kcm"),
+                "--service-account-private-key-file",
+                str(certs / "sa.key"),
+                "--root-ca-file",
+                str(self.ca_file),
+                "--use-service-account-credentials=false",
+                "--cluster-name",
+                "amlwire-testenv",
+                "--v",
+                "1",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [*common, "--secure-port", str(free_port()), "--cert-dir", str(certs / "scheduler"), "--v", "1"],
+        )
+
     def _allow_issuer_discovery(self) -> None:
         """What AKS does for its OIDC issuer: anyone may read the discovery document and JWKS (Entra fetches
         them anonymously to verify a projected token)."""
-        binding = {
+        binding: dict[str, Any] = {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
             "metadata": {"name": "amlwire-testenv:service-account-issuer-discovery"},

@@ -58,6 +58,8 @@ class LocalStack:
     sandbox: SandboxServer = field(init=False)
     ctl: SandboxClient = field(init=False)
     operator: Any = None
+    # write amlwire's projected token to a file (an operator run as a process); off when a kubelet projects it
+    project_operator_token: bool = True
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +73,8 @@ class LocalStack:
         self.grant_operator_roles()
         for cluster in self.world.clusters:
             self.register_cluster(ids.resource_id(self.subscription, cluster.resource_group, ids.AKS, cluster.name))
-        self.refresh_operator_token()
+        if self.project_operator_token:
+            self.refresh_operator_token()
 
     @property
     def subscription(self) -> str:

@@ -198,7 +198,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     if config.peering:
         settings.peering.name = config.peering
         settings.peering.clusterwide = True
-        settings.peering.priority = config.priority
+        settings.peering.priority = config.peering_priority()
         settings.peering.mandatory = True
 
 

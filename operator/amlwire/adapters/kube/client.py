@@ -36,7 +36,9 @@ def bearer_token(configuration: client.Configuration) -> str | None:
     value = configuration.api_key.get("authorization") or configuration.api_key.get("BearerToken")
     if not value:
         return None
-    return value.removeprefix("Bearer ").strip()
+    scheme, _, token = value.strip().partition(" ")
+    # in a pod the client stores "bearer <token>" (lower case); a kubeconfig gives "Bearer <token>"
+    return token.strip() if token and scheme.lower() == "bearer" else value.strip()
 
 
 def api_client(configuration: client.Configuration) -> client.ApiClient:
