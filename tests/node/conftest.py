@@ -22,10 +22,11 @@ from kubernetes import client
 
 from amlwire.devenv.cluster import ensure_namespace, install_crds
 from amlwire.devenv.controlplane import ControlPlane, find_binaries
-from amlwire.devenv.node import Images, Node, node_tier_missing
+from amlwire.devenv.node import BASE_IMAGE, Images, Node, node_tier_missing
 from amlwire.devenv.ports import free_port
 from amlwire.devenv.stack import INSTANCE_TYPE_CRD, NAMESPACES, OPERATOR_CLIENT_ID, OPERATOR_NAMESPACE, LocalStack
 from tests.conftest import REPO, demo_world
+from tests.sandbox.conftest import CLUSTER_ID
 
 CHART = REPO / "charts" / "amlwire"
 RELEASE = "amlwire"
@@ -178,6 +179,21 @@ class NodeCluster:
         pods = [(p.metadata.name, p.status.phase, json.dumps(_statuses(p))[:600]) for p in self.operator_pods()]
         namespace = ("-n", OPERATOR_NAMESPACE)
         workloads = self.kubectl("get", "deploy,rs,pods", "-o", "wide", *namespace, check=False)
+        workloads += self.kubectl("get", "pods", "-A", "-l", "sandbox.amlwire.io/job", "-o", "wide", check=False)
+        workloads += self.kubectl("get", "attachedcomputes,amljobs", "-A", "-o", "wide", check=False)
+        workloads += "\n".join(
+            f"{o['metadata']['name']}: {json.dumps(o.get('status', {}).get('conditions'))[:700]}"
+            for o in client.CustomObjectsApi(self.kube).list_cluster_custom_object("amlwire.io", "v1alpha1", "amljobs")[
+                "items"
+            ]
+        )
+        workloads += "\nsandbox calls answered 404 or 5xx: " + str(
+            [
+                (c["method"], c["path"], c.get("status"))
+                for c in self.stack.ctl.calls()
+                if c.get("status") in (404,) or c.get("status", 0) >= 500
+            ][-8:]
+        )
         events = self.kubectl("get", "events", "--sort-by=.lastTimestamp", *namespace, check=False)[-3000:]
         logs = "\n".join(self.logs(p.metadata.name)[-2000:] for p in self.operator_pods())
         return (
@@ -223,10 +239,12 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeClust
     node = None
     stack = None
     try:
-        node = Node(plane, bin_dir, [images.pause(), archive]).start()
+        node = Node(plane, bin_dir, [images.pause(), images.base_archive(), archive]).start()
         stack = LocalStack(
             plane, demo_world(lro=0.2, queued=0.2, running=0.5), workdir / "stack", project_operator_token=False
         )
+        # the example's AKS cluster is this apiserver with its node: the AzureML sidecar logs in there for real
+        stack.run_on_node(CLUSTER_ID, BASE_IMAGE)
         # what the AzureML extension and the admin set up; amlwire's own CRDs come with its chart
         install_crds(stack.kube, [yaml.safe_load(INSTANCE_TYPE_CRD.read_text())])
         for namespace in NAMESPACES:

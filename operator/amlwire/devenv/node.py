@@ -98,6 +98,13 @@ class Images:
             self.podman("import", str(archive), BASE_IMAGE)
         return BASE_IMAGE
 
+    def base_archive(self) -> Path:
+        """The base image as an archive for the node: what the sandbox runs job-side pods on."""
+        archive = self.cache / "amlwire-base-bookworm.tar"
+        if not archive.is_file():
+            self._save(self.base(), archive)
+        return archive
+
     def pause(self) -> Path:
         """The pod sandbox image: the kubelet's pause, as a process that sleeps until killed."""
         archive = self.cache / "pause-1.tar"

@@ -122,6 +122,18 @@ class LocalStack:
         """The sandbox answers questions about the cluster's Kubernetes side (namespaces) from this apiserver."""
         self.ctl.patch(cluster_id, extra={"kubeconfig": str(self.plane.kubeconfig)})
 
+    def run_on_node(self, cluster_id: str, image: str) -> None:
+        """The cluster IS this apiserver with a node: its OIDC issuer is the apiserver's (so the FICs amlwire
+        writes match the tokens the kubelet projects), and the sandbox runs the data-capability sidecar's login
+        there as pods of `image` (rule data.sidecar-pod)."""
+        issuer = self.plane.service_account_issuer
+        node = {"image": image, "authority": self.sandbox.base_url, "caPem": Path(self.sandbox.ca_file).read_text()}
+        self.ctl.patch(
+            cluster_id,
+            body={"properties": {"oidcIssuerProfile": {"issuerURL": issuer}}},
+            extra={"issuer_url": issuer, "node": node},
+        )
+
     def grant_operator_roles(self) -> None:
         """amlwire's identity gets exactly the README's least-privilege roles, on every resource of the world."""
         for scope, permission in least_privilege(self.world, self.subscription):

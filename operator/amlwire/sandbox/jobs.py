@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
-from amlwire.sandbox import ids
-from amlwire.sandbox.blobs import Blobs
+from amlwire.sandbox import ids, jobpod, sidecar
+from amlwire.sandbox.blobs import STORAGE_SUFFIX, Blobs
 from amlwire.sandbox.cloud import STREAM_AUTH, TERMINAL_JOB_STATES, Cloud, model_ref
 from amlwire.sandbox.datapath import DataPath, account_of, steps_of
 from amlwire.sandbox.execution import Execution, Executor, duration_seconds, exit_error, runs_isaaclab, sim_module
@@ -172,6 +173,9 @@ class Jobs:
         if extra.get("canceled_at") is not None:
             if job.id in self.executor.running:
                 self._end_execution(job, self.executor.running[job.id], "Canceled", None)
+            if extra.get("pod") and not extra["pod"].get("ended"):
+                jobpod.end(extra["pod"]["kubeconfig"], self._pod_run(job))
+                extra["pod"]["ended"] = True
             props["status"] = "Canceled" if now - extra["canceled_at"] >= 0.1 else "CancelRequested"
             if props["status"] == "Canceled":
                 extra["ended"] = now
@@ -183,9 +187,16 @@ class Jobs:
         if age < queued:
             props["status"] = _before_running(age, queued)
             return job
+        if extra.get("pod") and extra.get("outcome") is None:
+            return self._follow_pod(job)
         if extra.get("outcome") is None and job.id not in self.executor.running:
+            if self._sidecar_pending(job):
+                props["status"] = "Running"  # the job's pod is up; its data-capability sidecar is logging in
+                return job
             extra["started"] = job.created + queued
             self._judge(job)
+            if extra.get("pod"):  # it runs on the node now: the pod decides from here
+                return job
         detached = self._compute_detached(job)
         if detached is not None:  # rule: ml.job-compute-detached
             return self._fail_now(job, detached)
@@ -305,7 +316,9 @@ class Jobs:
                 problem = pulled
                 job.extra["error"] = {"code": "UserError", "message": pulled, "details": []}
             elif self._needs_sidecar(props):
-                problem = self.cloud.storage_access_problem(compute, workspace, bool(props.get("outputs")))
+                problem = (job.extra.get("sidecar") or {}).get("problem") or self.cloud.storage_access_problem(
+                    compute, workspace, bool(props.get("outputs"))
+                )
                 if problem:
                     job.extra["error"] = stream_access_error(problem, self.state.world.rules.stream_access_error)
             downloaded = self._downloaded_in_container(props)
@@ -313,6 +326,10 @@ class Jobs:
             if problem is None and downloaded is not None:
                 model_id = f"{workspace.id}/models/{downloaded[0]}/versions/{downloaded[1]}"
                 denied = self.cloud.in_container_problem(compute, workspace, model_id)
+            node = self._node_of(compute)
+            if problem is None and node is not None and not rule.get("outcome") and not self._executes(job):
+                self._start_pod(job, compute, node)  # rule: ml.job-on-node
+                return
             if problem is None and self._executes(job):  # rule: ml.job-execution
                 self._execute(job, workspace, downloaded, denied)
                 return
@@ -474,6 +491,138 @@ class Jobs:
             }
             return denied.message
         return None
+
+    def _sidecar_pending(self, job: Resource) -> bool:
+        """Where the compute's cluster has a node, the sidecar's login runs there as pods (rule data.sidecar-pod):
+        started on the first call, followed after; False once they ended (their failure is in extra["sidecar"])
+        or where nothing runs on a node."""
+        extra = job.extra
+        if (extra.get("sidecar") or {}).get("done"):
+            return False
+        compute = self.state.get(job.properties.get("computeId") or "")
+        workspace = self.state.get(extra["workspace"])
+        if compute is None or workspace is None or compute.properties.get("computeType") != "Kubernetes":
+            return False
+        cluster = self.state.get(str(compute.properties.get("resourceId") or ""))
+        node = cluster.extra.get("node") if cluster is not None else None
+        if cluster is None or not node or not self._needs_sidecar(job.properties):
+            return False
+        if cluster.extra["sidecar_credential"] != "workloadIdentity":
+            return False
+        kubeconfig = str(cluster.extra["kubeconfig"])
+        if "sidecar" not in extra:
+            target = self._sidecar_target(cluster, workspace, node)
+            if target is None:  # no identity for the sidecar to log in as: the rules judge it
+                return False
+            accounts = list(cluster.extra["aml_service_accounts"])
+            extra["sidecar"] = {"pods": sidecar.start(kubeconfig, job.name, accounts, target)}  # rule: data.sidecar-pod
+            return True
+        done, problem = sidecar.outcome(kubeconfig, extra["sidecar"]["pods"])
+        if not done:
+            return True
+        extra["sidecar"].update(done=True, problem=problem)
+        sidecar.remove(kubeconfig, extra["sidecar"]["pods"])
+        return False
+
+    def _sidecar_target(
+        self, cluster: Resource, workspace: Resource, node: dict[str, Any]
+    ) -> sidecar.SidecarTarget | None:
+        extension = self.cloud.aml_extension(cluster.id)
+        settings = (extension.properties.get("configurationSettings") or {}) if extension is not None else {}
+        identity = self.state.get(str(settings.get("userAssignedIdentityResourceId") or ""))
+        default = next(
+            (d for d in self.state.children(workspace.id, ids.DATASTORE) if d.properties.get("isDefault")), None
+        )
+        if identity is None or default is None:
+            return None
+        authority = str(node["authority"])
+        port = urlsplit(authority).port or 443
+        return sidecar.SidecarTarget(
+            client_id=str(identity.properties["clientId"]),
+            tenant=str(identity.properties.get("tenantId") or self.state.world.defaults.tenant_id),
+            authority=authority,
+            blob_host=f"{default.properties['accountName'].lower()}.blob.{STORAGE_SUFFIX}:{port}",
+            blob_port=port,
+            container=str(default.properties["containerName"]),
+            ca_pem=str(node["caPem"]),
+            image=str(node["image"]),
+        )
+
+    # -- jobs run as pods on a real node (rule ml.job-on-node) -------------------------------------------
+    def _node_of(self, compute: Resource) -> dict[str, Any] | None:
+        cluster = self.state.get(str(compute.properties.get("resourceId") or ""))
+        node = cluster.extra.get("node") if cluster is not None else None
+        return {**node, "kubeconfig": cluster.extra["kubeconfig"], "cluster": cluster} if node and cluster else None
+
+    def _start_pod(self, job: Resource, compute: Resource, node: dict[str, Any]) -> None:
+        props = job.properties
+        literals = {
+            name: str(value.get("value", ""))
+            for name, value in (props.get("inputs") or {}).items()
+            if (value or {}).get("jobInputType") == "literal"
+        }
+        outputs = list((props.get("outputs") or {}).keys())
+        environment = {str(k): str(v) for k, v in (props.get("environmentVariables") or {}).items()}
+        environment |= {"AZUREML_RUN_ID": job.name, "MLFLOW_RUN_ID": job.name}
+        namespace = (compute.properties.get("properties") or {}).get("namespace") or "default"
+        run = jobpod.start(
+            str(node["kubeconfig"]),
+            job.name,
+            namespace,
+            str(node["cluster"].extra["job_service_account"]),
+            str(node["image"]),
+            jobpod.bind(str(props.get("command") or ""), literals, outputs),
+            environment,
+            outputs,
+        )
+        job.extra["pod"] = {**run.as_extra(), "kubeconfig": str(node["kubeconfig"])}
+        props["status"] = "Queued"
+
+    def _pod_run(self, job: Resource) -> jobpod.PodRun:
+        found = job.extra["pod"]
+        return jobpod.PodRun(found["namespace"], found["name"], found["folder"])
+
+    def _follow_pod(self, job: Resource) -> Resource:
+        """Queued while the pod is pending, Running while it runs; its exit status decides the outcome, and what it
+        wrote is uploaded as AML's uploader does."""
+        run, kubeconfig = self._pod_run(job), job.extra["pod"]["kubeconfig"]
+        phase, code, tail = jobpod.state(kubeconfig, run)
+        if phase in ("Pending", "Running", "Unknown"):
+            job.properties["status"] = "Queued" if phase == "Pending" else "Running"
+            return job
+        error = None if phase == "Succeeded" else exit_error(code if code is not None else 137, tail)
+        if error is None:
+            error = self._outputs_unwritable(job)
+        outcome = "Completed" if error is None else "Failed"
+        self._upload_pod_outputs(job, run, outcome)
+        job.extra.update(outcome=outcome, ended=self.state.now())
+        if tail:
+            job.extra["log"] = tail
+        if error is not None:
+            job.extra["error"] = error
+        job.properties["status"] = outcome
+        jobpod.end(kubeconfig, run)
+        job.extra["pod"]["ended"] = True
+        return job
+
+    def _upload_pod_outputs(self, job: Resource, run: jobpod.PodRun, outcome: str) -> None:
+        path = DataPath(self.cloud)
+        uploads: list[tuple[str, dict[str, bytes]]] = []
+        for name, spec in (job.properties.get("outputs") or {}).items():
+            if str((spec or {}).get("mode") or "").lower() == "upload" and outcome != "Completed":
+                continue  # rule: ml.job-output-uri
+            uploads.append((str((spec or {}).get("uri") or ""), jobpod.files(run, name)))
+        # ./outputs: the run's artifacts, in the workspace's artifact store (ExperimentRun/dcid.<run>/outputs)
+        artifacts = f"azureml://datastores/workspaceartifactstore/paths/ExperimentRun/dcid.{job.name}/outputs/"
+        uploads.append((artifacts, jobpod.files(run, None)))
+        for uri, written in uploads:
+            found = path.datastore_at(job.extra["workspace"], uri)
+            if found is None:
+                continue
+            datastore, prefix = found
+            for relative, content in written.items():
+                blob = f"{prefix.rstrip('/')}/{relative}".lstrip("/")
+                self.blobs.write(account_of(datastore), datastore.properties["containerName"], blob, content)
 
     def _needs_sidecar(self, props: dict[str, Any]) -> bool:
         inputs = [v for v in (props.get("inputs") or {}).values() if (v or {}).get("jobInputType") in DATA_INPUTS]

@@ -611,6 +611,28 @@ RULES: tuple[Rule, ...] = (
     ),
     # -- the data path: how a job's storage access is judged -----------------------------------------------
     Rule(
+        "ml.job-on-node",
+        "AML jobs",
+        "Where the compute's cluster has a real node (the node tier), a Command job that is not an IsaacLab script "
+        "runs as a pod in the compute's namespace as the job service account, on the node's local base image (no "
+        "registry: the job's image is not pulled), literals bound; its exit status decides Completed or Failed, "
+        "named outputs reach their datastore paths and ./outputs the run's artifacts "
+        "(workspaceartifactstore ExperimentRun/dcid.<run>/outputs/).",
+        "inference",
+        "Learn: Azure ML Kubernetes compute (jobs run as pods in the compute's namespace); Learn: Where to save "
+        "and write files for Azure ML experiments (./outputs is uploaded as run artifacts)",
+    ),
+    Rule(
+        "data.sidecar-pod",
+        "Data path",
+        "Where the compute's cluster has a real node (the node tier), the sidecar's login is not judged but done: "
+        "a pod per extension service account, on the node, exchanges its kubelet-projected token at Entra as the "
+        "extension's identity and lists the default datastore's container; a failed pod fails the job with "
+        "ScriptExecution.StreamAccess.Authentication and the pod's error.",
+        "inference",
+        "Learn: Workload identity federation (the projected-token exchange); field failures F13",
+    ),
+    Rule(
         "data.sidecar-credential",
         "Data path",
         "How the AzureML data-capability sidecar gets a storage credential: computeIdentity (documented: the "

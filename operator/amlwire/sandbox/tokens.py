@@ -112,6 +112,10 @@ class Issuers:
                 self._issuers[issuer] = IssuerKeys([key.jwk()])
             return key
 
+    def knows(self, issuer: str) -> bool:
+        with self._lock:
+            return issuer in self._issuers
+
     def register(self, issuer: str, ca_file: str | None) -> None:
         """An issuer whose discovery document and JWKS are served at its URL (a kube-apiserver)."""
         with self._lock:
