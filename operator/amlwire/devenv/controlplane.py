@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from amlwire.devenv.ports import free_port
-from amlwire.devenv.process import die_with_parent
+from amlwire.devenv.process import spawn_logged
 
 ADMIN_USER = "admin"
 OPERATOR_USER = "amlwire-operator"
@@ -149,18 +149,9 @@ class ControlPlane:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         assert self.workdir is not None
-        log = (self.workdir / f"{name}.log").open("ab")
+        process, log = spawn_logged([str(self.bin_dir / name), *args], self.workdir / f"{name}.log")
         self._logs.append(log)
-        self._procs.append(
-            subprocess.Popen(
-                [str(self.bin_dir / name), *args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-        )
+        self._procs.append(process)
 
     def _start_etcd(self) -> str:
         assert self.workdir is not None

@@ -22,7 +22,7 @@ import yaml
 
 from amlwire.devenv.controlplane import ControlPlane
 from amlwire.devenv.ports import free_port
-from amlwire.devenv.process import die_with_parent
+from amlwire.devenv.process import spawn_logged
 
 HOST_TOOLS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "podman", "debootstrap")
 NODE_BINARIES = ("kubelet", "kube-controller-manager", "kube-scheduler")
@@ -224,16 +224,8 @@ class Node:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        log = (self.workdir / f"{name}.log").open("ab")
+        self._procs[name], log = spawn_logged(args, self.workdir / f"{name}.log")
         self._logs.append(log)
-        self._procs[name] = subprocess.Popen(
-            args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
 
     def _start_containerd(self) -> None:
         cni = self.workdir / "cni"

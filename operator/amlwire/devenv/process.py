@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import signal
+import subprocess
 import sys
+from pathlib import Path
+from typing import IO
 
 PR_SET_PDEATHSIG = 1
 
@@ -18,3 +21,18 @@ def die_with_parent() -> None:
     """
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def spawn_logged(args: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """A child in its own session that dies with this process, its output appended to `log_path`; the caller
+    closes the log when the child is done."""
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        args,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+    )
+    return process, log

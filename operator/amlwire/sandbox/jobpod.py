@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 
 from amlwire.sandbox.execution import BINDING
+from amlwire.sandbox.nodepods import core, create, delete_pod, node_pod
 
 LABEL = "sandbox.amlwire.io/job"
 
@@ -28,10 +29,6 @@ class PodRun:
 
     def as_extra(self) -> dict[str, str]:
         return {"namespace": self.namespace, "name": self.name, "folder": self.folder}
-
-
-def _core(kubeconfig: str) -> Any:
-    return client.CoreV1Api(config.new_client_from_config(kubeconfig))
 
 
 def bind(command: str, literals: dict[str, str], outputs: list[str]) -> str:
@@ -61,42 +58,25 @@ def start(
     for name in outputs:
         (folder / "named-outputs" / name).mkdir(parents=True)
     name = f"job-{job.lower()[:50]}".rstrip("-")
-    pod = {
-        "metadata": {"name": name, "labels": {LABEL: job[:63]}},
-        "spec": {
-            "restartPolicy": "Never",
-            "hostNetwork": True,  # nothing leaves 127.0.0.1
-            "dnsPolicy": "ClusterFirstWithHostNet",
-            "serviceAccountName": service_account,
-            "automountServiceAccountToken": False,
-            "containers": [
-                {
-                    "name": "job",
-                    "image": image,
-                    "imagePullPolicy": "Never",
-                    "command": ["/bin/bash", "-c", command],
-                    "workingDir": "/job",
-                    "env": [{"name": k, "value": v} for k, v in environment.items()],
-                    "terminationMessagePolicy": "FallbackToLogsOnError",
-                    "volumeMounts": [{"name": "job", "mountPath": "/job"}],
-                }
-            ],
-            "volumes": [{"name": "job", "hostPath": {"path": str(folder), "type": "Directory"}}],
-        },
+    container = {
+        "name": "job",
+        "image": image,
+        "command": ["/bin/bash", "-c", command],
+        "workingDir": "/job",
+        "env": [{"name": k, "value": v} for k, v in environment.items()],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "job", "mountPath": "/job"}],
     }
-    core = _core(kubeconfig)
-    try:
-        core.create_namespaced_pod(namespace, pod)
-    except client.ApiException as error:
-        if error.status != 409:
-            raise
+    volumes = [{"name": "job", "hostPath": {"path": str(folder), "type": "Directory"}}]
+    pod = node_pod(name, {LABEL: job[:63]}, service_account, container, volumes)
+    create(core(kubeconfig).create_namespaced_pod, namespace, pod)
     return PodRun(namespace, name, str(folder))
 
 
 def state(kubeconfig: str, run: PodRun) -> tuple[str, int | None, str]:
     """(phase, exit code, the end of its log when it failed); phase "Gone" when the pod was deleted."""
     try:
-        pod = _core(kubeconfig).read_namespaced_pod(run.name, run.namespace, _request_timeout=5)
+        pod = core(kubeconfig).read_namespaced_pod(run.name, run.namespace, _request_timeout=5)
     except client.ApiException as error:
         if error.status == 404:
             return "Gone", None, "the job's pod was deleted"
@@ -118,9 +98,5 @@ def files(run: PodRun, output: str | None) -> dict[str, bytes]:
 
 
 def end(kubeconfig: str, run: PodRun) -> None:
-    try:
-        _core(kubeconfig).delete_namespaced_pod(run.name, run.namespace, grace_period_seconds=0)
-    except client.ApiException as error:
-        if error.status != 404:
-            raise
+    delete_pod(kubeconfig, run.namespace, run.name)
     shutil.rmtree(run.folder, ignore_errors=True)

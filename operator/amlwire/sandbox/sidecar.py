@@ -14,7 +14,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
+
+from amlwire.sandbox.nodepods import core, create, delete_pod, node_pod
 
 CA_CONFIG_MAP = "amlwire-sandbox-ca"
 LABEL = "sandbox.amlwire.io/data-capability"
@@ -80,10 +82,6 @@ class SidecarTarget:
     image: str
 
 
-def _core(kubeconfig: str) -> Any:
-    return client.CoreV1Api(config.new_client_from_config(kubeconfig))
-
-
 def pod_name(job: str, account: str) -> str:
     digest = hashlib.sha256(f"{job}/{account}".encode()).hexdigest()[:10]
     return f"data-capability-{digest}"
@@ -91,26 +89,26 @@ def pod_name(job: str, account: str) -> str:
 
 def start(kubeconfig: str, job: str, accounts: list[str], target: SidecarTarget) -> list[list[str]]:
     """One pod per NAMESPACE:NAME service account; [[namespace, pod], ...]. Idempotent."""
-    core = _core(kubeconfig)
+    api = core(kubeconfig)
     started = []
     for account in accounts:
         namespace, name = account.split(":", 1)
-        _ensure(core.create_namespaced_service_account, namespace, {"metadata": {"name": name}})
+        create(api.create_namespaced_service_account, namespace, {"metadata": {"name": name}})
         ca = {"metadata": {"name": CA_CONFIG_MAP}, "data": {"ca.crt": target.ca_pem}}
-        _ensure(core.create_namespaced_config_map, namespace, ca)
+        create(api.create_namespaced_config_map, namespace, ca)
         pod = pod_name(job, account)
-        _ensure(core.create_namespaced_pod, namespace, _pod(pod, name, target))
+        create(api.create_namespaced_pod, namespace, _pod(pod, name, target))
         started.append([namespace, pod])
     return started
 
 
 def outcome(kubeconfig: str, pods: list[list[str]]) -> tuple[bool, str | None]:
     """(finished, the first failure's message) of the sidecar pods."""
-    core = _core(kubeconfig)
+    api = core(kubeconfig)
     problems = []
     for namespace, name in pods:
         try:
-            pod = core.read_namespaced_pod(name, namespace, _request_timeout=5)
+            pod = api.read_namespaced_pod(name, namespace, _request_timeout=5)
         except client.ApiException as error:
             if error.status == 404:
                 problems.append(f"the data-capability pod {namespace}/{name} was deleted")
@@ -125,13 +123,8 @@ def outcome(kubeconfig: str, pods: list[list[str]]) -> tuple[bool, str | None]:
 
 
 def remove(kubeconfig: str, pods: list[list[str]]) -> None:
-    core = _core(kubeconfig)
     for namespace, name in pods:
-        try:
-            core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
-        except client.ApiException as error:
-            if error.status != 404:
-                raise
+        delete_pod(kubeconfig, namespace, name)
 
 
 def _termination_message(pod: Any) -> str | None:
@@ -140,14 +133,6 @@ def _termination_message(pod: Any) -> str | None:
         if terminated is not None and terminated.message:
             return str(terminated.message).strip()
     return None
-
-
-def _ensure(create: Any, namespace: str, body: dict[str, Any]) -> None:
-    try:
-        create(namespace, body)
-    except client.ApiException as error:
-        if error.status != 409:
-            raise
 
 
 def _pod(name: str, service_account: str, target: SidecarTarget) -> dict[str, Any]:
@@ -160,47 +145,19 @@ def _pod(name: str, service_account: str, target: SidecarTarget) -> dict[str, An
         "BLOB_PORT": str(target.blob_port),
         "BLOB_CONTAINER": target.container,
     }
-    return {
-        "metadata": {"name": name, "labels": {LABEL: "true"}},
-        "spec": {
-            "restartPolicy": "Never",
-            "hostNetwork": True,  # nothing leaves 127.0.0.1
-            "dnsPolicy": "ClusterFirstWithHostNet",
-            "serviceAccountName": service_account,
-            "automountServiceAccountToken": False,
-            "containers": [
-                {
-                    "name": "data-capability",
-                    "image": target.image,
-                    "imagePullPolicy": "Never",
-                    "command": ["python3", "-c", SCRIPT],
-                    "env": [{"name": k, "value": v} for k, v in env.items()],
-                    "volumeMounts": [
-                        {
-                            "name": "azure-identity-token",
-                            "mountPath": "/var/run/secrets/azure/tokens",
-                            "readOnly": True,
-                        },
-                        {"name": "ca", "mountPath": "/etc/sandbox-ca", "readOnly": True},
-                    ],
-                }
-            ],
-            "volumes": [
-                {
-                    "name": "azure-identity-token",
-                    "projected": {
-                        "sources": [
-                            {
-                                "serviceAccountToken": {
-                                    "audience": "api://AzureADTokenExchange",
-                                    "expirationSeconds": 3600,
-                                    "path": "azure-identity-token",
-                                }
-                            }
-                        ]
-                    },
-                },
-                {"name": "ca", "configMap": {"name": CA_CONFIG_MAP}},
-            ],
-        },
+    container = {
+        "name": "data-capability",
+        "image": target.image,
+        "command": ["python3", "-c", SCRIPT],
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "volumeMounts": [
+            {"name": "azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": True},
+            {"name": "ca", "mountPath": "/etc/sandbox-ca", "readOnly": True},
+        ],
     }
+    token = {"audience": "api://AzureADTokenExchange", "expirationSeconds": 3600, "path": "azure-identity-token"}
+    volumes = [
+        {"name": "azure-identity-token", "projected": {"sources": [{"serviceAccountToken": token}]}},
+        {"name": "ca", "configMap": {"name": CA_CONFIG_MAP}},
+    ]
+    return node_pod(name, {LABEL: "true"}, service_account, container, volumes)
