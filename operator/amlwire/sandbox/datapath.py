@@ -84,13 +84,16 @@ class DataPath:
                 return denied
         return None
 
+    def default_datastore(self, workspace_id: str) -> Resource | None:
+        return next(
+            (d for d in self.state.children(workspace_id, ids.DATASTORE) if d.properties.get("isDefault")), None
+        )
+
     def _datastores(self, workspace: Resource, step: Step) -> list[tuple[Resource, bool]]:
         """(datastore, written) for each datastore the step touches: inputs read, outputs write (an output with
         no path goes to the workspace's default datastore)."""
         used: list[tuple[Resource, bool]] = []
-        default = next(
-            (d for d in self.state.children(workspace.id, ids.DATASTORE) if d.properties.get("isDefault")), None
-        )
+        default = self.default_datastore(workspace.id)
         for value in step.inputs.values():
             if isinstance(value, dict) and _input_type(value) != "literal":
                 found = self.datastore_at(workspace.id, str(value.get("uri") or value.get("path") or ""))

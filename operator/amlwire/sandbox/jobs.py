@@ -269,15 +269,19 @@ class Jobs:
     def _write_outputs(self, job: Resource) -> None:
         """What the job's code wrote, uploaded to each output's datastore path (rule ml.job-output-uri)."""
         files = job.extra["rule"].get("outputFiles") or self.state.timing.job.output_files
-        path = DataPath(self.cloud)
+        written = {name: content.encode() for name, content in files.items()}
         for spec in (job.properties.get("outputs") or {}).values():
-            found = path.datastore_at(job.extra["workspace"], str((spec or {}).get("uri") or ""))
-            if found is None:
-                continue
-            datastore, prefix = found
-            for name, content in files.items():
-                blob = f"{prefix.rstrip('/')}/{name}".lstrip("/")
-                self.blobs.write(account_of(datastore), datastore.properties["containerName"], blob, content.encode())
+            self._upload(job.extra["workspace"], str((spec or {}).get("uri") or ""), written)
+
+    def _upload(self, workspace_id: str, uri: str, files: dict[str, bytes]) -> None:
+        """Files a job wrote, to the datastore path `uri` names (nothing when it names none)."""
+        found = DataPath(self.cloud).datastore_at(workspace_id, uri)
+        if found is None:
+            return
+        datastore, prefix = found
+        for relative, content in files.items():
+            blob = f"{prefix.rstrip('/')}/{relative}".lstrip("/")
+            self.blobs.write(account_of(datastore), datastore.properties["containerName"], blob, content)
 
     def _judge(self, job: Resource) -> None:
         rule, props = job.extra["rule"], job.properties
@@ -425,18 +429,11 @@ class Jobs:
         if error is not None:
             extra["error"] = error
         job.properties["status"] = outcome if extra.get("canceled_at") is None else job.properties["status"]
-        path = DataPath(self.cloud)
         for name, output in execution.outputs.items():
             if output.mode == "upload" and outcome != "Completed":
                 continue  # rule: ml.job-output-uri - upload mode copies outputs only when the job completes
             spec = (job.properties.get("outputs") or {}).get(name) or {}
-            found = path.datastore_at(extra["workspace"], str(spec.get("uri") or ""))
-            if found is None:
-                continue
-            datastore, prefix = found
-            for relative, content in execution.files(name).items():
-                blob = f"{prefix.rstrip('/')}/{relative}".lstrip("/")
-                self.blobs.write(account_of(datastore), datastore.properties["containerName"], blob, content)
+            self._upload(extra["workspace"], str(spec.get("uri") or ""), execution.files(name))
 
     def _input_files(self, workspace_id: str, uri: str) -> dict[str, bytes]:
         """What AML downloads for an input: a registered model's files, or a datastore folder's blobs."""
@@ -503,13 +500,13 @@ class Jobs:
         workspace = self.state.get(extra["workspace"])
         if compute is None or workspace is None or compute.properties.get("computeType") != "Kubernetes":
             return False
-        cluster = self.state.get(str(compute.properties.get("resourceId") or ""))
-        node = cluster.extra.get("node") if cluster is not None else None
-        if cluster is None or not node or not self._needs_sidecar(job.properties):
+        node = self._node_of(compute)
+        if node is None or not self._needs_sidecar(job.properties):
             return False
+        cluster: Resource = node["cluster"]
         if cluster.extra["sidecar_credential"] != "workloadIdentity":
             return False
-        kubeconfig = str(cluster.extra["kubeconfig"])
+        kubeconfig = str(node["kubeconfig"])
         if "sidecar" not in extra:
             target = self._sidecar_target(cluster, workspace, node)
             if target is None:  # no identity for the sidecar to log in as: the rules judge it
@@ -530,9 +527,7 @@ class Jobs:
         extension = self.cloud.aml_extension(cluster.id)
         settings = (extension.properties.get("configurationSettings") or {}) if extension is not None else {}
         identity = self.state.get(str(settings.get("userAssignedIdentityResourceId") or ""))
-        default = next(
-            (d for d in self.state.children(workspace.id, ids.DATASTORE) if d.properties.get("isDefault")), None
-        )
+        default = DataPath(self.cloud).default_datastore(workspace.id)
         if identity is None or default is None:
             return None
         authority = str(node["authority"])
@@ -606,23 +601,14 @@ class Jobs:
         return job
 
     def _upload_pod_outputs(self, job: Resource, run: jobpod.PodRun, outcome: str) -> None:
-        path = DataPath(self.cloud)
-        uploads: list[tuple[str, dict[str, bytes]]] = []
+        workspace = job.extra["workspace"]
         for name, spec in (job.properties.get("outputs") or {}).items():
             if str((spec or {}).get("mode") or "").lower() == "upload" and outcome != "Completed":
                 continue  # rule: ml.job-output-uri
-            uploads.append((str((spec or {}).get("uri") or ""), jobpod.files(run, name)))
+            self._upload(workspace, str((spec or {}).get("uri") or ""), jobpod.files(run, name))
         # ./outputs: the run's artifacts, in the workspace's artifact store (ExperimentRun/dcid.<run>/outputs)
         artifacts = f"azureml://datastores/workspaceartifactstore/paths/ExperimentRun/dcid.{job.name}/outputs/"
-        uploads.append((artifacts, jobpod.files(run, None)))
-        for uri, written in uploads:
-            found = path.datastore_at(job.extra["workspace"], uri)
-            if found is None:
-                continue
-            datastore, prefix = found
-            for relative, content in written.items():
-                blob = f"{prefix.rstrip('/')}/{relative}".lstrip("/")
-                self.blobs.write(account_of(datastore), datastore.properties["containerName"], blob, content)
+        self._upload(workspace, artifacts, jobpod.files(run, None))
 
     def _needs_sidecar(self, props: dict[str, Any]) -> bool:
         inputs = [v for v in (props.get("inputs") or {}).values() if (v or {}).get("jobInputType") in DATA_INPUTS]
