@@ -159,7 +159,11 @@ class FakeAzure:
         return [
             a
             for a in self.assignments
-            if a.principal_id == principal_id and scope.lower().startswith(a.scope.lower().rstrip("/"))
+            if a.principal_id == principal_id
+            and (
+                scope.lower().startswith(a.scope.lower().rstrip("/"))  # at or above
+                or a.scope.lower().startswith(scope.lower().rstrip("/") + "/")  # below: ARM lists those too
+            )
         ]
 
     def create_role_assignment(self, scope: str, name: str, role_definition_id: str, principal_id: str) -> bool:
