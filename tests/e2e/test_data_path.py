@@ -86,6 +86,12 @@ def team_world() -> World:
                     name="cpu-uami",
                     identity=ComputeIdentityWorld(type="UserAssigned", user_assigned_identities=[JOBS_UAMI]),
                 ),
+                ComputeWorld(
+                    name="cpu-both",
+                    identity=ComputeIdentityWorld(
+                        type="SystemAssigned,UserAssigned", user_assigned_identities=[JOBS_UAMI]
+                    ),
+                ),
                 ComputeWorld(name="cpu-a", identity=system, subnet=VNET_A),
                 ComputeWorld(name="cpu-b", identity=system, subnet=VNET_B),
             ],
@@ -281,6 +287,34 @@ def test_the_pipeline_that_fails_in_seconds_is_named_fixed_and_then_passes(team,
     assert code == 0, failing(report)
 
 
+def test_a_pipeline_step_with_its_own_identity_is_judged_with_it(team, monkeypatch):
+    """azure-ai-ml sends a step's identity in snake_case on the step: `prepare` writes as id-jobs while the
+    pipeline reads as the compute's system identity, which holds its role. The doctor blames id-jobs only."""
+    system = compute_principal(team, "cpu-both")
+    run_az_role_assignment(
+        team,
+        f"az role assignment create --assignee-object-id {system} --assignee-principal-type ServicePrincipal "
+        f'--role "Storage Blob Data Contributor" --scope {TEAM_STORAGE}',
+    )
+    body = pipeline("cpu-both")
+    client_id = team.ctl.resource(JOBS_UAMI)["properties"]["clientId"]
+    body["properties"]["jobs"]["prepare"]["identity"] = {"client_id": client_id, "identity_type": "Managed"}
+    name = submit(team, "mlw-team", body)
+    assert "AuthorizationPermissionMismatch" in str(finished(team, TEAM_ID, name)["error"])
+    _, report = doctor(team, monkeypatch, "--job", name)
+    f24 = result_of(report, "F24")
+    assert failing(report)[0] == "F24"
+    assert f"--assignee-object-id {JOBS_UAMI_PRINCIPAL} " in f24["fix"]
+    assert system not in f24["fix"]
+    assert f24["evidence"]["datastore workspaceblobstore (step train) on stmlteam"] == "needs write: role held"
+    assert f24["evidence"]["datastore workspaceblobstore (step prepare) on stmlteam"] == "needs write: no role"
+    run_az_role_assignment(team, f24["fix"])
+    again = submit(team, "mlw-team", body)
+    assert finished(team, TEAM_ID, again)["status"] == "Completed"
+    code, report = doctor(team, monkeypatch, "--job", again)
+    assert code == 0, failing(report)
+
+
 def test_a_young_assignment_is_named_with_when_it_takes_effect(team, monkeypatch):
     _, report = doctor(team, monkeypatch, "--compute", "cpu")
     run_az_role_assignment(team, result_of(report, "F24")["fix"])
@@ -354,15 +388,27 @@ def test_serverless_reads_as_the_user_by_default(team, monkeypatch):
     assert code == 0, failing(report)
 
 
-def test_a_user_who_cannot_read_datastore_secrets(team, monkeypatch):
+def test_whoever_fetches_a_stored_credential_may_list_secrets(team, monkeypatch):
+    """A key-based datastore is read by fetching its key: the job fails with 403 naming listsecrets when the
+    compute's identity may not, and the doctor names that identity next to the user who uploads."""
     user = "7f3a9e32-0000-4000-8000-0000000000c4"
-    _, report = doctor(team, monkeypatch, "--compute", "cpu", "--datastore", "keyed", "--user", user)
+    name = submit(team, "mlw-team", command("cpu", "azureml://datastores/keyed/paths/raw/"))
+    job = finished(team, TEAM_ID, name)
+    assert job["status"] == "Failed"
+    assert "datastores/listsecrets/action" in str(job["error"])
+    _, report = doctor(team, monkeypatch, "--job", name, "--user", user)
     f28 = result_of(report, "F28")
     assert f28["status"] == "fail"
+    principal = compute_principal(team, "cpu")
+    assert f"--assignee-object-id {user} --assignee-principal-type User" in f28["fix"]
+    assert f"--assignee-object-id {principal} --assignee-principal-type ServicePrincipal" in f28["fix"]
     assert "AzureML Data Scientist" in f28["fix"]
-    run_az_role_assignment(team, f28["fix"])
-    _code, report = doctor(team, monkeypatch, "--compute", "cpu", "--datastore", "keyed", "--user", user)
-    assert result_of(report, "F28")["status"] == "pass"
+    for fix in f28["fix"].split("; "):
+        run_az_role_assignment(team, fix)
+    again = submit(team, "mlw-team", command("cpu", "azureml://datastores/keyed/paths/raw/"))
+    assert finished(team, TEAM_ID, again)["status"] == "Completed"
+    code, report = doctor(team, monkeypatch, "--job", again, "--user", user)
+    assert code == 0, failing(report)
     assert result_of(report, "F26")["status"] == "pass"  # the key is there, never shown
     stored = base64.b64encode(f"{TEAM_ID}/datastores/keyed".encode()).decode()
     assert stored not in json.dumps(report)

@@ -15,6 +15,7 @@ from amlwire.domain.datapath import (
     DataPathFacts,
     DatastoreInfo,
     RoleDefinitionInfo,
+    StepIdentity,
     StorageNetwork,
     Usage,
     diagnose_data_path,
@@ -161,6 +162,7 @@ def test_the_fix_is_the_exact_command_for_the_reader_and_the_account():
 def test_credential_based_datastores(datastore, has_secret, shared_keys, failing_ids, way_out):
     found = facts(usages=[Usage(datastore, False)], secrets={datastore.name: has_secret})
     found.storage[ACCOUNT.lower()] = StorageNetwork(ACCOUNT, shared_keys)
+    may_list_secrets(found, "cpu-principal")  # the compute's identity fetches the stored credential (F28)
     results = {r.id: r for r in diagnose_data_path(found)}
     assert [i for i, r in results.items() if r.status == "fail"] == failing_ids
     assert all(way_out in results[i].fix for i in failing_ids)
@@ -171,6 +173,13 @@ def test_credential_based_datastores(datastore, has_secret, shared_keys, failing
 def test_secrets_not_read_skip_the_check_and_say_why():
     found = facts(usages=[Usage(KEYED, False)], unreadable={"datastore secrets": "403 AuthorizationFailed"})
     assert statuses(found)["F26"] == "skip"
+
+
+def may_list_secrets(found: DataPathFacts, principal: str) -> None:
+    found.role_definitions = LIST_SECRETS_ROLES
+    found.workspace_roles[principal] = [
+        RoleAssignment("a-ds", WORKSPACE, f"{SUB}/providers/x/roleDefinitions/ds", principal)
+    ]
 
 
 LIST_SECRETS_ROLES = {
@@ -194,10 +203,59 @@ LIST_SECRETS_ROLES = {
 )
 def test_the_user_may_read_datastore_secrets(held, status):
     user_roles = [RoleAssignment(f"a{g}", WORKSPACE, f"{SUB}/providers/x/roleDefinitions/{g}", USER) for g in held]
-    found = facts(usages=[Usage(KEYED, False)], secrets={"keyed": True}, user=USER, user_roles=user_roles)
+    found = facts(usages=[Usage(KEYED, False)], secrets={"keyed": True}, user=USER, workspace_roles={USER: user_roles})
+    found.storage[ACCOUNT.lower()] = StorageNetwork(ACCOUNT, True)
+    may_list_secrets(found, "cpu-principal")
+    assert statuses(found)["F28"] == status
+
+
+K8S = ComputeIdentities("k8s", "Kubernetes", user_assigned={UAMI: ("uami-p", "uami-c")})
+
+
+@pytest.mark.parametrize(
+    ("compute", "identity", "user", "held", "fails_for"),
+    [
+        (K8S, "aml-token", None, {}, ["uami-p"]),  # the sidecar fetches the key with the attached identity
+        (K8S, "aml-token", None, {"uami-p": ["ds"]}, []),
+        (K8S, "aml-token", USER, {"uami-p": ["ds"]}, [USER]),  # and the user uploads with it
+        (CLUSTER, "managed", None, {"cpu-principal": ["nosecrets"]}, ["cpu-principal"]),
+        (CLUSTER, "managed", USER, {"cpu-principal": ["contributor"], USER: ["ds"]}, []),
+        (CLUSTER, "aml-token", None, {}, ["cpu-principal"]),  # no job identity: the compute's, as fallback
+        (ComputeIdentities("serverless", "Serverless"), "aml-token", None, {}, None),  # the user: name them
+    ],
+)
+def test_whoever_fetches_a_stored_credential_may_list_secrets(compute, identity, user, held, fails_for):
+    found = facts(compute, identity, usages=[Usage(KEYED, False)], secrets={"keyed": True}, user=user)
     found.storage[ACCOUNT.lower()] = StorageNetwork(ACCOUNT, True)
     found.role_definitions = LIST_SECRETS_ROLES
-    assert statuses(found)["F28"] == status
+    found.workspace_roles = {
+        p: [RoleAssignment(f"a{p}{g}", WORKSPACE, f"{SUB}/providers/x/roleDefinitions/{g}", p) for g in guids]
+        for p, guids in held.items()
+    }
+    f28 = {r.id: r for r in diagnose_data_path(found)}["F28"]
+    if fails_for is None:
+        assert f28.status == "skip"
+        return
+    assert f28.status == ("fail" if fails_for else "pass")
+    for principal in fails_for:
+        kind = "User" if principal == USER else "ServicePrincipal"
+        assert f"--assignee-object-id {principal} --assignee-principal-type {kind}" in f28.fix
+        assert '"AzureML Data Scientist"' in f28.fix
+
+
+def test_each_pipeline_step_is_checked_with_the_identity_it_runs_under():
+    """The pipeline reads with the compute's system identity; step `prep` names the user-assigned one."""
+    own = StepIdentity("managed", "uami-c")
+    usages = [Usage(BLOB, True, "train"), Usage(BLOB, True, "prep", own)]
+    found = facts(CLUSTER, "managed", usages=usages, roles=[role("cpu-principal", CONTRIBUTOR)])
+    results = {r.id: r for r in diagnose_data_path(found)}
+    assert [i for i, r in results.items() if r.status == "fail"] == ["F24"]
+    assert "--assignee-object-id uami-p " in results["F24"].fix
+    assert "cpu-principal" not in results["F24"].fix
+    assert results["F24"].evidence["datastore workspaceblobstore (step train) on st"] == "needs write: role held"
+    assert results["F24"].evidence["datastore workspaceblobstore (step prep) on st"] == "needs write: no role"
+    missing = facts(CLUSTER, "managed", usages=[Usage(BLOB, True, "prep", StepIdentity("managed", "other-c"))])
+    assert "named other-c" in {r.id: r for r in diagnose_data_path(missing)}["F27"].evidence["missing"]
 
 
 VNET_A = f"{SUB}/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/a/subnets/"
@@ -283,7 +341,7 @@ def test_a_command_job_without_compute_is_serverless_and_names_its_identity():
         ({}, "user", None),  # none of its own: the pipeline's
     ],
 )
-def test_a_steps_own_identity_in_either_spelling_wins_over_the_pipelines(identity, kind, selector):
+def test_a_steps_own_identity_in_either_spelling_is_read_per_step(identity, kind, selector):
     step = {"outputs": {"o": {"uri": "azureml://datastores/models/paths/m/"}}, "identity": identity}
     path = job_path(
         {
@@ -296,4 +354,6 @@ def test_a_steps_own_identity_in_either_spelling_wins_over_the_pipelines(identit
             },
         }
     )
-    assert (path.identity, path.identity_selector) == (kind, selector)
+    assert (path.identity, path.identity_selector) == ("user", None)  # the pipeline's
+    own = path.step_identities.get("train")
+    assert ((own.identity, own.selector) if own else ("user", None)) == (kind, selector)

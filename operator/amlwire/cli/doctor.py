@@ -158,7 +158,7 @@ DATA_CHAIN: Chain = (
         (
             ("F26", "credential-based datastores keep a credential"),
             ("F17", "shared keys allowed where datastores use keys"),
-            ("F28", "the user may read datastore secrets"),
+            ("F28", "the user and the job's identity may read datastore secrets"),
         ),
     ),
     (

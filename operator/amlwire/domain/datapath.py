@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -96,10 +96,19 @@ def _matches(pattern: str, action: str) -> bool:
 
 
 @dataclass(frozen=True)
+class StepIdentity:
+    """A pipeline step's own identity setting, which wins over the pipeline's."""
+
+    identity: JobIdentity
+    selector: str | None = None  # the client or resource ID a managed-identity step names
+
+
+@dataclass(frozen=True)
 class Usage:
     datastore: DatastoreInfo
     write: bool
     step: str = ""  # the pipeline step that touches it
+    own: StepIdentity | None = None  # the step's identity, when it has one
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,7 @@ class DataPathFacts:
     storage: dict[str, StorageNetwork] = field(default_factory=dict)  # account ID (lower) -> account
     roles: dict[str, list[RoleAssignment]] = field(default_factory=dict)  # principal -> assignments over accounts
     workspace_user_assigned: tuple[str, ...] = ()  # principals of the workspace's user-assigned identities
-    user_roles: list[RoleAssignment] = field(default_factory=list)  # the user's, over the workspace
+    workspace_roles: dict[str, list[RoleAssignment]] = field(default_factory=dict)  # principal -> over the workspace
     role_definitions: dict[str, RoleDefinitionInfo] = field(default_factory=dict)
     job: JobFacts | None = None
     unreadable: dict[str, str] = field(default_factory=dict)
@@ -156,13 +165,21 @@ class Reader:
     missing: str = ""  # why no principal: the compute has no identity (F27) or the user is not known
 
 
-def reader_of(facts: DataPathFacts) -> Reader:
-    """Who reads identity-based data for this job (rule: identity user_identity is the user; managed or none is
-    the compute's managed identity; Kubernetes compute always the attached identity)."""
-    compute, identity = facts.compute, facts.job_identity
+def identity_of(facts: DataPathFacts, usage: Usage | None = None) -> StepIdentity:
+    """The identity setting a usage runs under: its step's own, else the job's."""
+    if usage is not None and usage.own is not None:
+        return usage.own
+    return StepIdentity(facts.job_identity, facts.identity_selector)
+
+
+def reader_of(facts: DataPathFacts, usage: Usage | None = None) -> Reader:
+    """Who reads identity-based data for this job or step (rule: identity user_identity is the user; managed or
+    none is the compute's managed identity; Kubernetes compute always the attached identity)."""
+    compute, setting = facts.compute, identity_of(facts, usage)
+    identity = setting.identity
     if compute.kind == "Kubernetes":
         aside = " (user identity is documented for compute clusters only)" if identity == "user" else ""
-        return _compute_reader(facts, f"the identity the Kubernetes compute was attached with{aside}")
+        return _compute_reader(facts, setting, f"the identity the Kubernetes compute was attached with{aside}")
     if identity == "user" or (compute.kind == "Serverless" and identity == "aml-token"):
         assumed = " (serverless default, unverified)" if identity == "aml-token" else ""
         if facts.user:
@@ -173,11 +190,11 @@ def reader_of(facts: DataPathFacts) -> Reader:
         if facts.workspace_user_assigned:
             return Reader(facts.workspace_user_assigned[0], "ServicePrincipal", SERVERLESS_MANAGED)
         return Reader(None, "ServicePrincipal", SERVERLESS_MANAGED, "the workspace has none")
-    return _compute_reader(facts, f"the managed identity of compute {compute.name}")
+    return _compute_reader(facts, setting, f"the managed identity of compute {compute.name}")
 
 
-def _compute_reader(facts: DataPathFacts, described: str) -> Reader:
-    compute, selector = facts.compute, (facts.identity_selector or "").lower()
+def _compute_reader(facts: DataPathFacts, setting: StepIdentity, described: str) -> Reader:
+    compute, selector = facts.compute, (setting.selector or "").lower()
     candidates = [(p, "system-assigned", {""}) for p in [compute.system_principal] if p]
     candidates += [
         (p, name_of(rid), {rid.lower(), client.lower()}) for rid, (p, client) in compute.user_assigned.items()
@@ -185,7 +202,7 @@ def _compute_reader(facts: DataPathFacts, described: str) -> Reader:
     if selector:
         candidates = [c for c in candidates if selector in c[2]]
     if not candidates:
-        named = f" named {facts.identity_selector}" if selector else ""
+        named = f" named {setting.selector}" if selector else ""
         return Reader(None, "ServicePrincipal", described, f"compute {compute.name} has no managed identity{named}")
     principal, which, _ = candidates[0]
     return Reader(principal, "ServicePrincipal", f"{described} ({which})")
@@ -228,17 +245,33 @@ def _held(facts: DataPathFacts, principal: str, usage: Usage) -> list[RoleAssign
     ]
 
 
-def _lacking(facts: DataPathFacts, reader: Reader) -> list[Usage]:
-    return [u for u in facts.identity_usages if reader.principal and not _held(facts, reader.principal, u)]
+def _read_by(facts: DataPathFacts, usages: list[Usage]) -> list[tuple[Reader, Usage]]:
+    """Each usage with the principal that reads it (a pipeline step with its own identity has its own)."""
+    return [(reader_of(facts, u), u) for u in usages]
 
 
-def _grant(reader: Reader, usages: list[Usage]) -> list[str]:
-    """One `az role assignment create` per account: Contributor where the job writes, else Reader."""
-    commands: dict[str, str] = {}
-    for account in dict.fromkeys(u.datastore.account_id for u in usages):
-        role = WRITER_ROLE if any(u.write for u in usages if u.datastore.account_id == account) else READER_ROLE
-        commands[account] = BY_ID["F24"].fix(
-            principal=reader.principal, principal_type=reader.principal_type, role=role, scope=account
+def _lacking(facts: DataPathFacts) -> list[tuple[Reader, Usage]]:
+    return [
+        (reader, u)
+        for reader, u in _read_by(facts, facts.identity_usages)
+        if reader.principal and not _held(facts, reader.principal, u)
+    ]
+
+
+def _grant(lacking: list[tuple[Reader, Usage]]) -> list[str]:
+    """One `az role assignment create` per reader and account: Contributor where the job writes, else Reader."""
+    commands: dict[tuple[str, str], str] = {}
+    for reader, usage in lacking:
+        account = usage.datastore.account_id
+        key = (reader.principal or "", account)
+        if key in commands:
+            continue
+        same = [u for r, u in lacking if r.principal == reader.principal and u.datastore.account_id == account]
+        commands[key] = BY_ID["F24"].fix(
+            principal=reader.principal,
+            principal_type=reader.principal_type,
+            role=WRITER_ROLE if any(u.write for u in same) else READER_ROLE,
+            scope=account,
         )
     return list(commands.values())
 
@@ -248,26 +281,30 @@ def _where(usage: Usage) -> str:
     return f"datastore {usage.datastore.name}{step} on {name_of(usage.datastore.account_id)}"
 
 
+def _described(readers: list[Reader]) -> str:
+    return "; ".join(dict.fromkeys(r.described for r in readers))
+
+
 @data_check("F27")
 def compute_without_managed_identity(facts: DataPathFacts) -> Result:
-    reader = reader_of(facts)
+    readers = [r for r, _ in _read_by(facts, facts.identity_usages)] or [reader_of(facts)]
     evidence: dict[str, object] = {
         "compute": f"{facts.compute.name} ({facts.compute.kind})",
         "job identity": facts.job_identity,
-        "reads identity-based data as": reader.described,
+        "reads identity-based data as": _described(readers),
     }
-    if not facts.identity_usages or reader.principal_type == "User":
-        return result("F27", "pass", evidence)
-    if reader.principal is None:
-        if facts.compute.kind == "Serverless":
-            fix = "give the workspace a user-assigned identity, or submit the job with identity: type: user_identity"
-        elif facts.compute.kind == "Kubernetes":
-            fix = BY_ID["F14"].fix(**_values(facts), cluster_id="<cluster-id>", identity_id="<identity-id>")
-            fix = f"attach the compute with a user-assigned identity (an amlwire AttachedCompute does): {fix}"
-        else:
-            fix = BY_ID["F27"].fix(**_values(facts))
-        return result("F27", "fail", {**evidence, "missing": reader.missing}, fix)
-    return result("F27", "pass", {**evidence, "principal": reader.principal})
+    missing = [r for r in readers if r.principal is None and r.principal_type != "User"]
+    if not facts.identity_usages or not missing:
+        principals = ", ".join(dict.fromkeys(r.principal for r in readers if r.principal))
+        return result("F27", "pass", {**evidence, "principal": principals} if principals else evidence)
+    if facts.compute.kind == "Serverless":
+        fix = "give the workspace a user-assigned identity, or submit the job with identity: type: user_identity"
+    elif facts.compute.kind == "Kubernetes":
+        fix = BY_ID["F14"].fix(**_values(facts), cluster_id="<cluster-id>", identity_id="<identity-id>")
+        fix = f"attach the compute with a user-assigned identity (an amlwire AttachedCompute does): {fix}"
+    else:
+        fix = BY_ID["F27"].fix(**_values(facts))
+    return result("F27", "fail", {**evidence, "missing": missing[0].missing}, fix)
 
 
 @data_check("F24")
@@ -279,22 +316,25 @@ def data_reader_lacks_role(facts: DataPathFacts) -> Result:
     }
     if not facts.identity_usages:
         return result("F24", "pass", {"identity-based datastores on the path": "none", **stored})
-    reader = reader_of(facts)
-    if reader.principal is None:
+    pairs = _read_by(facts, facts.identity_usages)
+    known = [(r, u) for r, u in pairs if r.principal]
+    if not known:
+        reader = pairs[0][0]
         return skip("F24", f"no principal to check ({reader.described}): {reader.missing}")
-    lacking = _lacking(facts, reader)
+    lacking = _lacking(facts)
     evidence = {
-        "reader": f"{reader.described}, principal {reader.principal}",
+        "reader": "; ".join(dict.fromkeys(f"{r.described}, principal {r.principal}" for r, _ in known)),
         **{
-            _where(u): ("needs write: " if u.write else "reads: ") + ("no role" if u in lacking else "role held")
-            for u in facts.identity_usages
+            _where(u): ("needs write: " if u.write else "reads: ") + ("no role" if (r, u) in lacking else "role held")
+            for r, u in known
         },
         **stored,
     }
     if not lacking:
         return result("F24", "pass", evidence)
-    commands = _grant(reader, lacking)
-    accounts = ", ".join(dict.fromkeys(name_of(u.datastore.account_id) for u in lacking))
+    commands = _grant(lacking)
+    reader = lacking[0][0]
+    accounts = ", ".join(dict.fromkeys(name_of(u.datastore.account_id) for r, u in lacking if r == reader))
     headline = (
         f"principal {reader.principal} ({reader.described}) needs a Storage Blob Data role on {accounts}: {commands[0]}"
     )
@@ -315,13 +355,13 @@ def roles_only_on_workspace_identity(facts: DataPathFacts) -> Result:
         return skip("F25", why)
     if not workspace_principal:
         return result("F25", "pass", {"workspace identity": "none"})
-    reader = reader_of(facts)
-    lacking = _lacking(facts, reader) if reader.principal else []
-    misplaced = [u for u in lacking if _held(facts, workspace_principal, u)]
-    evidence: dict[str, object] = {"workspace identity": workspace_principal, "job reads with": reader.described}
+    misplaced = [(r, u) for r, u in _lacking(facts) if _held(facts, workspace_principal, u)]
+    readers = [r for r, _ in _read_by(facts, facts.identity_usages)] or [reader_of(facts)]
+    evidence: dict[str, object] = {"workspace identity": workspace_principal, "job reads with": _described(readers)}
     if not misplaced:
         return result("F25", "pass", evidence)
-    evidence |= {_where(u): "role held by the workspace identity only" for u in misplaced}
+    evidence |= {_where(u): "role held by the workspace identity only" for _, u in misplaced}
+    reader, usage = misplaced[0]
     return result(
         "F25",
         "fail",
@@ -329,8 +369,8 @@ def roles_only_on_workspace_identity(facts: DataPathFacts) -> Result:
         BY_ID["F25"].fix(
             principal=reader.principal,
             principal_type=reader.principal_type,
-            role=WRITER_ROLE if any(u.write for u in misplaced) else READER_ROLE,
-            scope=misplaced[0].datastore.account_id,
+            role=WRITER_ROLE if any(u.write for r, u in misplaced if r == reader) else READER_ROLE,
+            scope=usage.datastore.account_id,
         ),
     )
 
@@ -339,10 +379,11 @@ def roles_only_on_workspace_identity(facts: DataPathFacts) -> Result:
 def data_role_still_propagating(facts: DataPathFacts) -> Result:
     if why := _unreadable(facts, "role assignments"):
         return skip("F16", why)
-    reader = reader_of(facts)
-    if reader.principal is None:
+    known = [(r, u) for r, u in _read_by(facts, facts.identity_usages) if r.principal]
+    if facts.identity_usages and not known:
+        reader = reader_of(facts, facts.identity_usages[0])
         return skip("F16", f"no principal to check ({reader.described}): {reader.missing}")
-    held = {a.name: a for u in facts.identity_usages for a in _held(facts, reader.principal, u)}
+    held = {a.name: a for r, u in known for a in _held(facts, r.principal or "", u)}
     young = still_propagating(held.values(), facts.now, facts.role_propagation)
     if not young:
         return result("F16", "pass", {"assignments": "older than the propagation window"})
@@ -411,27 +452,53 @@ def shared_keys_off_for_key_datastore(facts: DataPathFacts) -> Result:
     return result("F17", "fail", evidence, "; ".join(dict.fromkeys(_way_out(facts, u) for u in refused)))
 
 
-@data_check("F28")
-def user_cannot_list_datastore_secrets(facts: DataPathFacts) -> Result:
-    if not facts.credential_usages:
-        return result("F28", "pass", {"credential-based datastores on the path": "none"})
-    if not facts.user:
-        return skip("F28", "pass --user OBJECT_ID to check the user's datastore permissions")
-    if why := _unreadable(facts, "the user's role assignments"):
-        return skip("F28", why)
-    granting = [
-        a.role_definition_id
-        for a in facts.user_roles
-        if a.applies_to(facts.user)
+def secret_readers(facts: DataPathFacts) -> list[Reader]:
+    """Who fetches the stored credential of a credential-based datastore on the path: the submitting user (the
+    CLI and SDK read it to upload code and inputs), and at run time the principal the job reads data with when
+    that is a managed identity (the compute's: a Kubernetes compute's attached identity, or the fallback of a job
+    without identity)."""
+    readers = [Reader(facts.user, "User", "the submitting user (uploads code and inputs)")] if facts.user else []
+    for reader, _ in _read_by(facts, facts.credential_usages):
+        if reader.principal and reader.principal_type == "ServicePrincipal":
+            readers.append(replace(reader, described=f"{reader.described}, at run time"))
+    return list({r.principal: r for r in readers}.values())
+
+
+def _may_list_secrets(facts: DataPathFacts, principal: str) -> list[str]:
+    """The names of the principal's roles over the workspace that allow listsecrets."""
+    return [
+        d.name
+        for a in facts.workspace_roles.get(principal, [])
+        if a.applies_to(principal)
         and scope_covers(a.scope, facts.workspace.id)
         and (d := facts.role_definitions.get(a.role_guid)) is not None
         and d.allows(LIST_SECRETS)
     ]
-    names = [facts.role_definitions[name_of(g).lower()].name for g in granting]
-    evidence = {"user": facts.user, "roles granting listsecrets": ", ".join(names) or "none"}
-    return result(
-        "F28", "pass" if granting else "fail", evidence, BY_ID["F28"].fix(principal=facts.user, **_values(facts))
-    )
+
+
+@data_check("F28")
+def reader_cannot_list_datastore_secrets(facts: DataPathFacts) -> Result:
+    if not facts.credential_usages:
+        return result("F28", "pass", {"credential-based datastores on the path": "none"})
+    readers = secret_readers(facts)
+    if not readers:
+        return skip("F28", "pass --user OBJECT_ID to check the user's datastore permissions")
+    if why := _unreadable(facts, "workspace role assignments"):
+        return skip("F28", why)
+    granting = {r.principal or "": _may_list_secrets(facts, r.principal or "") for r in readers}
+    evidence = {
+        f"{r.described}, principal {r.principal}": "roles granting listsecrets: "
+        + (", ".join(granting[r.principal or ""]) or "none")
+        for r in readers
+    }
+    lacking = [r for r in readers if not granting[r.principal or ""]]
+    if not lacking:
+        return result("F28", "pass", evidence)
+    fixes = [
+        BY_ID["F28"].fix(principal=r.principal, principal_type=r.principal_type, **_values(facts)) for r in lacking
+    ]
+    headline = f"principal {lacking[0].principal} ({lacking[0].described}) may not list datastore secrets: {fixes[0]}"
+    return Result("F28", BY_ID["F28"].title, "fail", evidence, "; ".join(fixes), headline=headline)
 
 
 @data_check("F29")
@@ -482,6 +549,7 @@ class JobPath:
     identity: JobIdentity
     identity_selector: str | None
     datastores: tuple[tuple[str, bool, str], ...]  # (datastore name or DEFAULT_DATASTORE, written, step)
+    step_identities: dict[str, StepIdentity] = field(default_factory=dict)  # steps with an identity of their own
 
 
 def _field(identity: dict[str, Any], camel: str) -> Any:
@@ -502,7 +570,7 @@ def job_path(body: dict[str, Any]) -> JobPath:
     default_compute = props.get("computeId") or settings.get("default_compute") or settings.get("defaultCompute")
     first = steps[0][1] if steps else props
     compute = first.get("computeId") or first.get("compute") or default_compute
-    identity = first.get("identity") or props.get("identity") or {}
+    setting = _identity_setting(props.get("identity") or {})
     used: list[tuple[str, bool, str]] = []
     for name, step in steps:
         for value in (step.get("inputs") or {}).values():
@@ -523,7 +591,15 @@ def job_path(body: dict[str, Any]) -> JobPath:
             submitted_by=str(system.get("createdBy") or ""),
         ),
         name_of(str(compute)) if compute else SERVERLESS,
+        setting.identity,
+        setting.selector,
+        tuple(dict.fromkeys(used)),
+        {name: _identity_setting(step["identity"]) for name, step in steps if name and step.get("identity")},
+    )
+
+
+def _identity_setting(identity: dict[str, Any]) -> StepIdentity:
+    return StepIdentity(
         IDENTITY_KINDS.get(str(_field(identity, "identityType") or "AMLToken").lower(), "aml-token"),
         _field(identity, "clientId") or _field(identity, "resourceId") or _field(identity, "objectId"),
-        tuple(dict.fromkeys(used)),
     )

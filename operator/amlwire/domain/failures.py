@@ -288,11 +288,12 @@ FAILURES = (
     ),
     Failure(
         "F28",
-        "User cannot read a credential-based datastore's secrets",
-        "a datastore on the job's path keeps a credential and the user lacks "
-        "Microsoft.MachineLearningServices/workspaces/datastores/listsecrets/action (the CLI and SDK read it to "
-        "upload code and local inputs)",
-        "az role assignment create --assignee-object-id {principal} --assignee-principal-type User --role "
+        "A principal cannot read a credential-based datastore's secrets",
+        "a datastore on the job's path keeps a credential and a principal that fetches it lacks "
+        "Microsoft.MachineLearningServices/workspaces/datastores/listsecrets/action: the user (the CLI and SDK "
+        "read it to upload code and local inputs), or the managed identity the job reads with at run time (a "
+        "Kubernetes compute's attached identity), which then fails with 403 AuthorizationFailed",
+        "az role assignment create --assignee-object-id {principal} --assignee-principal-type {principal_type} --role "
         '"AzureML Data Scientist" --scope {workspace_id}',
         "doctor",
     ),

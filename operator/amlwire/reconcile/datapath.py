@@ -19,6 +19,7 @@ from amlwire.domain.datapath import (
     StorageNetwork,
     Usage,
     reader_of,
+    secret_readers,
 )
 from amlwire.domain.jobs import JobDetails
 from amlwire.reconcile.doctor import DoctorCannotRun, read_or_note
@@ -117,8 +118,9 @@ def _usages(target: DataPathTarget, path: JobPath | None, datastores: list[Datas
         if datastore is None:
             known = ", ".join(sorted(by_name)) or "none"
             raise DoctorCannotRun(f"datastore {name or '(default)'} does not exist in the workspace (known: {known})")
-        if Usage(datastore, write, step) not in usages:
-            usages.append(Usage(datastore, write, step))
+        usage = Usage(datastore, write, step, path.step_identities.get(step) if path else None)
+        if usage not in usages:
+            usages.append(usage)
     return usages
 
 
@@ -136,20 +138,20 @@ def _gather_storage(facts: DataPathFacts, azure: DataPathPort, ws: WorkspaceRef)
 
 
 def _gather_roles(facts: DataPathFacts, azure: DataPathPort) -> None:
-    """The role assignments over each account of the reader and of the workspace identity (Azure lists those at
-    the scope, above it and below it), and the user's over the workspace with their definitions."""
-    reader = reader_of(facts).principal
-    principals = [p for p in (reader, facts.workspace.identity_principal_id) if p]
+    """The role assignments over each account of its readers and of the workspace identity (Azure lists those at
+    the scope, above it and below it), and over the workspace of whoever fetches a datastore's stored credential,
+    with their definitions."""
     for account in dict.fromkeys(u.datastore.account_id for u in facts.identity_usages):
-        for principal in dict.fromkeys(principals):
+        readers = [reader_of(facts, u).principal for u in facts.identity_usages if u.datastore.account_id == account]
+        for principal in dict.fromkeys(p for p in (*readers, facts.workspace.identity_principal_id) if p):
             read = partial(azure.list_role_assignments, account, principal)
             facts.roles.setdefault(principal, []).extend(read_or_note(facts, "role assignments", read, []))
-    if facts.user and facts.credential_usages:
-        read = partial(azure.list_role_assignments, facts.workspace.id, facts.user)
-        facts.user_roles = read_or_note(facts, "the user's role assignments", read, [])
-        for definition in dict.fromkeys(a.role_definition_id for a in facts.user_roles):
-            found = read_or_note(
-                facts, "the user's role assignments", partial(azure.get_role_definition, definition), None
-            )
-            if found is not None:
-                facts.role_definitions[found.guid] = found
+    for reader in secret_readers(facts):
+        principal = reader.principal or ""
+        read = partial(azure.list_role_assignments, facts.workspace.id, principal)
+        facts.workspace_roles[principal] = read_or_note(facts, "workspace role assignments", read, [])
+    definitions = {a.role_definition_id for found in facts.workspace_roles.values() for a in found}
+    for definition in sorted(definitions):
+        found = read_or_note(facts, "workspace role assignments", partial(azure.get_role_definition, definition), None)
+        if found is not None:
+            facts.role_definitions[found.guid] = found
