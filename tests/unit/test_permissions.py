@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from amlwire.api.roles import BY_GUID as ROLES
+from amlwire.api.roles import BY_NAME
 from amlwire.domain.permissions import PERMISSIONS, markdown_table, read_denial, scope_to_grant
-from amlwire.sandbox.authorization import ROLES, allows
 
 REPO = Path(__file__).resolve().parents[2]
 SUB = "/subscriptions/6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60"
@@ -21,7 +22,7 @@ OID = "0a1b2c3d-0000-4000-8000-0000000000aa"
 
 
 def role(name: str):
-    return next(r for r in ROLES.values() if r.name == name)
+    return BY_NAME[name]
 
 
 def test_the_readme_table_is_the_one_amlwire_reads_403s_with():
@@ -60,14 +61,14 @@ CASES += [(n, a, False) for n, (_, no) in LEARN.items() for a in no]
 
 @pytest.mark.parametrize(("name", "action", "allowed"), CASES)
 def test_built_in_roles_allow_what_learn_says(name, action, allowed):
-    assert allows(role(name), action) is allowed
+    assert role(name).allows(action) is allowed
 
 
 def test_each_row_of_the_table_grants_every_action_it_is_listed_for():
     for permission in PERMISSIONS:
         assert permission.role_id in ROLES, permission.role
         for action in permission.actions:
-            assert allows(ROLES[permission.role_id], action), f"{permission.role} lacks {action}"
+            assert ROLES[permission.role_id].allows(action), f"{permission.role} lacks {action}"
 
 
 def test_an_authorization_failure_names_the_role_and_the_scope_to_grant():

@@ -10,7 +10,6 @@ from pydantic import Field, StringConstraints, ValidationInfo, field_validator, 
 from amlwire.api.common import (
     DNS1123_LABEL_RE,
     RESOURCE_GROUP_RE,
-    ROLE_NAMES,
     UUID_RE,
     CRDModel,
     CRDRoot,
@@ -20,6 +19,7 @@ from amlwire.api.common import (
     cel_string,
     rule,
 )
+from amlwire.api.roles import GRANTABLE
 
 UAMI_ID_RE = (
     r"(?i)^/subscriptions/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -264,13 +264,13 @@ class AccessGrant(CRDModel):
     )
     role: str = Field(
         max_length=256,
-        description=f"Role to assign: one of {', '.join(ROLE_NAMES)}, or a role definition GUID or ID.",
+        description=f"Role to assign: one of {', '.join(GRANTABLE)}, or a role definition GUID or ID.",
         json_schema_extra=cel(
             rule(
-                "self in [" + ", ".join(cel_string(r) for r in ROLE_NAMES) + "] || "
+                "self in [" + ", ".join(cel_string(r) for r in GRANTABLE) + "] || "
                 f"self.matches({cel_string(UUID_RE)}) || self.matches({cel_string(ROLE_DEFINITION_RE)})",
                 "spec.access.grants[].role must be a built-in role name ("
-                + ", ".join(ROLE_NAMES)
+                + ", ".join(GRANTABLE)
                 + ") or a role definition GUID or resource ID",
             )
         ),

@@ -19,14 +19,6 @@ API_VERSION = f"{GROUP}/{VERSION}"
 UUID_RE = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 DNS1123_LABEL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 RESOURCE_GROUP_RE = r"^[-\w.()]{0,89}[-\w()]$"
-ROLE_NAMES = (
-    "Storage Blob Data Contributor",
-    "Storage Blob Data Reader",
-    "AcrPull",
-    "Key Vault Secrets User",
-    "AzureML Data Scientist",
-    "Reader",
-)
 
 
 def rule(expression: str, message: str, **extra: str) -> dict[str, str]:

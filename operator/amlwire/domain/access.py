@@ -7,27 +7,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from amlwire.api import roles
 from amlwire.api.attachedcompute import AccessGrant, RoleAssignmentStatus
 from amlwire.domain.azure import RoleAssignment, StorageInfo, WorkspaceInfo, name_of
 from amlwire.domain.conditions import rfc3339
 
-ROLE_GUIDS = {
-    "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
-    "Storage Blob Data Reader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
-    "AcrPull": "7f951dda-4ed3-4680-a7ca-43fe172d538d",
-    "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
-    "AzureML Data Scientist": "f6c7c914-8db3-469d-8ca1-694a8f32e121",
-    "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
-    "Contributor": "b24988ac-6180-42a0-ab88-20f7382dd24c",
-    "Owner": "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
-}
+ROLE_GUIDS = {r.name: r.guid for r in roles.BUILTIN_ROLES}
 # Roles that let an identity read a workspace's model versions (MLClient.models.download in InContainer jobs)
-WORKSPACE_MODEL_READERS = {ROLE_GUIDS[name] for name in ("AzureML Data Scientist", "Reader", "Contributor", "Owner")}
-STORAGE_DATA_ROLES = {
-    ROLE_GUIDS["Storage Blob Data Contributor"],
-    ROLE_GUIDS["Storage Blob Data Reader"],
-    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
-}
+WORKSPACE_MODEL_READERS = roles.granting(roles.MODEL_VERSIONS_READ)
+STORAGE_DATA_ROLES = roles.BLOB_READERS
 _NAMESPACE = uuid.UUID("3f0b9f8e-0b5d-4f39-9a57-6a8f0e1d2c3b")
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from amlwire.api import reasons as r
+from amlwire.api import roles
 from amlwire.domain.access import scope_covers
 from amlwire.domain.azure import ComputeInfo, RoleAssignment, same_id
 from amlwire.domain.operations import RUNNING, SUCCEEDED, Observed, failed
@@ -36,9 +37,8 @@ class ComputeDecision:
 # (Learn: attach a Kubernetes cluster; AML-Kubernetes 279: "AKS role check failed for user assigned identity")
 UAMI_ROLE_CHECK = "AKS role check failed for user assigned identity"  # Azure's words when one is missing
 UAMI_CLUSTER_ROLES = {
-    "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
-    "Kubernetes Extension Contributor": "85cb6faf-e071-4c9b-8136-154b5a04f717",
-    "Azure Kubernetes Service Cluster Admin Role": "0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8",
+    name: roles.guid(name)
+    for name in ("Reader", "Kubernetes Extension Contributor", "Azure Kubernetes Service Cluster Admin Role")
 }
 
 

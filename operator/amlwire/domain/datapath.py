@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from amlwire.domain.access import ROLE_GUIDS, STORAGE_DATA_ROLES, scope_covers, still_propagating
+from amlwire.api import roles
+from amlwire.domain.access import STORAGE_DATA_ROLES, scope_covers, still_propagating
 from amlwire.domain.azure import RoleAssignment, WorkspaceInfo, name_of
 from amlwire.domain.conditions import rfc3339
 from amlwire.domain.doctor import Result, named, result, skip
@@ -28,7 +29,7 @@ SERVERLESS = "serverless"
 SERVERLESS_MANAGED = "the workspace's user-assigned identity (serverless with identity managed, unverified)"
 SYSTEM_DATASTORES = {"workspaceblobstore", "workspaceartifactstore", "workspacefilestore", "workspaceworkingdirectory"}
 LIST_SECRETS = "Microsoft.MachineLearningServices/workspaces/datastores/listsecrets/action"
-WRITE_ROLES = STORAGE_DATA_ROLES - {ROLE_GUIDS["Storage Blob Data Reader"]}  # Contributor and Owner
+WRITE_ROLES = roles.BLOB_WRITERS  # Contributor and Owner
 READER_ROLE, WRITER_ROLE = "Storage Blob Data Reader", "Storage Blob Data Contributor"
 
 

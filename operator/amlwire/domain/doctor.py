@@ -9,12 +9,14 @@ disagree about what is wrong or how to fix it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import AttachedComputeSpec
+from amlwire.api.roles import guids
 from amlwire.domain.access import (
     STORAGE_DATA_ROLES,
     WORKSPACE_MODEL_READERS,
@@ -56,14 +58,14 @@ CLIENT_ID_ANNOTATION = "azure.workload.identity/client-id"
 WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
 TOKEN_VOLUME = "azure-identity-token"  # noqa: S105 - the name of the projected token volume
 SIDECAR_CERTIFICATE_ERROR = "failed to load certificate"
-CLUSTER_ROLES = {
-    "acdd72a7-3385-48ef-bd42-f606fba81ae7",  # Reader
-    "b24988ac-6180-42a0-ab88-20f7382dd24c",  # Contributor
-    "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",  # Owner
-    "85cb6faf-e071-4c9b-8136-154b5a04f717",  # Kubernetes Extension Contributor
-    "0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8",  # Azure Kubernetes Service Cluster Admin Role
-    "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b",  # Azure Kubernetes Service RBAC Cluster Admin
-}
+CLUSTER_ROLES = guids(
+    "Reader",
+    "Contributor",
+    "Owner",
+    "Kubernetes Extension Contributor",
+    "Azure Kubernetes Service Cluster Admin Role",
+    "Azure Kubernetes Service RBAC Cluster Admin",
+)
 
 
 @dataclass(frozen=True)
@@ -493,7 +495,9 @@ def compute_not_attached_with_the_identity(facts: Facts) -> Result:
 
 
 # -- access -----------------------------------------------------------------------------------------
-def _holds(assignments: list[RoleAssignment], principal: str, roles: set[str], scope: str) -> list[RoleAssignment]:
+def _holds(
+    assignments: list[RoleAssignment], principal: str, roles: AbstractSet[str], scope: str
+) -> list[RoleAssignment]:
     return [a for a in assignments if a.applies_to(principal) and a.role_guid in roles and scope_covers(a.scope, scope)]
 
 

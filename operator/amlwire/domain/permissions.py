@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from amlwire.api import roles
+
 ScopeKind = Literal["cluster", "identity", "workspace", "storage", "grant"]
 
 SCOPE_TEXT: dict[ScopeKind, str] = {
@@ -33,16 +35,18 @@ EXT = "Microsoft.KubernetesConfiguration/extensions"
 @dataclass(frozen=True)
 class Permission:
     role: str
-    role_id: str
     scope: ScopeKind
     purpose: str
     actions: tuple[str, ...]  # the ARM actions amlwire performs that this row grants
+
+    @property
+    def role_id(self) -> str:
+        return roles.guid(self.role)
 
 
 PERMISSIONS: tuple[Permission, ...] = (
     Permission(
         "Reader",
-        "acdd72a7-3385-48ef-bd42-f606fba81ae7",
         "cluster",
         "read the cluster, its extension and role assignments",
         (
@@ -53,14 +57,12 @@ PERMISSIONS: tuple[Permission, ...] = (
     ),
     Permission(
         "Kubernetes Extension Contributor",
-        "85cb6faf-e071-4c9b-8136-154b5a04f717",
         "cluster",
         "install the AzureML extension and set its settings (`extension.mode: Configure`)",
         (f"{EXT}/write", f"{EXT}/delete", f"{EXT}/operations/read"),
     ),
     Permission(
         "Managed Identity Contributor",
-        "e40ec5ca-96e0-45a2-b4ff-59039f2c2b59",
         "identity",
         "read the identity, write and delete its federated credentials",
         (
@@ -72,14 +74,12 @@ PERMISSIONS: tuple[Permission, ...] = (
     ),
     Permission(
         "Managed Identity Operator",
-        "f1a07417-d97a-45cb-824c-7a7467783830",
         "identity",
         "attach the compute with the identity (`*/assign/action`)",
         (f"{UAMI}/assign/action",),
     ),
     Permission(
         "AzureML Data Scientist",
-        "f6c7c914-8db3-469d-8ca1-694a8f32e121",
         "workspace",
         "read the workspace, submit, read and cancel jobs, register models",
         (
@@ -97,21 +97,18 @@ PERMISSIONS: tuple[Permission, ...] = (
     ),
     Permission(
         "AzureML Compute Operator",
-        "e503ece1-11d0-4e8e-8e2c-7a6c3bf38815",
         "workspace",
         "attach, read and detach the compute",
         (f"{ML}/computes/read", f"{ML}/computes/write", f"{ML}/computes/delete"),
     ),
     Permission(
         "Reader",
-        "acdd72a7-3385-48ef-bd42-f606fba81ae7",
         "storage",
         "read the storage account (shared-key check, F17) and, with `access.mode: Verify`, its role assignments",
         ("Microsoft.Storage/storageAccounts/read", "Microsoft.Authorization/roleAssignments/read"),
     ),
     Permission(
         "Role Based Access Control Administrator",
-        "f58310d9-a9f6-439a-9e8d-f62e7b41a168",
         "grant",
         "list, create and delete the identity's role assignments (`access.mode: Ensure`, constrained to the "
         "roles in `access.grants`; with `Verify`, Reader is enough)",

@@ -10,8 +10,10 @@ import base64
 import copy
 import re
 import uuid
+from collections.abc import Set as AbstractSet
 from typing import Any
 
+from amlwire.api.roles import BLOB_READERS, BLOB_WRITERS, guid, guids
 from amlwire.sandbox import authorization, ids
 from amlwire.sandbox.directory import Directory
 from amlwire.sandbox.state import AUDIENCE, ArmError, Operation, Resource, State, iso, key, not_found
@@ -20,19 +22,12 @@ from amlwire.sandbox.world import ClusterWorld, ComputeWorld, DatastoreWorld, St
 SHORT_JOB_OUTPUT = re.compile(r"^azureml://jobs/[^/]+/outputs/[^/]+/?$", re.IGNORECASE)
 FIC_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-_]{2,119}$")
 FIC_LIMIT = 20
-STORAGE_DATA_ROLES = {
-    "ba92f5b4-2d11-453d-a403-e96b0029c9fe",  # Storage Blob Data Contributor
-    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",  # Storage Blob Data Reader
-    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",  # Storage Blob Data Owner
-}
-STORAGE_WRITE_ROLES = {
-    "ba92f5b4-2d11-453d-a403-e96b0029c9fe",  # Storage Blob Data Contributor
-    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",  # Storage Blob Data Owner
-}
+STORAGE_DATA_ROLES = BLOB_READERS  # judged by the roles' data actions, as Storage does
+STORAGE_WRITE_ROLES = BLOB_WRITERS
 STREAM_AUTH = "ScriptExecution.StreamAccess.Authentication"
 TERMINAL_JOB_STATES = {"Completed", "Failed", "Canceled"}
 LIST_SECRETS = "Microsoft.MachineLearningServices/workspaces/datastores/listsecrets/action"
-ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+ACR_PULL = guid("AcrPull")
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _MODEL_REFS = (
     re.compile(r"azureml:([A-Za-z0-9][A-Za-z0-9_.-]*):([A-Za-z0-9_.-]+)"),
@@ -530,7 +525,7 @@ class Cloud:
             self.revoked.append((removed, self.state.now()))
         return removed
 
-    def has_access(self, principal: str, resource: str, roles: set[str]) -> bool:
+    def has_access(self, principal: str, resource: str, roles: AbstractSet[str]) -> bool:
         return any(
             self.directory.applies_to(r.properties["principalId"], principal)
             and _role_guid(r.properties["roleDefinitionId"]) in roles
@@ -882,10 +877,8 @@ class Cloud:
         return None
 
 
-WORKSPACE_UAMI_CLUSTER_ROLES = (
-    "acdd72a7-3385-48ef-bd42-f606fba81ae7",  # Reader
-    "85cb6faf-e071-4c9b-8136-154b5a04f717",  # Kubernetes Extension Contributor
-    "0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8",  # Azure Kubernetes Service Cluster Admin Role
+WORKSPACE_UAMI_CLUSTER_ROLES = guids(
+    "Reader", "Kubernetes Extension Contributor", "Azure Kubernetes Service Cluster Admin Role"
 )
 
 
