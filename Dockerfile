@@ -8,10 +8,10 @@ ARG PIP_FIND_LINKS
 ARG PIP_NO_INDEX
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
-COPY operator ./operator
+# the operator package only: the sandbox and the dev environment are packages of their own, left out
+COPY operator/amlwire ./operator/amlwire
 RUN python3 -m venv /venv \
  && /venv/bin/pip install --no-cache-dir --no-compile -c constraints.txt . \
- && rm -rf /venv/lib/python3*/site-packages/amlwire/sandbox /venv/lib/python3*/site-packages/amlwire/devenv \
  && /venv/bin/python -m compileall -q /venv/lib
 
 FROM ${BASE_IMAGE}

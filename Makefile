@@ -24,7 +24,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[sandbox,test,dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -44,7 +44,7 @@ check-crds: venv
 docs: venv
 	$(BIN)/python -c "from amlwire.domain.failures import troubleshooting_markdown as t; print(t(), end='')" \
 		> docs/troubleshooting.md
-	$(BIN)/python -c "from amlwire.sandbox.rules import markdown; print(markdown(), end='')" > docs/sandbox.md
+	$(BIN)/python -c "from amlwire_sandbox.rules import markdown; print(markdown(), end='')" > docs/sandbox.md
 
 lint: venv
 	$(BIN)/ruff check operator tests bench

@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from amlwire.devenv.chaos import (
+from amlwire_devenv.chaos import (
     CrashCampaign,
     Iteration,
     OperatorProcess,

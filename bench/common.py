@@ -10,10 +10,10 @@ from pathlib import Path
 
 from kubernetes import client
 
-from amlwire.devenv.chaos import is_true, wait_until
-from amlwire.devenv.controlplane import ControlPlane, find_binaries
-from amlwire.devenv.stack import LocalStack, kube_client, prepare_cluster
-from amlwire.sandbox.world import World
+from amlwire_devenv.chaos import is_true, wait_until
+from amlwire_devenv.controlplane import ControlPlane, find_binaries
+from amlwire_devenv.stack import LocalStack, kube_client, prepare_cluster
+from amlwire_sandbox.world import World
 
 REPO = Path(__file__).resolve().parent.parent
 GROUP, VERSION = "amlwire.io", "v1alpha1"

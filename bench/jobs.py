@@ -25,9 +25,9 @@ from kubernetes import client
 from rich.console import Console
 from rich.table import Table
 
-from amlwire.devenv.chaos import example
-from amlwire.devenv.ports import free_port
-from amlwire.devenv.stack import spawn_operator
+from amlwire_devenv.chaos import example
+from amlwire_devenv.ports import free_port
+from amlwire_devenv.stack import spawn_operator
 from bench.common import GROUP, VERSION, fast_world, is_ready, stack, start_plane, wait
 
 POLL_INTERVAL = 2.0

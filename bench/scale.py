@@ -27,8 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 from amlwire.config import Settings
-from amlwire.devenv.chaos import example
-from amlwire.sandbox.world import ArmLimits, WorkspaceWorld
+from amlwire_devenv.chaos import example
+from amlwire_sandbox.world import ArmLimits, WorkspaceWorld
 from bench.common import GROUP, VERSION, delete_everything, fast_world, is_ready, stack, start_plane, wait
 from bench.jobs import cpu_seconds, rss_mb
 
@@ -143,7 +143,7 @@ def main() -> None:
     local = stack(plane, kube, world())
     os.chdir(local.workdir)
     logs = Path(tempfile.mkdtemp(prefix="amlwire-bench-logs-"))
-    from amlwire.devenv.stack import spawn_operator
+    from amlwire_devenv.stack import spawn_operator
 
     operator = spawn_operator(local, logs / "operator.log", job_poll_interval=POLL_INTERVAL)
     r: dict[str, Any] = {"jobs": args.jobs}

@@ -25,8 +25,8 @@ from kubernetes import client
 from rich.console import Console
 from rich.table import Table
 
-from amlwire.devenv.chaos import example
 from amlwire.domain.access import assignment_name, role_definition_id
+from amlwire_devenv.chaos import example
 from bench.common import GROUP, VERSION, delete_everything, is_ready, stack, start_plane, wait
 
 ARM_ROUTES_EXCLUDED = ("entra.", "control.")

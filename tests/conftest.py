@@ -11,9 +11,9 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from amlwire.devenv.cluster import amlwire_crds, install_crds
-from amlwire.devenv.controlplane import ControlPlane, ControlPlaneError, find_binaries
-from amlwire.sandbox.world import RoleAssignmentWorld, World
+from amlwire_devenv.cluster import amlwire_crds, install_crds
+from amlwire_devenv.controlplane import ControlPlane, ControlPlaneError, find_binaries
+from amlwire_sandbox.world import RoleAssignmentWorld, World
 
 REPO = Path(__file__).resolve().parent.parent
 GROUP, VERSION = "amlwire.io", "v1alpha1"
@@ -155,7 +155,7 @@ def _shape(value: Any, prefix: str = "") -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from amlwire.sandbox.app import RESPONSE_OBSERVERS
+    from amlwire_sandbox.app import RESPONSE_OBSERVERS
 
     RESPONSE_OBSERVERS.append(_remember)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
-from amlwire.devenv.stack import prepare_cluster
+from amlwire_devenv.stack import prepare_cluster
 from tests.e2e.harness import Harness
 
 

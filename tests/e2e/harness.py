@@ -14,11 +14,11 @@ from kubernetes import client
 
 from amlwire.adapters.kube.adapter import INSTANCE_TYPES
 from amlwire.api.reasons import REASONS
-from amlwire.devenv.chaos import condition
-from amlwire.devenv.controlplane import ControlPlane
-from amlwire.devenv.stack import FIC_TYPE, LocalStack
 from amlwire.reconcile.attachedcompute import OWNER_LABEL
-from amlwire.sandbox.world import World
+from amlwire_devenv.chaos import condition
+from amlwire_devenv.controlplane import ControlPlane
+from amlwire_devenv.stack import FIC_TYPE, LocalStack
+from amlwire_sandbox.world import World
 from tests.conftest import GROUP, REPO, VERSION, demo_world
 
 SUB = "6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60"

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from amlwire.devenv.chaos import condition
 from amlwire.domain.permissions import PERMISSIONS
+from amlwire_devenv.chaos import condition
 from tests.conftest import GROUP, VERSION, wait_for
 from tests.e2e.harness import (
     EXAMPLE_GRANTS,

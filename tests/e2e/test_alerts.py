@@ -10,8 +10,8 @@ import subprocess
 import pytest
 import yaml
 
-from amlwire.devenv.controlplane import find_binaries
-from amlwire.devenv.ports import free_port
+from amlwire_devenv.controlplane import find_binaries
+from amlwire_devenv.ports import free_port
 from tests.conftest import REPO
 from tests.e2e.test_chart import rendered
 from tests.e2e.test_metrics import scrape

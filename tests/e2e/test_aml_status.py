@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from amlwire.devenv.chaos import condition
-from amlwire.sandbox.world import STREAM_ACCESS_SHAPES
+from amlwire_devenv.chaos import condition
+from amlwire_sandbox.world import STREAM_ACCESS_SHAPES
 from tests.conftest import wait_for
 from tests.e2e.harness import IDENTITY_PRINCIPAL, STORAGE_ID, WORKSPACE_ID
 

@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client
 
 from amlwire.domain.compute import UAMI_CLUSTER_ROLES
-from amlwire.sandbox import ids
+from amlwire_sandbox import ids
 from tests.conftest import wait_for
 from tests.e2e import harness as e2e
 from tests.e2e.harness import CLUSTER_ID, EXTENSION_ID, FIC_TYPE, IDENTITY_ID, SUB, Harness, condition, harness_over
@@ -177,7 +177,7 @@ def add_foreign_credentials(harness: Harness, count: int) -> None:
 def test_the_credential_budget_is_shown_and_the_compute_past_the_cap_names_the_way_out(
     harness, view_only_user, monkeypatch
 ):
-    from amlwire.devenv.ports import free_port
+    from amlwire_devenv.ports import free_port
     from tests.e2e.test_metrics import scrape, value
 
     add_foreign_credentials(harness, 18)  # another team's GitHub deployments on the same identity
@@ -354,7 +354,7 @@ def inherited_storage_role(control_plane, cluster, tmp_path) -> Iterator[Harness
     """The platform team grants Storage Blob Data Contributor to a group holding id-ml, at a management group
     above the subscription (as landing zones do)."""
     from amlwire.domain.access import ROLE_GUIDS
-    from amlwire.sandbox.world import GroupWorld, ManagementGroupWorld, RoleAssignmentWorld
+    from amlwire_sandbox.world import GroupWorld, ManagementGroupWorld, RoleAssignmentWorld
     from tests.e2e.harness import IDENTITY_PRINCIPAL
 
     world = e2e.test_world()

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from amlwire.domain.extension import cli_settings
-from amlwire.sandbox.world import SIDECAR_CREDENTIALS
+from amlwire_sandbox.world import SIDECAR_CREDENTIALS
 from tests.conftest import wait_for
 from tests.e2e.harness import CLUSTER_ID, EXTENSION_ID, IDENTITY_ID, WORKSPACE_ID, condition
 from tests.e2e.test_doctor import result_of, run_doctor

@@ -13,10 +13,10 @@ import yaml
 from azure.identity import WorkloadIdentityCredential
 from kubernetes import client
 
-from amlwire.devenv.controlplane import find_binaries
-from amlwire.devenv.stack import FIC_TYPE, OPERATOR_CLIENT_ID, operator_environment
 from amlwire.handlers.operator import BackgroundOperator
 from amlwire.main import build_services
+from amlwire_devenv.controlplane import find_binaries
+from amlwire_devenv.stack import FIC_TYPE, OPERATOR_CLIENT_ID, operator_environment
 from tests.conftest import REPO, wait_for
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]

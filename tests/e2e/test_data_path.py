@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from amlwire.cli.main import cli
 from amlwire.domain.access import ROLE_GUIDS
 from amlwire.domain.permissions import PERMISSIONS
-from amlwire.sandbox.world import (
+from amlwire_sandbox.world import (
     ComputeIdentityWorld,
     ComputeWorld,
     DatastoreWorld,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from amlwire.devenv.stack import inherited_environment
+from amlwire_devenv.stack import inherited_environment
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]

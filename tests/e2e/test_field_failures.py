@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from amlwire.devenv.chaos import condition
+from amlwire_devenv.chaos import condition
 from tests.e2e.harness import (
     CLUSTER_ID,
     EXAMPLE_SUBJECTS,

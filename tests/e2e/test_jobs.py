@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from amlwire.devenv.chaos import condition
+from amlwire_devenv.chaos import condition
 from tests.conftest import wait_for
 from tests.e2e.harness import EXTENSION_ID, IDENTITY_ID, WORKSPACE_ID
 

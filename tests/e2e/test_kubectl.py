@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from amlwire.devenv.controlplane import find_binaries
-from amlwire.devenv.stack import operator_environment
+from amlwire_devenv.controlplane import find_binaries
+from amlwire_devenv.stack import operator_environment
 from tests.conftest import REPO, wait_for
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]

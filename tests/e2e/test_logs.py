@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from amlwire.devenv.stack import spawn_operator
+from amlwire_devenv.stack import spawn_operator
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from amlwire.devenv.stack import OPERATOR_PRINCIPAL_ID, least_privilege
 from amlwire.domain.permissions import PERMISSIONS, Permission
+from amlwire_devenv.stack import OPERATOR_PRINCIPAL_ID, least_privilege
 from tests.conftest import wait_for
 from tests.e2e.harness import WORKSPACE_ID, condition
 

@@ -1,6 +1,6 @@
 """Verdicts that are evidence, failures that are loud, training that keeps its work: IsaacLab jobs as the sandbox
 runs them for real (its IsaacLab image runs amlwire's evaluator and IsaacLab's train.py; see
-operator/amlwire/sandbox/isaaclab_image/README.md), followed by the operator against the real apiserver."""
+operator/amlwire_sandbox/isaaclab_image/README.md), followed by the operator against the real apiserver."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from amlwire.devenv.chaos import condition
-from amlwire.sandbox.world import JOB_TIMEOUT_OUTCOMES
+from amlwire_devenv.chaos import condition
+from amlwire_sandbox.world import JOB_TIMEOUT_OUTCOMES
 from tests.conftest import wait_for
 from tests.e2e import harness as e2e
 from tests.e2e.harness import WORKSPACE_ID

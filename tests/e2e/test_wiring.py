@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from amlwire.devenv.stack import OPERATOR_PRINCIPAL_ID
+from amlwire_devenv.stack import OPERATOR_PRINCIPAL_ID
 from tests.e2e.harness import EXAMPLE_SUBJECTS, IDENTITY_CLIENT_ID, IDENTITY_ID
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from amlwire.devenv.cluster import ensure_namespace
+from amlwire_devenv.cluster import ensure_namespace
 from tests.conftest import GROUP, REPO, VERSION
 
 pytestmark = pytest.mark.kube

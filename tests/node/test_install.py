@@ -13,8 +13,8 @@ import requests
 import yaml
 from kubernetes import client
 
-from amlwire.devenv.chaos import stack_problems
-from amlwire.devenv.stack import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE
+from amlwire_devenv.chaos import stack_problems
+from amlwire_devenv.stack import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE
 from tests.conftest import REPO, wait_for
 from tests.node.conftest import FIGURES, NodeCluster
 from tests.sandbox.conftest import IDENTITY_ID, IDENTITY_PRINCIPAL, WORKSPACE_ID
@@ -75,7 +75,12 @@ def test_helm_install_runs_the_operator_locked_down_from_an_image_of_the_operato
     package = next(Path(f"/proc/{pid}/root/venv/lib").glob("python3*/site-packages/amlwire"))
     modules = {p.name for p in package.iterdir()}
     assert "handlers" in modules
-    assert not modules & {"sandbox", "devenv"}  # the image holds the operator only
+    site = {p.name.lower() for p in package.parent.iterdir()}  # the image holds the operator only
+    assert not site & {"amlwire_sandbox", "amlwire_devenv", "trustme", "jwt"}, site
+    [metadata] = package.parent.glob("amlwire-*.dist-info/METADATA")
+    requires = [line for line in metadata.read_text().splitlines() if line.startswith("Requires-Dist:")]
+    runtime = [line for line in requires if "extra ==" not in line]
+    assert not [line for line in runtime if any(n in line.lower() for n in ("trustme", "pyjwt", "aiohttp"))]
 
 
 def test_the_example_compute_becomes_ready_on_the_token_the_kubelet_projects(installed):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from amlwire.devenv.chaos import job_problems
+from amlwire_devenv.chaos import job_problems
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from amlwire.devenv.chaos import (
+from amlwire_devenv.chaos import (
     RETRY_AFTER,
     arm_calls,
     cloud_faults,

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from amlwire.devenv.chaos import WIRING_CALLS, CrashCampaign, OperatorProcess
+from amlwire_devenv.chaos import WIRING_CALLS, CrashCampaign, OperatorProcess
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(900)]
 SEED = int(os.environ.get("AMLWIRE_CHAOS_SEED", "20261122"))

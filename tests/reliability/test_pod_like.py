@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from amlwire.devenv.stack import operator_environment
+from amlwire_devenv.stack import operator_environment
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]
 USER = "10001"

@@ -12,7 +12,7 @@ import json
 import pytest
 from kubernetes import client
 
-from amlwire.devenv.chaos import OperatorProcess, is_true, wait_until
+from amlwire_devenv.chaos import OperatorProcess, is_true, wait_until
 from tests.conftest import GROUP, VERSION
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]

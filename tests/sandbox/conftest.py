@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from azure.core.credentials import AccessToken, AccessTokenInfo
 
-from amlwire.sandbox.blobs import STORAGE_SUFFIX
-from amlwire.sandbox.client import SandboxClient
-from amlwire.sandbox.server import SandboxServer
-from amlwire.sandbox.world import World
+from amlwire_sandbox.blobs import STORAGE_SUFFIX
+from amlwire_sandbox.client import SandboxClient
+from amlwire_sandbox.server import SandboxServer
+from amlwire_sandbox.world import World
 from tests.conftest import OWNER_PRINCIPAL, OWNER_ROLE_GUID, demo_world
 
 SUB = "6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60"

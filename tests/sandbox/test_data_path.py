@@ -13,9 +13,9 @@ from azure.ai.ml.entities import Environment, ManagedIdentityConfiguration, User
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.authorization import AuthorizationManagementClient
 
-from amlwire.sandbox.client import SandboxClient
-from amlwire.sandbox.server import SandboxServer
-from amlwire.sandbox.world import ComputeIdentityWorld, ComputeWorld, DatastoreWorld
+from amlwire_sandbox.client import SandboxClient
+from amlwire_sandbox.server import SandboxServer
+from amlwire_sandbox.world import ComputeIdentityWorld, ComputeWorld, DatastoreWorld
 from tests.conftest import OWNER_PRINCIPAL, wait_for
 from tests.sandbox.conftest import SUB, WORKSPACE_ID, StaticCredential, fast_world, ml_client, running
 

@@ -11,7 +11,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import WorkloadIdentityCredential
 from kubernetes import client
 
-from amlwire.sandbox.tokens import SigningKey
+from amlwire_sandbox.tokens import SigningKey
 from tests.conftest import OWNER_PRINCIPAL
 from tests.sandbox.conftest import AUDIENCE, CLUSTER_ID, IDENTITY_ID, IDENTITY_PRINCIPAL, TENANT
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from amlwire.sandbox.rules import RULES, markdown
+from amlwire_sandbox.rules import RULES, markdown
 
 REPO = Path(__file__).resolve().parents[2]
-SANDBOX = REPO / "operator" / "amlwire" / "sandbox"
+SANDBOX = REPO / "operator" / "amlwire_sandbox"
 MARKER = re.compile(r"#\s*rule:\s*([a-z][a-z0-9.-]+)")
 
 

@@ -202,7 +202,7 @@ def uami_sandbox(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("lacking", [*UAMI_CLUSTER_ROLES, None])
 def test_a_user_assigned_workspace_identity_attaches_only_with_all_three_cluster_roles(uami_sandbox, lacking):
-    from amlwire.sandbox.client import SandboxClient
+    from amlwire_sandbox.client import SandboxClient
 
     ctl = SandboxClient(uami_sandbox.base_url, uami_sandbox.ca_file)
     workspace = ctl.resource(WORKSPACE_ID)
@@ -260,7 +260,7 @@ OUTSIDER = "7d000000-0000-4000-8000-0000000000ee"
 def inherited(tmp_path, monkeypatch):
     """Reader for the platform group (ADMIN a member, through a nested group) at a management group above
     the subscription."""
-    from amlwire.sandbox.world import GroupWorld, ManagementGroupWorld, RoleAssignmentWorld
+    from amlwire_sandbox.world import GroupWorld, ManagementGroupWorld, RoleAssignmentWorld
     from tests.sandbox.conftest import fast_world, running
 
     world = fast_world()

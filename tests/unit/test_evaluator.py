@@ -3,7 +3,7 @@ truth, even under a close() that exits 0; a crash prints its traceback; a hang t
 honest statistics at any numEnvs, Hydra overrides, success terms, checkpoint choice, resume arguments.
 
 The process tests run the real scripts against the sandbox's IsaacLab image (its stand-ins fail the way Isaac Sim
-and IsaacLab fail; see operator/amlwire/sandbox/isaaclab_image/README.md), each in its own session so a watchdog's
+and IsaacLab fail; see operator/amlwire_sandbox/isaaclab_image/README.md), each in its own session so a watchdog's
 SIGKILL of its process group never reaches pytest.
 """
 
@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from amlwire.api.amljob import EVALUATOR_METRICS
-from amlwire.sandbox.execution import IMAGE, sim_module
 from amlwire.templates import isaaclab_evaluate as evaluator
 from amlwire.templates.isaaclab_evaluate import (
     EpisodeTally,
@@ -38,6 +37,7 @@ from amlwire.templates.isaaclab_evaluate import (
 )
 from amlwire.templates.jobkit import StepFailed
 from amlwire.templates.resume import arguments, last_checkpoint
+from amlwire_sandbox.execution import IMAGE, sim_module
 
 TEMPLATES = Path(evaluator.__file__).resolve().parent
 SIM = sim_module()

@@ -23,10 +23,10 @@ from amlwire.domain.jobs import (
     verdict,
 )
 from amlwire.domain.view import WIRING_CONDITIONS, ComputeHealth, ComputeView, view_of
-from amlwire.sandbox.jobs import stream_access_error
-from amlwire.sandbox.world import STREAM_ACCESS_SHAPES
 from amlwire.templates.fetch_model import parse_model, parse_workspace
 from amlwire.templates.jobkit import StepFailed
+from amlwire_sandbox.jobs import stream_access_error
+from amlwire_sandbox.world import STREAM_ACCESS_SHAPES
 from tests.conftest import example
 
 UID = "3f2a9c1e-1111-2222-3333-444455556666"

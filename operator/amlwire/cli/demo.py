@@ -20,6 +20,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from amlwire.cli import development_tool
 from amlwire.config import Settings
 
 AS_TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
@@ -87,10 +88,11 @@ def succeeded(plane: Any) -> bool:
 def demo(once: bool, world: Path, examples_dir: Path, timeout: float) -> None:
     """Run amlwire end to end on this machine: a real kube-apiserver, the Azure sandbox, the operator
     authenticating with workload identity, and the examples applied. Ctrl-C stops and cleans up."""
-    from amlwire.devenv.controlplane import ControlPlane, find_binaries
-    from amlwire.devenv.ports import free_port
-    from amlwire.devenv.stack import LocalStack, kube_client, prepare_cluster
-    from amlwire.sandbox.world import World
+    with development_tool("demo"):
+        from amlwire_devenv.controlplane import ControlPlane, find_binaries
+        from amlwire_devenv.ports import free_port
+        from amlwire_devenv.stack import LocalStack, kube_client, prepare_cluster
+        from amlwire_sandbox.world import World
 
     console = Console(width=max(140, Console().width))
     workdir = Path(tempfile.mkdtemp(prefix="amlwire-demo-"))

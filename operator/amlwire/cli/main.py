@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from amlwire import __version__
+from amlwire.cli import development_tool
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,8 +55,9 @@ def run() -> None:
 @click.option("--seed", default=0, type=int, show_default=True, help="Seed of probabilistic fault injection.")
 def sandbox(world_file: Path, host: str, port: int, ca_file: Path, seed: int) -> None:
     """Run the local Azure sandbox: an HTTPS emulator of the ARM endpoints amlwire uses."""
-    from amlwire.sandbox.server import SandboxServer
-    from amlwire.sandbox.world import World
+    with development_tool("sandbox"):
+        from amlwire_sandbox.server import SandboxServer
+        from amlwire_sandbox.world import World
 
     server = SandboxServer(World.load(world_file), ca_file.resolve(), host=host, port=port, seed=seed)
 

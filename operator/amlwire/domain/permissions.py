@@ -1,7 +1,7 @@
 """The Azure roles amlwire's own identity needs, least privilege, and how to read Azure's 403 against them.
 
 The README's table is this one (tests/unit/test_permissions.py); the dev stack grants exactly these rows
-(amlwire.devenv.stack), and tests/e2e/test_permissions.py removes each row in turn.
+(amlwire_devenv.stack), and tests/e2e/test_permissions.py removes each row in turn.
 """
 
 from __future__ import annotations
