@@ -7,6 +7,7 @@ an Azure token through a federated credential on amlwire's own identity.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,19 +61,25 @@ class LocalStack:
     operator: Any = None
     # write amlwire's projected token to a file (an operator run as a process); off when a kubelet projects it
     project_operator_token: bool = True
+    # another cluster's stack whose sandbox (one Azure) this one joins: a fleet, one apiserver and operator each
+    joins: LocalStack | None = None
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.kube = self.kube or kube_client(self.plane)
-        self.sandbox = SandboxServer(self.world, self.workdir / "sandbox-ca.pem").start()
+        if self.joins is None:
+            self.sandbox = SandboxServer(self.world, self.workdir / "sandbox-ca.pem").start()
+        else:
+            self.sandbox = self.joins.sandbox
         self.ctl = SandboxClient(self.sandbox.base_url, self.sandbox.ca_file)
         # Entra fetches this apiserver's OpenID discovery and JWKS to verify amlwire's projected token
         self.ctl.register_issuer(self.plane.service_account_issuer, self.plane.ca_file)
         self.token_file = self.workdir / "azure-identity-token"
         self.seed_operator_identity()
-        self.grant_operator_roles()
-        for cluster in self.world.clusters:
-            self.register_cluster(ids.resource_id(self.subscription, cluster.resource_group, ids.AKS, cluster.name))
+        if self.joins is None:  # the world's clusters are the first stack's; a joining one adds its own
+            self.grant_operator_roles()
+            for cluster in self.world.clusters:
+                self.register_cluster(ids.resource_id(self.subscription, cluster.resource_group, ids.AKS, cluster.name))
         if self.project_operator_token:
             self.refresh_operator_token()
 
@@ -92,7 +99,11 @@ class LocalStack:
         )
 
     def seed_operator_identity(self) -> None:
-        """amlwire's own UAMI in the sandbox, federated to its service account on this apiserver."""
+        """amlwire's own UAMI in the sandbox, federated to its service account on this apiserver (one credential
+        per cluster of a fleet: the operators share the identity)."""
+        credential = "amlwire-operator"
+        if self.joins is not None:
+            credential += "-" + hashlib.sha256(self.plane.service_account_issuer.encode()).hexdigest()[:8]
         self.ctl.create(
             self.operator_identity_id,
             "Microsoft.ManagedIdentity/userAssignedIdentities",
@@ -106,7 +117,7 @@ class LocalStack:
             },
         )
         self.ctl.create(
-            f"{self.operator_identity_id}/federatedIdentityCredentials/amlwire-operator",
+            f"{self.operator_identity_id}/federatedIdentityCredentials/{credential}",
             FIC_TYPE,
             {
                 "properties": {
@@ -285,7 +296,8 @@ class LocalStack:
 
     def close(self) -> None:
         self.stop_operator()
-        self.sandbox.stop()
+        if self.joins is None:
+            self.sandbox.stop()
 
 
 def least_privilege(world: World, subscription: str) -> list[tuple[str, Permission]]:

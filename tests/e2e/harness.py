@@ -66,8 +66,15 @@ def compute_manifest(name: str, **spec_changes: Any) -> dict[str, Any]:
 class Harness(LocalStack):
     """One test's world: a fresh sandbox and (once started) an operator on the shared apiserver."""
 
-    def __init__(self, plane: ControlPlane, kube: client.ApiClient, tmp: Path, world: World | None = None) -> None:
-        super().__init__(plane, world or test_world(), tmp, kube)
+    def __init__(
+        self,
+        plane: ControlPlane,
+        kube: client.ApiClient,
+        tmp: Path,
+        world: World | None = None,
+        joins: Harness | None = None,
+    ) -> None:
+        super().__init__(plane, joins.world if joins else world or test_world(), tmp, kube, joins=joins)
         self.created: list[tuple[str, str | None, str]] = []
         self.custom = client.CustomObjectsApi(self.kube)
         self.core = client.CoreV1Api(self.kube)

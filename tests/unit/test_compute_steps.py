@@ -1025,3 +1025,38 @@ def test_a_grant_taken_out_of_the_spec_removes_the_assignment_amlwire_made_and_o
     run(assign_roles, scope)
     assert [a.name for a in azure.assignments if a.name in ("made", "found")] == ["found"]
     assert "removed AcrPull" in " ".join(e.message for e in scope.events)
+
+
+@pytest.mark.parametrize(
+    ("foreign", "kept"),
+    [
+        (None, False),
+        (FederatedCredential("platform-0", "https://token.actions.githubusercontent.com", "repo:c/a:ref:main"), False),
+        (ours("azureml", "default", issuer="https://eastus.oic.prod-aks.azure.com/t/aks-east-2/"), True),
+    ],
+    ids=["no other cluster", "a credential amlwire did not write", "amlwire on another cluster"],
+)
+def test_a_role_another_clusters_compute_may_need_stays_while_amlwire_federates_the_identity_there(foreign, kept):
+    """Another cluster's AttachedComputes are not neighbours: only Azure shows that amlwire uses the identity there
+    (its credentials with that cluster's issuer)."""
+    from amlwire.api.attachedcompute import RoleAssignmentStatus
+
+    azure = healthy_azure()
+    azure.assignments.append(RoleAssignment("made", REGISTRY_ID, "acrpull", PRINCIPAL))
+    if foreign is not None:
+        azure.credentials[IDENTITY_ID.lower()][foreign.name] = foreign
+    previous = AttachedComputeStatus(
+        observed_generation=1,
+        oidc_issuer=ISSUER,
+        role_assignments=[
+            RoleAssignmentStatus(scope=REGISTRY_ID, role="AcrPull", name="made", created_by_amlwire=True)
+        ],
+    )
+    grants = [{"scope": STORAGE_ID, "role": "Storage Blob Data Contributor"}]
+    scope = make(azure, previous=previous, generation=2, access__grants=grants)
+    run(assign_roles, scope)
+    assert any(a.name == "made" for a in azure.assignments) is kept
+    reasons = {e.reason for e in scope.events}
+    assert (r.ROLE_ASSIGNMENT_KEPT in reasons, r.ROLE_ASSIGNMENT_DELETED in reasons) == (kept, not kept)
+    if kept:
+        assert "aks-east-2" in " ".join(e.message for e in scope.events)

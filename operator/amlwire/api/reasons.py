@@ -271,6 +271,9 @@ SERVICE_ACCOUNT_ANNOTATED = reason("ServiceAccountAnnotated", "amlwire annotated
 SERVICE_ACCOUNT_RELEASED = reason("ServiceAccountReleased", "amlwire took its annotation off an unlisted account")
 ROLE_ASSIGNMENT_CREATED = reason("RoleAssignmentCreated", "amlwire assigned a role")
 ROLE_ASSIGNMENT_DELETED = reason("RoleAssignmentDeleted", "amlwire removed a role assignment it had created")
+ROLE_ASSIGNMENT_KEPT = reason(
+    "RoleAssignmentKept", "amlwire kept a role assignment it had created: another cluster federates the identity"
+)
 COMPUTE_DETACHING = reason("ComputeDetaching", "amlwire is detaching the compute")
 COMPUTE_ADOPTED = reason(
     "ComputeAdopted", "the compute was attached by an AttachedCompute that is gone; this one adopted it"

@@ -12,6 +12,7 @@ from amlwire.domain.azure import name_of, subscription_of
 from amlwire.domain.conditions import Outcome, StepResult, blocked, done, progressing, rfc3339
 from amlwire.domain.errors import AzureError, AzureNotFound
 from amlwire.domain.failures import BY_ID
+from amlwire.domain.federation import NAME_PREFIX
 from amlwire.reconcile.attachedcompute.ownership import extension_refused
 from amlwire.reconcile.attachedcompute.scope import Scope
 from amlwire.reconcile.common import seconds_until
@@ -46,16 +47,39 @@ def remove_our_roles(
     keep: frozenset[tuple[str, str]] = frozenset(),
 ) -> None:
     """Delete the role assignments amlwire made for `identity_id` (as status recorded them), but those other
-    AttachedComputes using it still need and those in `keep` ((scope lower-case, role GUID) pairs)."""
+    AttachedComputes using it still need and those in `keep` ((scope lower-case, role GUID) pairs). This cluster's
+    AttachedComputes say what they need; another cluster's are known from Azure only: while amlwire federates the
+    identity on another cluster, its roles stay (the last AttachedCompute to go removes them)."""
     keep = keep | scope.neighbours.grants(identity_id)
-    for record in scope.previous.role_assignments if records is None else records:
-        if not record.created_by_amlwire or (record.scope.lower(), role_guid(record.role)) in keep:
+    recorded = scope.previous.role_assignments if records is None else records
+    going = [r for r in recorded if r.created_by_amlwire and (r.scope.lower(), role_guid(r.role)) not in keep]
+    elsewhere = federated_elsewhere(scope, identity_id) if going else []
+    for record in going:
+        if elsewhere:
+            scope.note(
+                r.ROLE_ASSIGNMENT_KEPT,
+                f"kept {record.role} on {record.scope}{whose}: amlwire federates identity {name_of(identity_id)} on "
+                f"{len(elsewhere)} other cluster(s) (issuer {', '.join(elsewhere)}), whose AttachedComputes may need "
+                f"it; the last to go removes it",
+            )
             continue
         try:
             scope.azure.delete_role_assignment(record.scope, record.name)
         except AzureNotFound:
             continue
         scope.note(r.ROLE_ASSIGNMENT_DELETED, f"removed {record.role} on {record.scope}{whose}")
+
+
+def federated_elsewhere(scope: Scope, identity_id: str) -> list[str]:
+    """The OIDC issuers of other clusters on which amlwire federates the identity, read from Azure (the one place
+    every cluster's operator sees): amlwire's credentials there with an issuer other than this cluster's."""
+    try:
+        credentials = scope.azure.list_federated_credentials(identity_id)
+    except AzureNotFound:
+        return []
+    cluster = scope.observed.cluster
+    mine = cluster.issuer_url if cluster is not None else scope.previous.oidc_issuer
+    return sorted({c.issuer for c in credentials if c.name.startswith(NAME_PREFIX) and c.issuer != mine})
 
 
 def _drop_ungranted(scope: Scope, recorded: list[RoleAssignmentStatus]) -> None:
