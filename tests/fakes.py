@@ -166,8 +166,10 @@ class FakeAzure:
             )
         ]
 
-    def create_role_assignment(self, scope: str, name: str, role_definition_id: str, principal_id: str) -> bool:
-        self._call("create_role_assignment", scope, name, role_definition_id, principal_id)
+    def create_role_assignment(
+        self, scope: str, name: str, role_definition_id: str, principal_id: str, description: str = ""
+    ) -> bool:
+        self._call("create_role_assignment", scope, name, role_definition_id, principal_id, description)
         if any(a.name == name for a in self.assignments):
             return False
         self.assignments.append(az.RoleAssignment(name, scope, role_definition_id, principal_id, None))

@@ -405,23 +405,26 @@ class Cloud:
 
     # -- role assignments -------------------------------------------------------------------------
     def _store_role_assignment(
-        self, scope: str, name: str, role: str, principal: str, backdate: bool, principal_type: str = "ServicePrincipal"
+        self,
+        scope: str,
+        name: str,
+        role: str,
+        principal: str,
+        backdate: bool,
+        principal_type: str = "ServicePrincipal",
+        description: str | None = None,
     ) -> Resource:
         rid = f"{scope.rstrip('/')}/providers/{ids.ROLE_ASSIGNMENT}/{name}"
-        return self.state.put(
-            rid,
-            ids.ROLE_ASSIGNMENT,
-            {
-                "properties": {
-                    "roleDefinitionId": role,
-                    "principalId": principal,
-                    "principalType": principal_type,
-                    "scope": scope.rstrip("/"),
-                    "createdOn": iso(self.state.now()),
-                }
-            },
-            backdated=backdate,
-        )
+        props = {
+            "roleDefinitionId": role,
+            "principalId": principal,
+            "principalType": principal_type,
+            "scope": scope.rstrip("/"),
+            "createdOn": iso(self.state.now()),
+        }
+        if description:
+            props["description"] = description
+        return self.state.put(rid, ids.ROLE_ASSIGNMENT, {"properties": props}, backdated=backdate)
 
     def scope_exists(self, scope: str) -> bool:
         parts = scope.strip("/").split("/")
@@ -464,7 +467,10 @@ class Cloud:
             ):
                 raise ArmError(409, "RoleAssignmentExists", "The role assignment already exists.")
         kind = props.get("principalType") or "ServicePrincipal"
-        return self._store_role_assignment(scope, name, role, principal, backdate=False, principal_type=kind), 201
+        stored = self._store_role_assignment(
+            scope, name, role, principal, backdate=False, principal_type=kind, description=props.get("description")
+        )
+        return stored, 201
 
     def role_assignments_at(self, scope: str) -> list[Resource]:
         return [r for r in self.state.of_type(ids.ROLE_ASSIGNMENT) if key(r.properties.get("scope", "")) == key(scope)]

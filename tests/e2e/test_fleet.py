@@ -64,8 +64,13 @@ def test_deleting_a_compute_in_one_cluster_leaves_what_the_other_cluster_uses(ha
     east_issuer = next(i for i in by_issuer if "/aks-east/" in i)
     assert len(by_issuer) == 2, by_issuer
     assert len(by_issuer[east_issuer]) == 3, by_issuer
-    roles = sorted(a["id"] for a in harness.role_assignments(IDENTITY_PRINCIPAL))
+    assigned = harness.role_assignments(IDENTITY_PRINCIPAL)
+    roles = sorted(a["id"] for a in assigned)
     assert roles, "the example grants roles to the shared identity"
+    # who made them is in a field Azure keeps: the first cluster's compute made them, the second found them
+    assert {a["properties"].get("description") for a in assigned} == {
+        "Created by amlwire for AttachedCompute robotics-gpu on cluster " + CLUSTER_ID
+    }
 
     west_uid = harness.compute(west)["metadata"]["uid"]
     harness.delete_compute(west)
@@ -120,7 +125,8 @@ def test_a_cluster_rebuilt_under_its_name_with_a_new_issuer_is_federated_anew_an
     assert len(harness.fics()) == len(old)
     assert not set(harness.fics()) & old
     harness.wait_ready(name)
-    assert [e for e in harness.events(name) if e.reason == "RoleAssignmentKept"] == []
+    uid = harness.compute(name)["metadata"]["uid"]
+    assert [e for e in harness.events(name, uid) if e.reason == "RoleAssignmentKept"] == []
     job = harness.apply_job()
     harness.wait_job(job, "Finished", timeout=90)
     assert harness.job(job)["status"]["amlStatus"] == "Completed"

@@ -415,14 +415,19 @@ class AzureAdapter(JobsAdapter, DataPathReads):
             for a in found
         ]
 
-    def create_role_assignment(self, scope: str, name: str, role_definition_id: str, principal_id: str) -> bool:
+    def create_role_assignment(
+        self, scope: str, name: str, role_definition_id: str, principal_id: str, description: str = ""
+    ) -> bool:
         """Create it; True when created, False when Azure already had it (409 RoleAssignmentExists)."""
         # the client's default API version (2022-04-01): models.py re-exports older ones under the same name
         from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreateParameters
 
         subscription = subscription_of(scope)
         body = RoleAssignmentCreateParameters(
-            role_definition_id=role_definition_id, principal_id=principal_id, principal_type="ServicePrincipal"
+            role_definition_id=role_definition_id,
+            principal_id=principal_id,
+            principal_type="ServicePrincipal",
+            description=description or None,
         )
         try:
             with self._call("authz.roleAssignment", "PUT", f"assign role on {scope}", subscription):

@@ -70,6 +70,12 @@ def remove_our_roles(
         scope.note(r.ROLE_ASSIGNMENT_DELETED, f"removed {record.role} on {record.scope}{whose}")
 
 
+def owner(scope: Scope) -> str:
+    """What a role assignment amlwire creates says of its creator, in a field Azure keeps (the description):
+    any cluster's operator, and an admin in the portal, can tell who made it."""
+    return f"Created by amlwire for AttachedCompute {scope.name} on cluster {scope.target.cluster_id}"
+
+
 def federated_elsewhere(scope: Scope, identity_id: str) -> list[str]:
     """The OIDC issuers of other clusters on which amlwire federates the identity, read from Azure (the one place
     every cluster's operator sees): amlwire's credentials there with an issuer other than this cluster's."""
@@ -129,7 +135,7 @@ def _grants(scope: Scope, recorded: list[RoleAssignmentStatus]) -> StepResult:
             scope.timings.blocked_recheck,
         )
     for grant, name, role_definition in plan.to_create:
-        created = scope.azure.create_role_assignment(grant.scope, name, role_definition, principal)
+        created = scope.azure.create_role_assignment(grant.scope, name, role_definition, principal, owner(scope))
         statuses.append(
             created_status(grant, name, scope.now, window)
             if created
