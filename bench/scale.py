@@ -31,6 +31,7 @@ from amlwire_devenv.chaos import example
 from amlwire_sandbox.world import ArmLimits, WorkspaceWorld
 from bench.common import GROUP, VERSION, delete_everything, fast_world, is_ready, stack, start_plane, wait
 from bench.jobs import cpu_seconds, rss_mb
+from bench.profile import Profiler, breakdown
 
 COMPUTES = (("mlw-robotics", 3), ("mlw-sim", 2))  # (workspace, computes in it)
 POLL_INTERVAL = 2.0  # the operator's base poll interval: the read budget, not this, sets the real one
@@ -136,6 +137,9 @@ def arm_only(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument(
+        "--profile", type=Path, metavar="FILE", help="sample the operator with py-spy from create to Completed"
+    )
     args = parser.parse_args()
     console, prefix = Console(), "scale"
     plane, kube = start_plane()
@@ -148,6 +152,7 @@ def main() -> None:
     operator = spawn_operator(local, logs / "operator.log", job_poll_interval=POLL_INTERVAL)
     r: dict[str, Any] = {"jobs": args.jobs}
     writes: ApiserverWrites | None = None
+    profiler: Profiler | None = None
     try:
         computes = []
         for index in range(sum(n for _, n in COMPUTES)):
@@ -158,6 +163,8 @@ def main() -> None:
         wait(lambda: all(is_ready(custom, n) for n in computes), 180, interval=0.5)
         time.sleep(25)  # the write bucket refills (the wiring spent some of it): the run starts from a full one
         writes = ApiserverWrites(custom, prefix).start()
+        if args.profile:
+            profiler = Profiler(operator.pid, args.profile.resolve())
         cpu_before, mark, started = cpu_seconds(operator.pid), local.ctl.mark(), time.time()
         create_jobs(custom, prefix, args.jobs, computes)
         r["created"] = time.time() - started
@@ -176,6 +183,9 @@ def main() -> None:
         time.sleep(2)
         calls = arm_only(local.ctl.calls(since=mark))
         r["cpu"] = cpu_seconds(operator.pid) - cpu_before
+        if profiler is not None:
+            profiler.stop()
+            r["profile"] = breakdown(profiler.output)
         r["rss"] = rss_mb(operator.pid)
         r["arm_calls"] = len(calls)
         r["429s"] = sum(1 for c in calls if c["status"] == 429)
@@ -187,6 +197,8 @@ def main() -> None:
         r["watch_restarts"] = writes.restarts
         delete_everything(custom)
     finally:
+        if profiler is not None and profiler.process.poll() is None:
+            profiler.stop()
         if writes is not None:
             writes.stop()
         operator.send_signal(signal.SIGTERM)
@@ -240,7 +252,17 @@ def report(console: Console, r: dict[str, Any]) -> None:
         "apiserver writes per AmlJob: patches + events", f"{r['patches']:.2f} + {r['events']:.2f}", "7 before", ""
     )
     table.add_row("  (the counting watch was resumed this many times)", str(r["watch_restarts"]), "", "")
+    table.add_row("operator CPU per AmlJob (ms)", f"{1000 * r['cpu'] / jobs:.1f}", "", "")
     console.print(table)
+    if "profile" in r:
+        parts = Table(title="where the operator's CPU goes (py-spy samples, all threads, leaf-most part)")
+        parts.add_column("part of the work")
+        parts.add_column("samples", justify="right")
+        parts.add_column("share", justify="right")
+        parts.add_column("ms per job", justify="right")
+        for part, samples, share in r["profile"]:
+            parts.add_row(part, str(samples), f"{100 * share:.1f}%", f"{1000 * r['cpu'] * share / jobs:.1f}")
+        console.print(parts)
 
 
 if __name__ == "__main__":

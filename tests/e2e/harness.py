@@ -166,6 +166,12 @@ class Harness(LocalStack):
     def patch_compute(self, name: str, spec: dict[str, Any]) -> None:
         self.custom.patch_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name, {"spec": spec})
 
+    def request_reconcile(self, name: str, at: str = "2026-12-03T00:00:00Z") -> str:
+        """What `kubectl annotate amlc NAME amlwire.io/reconcile-requested-at=...` does: a pass now."""
+        annotation = {"metadata": {"annotations": {"amlwire.io/reconcile-requested-at": at}}}
+        self.custom.patch_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name, annotation)
+        return at
+
     def delete_compute(self, name: str) -> None:
         self.custom.delete_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name)
 

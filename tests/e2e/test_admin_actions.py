@@ -258,13 +258,7 @@ def test_a_reconcile_can_be_requested_with_an_annotation(harness):
     name = harness.wired()
     victim = sorted(harness.fics())[0]
     harness.ctl.delete(f"{IDENTITY_ID}/federatedIdentityCredentials/{victim}")
-    harness.custom.patch_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "attachedcomputes",
-        name,
-        {"metadata": {"annotations": {"amlwire.io/reconcile-requested-at": "2026-11-26T12:00:00Z"}}},
-    )
+    harness.request_reconcile(name, "2026-11-26T12:00:00Z")
     wait_for(lambda: victim in harness.fics(), timeout=10, what="the credential restored at once")
     wait_for(
         lambda: harness.compute(name)["status"].get("lastHandledReconcileAt") == "2026-11-26T12:00:00Z",

@@ -111,13 +111,7 @@ def test_a_requested_reconcile_is_handled_at_once_while_a_link_is_stalled(harnes
             }
         },
     )
-    harness.custom.patch_cluster_custom_object(
-        "amlwire.io",
-        "v1alpha1",
-        "attachedcomputes",
-        name,
-        {"metadata": {"annotations": {"amlwire.io/reconcile-requested-at": "2026-12-03T00:00:00Z"}}},
-    )
+    harness.request_reconcile(name)
     obj = harness.wait_ready(name, timeout=10)  # not two minutes later, at the stalled link's recheck
     assert obj["status"]["lastHandledReconcileAt"] == "2026-12-03T00:00:00Z"
 

@@ -114,13 +114,7 @@ def test_a_cluster_rebuilt_under_its_name_with_a_new_issuer_is_federated_anew_an
         body={"properties": {"oidcIssuerProfile": {"issuerURL": rebuilt}}},
         extra={"issuer_url": rebuilt},
     )
-    harness.custom.patch_cluster_custom_object(
-        "amlwire.io",
-        "v1alpha1",
-        "attachedcomputes",
-        name,
-        {"metadata": {"annotations": {"amlwire.io/reconcile-requested-at": "2026-12-03T00:00:00Z"}}},
-    )
+    harness.request_reconcile(name)
     wait_for(lambda: {f["issuer"] for f in harness.fics().values()} == {rebuilt}, 60, what="only the new issuer's FICs")
     assert len(harness.fics()) == len(old)
     assert not set(harness.fics()) & old
