@@ -37,6 +37,8 @@ def test_training_completes_fills_status_and_registers_the_checkpoint(harness):
     assert submitted["resources"]["instanceType"] == "gpu-1"
     assert submitted["tags"]["amlwire.io/namespace"] == "robotics"
     assert submitted["tags"]["amlwire.io/uid"] == obj["metadata"]["uid"]
+    # the operator runs in this repository here, and is nobody's repository in its pod: no git stamp on the job
+    assert not [k for k in submitted.get("properties") or {} if "git" in k.lower()]
 
 
 @pytest.mark.parametrize(

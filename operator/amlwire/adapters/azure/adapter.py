@@ -11,11 +11,12 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from azure.core.exceptions import AzureError as SdkError
 from azure.core.exceptions import ResourceExistsError
 
-from amlwire.adapters.azure.clients import AzureClients
+from amlwire.adapters.azure.clients import ML_API_VERSION, AzureClients
 from amlwire.adapters.azure.datapath import DataPathReads
 from amlwire.adapters.azure.errors import classified
 from amlwire.api import reasons as r
@@ -74,11 +75,7 @@ class JobsAdapter:
                 body = self.clients.get(workspace.subscription, f"{workspace.id}/jobs/{name}")
         except AzureNotFound:
             return None
-        props = body.get("properties") or {}
-        studio = ((props.get("services") or {}).get("Studio") or {}).get("endpoint")
-        return JobSnapshot(
-            name=body.get("name", name), status=str(props.get("status") or "NotStarted"), studio_url=studio
-        )
+        return _snapshot_of(body, name)
 
     def submit_job(self, workspace: WorkspaceRef, request: JobRequest) -> JobSnapshot:
         """One ARM write per job: the image's anonymous environment is written by the first job that uses it
@@ -131,15 +128,19 @@ class JobsAdapter:
         return _snapshot(created)
 
     def list_jobs(self, workspace: WorkspaceRef, tag: str, wanted: set[str]) -> JobListing:
-        """amlwire's jobs (by tag), newest first, paging only until every wanted job has been seen."""
+        """amlwire's jobs (by tag), newest first, paging only until every wanted job has been seen. Plain ARM GETs
+        of the listing MLClient.jobs.list makes: it turns every job into an entity (and decodes a token per job
+        for its studio URL), most of the job poller's CPU for a name and a status."""
         found: dict[str, JobSnapshot] = {}
         pages = 0
+        query = urlencode({"api-version": ML_API_VERSION, "tag": tag, "listViewType": "ActiveOnly"})
+        url: str | None = f"{self.clients.settings.arm_endpoint}{workspace.id}/jobs?{query}"
         with self._call("ml.job.list", "GET", f"list AML jobs in {workspace.name}", workspace.subscription):
-            for page in self._ml(workspace).jobs.list(tag=tag).by_page():
+            while url:
+                page = self.clients.send(workspace.subscription, url)
                 pages += 1
-                found.update((job.name, _snapshot(job)) for job in page if job is not None)
-                if wanted <= found.keys():
-                    break
+                found.update((s.name, s) for s in (_snapshot_of(body) for body in page.get("value") or []))
+                url = None if wanted <= found.keys() else page.get("nextLink")
         return JobListing(found, reads=max(1, pages))
 
     def cancel_job(self, workspace: WorkspaceRef, name: str) -> None:
@@ -567,6 +568,13 @@ def _created_on(assignment: Any) -> datetime | None:
 
 def _snapshot(job: Any) -> JobSnapshot:
     return JobSnapshot(name=job.name, status=_enum(job.status), studio_url=getattr(job, "studio_url", None))
+
+
+def _snapshot_of(body: dict[str, Any], name: str = "") -> JobSnapshot:
+    """A job as ARM returns it (GET or a listing's item)."""
+    props = body.get("properties") or {}
+    studio = ((props.get("services") or {}).get("Studio") or {}).get("endpoint")
+    return JobSnapshot(name=body.get("name", name), status=str(props.get("status") or "NotStarted"), studio_url=studio)
 
 
 def _iso(value: Any) -> str | None:

@@ -204,6 +204,7 @@ class AzureClients:
     def _ml_client(self, subscription: str, group: str, workspace: str) -> Any:
         from azure.ai.ml import MLClient
 
+        without_git_stamp()
         kwargs: dict[str, Any] = {"enable_telemetry": False, "show_progress": False, **self.common_kwargs()}
         if not self.settings.is_public_cloud:
             endpoint = self.settings.arm_endpoint
@@ -217,3 +218,17 @@ class AzureClients:
                 "registry_discovery_endpoint": endpoint + "/",
             }
         return MLClient(self.credential, subscription, group, workspace, **kwargs)
+
+
+def without_git_stamp() -> None:
+    """azure-ai-ml stamps every job it submits with the caller's git metadata, running `git` in a subprocess per
+    job (operations/_job_operations.py, get_git_properties). The operator is not the user's repository, so the
+    stamp would say nothing true, and forking the operator per job is a cost bench/scale.py --profile shows."""
+    from azure.ai.ml.operations import _job_operations
+
+    if getattr(_job_operations, "get_git_properties", None) is not _no_git_properties:
+        _job_operations.get_git_properties = _no_git_properties
+
+
+def _no_git_properties() -> dict[str, str]:
+    return {}
