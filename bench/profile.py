@@ -14,21 +14,39 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-# (part of the work, path fragments of its frames); a sample counts for the first part, from the leaf up, one of
+# (part of the work, fragments of its frames' file names as py-spy prints them, relative to their package
+# roots: "(ml/" is azure.ai.ml, "(core/" azure.core); a sample counts for the first part, from the leaf up, one of
 # whose fragments is in a frame: the work that was running, not who asked for it.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("amlwire pacing and throttle", ("adapters/azure/pacing", "adapters/azure/throttle")),
     ("amlwire status rendering and Kubernetes writes", ("handlers/status", "reconcile/status", "adapters/kube/")),
     ("amlwire job poller", ("reconcile/poller",)),
-    ("amlwire reconcile and domain", ("amlwire/reconcile/", "amlwire/domain/", "amlwire/api/")),
-    ("azure-ai-ml: job construction and serialisation", ("azure/ai/ml/",)),
-    ("Azure SDK pipeline and HTTP (azure-core, requests, TLS)", ("azure/core/", "requests/", "urllib3/", "ssl.py")),
-    ("msrest / isodate / marshmallow (AML models)", ("msrest/", "isodate/", "marshmallow/")),
-    ("Kubernetes client: apiserver patches, events, watches", ("kubernetes/", "aiohttp/")),
-    ("kopf event handling", ("kopf/",)),
-    ("pydantic models", ("pydantic",)),
-    ("asyncio and threads", ("asyncio/", "threading.py", "concurrent/futures")),
+    ("amlwire reconcile and domain", ("(amlwire/",)),
+    ("azure-ai-ml: job construction and serialisation", ("(ml/",)),
+    ("Azure SDK pipeline (azure-core, azure-identity, msal)", ("(core/", "(identity/", "(msal/", "(jwt/")),
+    (
+        "HTTP and TLS (requests, urllib3, http.client, ssl)",
+        ("(requests/", "(urllib3/", "(http/", "(ssl.py", "(socket.py"),
+    ),
+    ("msrest / isodate / marshmallow (AML models)", ("(msrest/", "(isodate/", "(marshmallow/")),
+    ("Kubernetes client: apiserver patches, events, watches", ("(kubernetes/", "(aiohttp/")),
+    ("kopf event handling", ("(kopf/",)),
+    ("pydantic models", ("(pydantic",)),
+    ("asyncio and threads", ("(asyncio/", "(threading.py", "(concurrent/", "(queue.py")),
+    ("json, copy, logging (stdlib)", ("(json/", "(copy.py", "(logging/")),
 )
+# A sample whose leaf is one of these is a thread waiting (for I/O, a lock or work), which py-spy does not always
+# tell from running: it is counted apart, not as CPU.
+WAITING = (
+    "EpollSelector.select",
+    "Condition.wait",
+    "Event.wait",
+    "SSLSocket.read",
+    "socket.recv",
+    "_worker (concurrent/futures/thread.py",
+    "sleep",
+)
+BLOCKED = "waiting: I/O, locks, an idle pool (not CPU)"
 
 
 class Profiler:
@@ -68,18 +86,22 @@ class Profiler:
 
 
 def breakdown(raw: Path) -> list[tuple[str, int, float]]:
-    """(part, samples, share) from py-spy's collapsed stacks, largest first."""
+    """(part, samples, share of the running samples) from py-spy's collapsed stacks, largest first; the waiting
+    samples last, with no share."""
     counts: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, number = line.rpartition(" ")
         if not stack or not number.isdigit():
             continue
         counts[part_of(stack.split(";"))] += int(number)
-    total = sum(counts.values()) or 1
-    return [(part, n, n / total) for part, n in counts.most_common()]
+    waiting = counts.pop(BLOCKED, 0)
+    running = sum(counts.values()) or 1
+    return [(part, n, n / running) for part, n in counts.most_common()] + [(BLOCKED, waiting, 0.0)]
 
 
 def part_of(frames: list[str]) -> str:
+    if frames and any(frames[-1].startswith(leaf) for leaf in WAITING):
+        return BLOCKED
     for frame in reversed(frames):
         for part, fragments in PARTS:
             if any(fragment in frame for fragment in fragments):
