@@ -24,10 +24,10 @@ class BuiltinRole:
 
     def allows(self, action: str) -> bool:
         """Whether the role's actions grant a control-plane `action`."""
-        return _any_match(self.actions, action) and not _any_match(self.not_actions, action)
+        return matches_any(self.actions, action) and not matches_any(self.not_actions, action)
 
     def allows_data(self, action: str) -> bool:
-        return _any_match(self.data_actions, action)
+        return matches_any(self.data_actions, action)
 
 
 BUILTIN_ROLES: tuple[BuiltinRole, ...] = (
@@ -229,7 +229,8 @@ def _pattern(action: str) -> re.Pattern[str]:
     return re.compile(f"^{regex}$", re.IGNORECASE)
 
 
-def _any_match(patterns: tuple[str, ...], action: str) -> bool:
+def matches_any(patterns: tuple[str, ...], action: str) -> bool:
+    """Whether one of a role definition's action patterns covers `action` (any role: built-in or read from Azure)."""
     return any(_pattern(p).match(action) for p in patterns)
 
 

@@ -9,7 +9,6 @@ other services").
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -87,13 +86,7 @@ class RoleDefinitionInfo:
     not_actions: tuple[str, ...] = ()
 
     def allows(self, action: str) -> bool:
-        return any(_matches(a, action) for a in self.actions) and not any(_matches(n, action) for n in self.not_actions)
-
-
-def _matches(pattern: str, action: str) -> bool:
-    """An ARM action pattern: '*' spans segments, and 'a/*/b' also covers 'a/b'."""
-    pattern, action = pattern.lower(), action.lower()
-    return fnmatch.fnmatchcase(action, pattern) or fnmatch.fnmatchcase(action, pattern.replace("/*/", "/"))
+        return roles.matches_any(self.actions, action) and not roles.matches_any(self.not_actions, action)
 
 
 @dataclass(frozen=True)
