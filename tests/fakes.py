@@ -52,6 +52,7 @@ class FakeAzure:
     extensions: dict[tuple[str, str], az.ExtensionInfo] = field(default_factory=dict)
     operations: dict[str, az.OperationState] = field(default_factory=dict)
     assignments: list[az.RoleAssignment] = field(default_factory=list)
+    issuers: dict[str, az.IssuerAnswer] = field(default_factory=dict)  # what other issuers answer (else publishing)
     storage: dict[str, az.StorageInfo] = field(default_factory=dict)
     workspaces: dict[str, az.WorkspaceInfo] = field(default_factory=dict)
     computes: dict[tuple[str, str], az.ComputeInfo] = field(default_factory=dict)
@@ -114,6 +115,10 @@ class FakeAzure:
     def delete_federated_credential(self, identity_id: str, name: str) -> None:
         self._call("delete_federated_credential", identity_id, name)
         self.credentials[identity_id.lower()].pop(name, None)
+
+    def discover_issuer(self, issuer: str) -> az.IssuerAnswer:
+        self._call("discover_issuer", issuer)
+        return self.issuers.get(issuer, az.IssuerAnswer("publishing", "it publishes its keys"))
 
     # -- the cluster extension --------------------------------------------------------------------------
     def get_extension(self, cluster_id: str, name: str) -> az.ExtensionInfo | None:

@@ -22,6 +22,7 @@ from amlwire_devenv.cluster import amlwire_crds, ensure_namespace, install_crds
 from amlwire_devenv.controlplane import ControlPlane
 from amlwire_sandbox import ids
 from amlwire_sandbox.client import SandboxClient
+from amlwire_sandbox.cloud import issuer_url
 from amlwire_sandbox.server import SandboxServer
 from amlwire_sandbox.world import Located, World
 
@@ -244,7 +245,7 @@ class LocalStack:
             f"/subscriptions/{self.subscription}/resourceGroups/rg-aks/providers/"
             f"Microsoft.ContainerService/managedClusters/{name}"
         )
-        issuer = f"https://eastus.oic.prod-aks.azure.com/{self.tenant}/{name}/"
+        issuer = issuer_url(self.sandbox.base_url, "eastus", self.tenant, name)
         self.ctl.create(
             cluster,
             "Microsoft.ContainerService/managedClusters",

@@ -44,6 +44,12 @@ def model_ref(text: str) -> tuple[str, str] | None:
     return None
 
 
+def issuer_url(base_url: str, location: str, tenant: str, cluster: str) -> str:
+    """A world cluster's OIDC issuer: AKS's is https://{location}.oic.prod-aks.azure.com/{tenant}/{id}/; the
+    sandbox is that host (nothing leaves 127.0.0.1), so the issuer lives under its own URL, same shape."""
+    return f"{base_url}/oic/{location}/{tenant}/{cluster}/"
+
+
 class Cloud:
     """The emulated Azure services over one State: the rules each service enforces."""
 
@@ -109,7 +115,7 @@ class Cloud:
 
     def _seed_cluster(self, c: ClusterWorld, sub: str, location: str, tenant: str) -> None:
         rid = ids.resource_id(sub, c.resource_group, ids.AKS, c.name)
-        issuer = c.oidc_issuer_url or (f"https://{location}.oic.prod-aks.azure.com/{tenant}/{ids.stable_uuid(rid)}/")
+        issuer = c.oidc_issuer_url or issuer_url(self.state.base_url, location, tenant, ids.stable_uuid(rid))
         self.state.put(
             rid,
             ids.AKS,

@@ -212,6 +212,22 @@ RULES: tuple[Rule, ...] = (
         "Microsoft.ContainerService ManagedClusters",
     ),
     Rule(
+        "aks.issuer-discovery",
+        "AKS",
+        "A cluster's OIDC issuer serves its OpenID discovery document and JWKS publicly at the issuer URL "
+        "(Entra fetches them to verify the cluster's service-account tokens).",
+        "doc",
+        "Learn: Create an OpenID Connect provider on AKS (the issuer's .well-known/openid-configuration)",
+    ),
+    Rule(
+        "aks.issuer-after-delete",
+        "AKS",
+        "After the cluster is deleted its issuer answers 404, or goes on serving the last document for a while.",
+        "unverified",
+        "",
+        option="rules.deletedClusterIssuer: notFound | served",
+    ),
+    Rule(
         "ext.lro",
         "Cluster extensions",
         "Extension PUT, PATCH and DELETE are long-running (Azure-AsyncOperation).",

@@ -104,6 +104,11 @@ class Rules(WorldModel):
         description="How a job that runs past limits.timeout ends (rule ml.job-timeout): Canceled or Failed.",
     )
 
+    deleted_cluster_issuer: Literal["notFound", "served"] = Field(
+        default="notFound",
+        description="What a deleted cluster's OIDC issuer answers (rule aks.issuer-after-delete): 404 for its "
+        "discovery document, or the document it served while the cluster existed.",
+    )
     tag_names: Literal["refuse", "accept"] = Field(
         default="refuse", description="Tag names with < > % & \\ ? / on AML computes (rule arm.tag-names)."
     )

@@ -59,10 +59,27 @@ def patch_settings(extensions, settings):
     return extensions.extensions.begin_update(*CLUSTER_ARGS, "azureml", body)
 
 
+@pytest.mark.parametrize("after_delete", ["notFound", "served"])
+def test_a_clusters_issuer_publishes_its_keys_while_the_cluster_exists(credential, arm, ctl, sandbox, after_delete):
+    sandbox.sandbox.world.rules.deleted_cluster_issuer = after_delete
+    issuer = ContainerServiceClient(credential, SUB, **arm).managed_clusters.get(*CLUSTER_ARGS[:1], "aks-robotics")
+    url = issuer.oidc_issuer_profile.issuer_url
+    discovery = requests.get(url + ".well-known/openid-configuration", verify=str(sandbox.ca_file), timeout=5)
+    assert discovery.status_code == 200
+    assert discovery.json()["issuer"] == url
+    keys = requests.get(discovery.json()["jwks_uri"], verify=str(sandbox.ca_file), timeout=5).json()["keys"]
+    assert [k["kty"] for k in keys] == ["RSA"]
+    other = requests.get(f"{url}x/.well-known/openid-configuration", verify=str(sandbox.ca_file), timeout=5)
+    assert other.status_code == (404 if after_delete == "notFound" else 200)
+    ctl.delete(CLUSTER_ID)
+    gone = requests.get(url + ".well-known/openid-configuration", verify=str(sandbox.ca_file), timeout=5)
+    assert gone.status_code == (404 if after_delete == "notFound" else 200)
+
+
 def test_managed_cluster_reports_issuer_and_workload_identity(credential, arm, ctl):
     cluster = ContainerServiceClient(credential, SUB, **arm).managed_clusters.get("rg-aks", "aks-robotics")
     assert cluster.oidc_issuer_profile.enabled is True
-    assert cluster.oidc_issuer_profile.issuer_url.startswith("https://eastus.oic.prod-aks.azure.com/")
+    assert cluster.oidc_issuer_profile.issuer_url.startswith(f"{ctl.base_url}/oic/eastus/{TENANT}/")
     assert cluster.oidc_issuer_profile.issuer_url.endswith("/")
     assert cluster.security_profile.workload_identity.enabled is True
     ctl.patch(

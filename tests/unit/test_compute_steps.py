@@ -19,7 +19,14 @@ from amlwire.api.attachedcompute import (
     OperationStatus,
 )
 from amlwire.domain.access import assignment_name, role_definition_id, role_guid
-from amlwire.domain.azure import ComputeInfo, ExtensionInfo, FederatedCredential, OperationState, RoleAssignment
+from amlwire.domain.azure import (
+    ComputeInfo,
+    ExtensionInfo,
+    FederatedCredential,
+    IssuerAnswer,
+    OperationState,
+    RoleAssignment,
+)
 from amlwire.domain.conditions import Outcome, StepResult, blocked
 from amlwire.domain.errors import AzureError
 from amlwire.domain.extension import cli_settings
@@ -261,6 +268,27 @@ def test_the_cap_of_twenty_blocks_before_writing():
     result = run(federate_service_accounts, make(azure))
     assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.FEDERATED_CREDENTIAL_LIMIT)
     assert azure.writes() == []
+
+
+def test_at_the_cap_the_condition_names_the_other_clusters_holding_the_identity_and_those_that_are_gone():
+    """An 11th cluster on one identity: ten others hold two credentials each. Nothing is written; the condition
+    says whose the credentials are, and for a cluster that is gone, the commands that free its two."""
+    azure = healthy_azure()
+    issuers = [f"https://eastus.oic.prod-aks.azure.com/t/aks-{i}/" for i in range(10)]
+    for issuer in issuers:
+        for account in ("default", "training"):
+            credential = ours("azureml", account, issuer=issuer)
+            azure.credentials[IDENTITY_ID.lower()][credential.name] = credential
+    azure.issuers[issuers[3]] = GONE
+    result = run(federate_service_accounts, make(azure))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.FEDERATED_CREDENTIAL_LIMIT)
+    assert azure.writes() == []
+    assert all(issuer in result.message for issuer in issuers)
+    gone = sorted(n for n, c in azure.credentials[IDENTITY_ID.lower()].items() if c.issuer == issuers[3])
+    assert f"the cluster of issuer {issuers[3]} is gone" in result.message
+    assert all(f"federated-credential delete --identity-name id-ml -g rg-id -n {n}" in result.message for n in gone)
+    assert result.message.count("federated-credential delete") == 2  # only the gone cluster's, nothing on a guess
+    assert "never worked" not in result.message  # other clusters' credentials are not near misses of this one's
 
 
 def test_a_credential_no_longer_listed_is_deleted_unless_a_neighbour_needs_it():
@@ -1027,24 +1055,47 @@ def test_a_grant_taken_out_of_the_spec_removes_the_assignment_amlwire_made_and_o
     assert "removed AcrPull" in " ".join(e.message for e in scope.events)
 
 
+EAST = "https://eastus.oic.prod-aks.azure.com/t/aks-east-2/"
+GONE = IssuerAnswer("gone", "its discovery document answers 404")
+UNASKED = IssuerAnswer("unknown", "could not be asked (ConnectionError)")
+
+
 @pytest.mark.parametrize(
-    ("foreign", "kept"),
+    ("foreign", "answer", "kept", "gone"),
     [
-        (None, False),
-        (FederatedCredential("platform-0", "https://token.actions.githubusercontent.com", "repo:c/a:ref:main"), False),
-        (ours("azureml", "default", issuer="https://eastus.oic.prod-aks.azure.com/t/aks-east-2/"), True),
+        (None, None, False, False),
+        (
+            FederatedCredential("platform-0", "https://token.actions.githubusercontent.com", "repo:c/a:ref:main"),
+            None,
+            False,
+            False,
+        ),
+        (ours("azureml", "default", issuer=EAST), None, True, False),
+        (ours("azureml", "default", issuer=EAST), UNASKED, True, False),
+        (ours("azureml", "default", issuer=EAST), GONE, False, True),
     ],
-    ids=["no other cluster", "a credential amlwire did not write", "amlwire on another cluster"],
+    ids=[
+        "no other cluster",
+        "a credential amlwire did not write",
+        "amlwire on another cluster",
+        "another cluster whose issuer cannot be asked",
+        "another cluster that is gone",
+    ],
 )
-def test_a_role_another_clusters_compute_may_need_stays_while_amlwire_federates_the_identity_there(foreign, kept):
+def test_a_role_another_clusters_compute_may_need_stays_while_amlwire_federates_the_identity_there(
+    foreign, answer, kept, gone
+):
     """Another cluster's AttachedComputes are not neighbours: only Azure shows that amlwire uses the identity there
-    (its credentials with that cluster's issuer)."""
+    (its credentials with that cluster's issuer). A cluster whose issuer no longer exists holds nothing: its roles
+    go, and what it left is reported with the command that removes it, never deleted on a guess."""
     from amlwire.api.attachedcompute import RoleAssignmentStatus
 
     azure = healthy_azure()
     azure.assignments.append(RoleAssignment("made", REGISTRY_ID, "acrpull", PRINCIPAL))
     if foreign is not None:
         azure.credentials[IDENTITY_ID.lower()][foreign.name] = foreign
+    if answer is not None:
+        azure.issuers[EAST] = answer
     previous = AttachedComputeStatus(
         observed_generation=1,
         oidc_issuer=ISSUER,
@@ -1058,5 +1109,13 @@ def test_a_role_another_clusters_compute_may_need_stays_while_amlwire_federates_
     assert any(a.name == "made" for a in azure.assignments) is kept
     reasons = {e.reason for e in scope.events}
     assert (r.ROLE_ASSIGNMENT_KEPT in reasons, r.ROLE_ASSIGNMENT_DELETED in reasons) == (kept, not kept)
+    assert (r.FEDERATED_CLUSTER_GONE in reasons) is gone
+    messages = " ".join(e.message for e in scope.events)
     if kept:
-        assert "aks-east-2" in " ".join(e.message for e in scope.events)
+        assert "aks-east-2" in messages
+        assert (answer or IssuerAnswer("publishing", "it publishes its keys")).detail in messages
+    if gone:
+        warning = next(e for e in scope.events if e.reason == r.FEDERATED_CLUSTER_GONE)
+        assert warning.type == "Warning"
+        assert f"az identity federated-credential delete --identity-name id-ml -g rg-id -n {foreign.name}" in messages
+        assert foreign.name in azure.credentials[IDENTITY_ID.lower()]  # reported, left in place

@@ -39,6 +39,36 @@ def test_names_follow_azure_rules_and_are_deterministic(namespace, name):
     assert first != credential_name(namespace, name, ISSUER.rstrip("/"))
 
 
+@pytest.mark.parametrize("cluster", ["aks-east", "c" * 63, "aks_with.odd"])
+def test_names_say_which_cluster_they_belong_to_within_azure_rules(cluster):
+    name = credential_name("azureml", "default", ISSUER, cluster)
+    assert NAME_RULE.match(name)
+    assert name.startswith(f"amlwire-{cluster.replace('.', '-').replace('_', '-')}-azureml-default"[:100])
+    assert name != credential_name("azureml", "default", ISSUER)
+    assert name != credential_name("azureml", "default", ISSUER, cluster + "x")
+
+
+def test_a_new_cluster_writes_credentials_named_for_it():
+    plan = plan_federation(ACCOUNTS, ISSUER, [], cluster="aks-east")
+    assert sorted(w.credential.name for w in plan.writes) == sorted(
+        credential_name(ns, sa, ISSUER, "aks-east") for ns, sa in ACCOUNTS
+    )
+
+
+def test_credentials_named_before_names_held_the_cluster_are_kept_not_rewritten():
+    legacy = [ours(*a) for a in ACCOUNTS]
+    plan = plan_federation(ACCOUNTS, ISSUER, legacy, previously_managed=[c.name for c in legacy], cluster="aks-east")
+    assert (plan.writes, plan.deletes, plan.problems) == ((), (), ())
+    assert sorted(n for n, _ in plan.managed) == sorted(c.name for c in legacy)
+
+
+def test_an_amlwire_credential_that_federates_a_wanted_subject_under_another_name_is_not_deleted():
+    other = FederatedCredential("amlwire-renamed-by-hand", ISSUER, subject_of("azureml", "default"), (AUDIENCE,))
+    plan = plan_federation(ACCOUNTS, ISSUER, [other, ours("azureml", "training")], previously_managed=[other.name])
+    assert plan.deletes == ()
+    assert plan.satisfied[subject_of("azureml", "default")] == other.name
+
+
 def test_nothing_exists_creates_one_per_service_account():
     plan = plan_federation(ACCOUNTS, ISSUER, [])
     assert [(w.credential.subject, w.reason) for w in plan.writes] == [
@@ -171,4 +201,15 @@ def test_the_refusal_names_the_cap_per_cluster_and_another_identity_and_deletes_
     message = plan.problems[0].message
     assert "one identity serves at most 10 clusters" in message
     assert "Use another identity for this and the next clusters (spec.identity.resourceId)" in message
+    assert plan.deletes == ()
+
+
+def test_another_clusters_amlwire_credential_for_the_same_subject_is_not_a_near_miss():
+    east = "https://eastus.oic.prod-aks.azure.com/tenant/east/"
+    theirs = FederatedCredential(
+        credential_name("azureml", "default", east, "aks-east"), east, subject_of("azureml", "default")
+    )
+    plan = plan_federation(ACCOUNTS, ISSUER, [theirs], cluster="aks-west")
+    assert plan.notes == ()
+    assert {w.reason for w in plan.writes} == {"FederatedCredentialMissing"}
     assert plan.deletes == ()

@@ -274,6 +274,10 @@ ROLE_ASSIGNMENT_DELETED = reason("RoleAssignmentDeleted", "amlwire removed a rol
 ROLE_ASSIGNMENT_KEPT = reason(
     "RoleAssignmentKept", "amlwire kept a role assignment it had created: another cluster federates the identity"
 )
+FEDERATED_CLUSTER_GONE = reason(
+    "FederatedClusterGone",
+    "another cluster's amlwire credentials remain on the identity, but that cluster's issuer no longer exists",
+)
 COMPUTE_DETACHING = reason("ComputeDetaching", "amlwire is detaching the compute")
 COMPUTE_ADOPTED = reason(
     "ComputeAdopted", "the compute was attached by an AttachedCompute that is gone; this one adopted it"

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 AUDIENCE = "api://AzureADTokenExchange"
 EXTENSION_TYPE = "Microsoft.AzureML.Kubernetes"
@@ -124,6 +124,17 @@ class FederatedCredential:
     def federates(self, issuer: str, subject: str) -> bool:
         """Whether Entra would accept a token of this issuer and subject through this credential."""
         return self.issuer == issuer and self.subject == subject and self.audiences == (AUDIENCE,)
+
+
+IssuerState = Literal["publishing", "gone", "unknown"]
+
+
+@dataclass(frozen=True)
+class IssuerAnswer:
+    """What an OIDC issuer's discovery document answered (Entra fetches it to verify a federated token)."""
+
+    state: IssuerState
+    detail: str  # what it answered, as the user would see it ("answers 404", "connection refused")
 
 
 @dataclass(frozen=True)

@@ -252,6 +252,7 @@ def _federation(facts: Facts) -> tuple[FederationPlan | None, str | None]:
         facts.credentials,
         identity_name=facts.target.identity.name,
         identity_group=facts.target.identity.group,
+        cluster=facts.spec.cluster.name,
     )
     return plan, None
 

@@ -45,6 +45,7 @@ class Failure:
 
 
 IDENTITY_CLI = "--identity-name {identity} -g {group}"
+FIC_DELETE_CLI = f"az identity federated-credential delete {IDENTITY_CLI} -n {{name}}"
 ROLE_CLI = (
     "az role assignment create --assignee-object-id {principal} --assignee-principal-type {principal_type} "
     '--role "{role}" --scope {scope}'
@@ -88,7 +89,7 @@ FAILURES = (
         "cluster's (often the trailing '/' or letter case); token exchange fails with AADSTS70021",
         f"az identity federated-credential update {IDENTITY_CLI} -n {{name}} --issuer {{issuer}}",
         "doctor",
-        {"delete": f"az identity federated-credential delete {IDENTITY_CLI} -n {{name}}"},
+        {"delete": FIC_DELETE_CLI},
     ),
     Failure(
         "F06",
@@ -96,7 +97,7 @@ FAILURES = (
         f"a credential for the issuer and subject has an audience other than {AUDIENCE}",
         f"az identity federated-credential update {IDENTITY_CLI} -n {{name}} --audiences {AUDIENCE}",
         "doctor",
-        {"delete": f"az identity federated-credential delete {IDENTITY_CLI} -n {{name}}"},
+        {"delete": FIC_DELETE_CLI},
     ),
     Failure(
         "F07",
@@ -105,6 +106,7 @@ FAILURES = (
         f"az identity federated-credential list {IDENTITY_CLI}; delete the unused ones, or use another "
         f"identity in spec.identity.resourceId",
         "doctor",
+        {"delete": FIC_DELETE_CLI},
     ),
     Failure(
         "F08",

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from amlwire.api import reasons as r
-from amlwire.domain.azure import AUDIENCE, FederatedCredential
+from amlwire.domain.azure import AUDIENCE, FederatedCredential, IssuerAnswer
 from amlwire.domain.failures import BY_ID
 
 FIC_LIMIT = 20
@@ -24,10 +24,13 @@ def subject_of(namespace: str, name: str) -> str:
     return f"system:serviceaccount:{namespace}:{name}"
 
 
-def credential_name(namespace: str, name: str, issuer: str) -> str:
-    """Deterministic, within Azure's name rules, and distinct per (issuer, service account)."""
+def credential_name(namespace: str, name: str, issuer: str, cluster: str = "") -> str:
+    """Deterministic, within Azure's name rules, and distinct per (issuer, service account). It names the cluster
+    (the AKS cluster's name), so anyone reading the identity's credentials — another cluster's amlwire, an admin in
+    the portal — sees whose they are. Not the AttachedCompute: Azure allows one credential per issuer and subject,
+    so the AttachedComputes of one cluster sharing an identity share its credentials."""
     digest = hashlib.sha256(f"{issuer}|{namespace}|{name}".encode()).hexdigest()[:10]
-    readable = re.sub(r"[^a-zA-Z0-9-]", "-", f"{namespace}-{name}")
+    readable = re.sub(r"[^a-zA-Z0-9-]", "-", "-".join(p for p in (cluster, namespace, name) if p))
     readable = readable[: 120 - len(NAME_PREFIX) - len(digest) - 1].rstrip("-")
     return f"{NAME_PREFIX}{readable}-{digest}"
 
@@ -114,12 +117,14 @@ def plan_federation(
     identity_name: str = "the identity",
     identity_group: str = "",
     per_cluster: int | None = None,
+    cluster: str = "",
 ) -> FederationPlan:
     """Plan the credentials so that every service account federates with the cluster's exact issuer.
 
     `per_cluster` is how many credentials a cluster like this one needs (its spec's service accounts, also those
     not planned now); the budget counts how many more such clusters the identity can take.
 
+    Credentials are named for `cluster`; one amlwire named before names held the cluster is kept under its name.
     Credentials amlwire did not create are never written or deleted; one that already federates a
     subject counts as present. `wanted_elsewhere` holds (issuer, subject) pairs other AttachedComputes
     sharing the identity still need, so a shared credential is not deleted under them.
@@ -133,7 +138,9 @@ def plan_federation(
     satisfied: dict[str, str] = {}
     for namespace, account in service_accounts:
         subject = subject_of(namespace, account)
-        name = credential_name(namespace, account, issuer)
+        name = credential_name(namespace, account, issuer, cluster)
+        if name not in by_name and (legacy := credential_name(namespace, account, issuer)) in by_name:
+            name = legacy
         managed.append((name, subject))
         ours = by_name.get(name)
         if ours is not None:
@@ -159,7 +166,10 @@ def plan_federation(
                 )
             )
             continue
-        near = [c for c in existing if c.subject == subject and c.issuer != issuer]
+        # another cluster's amlwire credentials federate the same subject with their own issuer: not a near miss
+        near = [
+            c for c in existing if c.subject == subject and c.issuer != issuer and not c.name.startswith(NAME_PREFIX)
+        ]
         if near:
             miss = near[0]
             notes.append(
@@ -187,7 +197,7 @@ def plan_federation(
     wanted = {n for n, _ in managed}
     elsewhere = set(wanted_elsewhere)
     ours_here = {c.name for c in existing if c.name.startswith(NAME_PREFIX) and c.issuer == issuer}
-    candidates = (set(previously_managed) | ours_here) - wanted
+    candidates = (set(previously_managed) | ours_here) - wanted - set(satisfied.values())
     deletes = sorted(
         name
         for name in candidates
@@ -222,4 +232,48 @@ def plan_federation(
         tuple(managed),
         satisfied,
         Budget(after, per_cluster),
+    )
+
+
+@dataclass(frozen=True)
+class OtherCluster:
+    """Another cluster on which amlwire federates the identity, known from Azure: the issuer its credentials
+    name, and what that issuer answers (a cluster that is gone no longer publishes its keys)."""
+
+    issuer: str
+    credentials: tuple[str, ...]
+    answer: IssuerAnswer
+
+    @property
+    def gone(self) -> bool:
+        return self.answer.state == "gone"
+
+
+def issuers_elsewhere(credentials: Iterable[FederatedCredential], issuer: str | None) -> dict[str, tuple[str, ...]]:
+    """amlwire's credentials on the identity for issuers other than this cluster's, by issuer."""
+    found: dict[str, list[str]] = {}
+    for c in credentials:
+        if c.name.startswith(NAME_PREFIX) and c.issuer != issuer:
+            found.setdefault(c.issuer, []).append(c.name)
+    return {i: tuple(sorted(names)) for i, names in sorted(found.items())}
+
+
+def describe_holding(others: Sequence[OtherCluster]) -> str:
+    """The other clusters that may still use the identity: their issuer publishes keys, or could not be asked."""
+    return "; ".join(
+        f"issuer {o.issuer} ({len(o.credentials)} credential(s); {o.answer.detail})" for o in others if not o.gone
+    )
+
+
+def describe_gone(other: OtherCluster, identity_name: str, identity_group: str = "") -> str:
+    """A cluster that is gone and what it left on the identity, with the commands that remove it: amlwire never
+    deletes what another cluster made on a guess."""
+    commands = " && ".join(
+        BY_ID["F07"].command("delete", **_cli(identity_name, identity_group), name=n) for n in other.credentials
+    )
+    return (
+        f"the cluster of issuer {other.issuer} is gone ({other.answer.detail}; Entra can no longer verify its "
+        f"tokens) but its credentials {', '.join(other.credentials)} remain on {identity_name}, counting toward the "
+        f"{FIC_LIMIT}-credential cap. amlwire leaves what another cluster made; if that cluster is gone for good, "
+        f"delete them: {commands}"
     )

@@ -93,3 +93,39 @@ def operation_result(call: Call) -> web.Response:
         error = operation.error or {}
         raise ArmError(500, error.get("code", "OperationFailed"), error.get("message", "The operation failed."))
     return web.Response(status=204)
+
+
+def _issuer(call: Call) -> str | None:
+    """The world cluster an issuer URL belongs to must exist, or (rule aks.issuer-after-delete) the world says a
+    deleted cluster's issuer goes on serving; else AKS answers 404."""
+    issuer = f"{call.base_url}/oic/{call.params['issuer']}/"
+    if call.state.world.rules.deleted_cluster_issuer == "served":  # rule: aks.issuer-after-delete
+        return issuer
+    clusters = call.state.of_type(ids.AKS)
+    exists = any((c.properties.get("oidcIssuerProfile") or {}).get("issuerURL") == issuer for c in clusters)
+    return issuer if exists else None
+
+
+# rule: aks.issuer-discovery
+@route("GET", "aks.oidc-discovery", "/oic/{issuer*}/.well-known/openid-configuration", authenticated=False)
+def issuer_discovery(call: Call) -> web.Response:
+    issuer = _issuer(call)
+    if issuer is None:
+        return web.Response(status=404, text="no such issuer")
+    return json_response(
+        {
+            "issuer": issuer,
+            "jwks_uri": f"{issuer}openid/v1/jwks",
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }
+    )
+
+
+@route("GET", "aks.oidc-keys", "/oic/{issuer*}/openid/v1/jwks", authenticated=False)
+def issuer_keys(call: Call) -> web.Response:
+    issuer = _issuer(call)
+    if issuer is None:
+        return web.Response(status=404, text="no such issuer")
+    return json_response({"keys": [call.sandbox.issuers.hold(issuer).jwk()]})

@@ -30,6 +30,7 @@ from amlwire.domain.azure import (
     ExtensionInfo,
     FederatedCredential,
     IdentityInfo,
+    IssuerAnswer,
     OperationState,
     ResourceId,
     RoleAssignment,
@@ -50,8 +51,16 @@ from amlwire.domain.jobs import (
 )
 
 FIC_WRITE_ATTEMPTS = 4
+ISSUER_TIMEOUT = 5.0
 MAX_CONCURRENT_SUBMISSIONS = 8
 CallObserver = Callable[[str, str, int], None]
+
+
+def _names_keys(answer: Any) -> bool:
+    try:
+        return bool(answer.json().get("jwks_uri"))
+    except ValueError:
+        return False
 
 
 def _enum(value: Any) -> str:
@@ -295,6 +304,24 @@ class AzureAdapter(JobsAdapter, DataPathReads):
         with self._call("msi.fic.list", "GET", f"list federated credentials of {rid.name}", rid.subscription):
             found = list(self.clients.msi(rid.subscription).federated_identity_credentials.list(rid.group, rid.name))
         return [FederatedCredential(f.name, f.issuer, f.subject, tuple(f.audiences or ())) for f in found]
+
+    def discover_issuer(self, issuer: str) -> IssuerAnswer:
+        """Fetch the issuer's OpenID discovery document, as Entra does before it trusts a token of that issuer:
+        AKS publishes it while the cluster exists (rule aks.issuer-discovery). 404 or 410 means no such issuer any
+        more; anything else (unreachable, egress blocked, 5xx) is not evidence either way."""
+        import requests
+
+        url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+        verify: str | bool = str(self.clients.settings.ca_bundle) if self.clients.settings.ca_bundle else True
+        try:
+            answer = requests.get(url, timeout=ISSUER_TIMEOUT, verify=verify, allow_redirects=False)
+        except requests.RequestException as error:
+            return IssuerAnswer("unknown", f"could not be asked ({type(error).__name__})")
+        if answer.status_code in (404, 410):
+            return IssuerAnswer("gone", f"its discovery document answers {answer.status_code}")
+        if answer.status_code == 200 and _names_keys(answer):
+            return IssuerAnswer("publishing", "it publishes its keys")
+        return IssuerAnswer("unknown", f"its discovery document answered {answer.status_code}")
 
     def _fic_write(self, identity_id: str, action: str, method: str, write: Callable[[], Any]) -> None:
         """Serialize writes per identity; retry Azure's concurrent-write 409 (other writers) with backoff."""

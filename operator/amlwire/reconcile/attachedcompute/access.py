@@ -8,11 +8,12 @@ from datetime import timedelta
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import RoleAssignmentStatus
 from amlwire.domain.access import created_status, plan_access, role_guid, shared_key_problem
-from amlwire.domain.azure import name_of, subscription_of
+from amlwire.domain.azure import ResourceId, name_of, subscription_of
 from amlwire.domain.conditions import Outcome, StepResult, blocked, done, progressing, rfc3339
 from amlwire.domain.errors import AzureError, AzureNotFound
 from amlwire.domain.failures import BY_ID
-from amlwire.domain.federation import NAME_PREFIX
+from amlwire.domain.federation import OtherCluster, describe_gone, describe_holding
+from amlwire.reconcile.attachedcompute.federation import other_clusters
 from amlwire.reconcile.attachedcompute.ownership import extension_refused
 from amlwire.reconcile.attachedcompute.scope import Scope
 from amlwire.reconcile.common import seconds_until
@@ -53,13 +54,17 @@ def remove_our_roles(
     keep = keep | scope.neighbours.grants(identity_id)
     recorded = scope.previous.role_assignments if records is None else records
     going = [r for r in recorded if r.created_by_amlwire and (r.scope.lower(), role_guid(r.role)) not in keep]
-    elsewhere = federated_elsewhere(scope, identity_id) if going else []
+    others = _other_clusters(scope, identity_id) if going else []
+    identity = ResourceId.parse(identity_id)
+    for gone in (o for o in others if o.gone):
+        scope.warn(r.FEDERATED_CLUSTER_GONE, describe_gone(gone, identity.name, identity.group))
+    holders = [o for o in others if not o.gone]
     for record in going:
-        if elsewhere:
+        if holders:
             scope.note(
                 r.ROLE_ASSIGNMENT_KEPT,
-                f"kept {record.role} on {record.scope}{whose}: amlwire federates identity {name_of(identity_id)} on "
-                f"{len(elsewhere)} other cluster(s) (issuer {', '.join(elsewhere)}), whose AttachedComputes may need "
+                f"kept {record.role} on {record.scope}{whose}: amlwire federates identity {identity.name} on "
+                f"{len(holders)} other cluster(s) ({describe_holding(holders)}), whose AttachedComputes may need "
                 f"it; the last to go removes it",
             )
             continue
@@ -76,16 +81,13 @@ def owner(scope: Scope) -> str:
     return f"Created by amlwire for AttachedCompute {scope.name} on cluster {scope.target.cluster_id}"
 
 
-def federated_elsewhere(scope: Scope, identity_id: str) -> list[str]:
-    """The OIDC issuers of other clusters on which amlwire federates the identity, read from Azure (the one place
-    every cluster's operator sees): amlwire's credentials there with an issuer other than this cluster's."""
+def _other_clusters(scope: Scope, identity_id: str) -> list[OtherCluster]:
     try:
         credentials = scope.azure.list_federated_credentials(identity_id)
     except AzureNotFound:
         return []
     cluster = scope.observed.cluster
-    mine = cluster.issuer_url if cluster is not None else scope.previous.oidc_issuer
-    return sorted({c.issuer for c in credentials if c.name.startswith(NAME_PREFIX) and c.issuer != mine})
+    return other_clusters(scope, credentials, cluster.issuer_url if cluster is not None else scope.previous.oidc_issuer)
 
 
 def _drop_ungranted(scope: Scope, recorded: list[RoleAssignmentStatus]) -> None:

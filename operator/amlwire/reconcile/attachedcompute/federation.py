@@ -6,10 +6,19 @@ from datetime import timedelta
 
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import CredentialBudgetStatus, FederatedCredentialStatus
-from amlwire.domain.azure import ResourceId
+from amlwire.domain.azure import FederatedCredential, ResourceId
 from amlwire.domain.conditions import StepResult, blocked, done, progressing, rfc3339
 from amlwire.domain.errors import AzureNotFound
-from amlwire.domain.federation import EXTENSION_SERVICE_ACCOUNTS, FederationPlan, plan_federation, subject_of
+from amlwire.domain.federation import (
+    EXTENSION_SERVICE_ACCOUNTS,
+    FederationPlan,
+    OtherCluster,
+    describe_gone,
+    describe_holding,
+    issuers_elsewhere,
+    plan_federation,
+    subject_of,
+)
 from amlwire.reconcile.attachedcompute.ownership import (
     annotated_for_another_identity,
     extension_refused,
@@ -59,6 +68,7 @@ def federate_service_accounts(scope: Scope) -> StepResult:
             identity_name=scope.target.identity.name,
             identity_group=scope.target.identity.group,
             per_cluster=len(scope.spec.service_accounts),
+            cluster=scope.target.cluster_name,
         )
         for name in plan.deletes:
             scope.azure.delete_federated_credential(identity_id, name)
@@ -89,7 +99,28 @@ def federate_service_accounts(scope: Scope) -> StepResult:
     ]
     if unfederated and not plan.problems:
         return _extension_accounts_missing(scope, unfederated)
-    return _condition(scope, plan, len(accounts), issuer)
+    return _condition(scope, plan, len(accounts), issuer, _at_the_cap(scope, plan, existing))
+
+
+def other_clusters(scope: Scope, credentials: list[FederatedCredential], issuer: str | None) -> list[OtherCluster]:
+    """The other clusters on which amlwire federates the identity, read from Azure (the one place every cluster's
+    operator sees), each with what its issuer answers: a cluster that is gone no longer publishes its keys."""
+    return [
+        OtherCluster(other, names, scope.azure.discover_issuer(other))
+        for other, names in issuers_elsewhere(credentials, issuer).items()
+    ]
+
+
+def _at_the_cap(scope: Scope, plan: FederationPlan, credentials: list[FederatedCredential]) -> str:
+    """At the 20-credential cap: which other clusters hold the identity's credentials, and which are gone."""
+    if not any(p.reason == r.FEDERATED_CREDENTIAL_LIMIT for p in plan.problems):
+        return ""
+    others = other_clusters(scope, credentials, plan.issuer)
+    identity = scope.target.identity
+    holding = describe_holding(others)
+    parts = [f"amlwire's credentials of other clusters on the identity: {holding}"] if holding else []
+    parts += [describe_gone(o, identity.name, identity.group) for o in others if o.gone]
+    return ". ".join(parts)
 
 
 def forget_former_credentials(scope: Scope, former: str) -> None:
@@ -144,8 +175,8 @@ def _records(scope: Scope, plan: FederationPlan) -> list[FederatedCredentialStat
     return records
 
 
-def _condition(scope: Scope, plan: FederationPlan, accounts: int, issuer: str) -> StepResult:
-    notes = " ".join(plan.notes)
+def _condition(scope: Scope, plan: FederationPlan, accounts: int, issuer: str, holders: str) -> StepResult:
+    notes = " ".join([*plan.notes, *([holders] if holders else [])])
     if plan.problems:
         message = "; ".join(p.message for p in plan.problems)
         return blocked(
