@@ -21,6 +21,7 @@ from amlwire.domain.azure import WorkspaceRef
 from amlwire.domain.datapath import JOB_IDENTITIES, diagnose_data_path
 from amlwire.domain.doctor import Result, diagnose, exit_code
 from amlwire.domain.errors import KubeError
+from amlwire.domain.failures import DATA_PATH_CHAIN, WIRING_CHAIN, Chain
 
 SCHEMA = "amlwire.io/doctor/v1"
 STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
@@ -111,66 +112,6 @@ def report_json(results: list[Result], target: dict[str, str | None]) -> str:
     )
 
 
-# Each check named by what it verifies, on the link of the wiring it belongs to (the chain a job depends on).
-Chain = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # (link, ((failure id, what its check verifies), ...))
-CHAIN: Chain = (
-    (
-        "cluster",
-        (
-            ("F01", "AKS OIDC issuer enabled"),
-            ("F02", "AKS workload identity enabled"),
-            ("F19", "AKS local accounts allow the attach"),
-        ),
-    ),
-    ("identity", (("F03", "user-assigned identity exists"),)),
-    (
-        "credentials",
-        (
-            ("F04", "a federated credential per service account"),
-            ("F05", "credential issuers match the cluster's exactly"),
-            ("F06", "credential audiences are api://AzureADTokenExchange"),
-            ("F07", "room under the 20-credential cap"),
-            ("F08", "credential writes not colliding"),
-        ),
-    ),
-    ("service accounts", (("F09", "service accounts exist"), ("F10", "service accounts carry the client ID"))),
-    (
-        "extension",
-        (("F12", "AzureML extension installed and healthy"), ("F13", "extension set to the user-assigned identity")),
-    ),
-    (
-        "access",
-        (
-            ("F15", "data-plane roles granted"),
-            ("F16", "role assignments old enough to be effective"),
-            ("F17", "datastore reachable with shared keys off"),
-            ("F18", "workspace identity holds its cluster roles"),
-        ),
-    ),
-    ("compute", (("F14", "compute attached with the identity and healthy"),)),
-    ("jobs", (("F11", "job pods labelled for workload identity"), ("F23", "data-capability sidecar authenticates"))),
-)
-# A job's data path on any compute: who reads each datastore, and whether storage lets them.
-DATA_CHAIN: Chain = (
-    ("compute", (("F27", "the compute has the identity the job reads with"),)),
-    (
-        "datastores",
-        (
-            ("F26", "credential-based datastores keep a credential"),
-            ("F17", "shared keys allowed where datastores use keys"),
-            ("F28", "the user and the job's identity may read datastore secrets"),
-        ),
-    ),
-    (
-        "roles",
-        (
-            ("F24", "the job's reader holds a storage data role"),
-            ("F25", "roles not only on the workspace identity"),
-            ("F16", "role assignments old enough to be effective"),
-        ),
-    ),
-    ("network", (("F29", "storage reachable from the compute's network"),)),
-)
 MARK = {"pass": "[green]✓[/]", "fail": "[bold red]✗[/]", "warn": "[yellow]![/]", "skip": "[dim]·[/]"}
 
 
@@ -187,7 +128,7 @@ def _evidence(result: Result) -> str:
 
 
 def report_table(
-    console: Console, results: list[Result], heading: str, chain: Chain = CHAIN, verbose: bool = False
+    console: Console, results: list[Result], heading: str, chain: Chain = WIRING_CHAIN, verbose: bool = False
 ) -> None:
     """The wiring as the chain it is, failures first with their fix printed whole (to copy), passes folded."""
     by_id = {r.id: r for r in results}
@@ -340,7 +281,7 @@ def _wiring(
     azure = AzureAdapter(AzureClients(settings))
     facts = gather(spec, azure, kube, datetime.now(UTC), window, live, kube_problem)
     label = live[0] if live else None
-    return diagnose(facts), attached_compute_target(spec, label), attached_compute_heading(spec, label), CHAIN
+    return diagnose(facts), attached_compute_target(spec, label), attached_compute_heading(spec, label), WIRING_CHAIN
 
 
 def _data_path(values: dict[str, Any], azure: Any, window: timedelta) -> Report:
@@ -372,4 +313,4 @@ def _data_path(values: dict[str, Any], azure: Any, window: timedelta) -> Report:
         "jobIdentity": facts.job_identity,
         "datastores": ", ".join(dict.fromkeys(u.datastore.name for u in facts.usages)),
     }
-    return diagnose_data_path(facts), shown, heading, DATA_CHAIN
+    return diagnose_data_path(facts), shown, heading, DATA_PATH_CHAIN

@@ -209,8 +209,10 @@ DATA_CHECKS: list[tuple[str, DataCheckFn]] = []
 
 def data_check(failure: str) -> Callable[[DataCheckFn], DataCheckFn]:
     def register(run: DataCheckFn) -> DataCheckFn:
-        if failure not in BY_ID or any(f == failure for f, _ in DATA_CHECKS):
-            raise ValueError(f"{failure}: not in the failure table, or checked twice")
+        if failure not in BY_ID or BY_ID[failure].data_path is None or any(f == failure for f, _ in DATA_CHECKS):
+            raise ValueError(
+                f"{failure}: not in the failure table with a place in the data path's chain, or checked twice"
+            )
         DATA_CHECKS.append((failure, run))
         return run
 

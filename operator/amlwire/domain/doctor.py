@@ -153,8 +153,10 @@ def check(failure: str) -> Callable[[CheckFn], CheckFn]:
     """Register a check of one field failure: `@check("F04") def federated_credential_missing(facts)`."""
 
     def register(run: CheckFn) -> CheckFn:
-        if failure not in BY_ID or any(c.failure == failure for c in CHECKS):
-            raise ValueError(f"{failure}: not in the failure table, or checked twice")
+        if failure not in BY_ID or BY_ID[failure].wiring is None or any(c.failure == failure for c in CHECKS):
+            raise ValueError(
+                f"{failure}: not in the failure table with a place in the wiring's chain, or checked twice"
+            )
         CHECKS.append(Check(failure, run))
         return run
 

@@ -8,7 +8,7 @@ Each failure's fix is a template written once. The operator and the doctor rende
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,10 @@ class Failure:
     template: str  # the fix, with {placeholders} for the real names
     checked_by: str  # doctor | lint
     commands: dict[str, str] = field(default_factory=dict)  # further named fixes, e.g. F12's update
+    # where `amlwire doctor` checks it: (link of the chain, what the check verifies), in the wiring's chain
+    # (an AttachedCompute's) and in a job's data path; the chains are derived from these, in table order
+    wiring: tuple[str, str] | None = None
+    data_path: tuple[str, str] | None = None
 
     def fix(self, **values: object) -> str:
         return render(self.template, values)
@@ -59,6 +63,7 @@ FAILURES = (
         "oidcIssuerProfile.enabled=false or no issuerURL; Entra cannot trust the cluster's service-account tokens",
         "az aks update -g {group} -n {cluster} --enable-oidc-issuer",
         "doctor",
+        wiring=("cluster", "AKS OIDC issuer enabled"),
     ),
     Failure(
         "F02",
@@ -66,6 +71,7 @@ FAILURES = (
         "securityProfile.workloadIdentity.enabled is false; pods get no federated token",
         "az aks update -g {group} -n {cluster} --enable-workload-identity",
         "doctor",
+        wiring=("cluster", "AKS workload identity enabled"),
     ),
     Failure(
         "F03",
@@ -73,6 +79,7 @@ FAILURES = (
         "the user-assigned identity's GET answers 404",
         "az identity create -g {group} -n {name}, or fix spec.identity.resourceId",
         "doctor",
+        wiring=("identity", "user-assigned identity exists"),
     ),
     Failure(
         "F04",
@@ -81,6 +88,7 @@ FAILURES = (
         f"az identity federated-credential create {IDENTITY_CLI} -n {{name}} --issuer {{issuer}} --subject "
         f"{{subject}} --audiences {AUDIENCE}",
         "doctor",
+        wiring=("credentials", "a federated credential per service account"),
     ),
     Failure(
         "F05",
@@ -90,6 +98,7 @@ FAILURES = (
         f"az identity federated-credential update {IDENTITY_CLI} -n {{name}} --issuer {{issuer}}",
         "doctor",
         {"delete": FIC_DELETE_CLI},
+        wiring=("credentials", "credential issuers match the cluster's exactly"),
     ),
     Failure(
         "F06",
@@ -98,6 +107,7 @@ FAILURES = (
         f"az identity federated-credential update {IDENTITY_CLI} -n {{name}} --audiences {AUDIENCE}",
         "doctor",
         {"delete": FIC_DELETE_CLI},
+        wiring=("credentials", "credential audiences are api://AzureADTokenExchange"),
     ),
     Failure(
         "F07",
@@ -107,6 +117,7 @@ FAILURES = (
         f"identity in spec.identity.resourceId",
         "doctor",
         {"delete": FIC_DELETE_CLI},
+        wiring=("credentials", "room under the 20-credential cap"),
     ),
     Failure(
         "F08",
@@ -115,6 +126,7 @@ FAILURES = (
         "find the other tool writing federated credentials of this identity at the same time (Terraform, "
         "Bicep, another amlwire) and serialize it",
         "doctor",
+        wiring=("credentials", "credential writes not colliding"),
     ),
     Failure(
         "F09",
@@ -127,6 +139,7 @@ FAILURES = (
             "spec.serviceAccounts[].create: true",
             "namespace": "kubectl create namespace {namespace}",
         },
+        wiring=("service accounts", "service accounts exist"),
     ),
     Failure(
         "F10",
@@ -135,6 +148,7 @@ FAILURES = (
         "kubectl annotate serviceaccount -n {namespace} {name} azure.workload.identity/client-id={client_id} "
         "--overwrite",
         "doctor",
+        wiring=("service accounts", "service accounts carry the client ID"),
     ),
     Failure(
         "F11",
@@ -144,6 +158,7 @@ FAILURES = (
         'make job pods in namespace {namespace} carry the label azure.workload.identity/use: "true" (the '
         "workload identity webhook mutates only labelled pods)",
         "doctor",
+        wiring=("jobs", "job pods labelled for workload identity"),
     ),
     Failure(
         "F12",
@@ -152,6 +167,7 @@ FAILURES = (
         f"az k8s-extension create --extension-type Microsoft.AzureML.Kubernetes {EXTENSION_CLI} --config {{config}}",
         "doctor",
         {"update": f"az k8s-extension update {EXTENSION_CLI} --config {{config}}"},
+        wiring=("extension", "AzureML extension installed and healthy"),
     ),
     Failure(
         "F13",
@@ -160,6 +176,7 @@ FAILURES = (
         f"az k8s-extension update {EXTENSION_CLI} --config identityType=UserAssigned "
         f"userAssignedIdentityResourceId={{identity_id}}",
         "doctor",
+        wiring=("extension", "extension set to the user-assigned identity"),
     ),
     Failure(
         "F14",
@@ -170,6 +187,7 @@ FAILURES = (
         "-w {workspace}",
         "doctor",
         {"detach": "az ml compute detach --name {compute} -g {workspace_group} -w {workspace}"},
+        wiring=("compute", "compute attached with the identity and healthy"),
     ),
     Failure(
         "F15",
@@ -180,6 +198,7 @@ FAILURES = (
         "az role assignment create --assignee-object-id {principal} --assignee-principal-type ServicePrincipal "
         '--role "{role}" --scope {scope}',
         "doctor",
+        wiring=("access", "data-plane roles granted"),
     ),
     Failure(
         "F16",
@@ -187,6 +206,8 @@ FAILURES = (
         "the assignment is younger than the propagation window; access may still be denied",
         "wait: Azure RBAC applies new assignments within minutes, sometimes longer; retry after {until}",
         "doctor",
+        wiring=("access", "role assignments old enough to be effective"),
+        data_path=("roles", "role assignments old enough to be effective"),
     ),
     Failure(
         "F17",
@@ -196,6 +217,8 @@ FAILURES = (
         "switch the workspace's datastores to identity-based access (az ml datastore update ... --identity) or, "
         "if the default datastore cannot change, create a new workspace with system_datastores_auth_mode=identity",
         "doctor",
+        wiring=("access", "datastore reachable with shared keys off"),
+        data_path=("datastores", "shared keys allowed where datastores use keys"),
     ),
     Failure(
         "F18",
@@ -207,6 +230,7 @@ FAILURES = (
         '--role "<role>" --scope {cluster_id}, once for each of Reader, "Kubernetes Extension Contributor" and '
         '"Azure Kubernetes Service Cluster Admin Role"',
         "doctor",
+        wiring=("access", "workspace identity holds its cluster roles"),
     ),
     Failure(
         "F19",
@@ -215,6 +239,7 @@ FAILURES = (
         "the AzureML extension does not support clusters without local accounts: az aks update -g {group} -n "
         "{cluster} --enable-local-accounts, or another cluster",
         "doctor",
+        wiring=("cluster", "AKS local accounts allow the attach"),
     ),
     Failure(
         "F20",
@@ -244,6 +269,7 @@ FAILURES = (
         "set spec.model.delivery: InContainer on AmlJobs (the job downloads the model with its own identity), "
         "and repair the AzureML extension's data-capability identity",
         "doctor",
+        wiring=("jobs", "data-capability sidecar authenticates"),
     ),
     Failure(
         "F24",
@@ -254,6 +280,7 @@ FAILURES = (
         "AuthorizationPermissionMismatch",
         f"{ROLE_CLI}",
         "doctor",
+        data_path=("roles", "the job's reader holds a storage data role"),
     ),
     Failure(
         "F25",
@@ -263,6 +290,7 @@ FAILURES = (
         "profiling), so waiting for RBAC to propagate never helps",
         f"grant the role to the job's reader instead: {ROLE_CLI}",
         "doctor",
+        data_path=("roles", "roles not only on the workspace identity"),
     ),
     Failure(
         "F26",
@@ -278,6 +306,7 @@ FAILURES = (
             "create -n <new-workspace> -g {workspace_group} --system-datastores-auth-mode identity), grant its "
             'compute identity "Storage Blob Data Contributor" on the new storage account, and move the jobs there',
         },
+        data_path=("datastores", "credential-based datastores keep a credential"),
     ),
     Failure(
         "F27",
@@ -287,6 +316,7 @@ FAILURES = (
         "az ml compute update --name {compute} -g {workspace_group} -w {workspace} --identity-type SystemAssigned "
         "(or --identity-type UserAssigned --user-assigned-identities <identity-id>), then grant it the data role",
         "doctor",
+        data_path=("compute", "the compute has the identity the job reads with"),
     ),
     Failure(
         "F28",
@@ -298,6 +328,7 @@ FAILURES = (
         "az role assignment create --assignee-object-id {principal} --assignee-principal-type {principal_type} --role "
         '"AzureML Data Scientist" --scope {workspace_id}',
         "doctor",
+        data_path=("datastores", "the user and the job's identity may read datastore secrets"),
     ),
     Failure(
         "F29",
@@ -309,9 +340,29 @@ FAILURES = (
         "--private-connection-resource-id {account_id} --group-id blob --connection-name {account}-blob, or run "
         "the job on a compute in a network that has one",
         "doctor",
+        data_path=("network", "storage reachable from the compute's network"),
     ),
 )
 BY_ID = {f.id: f for f in FAILURES}
+
+Chain = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # (link, ((failure, what its check verifies), ...))
+# The links of each chain, in the order the wiring (or a job's data) flows through them.
+WIRING_LINKS = ("cluster", "identity", "credentials", "service accounts", "extension", "access", "compute", "jobs")
+DATA_PATH_LINKS = ("compute", "datastores", "roles", "network")
+
+
+def _chain(links: tuple[str, ...], position: Callable[[Failure], tuple[str, str] | None]) -> Chain:
+    placed = [(found, f.id) for f in FAILURES if (found := position(f)) is not None]
+    unknown = sorted({link for (link, _), _ in placed} - set(links))
+    if unknown:
+        raise ValueError(f"failures placed in links the chain does not have: {unknown}")
+    return tuple(
+        (link, tuple((failure, verifies) for (at, verifies), failure in placed if at == link)) for link in links
+    )
+
+
+WIRING_CHAIN = _chain(WIRING_LINKS, lambda f: f.wiring)
+DATA_PATH_CHAIN = _chain(DATA_PATH_LINKS, lambda f: f.data_path)
 
 
 def reasons_of(failure_id: str) -> list[str]:
