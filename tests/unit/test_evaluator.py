@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from amlwire.api.amljob import EVALUATOR_METRICS
+from amlwire.api.templates import EVALUATOR_METRICS
 from amlwire.templates import isaaclab_evaluate as evaluator
 from amlwire.templates.isaaclab_evaluate import (
     EpisodeTally,

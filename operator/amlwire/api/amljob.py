@@ -9,19 +9,15 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, WithJsonSchema, model_validator
 
 from amlwire.api.common import CRDModel, CRDRoot, Matches, ObjectStatus, cel, rule
+from amlwire.api.templates import TEMPLATE_RULES, Framework, Template, broken_rule
 
-Template = Literal["IsaacLabTrain", "IsaacLabValidate", "Command"]
-Framework = Literal["rsl_rl", "skrl", "rl_games", "sb3"]
 ModelType = Literal["custom_model", "mlflow_model"]
 ModelDelivery = Literal["Mount", "Download", "InContainer"]
 Verdict = Literal["Passed", "Failed"]
 IsaacLabVersion = Literal["2", "3"]
 ResumeMode = Literal["Never", "FromLastCheckpoint"]
-# What amlwire's evaluator logs (templates/isaaclab_evaluate.py METRICS; a unit test keeps the two equal)
-EVALUATOR_METRICS = ("success_rate", "success_rate_ci_low", "success_rate_ci_high", "mean_episode_reward", "episodes")
 
 IDENTIFIER_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
-ISAACLAB_TEMPLATES = ("IsaacLabTrain", "IsaacLabValidate")
 
 
 def immutable_rule(field: str) -> dict[str, str]:
@@ -163,20 +159,6 @@ class RegisterSpec(CRDModel):
     type: ModelType = Field(default="custom_model", description="Model type of the registered checkpoint.")
 
 
-NEEDS_MODEL = (
-    "spec.model is required when spec.template is IsaacLabValidate: name the registered checkpoint "
-    "to validate (spec.model.name and spec.model.version)"
-)
-NEEDS_COMMAND = "spec.command is required when spec.template is Command"
-NEEDS_INSTANCE_TYPE = (
-    "spec.instanceType is required for the IsaacLab templates: without it AML runs the job on "
-    "defaultinstancetype (100m CPU, 2 GiB, no GPU), where Isaac Sim cannot start, so name one of the "
-    "AttachedCompute's spec.compute.instanceTypes"
-)
-NEEDS_ISAACLAB = (
-    "spec.isaacLab.task is required when spec.template is IsaacLabTrain or IsaacLabValidate, "
-    "e.g. isaacLab: {task: Isaac-Velocity-Rough-Anymal-C-v0}"
-)
 UNDECLARED_INPUT = (
     "spec.command uses ${{inputs.NAME}} for an input spec.inputs does not declare, and AML refuses such a job: "
     "declare it in spec.inputs (spec.model is ${{inputs.model}}), or remove it from spec.command"
@@ -188,18 +170,6 @@ UNDECLARED_OUTPUT = (
 # ${{inputs.NAME}} / ${{outputs.NAME}} in a command; the same regex in CEL (RE2) and in Python
 BINDING = r"[$][{][{] *(inputs|outputs)[.]([A-Za-z0-9_]+) *[}][}]"
 _BOUND_NAME = "m.split('.')[1].split('}')[0].trim()"
-GATE_METRIC_UNKNOWN = (
-    "spec.gate.metric must be one amlwire's evaluator logs for template IsaacLabValidate: "
-    + ", ".join(EVALUATOR_METRICS)
-    + " (gate on success_rate_ci_low to require the lower bound of the 95% interval)"
-)
-RESUME_TRAINING_ONLY = (
-    "spec.resume is for template IsaacLabTrain with framework rsl_rl (amlwire continues rsl_rl runs with --resume "
-    "--load_run --checkpoint); remove it"
-)
-ISAACLAB_UNUSED = (
-    "spec.isaacLab is only used by the IsaacLab templates; remove it or pick template IsaacLabTrain or IsaacLabValidate"
-)
 
 
 class AmlJobSpec(CRDModel):
@@ -207,37 +177,7 @@ class AmlJobSpec(CRDModel):
 
     model_config = CRDModel.model_config | {
         "json_schema_extra": cel(
-            rule(
-                "self.template != 'IsaacLabValidate' || has(self.model)",
-                NEEDS_MODEL,
-                fieldPath=".model",
-            ),
-            rule(
-                "self.template != 'Command' || (has(self.command) && size(self.command) > 0)",
-                NEEDS_COMMAND,
-                fieldPath=".command",
-            ),
-            rule(
-                "!(self.template in ['IsaacLabTrain', 'IsaacLabValidate']) || has(self.isaacLab)",
-                NEEDS_ISAACLAB,
-                fieldPath=".isaacLab",
-            ),
-            rule(
-                "!(self.template in ['IsaacLabTrain', 'IsaacLabValidate']) || has(self.instanceType)",
-                NEEDS_INSTANCE_TYPE,
-                fieldPath=".instanceType",
-            ),
-            rule(
-                "self.template != 'IsaacLabValidate' || !has(self.isaacLab) || self.isaacLab.framework == 'rsl_rl'",
-                "spec.isaacLab.framework must be rsl_rl for template IsaacLabValidate (amlwire's evaluator loads "
-                "rsl_rl checkpoints); for other frameworks use template Command with your own evaluation script",
-                fieldPath=".isaacLab.framework",
-            ),
-            rule(
-                "self.template != 'Command' || !has(self.isaacLab)",
-                ISAACLAB_UNUSED,
-                fieldPath=".isaacLab",
-            ),
+            *(template_rule.schema() for template_rule in TEMPLATE_RULES),
             rule(
                 "!has(self.command) || self.command.findAll('[$][{][{] *inputs[.][A-Za-z0-9_]+ *[}][}]')"
                 f".all(m, {_BOUND_NAME} in self.inputs || (has(self.model) && {_BOUND_NAME} == 'model'))",
@@ -249,19 +189,6 @@ class AmlJobSpec(CRDModel):
                 f".all(m, has(self.register) && {_BOUND_NAME} == 'checkpoint')",
                 UNDECLARED_OUTPUT,
                 fieldPath=".command",
-            ),
-            rule(
-                "self.template != 'IsaacLabValidate' || !has(self.gate) || self.gate.metric in ["
-                + ", ".join(f"'{m}'" for m in EVALUATOR_METRICS)
-                + "]",
-                GATE_METRIC_UNKNOWN,
-                fieldPath=".gate.metric",
-            ),
-            rule(
-                "!has(self.resume) || (self.template == 'IsaacLabTrain' && has(self.isaacLab) "
-                "&& self.isaacLab.framework == 'rsl_rl')",
-                RESUME_TRAINING_ONLY,
-                fieldPath=".resume",
             ),
             rule(
                 "!has(self.gate) || has(self.gate.min) || has(self.gate.max)",
@@ -385,23 +312,11 @@ class AmlJobSpec(CRDModel):
 
     @model_validator(mode="after")
     def _template_needs(self) -> AmlJobSpec:
-        """The template rules admission enforces, enforced again where admission was skipped (an older CRD)."""
-        if self.template == "IsaacLabValidate" and self.model is None:
-            raise ValueError(NEEDS_MODEL)
-        if self.template == "Command" and not self.command:
-            raise ValueError(NEEDS_COMMAND)
-        if self.template in ISAACLAB_TEMPLATES and self.isaac_lab is None:
-            raise ValueError(NEEDS_ISAACLAB)
-        if self.template in ISAACLAB_TEMPLATES and not self.instance_type:
-            raise ValueError(NEEDS_INSTANCE_TYPE)
-        if self.template == "Command" and self.isaac_lab is not None:
-            raise ValueError(ISAACLAB_UNUSED)
-        if self.template == "IsaacLabValidate" and self.gate and self.gate.metric not in EVALUATOR_METRICS:
-            raise ValueError(GATE_METRIC_UNKNOWN)
-        if self.resume and not (
-            self.template == "IsaacLabTrain" and self.isaac_lab and self.isaac_lab.framework == "rsl_rl"
-        ):
-            raise ValueError(RESUME_TRAINING_ONLY)
+        """The rules admission enforces, enforced again where admission was skipped (an older CRD): the templates'
+        (generated from the same registry as the CEL) and the command's bindings."""
+        broken = broken_rule(self)
+        if broken is not None:
+            raise ValueError(broken.message)
         for kind, name in re.findall(BINDING, self.command or ""):
             if kind == "inputs" and name not in self.inputs and not (name == "model" and self.model):
                 raise ValueError(UNDECLARED_INPUT)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from amlwire.api import reasons as r
 from amlwire.api.amljob import AmlJobSpec, FailureStatus, GateSpec, IsaacLabSpec
+from amlwire.api.templates import BY_NAME as TEMPLATES
 from amlwire.domain.conditions import StepResult, Summary, blocked, kstatus, progressing
 from amlwire.domain.failures import BY_ID
 from amlwire.domain.federation import subject_of
@@ -42,7 +43,6 @@ DEFAULT_EPISODES = 100
 LOGGING_PACKAGES = ("mlflow-skinny==2.15.1", "azureml-mlflow==1.57.0")
 SDK_PACKAGES = ("azure-ai-ml==1.35.2", "azure-identity==1.27.0")
 ISAAC_SIM_CONSENT = {"ACCEPT_EULA": "Y", "PRIVACY_CONSENT": "Y"}  # Isaac Sim refuses to start without them
-DEFAULT_TIMEOUTS = {"IsaacLabTrain": 24 * 3600, "IsaacLabValidate": 2 * 3600}
 OUTPUTS = "AMLWIRE_OUTPUTS"  # the job's ./outputs, absolute: AML uploads it from where the job started
 CHECKPOINT_OUTPUT = "checkpoint"
 RESUME_INPUT = "resume_from"
@@ -297,14 +297,31 @@ def _validate_steps(spec: AmlJobSpec, lab: IsaacLabSpec) -> list[str]:
     return [*steps, f"{command} --checkpoint {checkpoint}"]
 
 
+def _command_steps(spec: AmlJobSpec, gpus: int, resumed: bool) -> list[str]:
+    return [spec.command or ""]
+
+
+def _isaaclab_train(spec: AmlJobSpec, gpus: int, resumed: bool) -> list[str]:
+    assert spec.isaac_lab is not None  # the template needs spec.isaacLab (templates.py)
+    return _train_steps(spec.isaac_lab, gpus, resumed)
+
+
+def _isaaclab_validate(spec: AmlJobSpec, gpus: int, resumed: bool) -> list[str]:
+    assert spec.isaac_lab is not None  # the template needs spec.isaacLab (templates.py)
+    return _validate_steps(spec, spec.isaac_lab)
+
+
+# Each template's command (a unit test proves every template in the registry has one).
+COMMAND_BUILDERS: dict[str, Callable[[AmlJobSpec, int, bool], list[str]]] = {
+    "IsaacLabTrain": _isaaclab_train,
+    "IsaacLabValidate": _isaaclab_validate,
+    "Command": _command_steps,
+}
+
+
 def build_command(spec: AmlJobSpec, gpus: int = 1, resumed: bool = False) -> str:
     """The shell command of the job; README section "What the templates run" shows each one."""
-    if spec.template == "Command":
-        return spec.command or ""
-    lab = spec.isaac_lab
-    assert lab is not None  # admission: IsaacLab templates need spec.isaacLab
-    steps = _train_steps(lab, gpus, resumed) if spec.template == "IsaacLabTrain" else _validate_steps(spec, lab)
-    return " && ".join(steps)
+    return " && ".join(COMMAND_BUILDERS[spec.template](spec, gpus, resumed))
 
 
 def build_request(
@@ -317,7 +334,7 @@ def build_request(
 ) -> JobRequest:
     """The AML job of the next attempt; `attempts` are the AML jobs of the earlier ones (a resumed training)."""
     model_input = None
-    isaaclab = spec.isaac_lab is not None
+    isaaclab = TEMPLATES[spec.template].isaaclab
     environment = {**(ISAAC_SIM_CONSENT if isaaclab else {}), **spec.environment_variables}
     if spec.model is not None:
         reference = f"azureml:{spec.model.name}:{spec.model.version}"
@@ -328,7 +345,8 @@ def build_request(
         else:
             mode = "ro_mount" if spec.model.delivery == "Mount" else "download"
             model_input = ModelInput(spec.model.type, reference, mode)
-    wants_checkpoint = spec.template == "IsaacLabTrain" or spec.registration is not None
+    template = TEMPLATES[spec.template]
+    wants_checkpoint = template.always_checkpoint or spec.registration is not None
     output_type = spec.registration.type if spec.registration else "custom_model"
     attempt = len(attempts) + 1
     gpus = compute.gpus.get(spec.instance_type or "", 1) or 1
@@ -352,7 +370,7 @@ def build_request(
         checkpoint_output=output_type if wants_checkpoint else None,
         environment=environment,
         tags=tags | ({TAG_ATTEMPT: str(attempt)} if attempt > 1 else {}),
-        timeout_seconds=spec.timeout_seconds or DEFAULT_TIMEOUTS.get(spec.template),
+        timeout_seconds=spec.timeout_seconds or template.default_timeout,
         resume_from=attempts[-1] if attempts else None,
     )
 
@@ -395,7 +413,7 @@ def missing_evidence(
     on. Without it the job "completed" without evaluating (Isaac Sim's fast shutdown exits 0, for one): that is a
     failure with its reason, never a missed gate. Any job with a gate needs the metric the gate names.
     """
-    if spec.template == "IsaacLabValidate":
+    if TEMPLATES[spec.template].evaluates:
         absent = [p for p in EVIDENCE if not evidence.get(p)]
         counted = metrics.get("episodes", 0) > 0
         if not counted or absent:

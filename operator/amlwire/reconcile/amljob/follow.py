@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from amlwire.api import reasons as r
 from amlwire.api.amljob import AmlJobStatus, AttemptStatus, RegisteredModelStatus
+from amlwire.api.templates import BY_NAME as TEMPLATES
 from amlwire.domain.azure import WorkspaceRef
 from amlwire.domain.conditions import StepResult, blocked, done, progressing, rfc3339
 from amlwire.domain.errors import AzureError
@@ -118,7 +119,7 @@ def _finish(scope: JobScope, workspace: WorkspaceRef, snapshot: JobSnapshot) -> 
             health = scope.compute.health if scope.compute else ComputeHealth(spec.compute_ref)
             code = failure_code(details.error)
             message = str(details.error.get("message") or "")
-            if spec.template == "IsaacLabValidate":  # the evaluator's own words, whatever AML's error says
+            if TEMPLATES[spec.template].evaluates:  # the evaluator's own words, whatever AML's error says
                 told = scope.azure.job_results(workspace, name).tags.get(FAILURE_TAG)
                 message = f"{EVALUATION_FAILED_MARK} {told}\n{message}" if told else message
             if NOT_FEDERATED in message and scope.compute is not None:  # evidence: the credentials there now
