@@ -7,7 +7,7 @@ examples/sandbox/world.yaml and the README section "The Azure sandbox".
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -321,5 +321,16 @@ class World(WorldModel):
     )
 
     @classmethod
-    def load(cls, path: Path) -> World:
-        return cls.model_validate(yaml.safe_load(path.read_text()) or {})
+    def load(cls, path: Path, options: Path | None = None) -> World:
+        """A world file, with the world options of `options` (what `amlwire conformance` found) laid over it."""
+        document = yaml.safe_load(path.read_text()) or {}
+        if options is not None:
+            document = _overlay(document, yaml.safe_load(options.read_text()) or {})
+        return cls.model_validate(document)
+
+
+def _overlay(base: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in options.items():
+        merged[key] = _overlay(base.get(key) or {}, value) if isinstance(value, dict) else value
+    return merged

@@ -53,13 +53,19 @@ def run() -> None:
     help="Where to write the sandbox's CA certificate (PEM).",
 )
 @click.option("--seed", default=0, type=int, show_default=True, help="Seed of probabilistic fault injection.")
-def sandbox(world_file: Path, host: str, port: int, ca_file: Path, seed: int) -> None:
+@click.option(
+    "--options",
+    "options_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="World options laid over the world file, e.g. the conformance.yaml `amlwire conformance` wrote.",
+)
+def sandbox(world_file: Path, host: str, port: int, ca_file: Path, seed: int, options_file: Path | None) -> None:
     """Run the local Azure sandbox: an HTTPS emulator of the ARM endpoints amlwire uses."""
     with development_tool("sandbox"):
         from amlwire_sandbox.server import SandboxServer
         from amlwire_sandbox.world import World
 
-    server = SandboxServer(World.load(world_file), ca_file.resolve(), host=host, port=port, seed=seed)
+    server = SandboxServer(World.load(world_file, options_file), ca_file.resolve(), host=host, port=port, seed=seed)
 
     async def serve() -> None:
         await server.serve()
@@ -78,10 +84,12 @@ def sandbox(world_file: Path, host: str, port: int, ca_file: Path, seed: int) ->
 
 
 def _register_subcommands() -> None:
+    from amlwire.cli.conformance import conformance
     from amlwire.cli.demo import demo
     from amlwire.cli.doctor import doctor
     from amlwire.cli.lint import lint
 
+    cli.add_command(conformance)
     cli.add_command(demo)
     cli.add_command(doctor)
     cli.add_command(lint)
