@@ -159,6 +159,15 @@ RULES: tuple[Rule, ...] = (
     ),
     # -- managed identities -----------------------------------------------------------------------------
     Rule(
+        "msi.identity-delete",
+        "Managed identities",
+        "Deleting a user-assigned identity deletes its federated credentials with it (200, or 204 when absent); "
+        "role assignments scoped to it go with the resource.",
+        "spec",
+        "Microsoft.ManagedIdentity 2023-01-31 UserAssignedIdentities_Delete; Learn: role assignments of deleted "
+        "resources",
+    ),
+    Rule(
         "msi.fic-name",
         "Managed identities",
         "FIC names are 3-120 characters of letters, digits, '-' and '_', starting with a letter or digit; else 400.",

@@ -4,6 +4,7 @@ and leaves nothing behind, also when interrupted."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -13,13 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from kubernetes.client.exceptions import ApiException
 
 from amlwire.cli.main import cli
 from amlwire.domain.permissions import PERMISSIONS
 from amlwire_devenv.stack import inherited_environment
 from amlwire_sandbox.world import World
 from tests.conftest import REPO, wait_for
-from tests.e2e.harness import CLUSTER_ID, IDENTITY_PRINCIPAL, STORAGE_ID, SUB, WORKSPACE_ID
+from tests.e2e.harness import CLUSTER_ID, IDENTITY_PRINCIPAL, RG, STORAGE_ID, SUB, WORKSPACE_ID
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]
 MODEL = {"name": "isaaclab-anymal-latest", "version": "2", "type": "custom_model"}
@@ -47,6 +49,12 @@ WORLDS = [
         "jobTimeout": "Canceled",
         "streamAccessError": "messageOnly",
     },
+]
+# The timings it measures, per world (seconds): a credential's write window, its propagation, a role's.
+TIMINGS = [
+    {"ficWriteWindowSeconds": 0.0, "ficPropagationSeconds": 0.0, "rolePropagationSeconds": 0.0},
+    {"ficWriteWindowSeconds": 0.5, "ficPropagationSeconds": 1.5, "rolePropagationSeconds": 1.0},
+    {"ficWriteWindowSeconds": 1.0, "ficPropagationSeconds": 0.5, "rolePropagationSeconds": 2.0},
 ]
 SNAKE = {
     "operationStatusWords": "operation_status_words",
@@ -122,14 +130,21 @@ def a_deleted_clusters_issuer(harness) -> str:
     return issuer
 
 
-@pytest.mark.parametrize("world", WORLDS, ids=[w["operationStatusWords"] for w in WORLDS])
-def test_conformance_reports_the_world_it_runs_in_and_leaves_nothing(harness, monkeypatch, tmp_path, world):
+@pytest.mark.parametrize(
+    ("world", "timings"), zip(WORLDS, TIMINGS, strict=True), ids=[w["operationStatusWords"] for w in WORLDS]
+)
+def test_conformance_reports_the_world_it_runs_in_and_leaves_nothing(harness, monkeypatch, tmp_path, world, timings):
     for option, value in world.items():
         setattr(harness.sandbox.sandbox.world.rules, SNAKE[option], value)
     harness.wired()
+    for role in ("Managed Identity Contributor", "Role Based Access Control Administrator"):  # the scratch group's
+        harness.grant(f"{RG}/rg-ml", next(p for p in PERMISSIONS if p.role == role))
+    with contextlib.suppress(ApiException):  # AKS has it; this apiserver runs no service-account controller
+        harness.core.create_namespaced_service_account("default", {"metadata": {"name": "default"}})
     timed_out = a_job_that_ran_past_its_timeout(harness)
     failed = a_job_that_failed_on_storage(harness)
     issuer = a_deleted_clusters_issuer(harness)
+    harness.ctl.timing(**timings)  # after the jobs: a slow role would fail them on storage, not on time
     code, output, report = run(
         harness,
         monkeypatch,
@@ -141,9 +156,16 @@ def test_conformance_reports_the_world_it_runs_in_and_leaves_nothing(harness, mo
         failed,
         "--deleted-issuer",
         issuer,
+        "--kubeconfig",
+        str(harness.plane.kubeconfig),
+        "--samples",
+        "2",
     )
     assert code == 0, output
-    assert by_option(report) == world, json.dumps(report["findings"], indent=1)
+    found = by_option(report)
+    assert {k: found[k] for k in world} == world, json.dumps(report["findings"], indent=1)
+    for timing, seconds in timings.items():  # measured: what the sandbox waits, plus the probes' own polling
+        assert seconds <= found[timing] < seconds + 0.8, (timing, found[timing], report["findings"])
     assert our_computes(harness) == []  # the probes' computes are detached
     assert "k8s-gpu" in {rid.rsplit("/", 1)[1] for rid in harness.ctl.resources_under(COMPUTES)}  # not the user's
     # the world options file makes the sandbox this world again; the report names no subscription or object
@@ -151,6 +173,8 @@ def test_conformance_reports_the_world_it_runs_in_and_leaves_nothing(harness, mo
     loaded = World.load(REPO / "examples" / "sandbox" / "world.yaml", tmp_path / "conformance.yaml")
     assert {option: getattr(loaded.rules, SNAKE[option]) for option in world} == world
     assert options["rules"] == world
+    assert loaded.timing.fic_propagation_seconds == found["ficPropagationSeconds"]
+    assert harness.ctl.resources_under(f"{RG}/rg-ml/providers/Microsoft.ManagedIdentity/") == {}
     text = (tmp_path / "conformance.json").read_text()
     assert SUB not in text
     assert IDENTITY_PRINCIPAL not in text

@@ -96,7 +96,11 @@ def test_broken_wiring_fails_a_mount_job_with_a_hint_and_in_container_completes(
     assert failure["code"] == "ScriptExecution.StreamAccess.Authentication"
     assert "ExtensionReady is False (ExtensionIdentityMismatch" in failure["hint"]
     assert "spec.model.delivery: InContainer" in failure["hint"]
-    assert any(e.reason == "JobFailed" and e.type == "Warning" for e in harness.events(mounted))
+    wait_for(  # the event follows the status write
+        lambda: any(e.reason == "JobFailed" and e.type == "Warning" for e in harness.events(mounted)),
+        10,
+        what="a JobFailed Warning event",
+    )
     # the compute is not Ready any more: put it right for admission, but break the sidecar itself (F23)
     harness.ctl.patch(
         EXTENSION_ID,

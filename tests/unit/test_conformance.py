@@ -92,3 +92,10 @@ def test_the_report_names_no_ids():
     assert "6f1c2b1e" not in redacted
     assert "8e2d4c6a" not in redacted
     assert redacted == "403 for <resource> by <id>"
+
+
+def test_a_timing_is_the_slowest_seen_with_p50_and_max():
+    value, figures = c.seconds_option([0.52, 1.49, 0.61])
+    assert value == 1.5
+    assert figures == {"p50": 0.61, "max": 1.49, "samples": 3}
+    assert c.seconds_option([]) == (None, {})

@@ -7,10 +7,13 @@ first). It writes a JSON report to attach to an issue and a world-options file t
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import secrets
 import signal
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +31,12 @@ from amlwire.domain.conformance import Finding, Probe
 
 ML = "Microsoft.MachineLearningServices"
 ML_API = "2024-04-01"
-COMPUTE_PREFIX = "amlwconf-"  # AML compute names are at most 16 characters: the prefix and 6 hex digits
+MSI = "Microsoft.ManagedIdentity/userAssignedIdentities"
+MSI_API = "2023-01-31"
+AUTHZ_API = "2022-04-01"
+READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+PROPAGATION_TIMEOUT = 900.0  # Learn: role assignments can take up to 10 minutes
+COMPUTE_PREFIX = "amlwconf-"  # what a run creates is named so (AML compute names: at most 16 characters)
 STATUS_POLLS = 200
 
 
@@ -42,6 +50,10 @@ class Inputs:
     timed_out_job: str | None
     deleted_issuer: str | None
     allow_writes: bool
+    kubeconfig: Path | None = None
+    kube_context: str | None = None
+    location: str = "eastus"
+    samples: int = 3
 
     def given(self, need: str) -> bool:
         return bool(getattr(self, need))
@@ -49,6 +61,10 @@ class Inputs:
 
 class Denied(Exception):
     """Azure answered 403: the probe needs a role the caller lacks."""
+
+
+class Refused(Exception):
+    """Azure refused a step of a probe otherwise (the probe reports it)."""
 
 
 class Answer:
@@ -66,6 +82,12 @@ class Answer:
     def code(self) -> str:
         return str((self.body.get("error") or {}).get("code") or "")
 
+    @property
+    def refusal(self) -> str:
+        """How Azure said no: status, code and the first line of its message."""
+        message = str((self.body.get("error") or {}).get("message") or "").split("\n")[0][:300]
+        return f"{self.status} {self.code}: {message}".rstrip(": ")
+
 
 class Conformance:
     """The probes, run against ARM through amlwire's own pipeline (auth, retries, the ARM budget's pacing)."""
@@ -74,6 +96,10 @@ class Conformance:
         self.clients = clients
         self.inputs = inputs
         self.created: list[str] = []  # compute names this run attached and has not yet detached
+        self.identities: list[str] = []  # scratch identities (resource paths) this run made and has not deleted
+        self.assignments: list[str] = []  # role assignments (resource paths) this run made and has not deleted
+        self._identity: dict[str, Any] | None = None
+        self.token: str | None = None  # an ARM token of the scratch identity, once Entra exchanged for one
 
     # -- HTTP -------------------------------------------------------------------------------------------
     def request(self, method: str, url: str, body: dict[str, Any] | None = None) -> Answer:
@@ -92,6 +118,9 @@ class Conformance:
     def arm(self, method: str, path: str, body: dict[str, Any] | None = None, api: str = ML_API) -> Answer:
         return self.request(method, f"{self.clients.settings.arm_endpoint}{path}?api-version={api}", body)
 
+    def group_path(self) -> str:
+        return f"/subscriptions/{self.inputs.subscription}/resourceGroups/{self.inputs.group}"
+
     def workspace_path(self) -> str:
         i = self.inputs
         return f"/subscriptions/{i.subscription}/resourceGroups/{i.group}/providers/{ML}/workspaces/{i.workspace}"
@@ -100,7 +129,7 @@ class Conformance:
     def run(self) -> list[Finding]:
         with _interrupts_raise():
             try:
-                if self.inputs.allow_writes and self.inputs.workspace:
+                if self.inputs.allow_writes:
                     self.remove_leftovers()
                 return [self.probe(p) for p in c.PROBES]
             finally:
@@ -115,6 +144,8 @@ class Conformance:
             return Finding(probe.id, "not run", skipped="writes: run with --allow-writes (scratch resource group)")
         try:
             return PROBE_RUNS[probe.id](self)
+        except Refused as refused:
+            return Finding(probe.id, str(refused))
         except Denied as denied:
             return Finding(
                 probe.id,
@@ -160,10 +191,17 @@ class Conformance:
         return words
 
     def remove_leftovers(self) -> None:
-        listed = self.arm("GET", f"{self.workspace_path()}/computes").body.get("value") or []
-        for compute in listed:
-            if str(compute.get("name", "")).startswith(COMPUTE_PREFIX):
-                self.created.append(str(compute["name"]))
+        """What an earlier run killed outright left: its computes and scratch identities (by their prefix)."""
+        if self.inputs.workspace:
+            listed = self.arm("GET", f"{self.workspace_path()}/computes").body.get("value") or []
+            self.created += [str(x["name"]) for x in listed if str(x.get("name", "")).startswith(COMPUTE_PREFIX)]
+        try:
+            identities = self.arm("GET", f"{self.group_path()}/providers/{MSI}", api=MSI_API).body.get("value") or []
+        except Denied:
+            identities = []
+        for identity in identities:
+            if str(identity.get("name", "")).startswith(COMPUTE_PREFIX):
+                self.identities.append(f"{self.group_path()}/providers/{MSI}/{identity['name']}")
         self.clean_up()
 
     def clean_up(self) -> None:
@@ -173,6 +211,82 @@ class Conformance:
             if answer.status < 300:
                 self.follow(answer)
             self.created.pop()
+        while self.assignments:
+            self.arm("DELETE", self.assignments[-1], api=AUTHZ_API)
+            self.assignments.pop()
+        while self.identities:  # its federated credentials go with it
+            self.arm("DELETE", self.identities[-1], api=MSI_API)
+            self.identities.pop()
+        self._identity = None
+
+    # -- a scratch identity, federated credentials and tokens ---------------------------------------------
+    def scratch_identity(self) -> dict[str, Any]:
+        if self._identity is None:
+            path = f"{self.group_path()}/providers/{MSI}/{COMPUTE_PREFIX}{secrets.token_hex(3)}"
+            answer = self.arm("PUT", path, {"location": self.inputs.location}, api=MSI_API)
+            if answer.status >= 300:
+                raise Refused(f"creating a scratch identity was refused: {answer.refusal}")
+            self.identities.append(path)
+            self._identity = {"path": path, **(answer.body.get("properties") or {})}
+        return self._identity
+
+    def put_credential(self, name: str, issuer: str, subject: str) -> tuple[Answer, float]:
+        body = {"properties": {"issuer": issuer, "subject": subject, "audiences": [c.AUDIENCE]}}
+        path = f"{self.scratch_identity()['path']}/federatedIdentityCredentials/{name}"
+        started = time.monotonic()
+        answer = self.arm("PUT", path, body, api=MSI_API)
+        return answer, time.monotonic() - started
+
+    def exchange(self, assertion: str, scope: str) -> tuple[int, dict[str, Any]]:
+        """Entra's client-assertion exchange for the scratch identity, as the workload identity webhook's
+        credential does it."""
+        import requests
+
+        identity = self.scratch_identity()
+        authority = os.environ.get("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com").rstrip("/")
+        form = {
+            "client_id": identity["clientId"],
+            "scope": scope,
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+        }
+        answer = requests.post(
+            f"{authority}/{identity['tenantId']}/oauth2/v2.0/token", data=form, timeout=30, verify=self.verify()
+        )
+        try:
+            return answer.status_code, answer.json()
+        except ValueError:
+            return answer.status_code, {}
+
+    def verify(self) -> str | bool:
+        bundle = self.clients.settings.ca_bundle
+        return str(bundle) if bundle else True
+
+    def service_account_token(self) -> str:
+        """A token of the cluster's default service account for Entra (TokenRequest: nothing is stored)."""
+        from kubernetes import client, config
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[c.AUDIENCE], expiration_seconds=3600)
+        )
+        try:
+            api = config.new_client_from_config(
+                config_file=str(self.inputs.kubeconfig), context=self.inputs.kube_context
+            )
+            made = client.CoreV1Api(api).create_namespaced_service_account_token("default", "default", request)
+        except ApiException as error:
+            raise Refused(
+                f"the cluster refused a token for service account default/default: {error.status} {error.reason} "
+                "(needs create on serviceaccounts/token in namespace default)"
+            ) from None
+        except (HTTPError, OSError, config.ConfigException) as error:
+            raise Refused(f"the cluster could not be asked for a token: {type(error).__name__}") from None
+        if made.status is None:
+            raise Refused("the cluster issued no service-account token")
+        return str(made.status.token)
 
 
 @contextmanager
@@ -243,6 +357,110 @@ def stream_access_error(run: Conformance) -> Finding:
     return Finding("stream-access-error", said, value)
 
 
+def fic_write_window(run: Conformance) -> Finding:
+    """Two writes on one identity, the second 50 ms into the first: the window is how long the first held the
+    identity, when the second was refused meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    durations, refused_meanwhile = [], []
+    with ThreadPoolExecutor(1) as writer:
+        for i in range(run.inputs.samples):
+            first = writer.submit(run.put_credential, f"{COMPUTE_PREFIX}w{i}a", ISSUER, f"a{i}")
+            time.sleep(0.05)
+            second, _ = run.put_credential(f"{COMPUTE_PREFIX}w{i}b", ISSUER, f"b{i}")
+            answer, seconds = first.result()
+            if answer.status >= 300:
+                raise Refused(f"a credential write was refused: {answer.refusal}")
+            refused_meanwhile.append(second.status == 409)
+            durations.append(seconds)
+            while second.status == 409:  # written in the end, as a caller would retry it
+                time.sleep(0.1)
+                second, _ = run.put_credential(f"{COMPUTE_PREFIX}w{i}b", ISSUER, f"b{i}")
+    if not any(refused_meanwhile):
+        return Finding("fic-write-window", "a second write 50 ms into the first was never refused", 0.0)
+    value, figures = c.seconds_option(durations)
+    said = f"a write holds the identity {figures['p50']} s (p50), {figures['max']} s (max); a second meanwhile: 409"
+    return Finding("fic-write-window", said, value, figures=figures)
+
+
+def fic_propagation(run: Conformance) -> Finding:
+    """A token of the cluster's default service account, federated anew for each sample: seconds from the
+    credential's write until Entra exchanges the token with it."""
+    token = run.service_account_token()
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    issuer, subject = str(claims["iss"]), str(claims["sub"])
+    scope = run.clients.settings.arm_endpoint.rstrip("/") + "/.default"
+    identity = run.scratch_identity()["path"]
+    samples = []
+    for i in range(run.inputs.samples):
+        if i:  # one credential per issuer and subject: the next sample replaces the last
+            run.arm("DELETE", f"{identity}/federatedIdentityCredentials/{COMPUTE_PREFIX}p{i - 1}", api=MSI_API)
+        answer, _ = run.put_credential(f"{COMPUTE_PREFIX}p{i}", issuer, subject)
+        if answer.status >= 300:
+            raise Refused(f"the credential was refused: {answer.refusal}")
+
+        def exchanged() -> bool:
+            status, body = run.exchange(token, scope)
+            run.token = str(body["access_token"]) if status == 200 else run.token
+            return status == 200
+
+        samples.append(_until(exchanged, "Entra to honour the credential"))
+    value, figures = c.seconds_option(samples)
+    said = f"honoured after {figures['p50']} s (p50), {figures['max']} s (max)"
+    return Finding("fic-propagation", said, value, figures=figures)
+
+
+def role_propagation(run: Conformance) -> Finding:
+    """Reader on the scratch identity, for the identity itself: seconds until its own token may read it."""
+    import requests
+
+    if run.token is None:
+        fic_propagation(run)
+    identity = run.scratch_identity()
+    path, endpoint = identity["path"], run.clients.settings.arm_endpoint.rstrip("/")
+
+    def reads_itself() -> int:
+        return requests.get(
+            f"{endpoint}{path}?api-version={MSI_API}",
+            headers={"Authorization": f"Bearer {run.token}"},
+            timeout=30,
+            verify=run.verify(),
+        ).status_code
+
+    reader = f"/subscriptions/{run.inputs.subscription}/providers/Microsoft.Authorization/roleDefinitions/{READER}"
+    body = {
+        "properties": {
+            "roleDefinitionId": reader,
+            "principalId": identity["principalId"],
+            "principalType": "ServicePrincipal",
+        }
+    }
+    samples = []
+    for _ in range(run.inputs.samples):
+        assignment = f"{path}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}"
+        answer = run.arm("PUT", assignment, body, api=AUTHZ_API)
+        if answer.status >= 300:
+            raise Refused(f"the role assignment was refused: {answer.refusal}")
+        run.assignments.append(assignment)
+        samples.append(_until(lambda: reads_itself() == 200, "the role to take effect"))
+        run.arm("DELETE", assignment, api=AUTHZ_API)
+        run.assignments.remove(assignment)
+        _until(lambda: reads_itself() != 200, "the role's removal to take effect")  # before the next sample
+    value, figures = c.seconds_option(samples)
+    said = f"effective after {figures['p50']} s (p50), {figures['max']} s (max)"
+    return Finding("role-propagation", said, value, figures=figures)
+
+
+def _until(done: Callable[[], bool], what: str) -> float:
+    """Seconds until `done()`, asked every quarter second; a Refused past the propagation timeout."""
+    started = time.monotonic()
+    while not done():
+        if time.monotonic() - started > PROPAGATION_TIMEOUT:
+            raise Refused(f"waited {PROPAGATION_TIMEOUT:.0f} s for {what}")
+        time.sleep(0.25)
+    return time.monotonic() - started
+
+
 def deleted_cluster_issuer(run: Conformance) -> Finding:
     import requests
 
@@ -263,8 +481,12 @@ PROBE_RUNS: dict[str, Callable[[Conformance], Finding]] = {
     "operation-status-words": operation_status_words,
     "job-timeout": job_timeout,
     "stream-access-error": stream_access_error,
+    "fic-write-window": fic_write_window,
+    "fic-propagation": fic_propagation,
+    "role-propagation": role_propagation,
     "deleted-cluster-issuer": deleted_cluster_issuer,
 }
+ISSUER = "https://amlwire-conformance.invalid/"  # the write-window probe's credentials are never exchanged
 
 
 # -- the command ------------------------------------------------------------------------------------------
@@ -308,7 +530,15 @@ def _print_permissions(console: Console) -> None:
 @click.option("--failed-job", help=f"A job that failed with {c.STREAM_AUTH} (how AML shaped its error).")
 @click.option("--timed-out-job", help="A job that ran past its limits.timeout (how it ended).")
 @click.option("--deleted-issuer", help="The OIDC issuer URL of an AKS cluster you deleted.")
-@click.option("--allow-writes", is_flag=True, help="Run the probes that attach and detach a compute.")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A kubeconfig of the AKS cluster: the propagation probes federate its default service account's token.",
+)
+@click.option("--context", "kube_context", help="The kubeconfig context to use.")
+@click.option("--location", default="eastus", show_default=True, help="Region of the scratch identity.")
+@click.option("--samples", default=3, show_default=True, type=click.IntRange(1, 10), help="Timings measured.")
+@click.option("--allow-writes", is_flag=True, help="Run the probes that write (in the scratch resource group).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path(), show_default=True)
 @click.option("--include-ids", is_flag=True, help="Keep subscription, resource and object IDs in the report.")
 @click.option("--print-permissions", is_flag=True, help="List what each probe needs, and exit.")
@@ -320,6 +550,10 @@ def conformance(
     failed_job: str | None,
     timed_out_job: str | None,
     deleted_issuer: str | None,
+    kubeconfig: Path | None,
+    kube_context: str | None,
+    location: str,
+    samples: int,
     allow_writes: bool,
     out: Path,
     include_ids: bool,
@@ -335,7 +569,20 @@ def conformance(
         raise click.UsageError("--subscription and --resource-group (a scratch resource group) are required")
     from amlwire.adapters.azure.clients import AzureClients
 
-    inputs = Inputs(subscription, group, workspace, cluster, failed_job, timed_out_job, deleted_issuer, allow_writes)
+    inputs = Inputs(
+        subscription,
+        group,
+        workspace,
+        cluster,
+        failed_job,
+        timed_out_job,
+        deleted_issuer,
+        allow_writes,
+        kubeconfig,
+        kube_context,
+        location,
+        samples,
+    )
     run = Conformance(AzureClients(load_settings()), inputs)
     try:
         findings = run.run()

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Need = Literal["workspace", "cluster", "failed_job", "timed_out_job", "deleted_issuer"]
-PREFIX = "amlwire-conformance-"  # every object a run creates; a rerun deletes leftovers with it first
+Need = Literal["workspace", "cluster", "failed_job", "timed_out_job", "deleted_issuer", "kubeconfig"]
+AUDIENCE = "api://AzureADTokenExchange"
 STREAM_AUTH = "ScriptExecution.StreamAccess.Authentication"
 SEGMENTS = tuple(STREAM_AUTH.split("."))
 FINISHED_WORDS = frozenset({"succeeded", "failed", "canceled", "cancelled"})
@@ -90,6 +90,48 @@ PROBES: tuple[Probe, ...] = (
         scope="the workspace",
     ),
     Probe(
+        "fic-write-window",
+        "msi.fic-concurrent",
+        "timing.ficWriteWindowSeconds",
+        "how long a federated credential write holds its identity: a second write meanwhile gets 409 "
+        "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity",
+        writes=True,
+        role="Managed Identity Contributor",
+        actions=(
+            "Microsoft.ManagedIdentity/userAssignedIdentities/write",
+            "Microsoft.ManagedIdentity/userAssignedIdentities/delete",
+            "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write",
+        ),
+        scope="the scratch resource group",
+    ),
+    Probe(
+        "fic-propagation",
+        "entra.fic-propagation",
+        "timing.ficPropagationSeconds",
+        "seconds from writing a federated credential until Entra exchanges the cluster's service-account token "
+        "with it (p50 and max over a few writes)",
+        needs=("kubeconfig",),
+        writes=True,
+        role="Managed Identity Contributor",
+        actions=(
+            "Microsoft.ManagedIdentity/userAssignedIdentities/write",
+            "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write",
+            "serviceaccounts/token create (Kubernetes, namespace default)",
+        ),
+        scope="the scratch resource group",
+    ),
+    Probe(
+        "role-propagation",
+        "authz.ra-propagation",
+        "timing.rolePropagationSeconds",
+        "seconds from assigning Reader on the scratch identity until the identity itself may read it",
+        needs=("kubeconfig",),
+        writes=True,
+        role="Role Based Access Control Administrator",
+        actions=("Microsoft.Authorization/roleAssignments/write", "Microsoft.Authorization/roleAssignments/delete"),
+        scope="the scratch resource group",
+    ),
+    Probe(
         "deleted-cluster-issuer",
         "aks.issuer-after-delete",
         "rules.deletedClusterIssuer",
@@ -100,14 +142,12 @@ PROBES: tuple[Probe, ...] = (
     ),
 )
 BY_ID = {p.id: p for p in PROBES}
+IDENTITY_WRITES = ("Microsoft.ManagedIdentity/userAssignedIdentities/write",)
 # Unverified behaviours no probe settles yet, and why: the report says so rather than guessing.
 NOT_PROBED = {
     "rules.bareExtension": "needs a job on a cluster whose extension a bare ARM PUT installed",
     "clusters[].sidecarCredential": "needs the AzureML extension pods' logs of a cluster",
     "clusters[].jobServiceAccount": "needs the AzureML extension pods of a cluster",
-    "timing.ficPropagationSeconds": "needs a service-account token from a cluster's issuer",
-    "timing.rolePropagationSeconds": "needs a token of the identity a role is assigned to",
-    "timing.ficWriteWindowSeconds": "needs concurrent credential writes on a scratch identity",
 }
 
 
@@ -118,7 +158,7 @@ class Finding:
 
     probe: str
     answer: str
-    value: str | None = None
+    value: str | float | None = None
     skipped: str = ""  # why it did not run (an input not given, a permission missing, writes not allowed)
     figures: Mapping[str, Any] = field(default_factory=dict)
 
@@ -226,3 +266,12 @@ def redact(text: str) -> str:
 def permissions_table() -> list[tuple[str, str, str, str]]:
     """(probe, role, actions, scope) for --print-permissions."""
     return [(p.id, p.role or "none", ", ".join(p.actions) or "-", p.scope) for p in PROBES]
+
+
+def seconds_option(samples: list[float]) -> tuple[float | None, dict[str, float]]:
+    """A timing option from measured seconds: the slowest seen (what amlwire must wait for), with p50 and max."""
+    if not samples:
+        return None, {}
+    ordered = sorted(samples)
+    figures = {"p50": round(ordered[len(ordered) // 2], 2), "max": round(ordered[-1], 2), "samples": len(ordered)}
+    return round(ordered[-1], 1), figures

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from amlwire_sandbox import ids
-from amlwire_sandbox.http import MSI, Call, json_response, paged
+from amlwire_sandbox.http import MSI, RG, Call, json_response, paged
 from amlwire_sandbox.router import route
 from amlwire_sandbox.state import ArmError, not_found
 
@@ -39,6 +39,24 @@ def put_identity(call: Call) -> web.Response:
         rid, ids.MSI, {"location": body.get("location", "eastus"), "tags": body.get("tags", {}), "properties": props}
     )
     return json_response(resource.body, status=200 if existing else 201)
+
+
+@route("GET", "msi.identity.list", RG + "/Microsoft.ManagedIdentity/userAssignedIdentities", IDENTITIES + "/read")
+def list_identities(call: Call) -> web.Response:
+    group = f"/subscriptions/{call.params['sub']}/resourceGroups/{call.params['rg']}".lower()
+    found = [r.body for r in call.state.of_type(ids.MSI) if r.id.lower().startswith(group + "/")]
+    return json_response(paged(call, found, call.state.timing.page_size))
+
+
+@route("DELETE", "msi.identity", MSI, IDENTITIES + "/delete")
+def delete_identity(call: Call) -> web.Response:
+    rid = call.id(MSI)
+    if call.state.get(rid) is None:
+        return web.Response(status=204)
+    for child in [k for k in call.state.resources if k.startswith(rid.lower() + "/")]:  # rule: msi.identity-delete
+        call.state.resources.pop(child)
+    call.state.delete(rid)
+    return web.Response(status=200)
 
 
 @route("GET", "msi.fic.list", MSI + "/federatedIdentityCredentials", FICS + "/read")
