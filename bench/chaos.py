@@ -33,6 +33,7 @@ from amlwire_devenv.chaos import (
     stack_problems,
     wait_until,
 )
+from amlwire_devenv.cluster import as_object
 from bench.common import GROUP, VERSION, delete_everything, stack, start_plane
 
 
@@ -49,6 +50,10 @@ def crash_campaign(plane: Any, kube: Any, iterations: int, seed: int) -> list[It
         operator.stop()
         delete_everything(campaign.custom)
         local.close()
+
+
+def job_of(custom: Any, name: str) -> dict[str, Any]:
+    return as_object(custom.get_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs", name))
 
 
 def fault_run(plane: Any, kube: Any, faults: bool, seed: int) -> dict[str, Any]:
@@ -74,7 +79,7 @@ def fault_run(plane: Any, kube: Any, faults: bool, seed: int) -> dict[str, Any]:
             names.append(item["metadata"]["name"])
 
         def compute(name: str) -> dict[str, Any]:
-            return custom.get_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name)  # type: ignore[no-any-return]
+            return as_object(custom.get_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name))
 
         wait_until(lambda: is_true(compute("robotics-gpu")), 120)
         jobs = []
@@ -86,7 +91,12 @@ def fault_run(plane: Any, kube: Any, faults: bool, seed: int) -> dict[str, Any]:
 
         def done() -> bool:
             statuses = [
-                (custom.get_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs", j).get("status") or {})
+                (
+                    as_object(custom.get_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs", j)).get(
+                        "status"
+                    )
+                    or {}
+                )
                 for j in jobs
             ]
             return all(is_true(compute(n)) for n in names) and all(s.get("amlStatus") == "Completed" for s in statuses)

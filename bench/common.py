@@ -11,6 +11,7 @@ from pathlib import Path
 from kubernetes import client
 
 from amlwire_devenv.chaos import is_true, wait_until
+from amlwire_devenv.cluster import as_object, items_of
 from amlwire_devenv.controlplane import ControlPlane, find_binaries
 from amlwire_devenv.stack import LocalStack, kube_client, prepare_cluster
 from amlwire_sandbox.world import World
@@ -53,18 +54,18 @@ def wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) 
 
 
 def is_ready(custom: client.CustomObjectsApi, name: str) -> bool:
-    return is_true(custom.get_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name))
+    return is_true(as_object(custom.get_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name)))
 
 
 def delete_everything(custom: client.CustomObjectsApi) -> None:
     """Every AmlJob and AttachedCompute, finalizers and all: the next run starts from an empty apiserver."""
-    for item in custom.list_cluster_custom_object(GROUP, VERSION, "amljobs")["items"]:
+    for item in items_of(custom.list_cluster_custom_object(GROUP, VERSION, "amljobs")):
         meta = item["metadata"]
         custom.patch_namespaced_custom_object(
             GROUP, VERSION, meta["namespace"], "amljobs", meta["name"], {"metadata": {"finalizers": []}}
         )
         custom.delete_namespaced_custom_object(GROUP, VERSION, meta["namespace"], "amljobs", meta["name"])
-    for item in custom.list_cluster_custom_object(GROUP, VERSION, "attachedcomputes")["items"]:
+    for item in items_of(custom.list_cluster_custom_object(GROUP, VERSION, "attachedcomputes")):
         name = item["metadata"]["name"]
         custom.patch_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name, {"metadata": {"finalizers": []}})
         custom.delete_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name)

@@ -25,6 +25,7 @@ from kubernetes import client
 from rich.console import Console
 from rich.table import Table
 
+from amlwire_devenv.cluster import as_object, items_of
 from amlwire_devenv.stack import OPERATOR_PRINCIPAL_ID, LocalStack, spawn_operator
 from amlwire_sandbox.world import IdentityWorld, StorageAccountWorld, WorkspaceIdentity, WorkspaceWorld, World
 from bench.common import GROUP, REPO, VERSION, fast_world, is_ready, start_plane, wait
@@ -74,7 +75,8 @@ def compute_for(index: int) -> dict[str, Any]:
 def duplicates(resources: dict[str, dict[str, Any]]) -> tuple[int, int]:
     """Federated credentials with the same (identity, issuer, subject), and role assignments with the same
     (scope, role, principal): more than one of each is a duplicate."""
-    fics, roles = Counter(), Counter()
+    fics: Counter[tuple[str, ...]] = Counter()
+    roles: Counter[tuple[str, ...]] = Counter()
     for rid, body in resources.items():
         props = body.get("properties") or {}
         if "/federatedIdentityCredentials/" in rid:
@@ -121,7 +123,7 @@ class Fleet:
     def gone(self, index: int) -> bool:
         names = {
             c["metadata"]["name"]
-            for c in self.customs[index].list_cluster_custom_object(GROUP, VERSION, "attachedcomputes")["items"]
+            for c in items_of(self.customs[index].list_cluster_custom_object(GROUP, VERSION, "attachedcomputes"))
         }
         return "robotics-gpu" not in names
 
@@ -134,7 +136,7 @@ class Fleet:
         custom.create_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs", manifest)
 
         def status() -> str:
-            job = custom.get_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs", name)
+            job = as_object(custom.get_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs", name))
             return (job.get("status") or {}).get("amlStatus", "")
 
         wait(lambda: status() in ("Completed", "Failed", "Canceled"), 180, 0.2)

@@ -15,6 +15,7 @@ import os
 import signal
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from amlwire_devenv.chaos import example
+from amlwire_devenv.cluster import items_of
 from amlwire_devenv.ports import free_port
 from amlwire_devenv.stack import spawn_operator
 from bench.common import GROUP, VERSION, fast_world, is_ready, stack, start_plane, wait
@@ -77,7 +79,7 @@ def submit_aml_jobs(custom: client.CustomObjectsApi, local: Any, prefix: str, co
 
 
 def _count(custom: client.CustomObjectsApi, prefix: str, test: Any) -> int:
-    items = custom.list_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs")["items"]
+    items = items_of(custom.list_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs"))
     return sum(1 for i in items if i["metadata"]["name"].startswith(prefix + "-") and test(i.get("status") or {}))
 
 
@@ -141,7 +143,7 @@ def main() -> None:
             if latency:
                 local.ctl.add_fault(route="*", latency=latency, probability=1.0)
             raw = raw_sdk_submissions(ml, f"raw{number}", args.jobs)
-            processes = {"operator": operator.pid, **{p.args[0].rsplit("/", 1)[-1]: p.pid for p in plane._procs}}
+            processes = {"operator": operator.pid, **{_program(p.args): p.pid for p in plane._procs}}
             before = {k: cpu_seconds(v) for k, v in processes.items()}
             profiler = _profile(operator.pid)
             seconds = submit_aml_jobs(custom, local, f"bench{number}", args.jobs)
@@ -152,9 +154,7 @@ def main() -> None:
             r["runs"].append({"latency": latency, "raw": raw, "amlwire": seconds, "cpu": cpu})
             local.ctl.clear_faults()
             wait(
-                lambda number=number: (
-                    _count(custom, f"bench{number}", lambda s: s.get("amlStatus") == "Running") == args.jobs
-                ),
+                partial(_all_running, custom, f"bench{number}", args.jobs),
                 300,
                 1.0,
             )
@@ -243,3 +243,13 @@ def report(console: Console, count: int, r: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _program(args: Any) -> str:
+    """The program's name of a process started with `args` (a list or a string)."""
+    first = args[0] if isinstance(args, list | tuple) else args
+    return str(first).rsplit("/", 1)[-1]
+
+
+def _all_running(custom: Any, prefix: str, jobs: int) -> bool:
+    return _count(custom, prefix, lambda s: s.get("amlStatus") == "Running") == jobs

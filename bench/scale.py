@@ -28,6 +28,7 @@ from rich.table import Table
 
 from amlwire.config import Settings
 from amlwire_devenv.chaos import example
+from amlwire_devenv.cluster import items_of
 from amlwire_sandbox.world import ArmLimits, WorkspaceWorld
 from bench.common import GROUP, VERSION, delete_everything, fast_world, is_ready, stack, start_plane, wait
 from bench.jobs import cpu_seconds, rss_mb
@@ -126,7 +127,7 @@ def create_jobs(custom: client.CustomObjectsApi, prefix: str, count: int, comput
 
 
 def count_jobs(custom: client.CustomObjectsApi, prefix: str, test: Any) -> int:
-    items = custom.list_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs")["items"]
+    items = items_of(custom.list_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs"))
     return sum(1 for i in items if i["metadata"]["name"].startswith(prefix) and test(i.get("status") or {}))
 
 

@@ -88,7 +88,7 @@ def raw_sdk_wiring(local: Any, spec: dict[str, Any]) -> float:
         authz.role_assignments.create(
             grant["scope"],
             assignment_name(grant["scope"], grant["role"], "x"),
-            RoleAssignmentCreateParameters(
+            RoleAssignmentCreateParameters(  # type: ignore[call-arg]  # flattened properties
                 role_definition_id=role_definition_id(sub, grant["role"]),
                 principal_id=identity.principal_id,
                 principal_type="ServicePrincipal",

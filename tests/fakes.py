@@ -17,7 +17,7 @@ from amlwire.domain import azure as az
 from amlwire.domain.errors import AzureError, AzureNotFound, KubeConflict, KubeForbidden, KubeNotFound
 from amlwire.domain.jobs import JobDetails, JobListing, JobRequest, JobSnapshot, RunResults
 from amlwire.reconcile.common import Event
-from amlwire.reconcile.ports import ObjectRef, ServiceAccountInfo
+from amlwire.reconcile.ports import AzurePort, KubePort, ObjectRef, ServiceAccountInfo
 
 SUB = "6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -405,3 +405,8 @@ def at(minutes: float = 0.0) -> datetime:
 
 def same(a: str, b: str) -> bool:
     return az.same_id(a, b)
+
+
+def _fakes_implement_the_ports() -> tuple[AzurePort, KubePort]:
+    """mypy checks each fake against its port (a method missing or of another signature is a type error)."""
+    return FakeAzure(), FakeKube()

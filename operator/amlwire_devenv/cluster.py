@@ -80,3 +80,15 @@ def ensure_namespace(api: client.ApiClient, name: str) -> None:
     except client.ApiException as error:
         if error.status != 409:
             raise
+
+
+def as_object(found: object) -> dict[str, Any]:
+    """A custom object as the Kubernetes client returns it (typed `object`): a JSON object."""
+    if not isinstance(found, dict):
+        raise TypeError(f"expected a JSON object from the apiserver, got {type(found).__name__}")
+    return found
+
+
+def items_of(found: object) -> list[dict[str, Any]]:
+    """The items of a custom-object list as the Kubernetes client returns it."""
+    return list(as_object(found)["items"])

@@ -73,6 +73,13 @@ class SandboxClient:
         resources = {k.lower(): v for k, v in self.state()["resources"].items()}
         return resources.get(resource_id.rstrip("/").lower())
 
+    def require(self, resource_id: str) -> dict[str, Any]:
+        """A resource that must exist (a KeyError naming it if not)."""
+        found = self.resource(resource_id)
+        if found is None:
+            raise KeyError(f"no resource {resource_id} in the sandbox")
+        return found
+
     def resources_under(self, prefix: str) -> dict[str, dict[str, Any]]:
         return {k: v for k, v in self.state()["resources"].items() if k.lower().startswith(prefix.lower())}
 

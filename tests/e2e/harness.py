@@ -16,6 +16,7 @@ from amlwire.adapters.kube.adapter import INSTANCE_TYPES
 from amlwire.api.reasons import REASONS
 from amlwire.reconcile.attachedcompute import OWNER_LABEL
 from amlwire_devenv.chaos import condition
+from amlwire_devenv.cluster import as_object, items_of
 from amlwire_devenv.controlplane import ControlPlane
 from amlwire_devenv.stack import FIC_TYPE, LocalStack
 from amlwire_sandbox.world import World
@@ -110,7 +111,7 @@ class Harness(LocalStack):
         }
         for kind, namespace, name in self.created:
             try:
-                obj = (
+                obj = as_object(
                     self.custom.get_cluster_custom_object(GROUP, VERSION, kind, name)
                     if namespace is None
                     else self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, kind, name)
@@ -138,17 +139,18 @@ class Harness(LocalStack):
                 if error.status != 404:
                     raise
         for account in self.core.list_namespaced_service_account("azureml").items:
-            self.core.delete_namespaced_service_account(account.metadata.name, "azureml")
+            if account.metadata is not None and account.metadata.name:
+                self.core.delete_namespaced_service_account(account.metadata.name, "azureml")
         group, version, plural = INSTANCE_TYPES  # what the operator would have removed had it run the finalizer
         owned = self.custom.list_cluster_custom_object(group, version, plural, label_selector=OWNER_LABEL)
-        for item in owned["items"]:
+        for item in items_of(owned):
             self.custom.delete_cluster_custom_object(group, version, plural, item["metadata"]["name"])
 
     def adopt_everything(self) -> None:
         """Clean up, at close, the amlwire objects made behind the harness's back (by a campaign, say)."""
-        for item in self.custom.list_cluster_custom_object(GROUP, VERSION, "attachedcomputes")["items"]:
+        for item in items_of(self.custom.list_cluster_custom_object(GROUP, VERSION, "attachedcomputes")):
             self.created.append(("attachedcomputes", None, item["metadata"]["name"]))
-        for item in self.custom.list_cluster_custom_object(GROUP, VERSION, "amljobs")["items"]:
+        for item in items_of(self.custom.list_cluster_custom_object(GROUP, VERSION, "amljobs")):
             self.created.append(("amljobs", item["metadata"]["namespace"], item["metadata"]["name"]))
 
     # -- AttachedComputes -------------------------------------------------------------------------
@@ -161,7 +163,7 @@ class Harness(LocalStack):
         return name
 
     def compute(self, name: str) -> dict[str, Any]:
-        return self.custom.get_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name)
+        return as_object(self.custom.get_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name))
 
     def patch_compute(self, name: str, spec: dict[str, Any]) -> None:
         self.custom.patch_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name, {"spec": spec})
@@ -202,11 +204,13 @@ class Harness(LocalStack):
 
     def refusal(self, name: str, type_: str, reason: str) -> str:
         """The message of the compute's condition once it is False with `reason`."""
-        return condition(self.wait_condition(name, type_, "False", reason), type_)["message"]
+        found = condition(self.wait_condition(name, type_, "False", reason), type_)
+        assert found is not None
+        return str(found["message"])
 
     def register_model_version(self, name: str, version: str, like: str = "2") -> None:
         """Someone registers a model version (a copy of version `like`), behind amlwire's back."""
-        registered = self.ctl.resource(f"{WORKSPACE_ID}/models/{name}/versions/{like}")
+        registered = self.ctl.require(f"{WORKSPACE_ID}/models/{name}/versions/{like}")
         self.ctl.create(
             f"{WORKSPACE_ID}/models/{name}/versions/{version}",
             "Microsoft.MachineLearningServices/workspaces/models/versions",
@@ -257,7 +261,7 @@ class Harness(LocalStack):
         return str(manifest["metadata"]["name"])
 
     def job(self, name: str, namespace: str = "robotics") -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "amljobs", name)
+        return as_object(self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "amljobs", name))
 
     def wait_job(
         self,

@@ -135,6 +135,7 @@ def test_local_accounts_disabled_blocks_the_cluster_writes_nothing_and_says_how_
 def finish_namespace_deletion(core: client.CoreV1Api, namespace: str) -> None:
     """What the namespace controller (kube-controller-manager, absent from this apiserver) does at the end."""
     found = core.read_namespace(namespace)
+    assert found.spec is not None
     found.spec.finalizers = []
     core.replace_namespace_finalize(namespace, found)
 

@@ -172,10 +172,23 @@ def _used(records: list[dict[str, Any]]) -> tuple[set[tuple[str, str, str]], lis
     return used, forbidden
 
 
+def token_of(request: client.AuthenticationV1TokenRequest) -> str:
+    assert request.status is not None
+    return str(request.status.token)
+
+
 def _tokens(core: client.CoreV1Api, tmp: Path, plane: Any) -> tuple[Path, Path]:
-    api = core.create_namespaced_service_account_token("amlwire", NAMESPACE, {"spec": {"expirationSeconds": 3600}})
+    api = core.create_namespaced_service_account_token(
+        "amlwire",
+        NAMESPACE,
+        client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)),
+    )
     azure = core.create_namespaced_service_account_token(
-        "amlwire", NAMESPACE, {"spec": {"audiences": ["api://AzureADTokenExchange"], "expirationSeconds": 3600}}
+        "amlwire",
+        NAMESPACE,
+        client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=["api://AzureADTokenExchange"], expiration_seconds=3600)
+        ),
     )
     kubeconfig = tmp / "chart-sa.kubeconfig"
     kubeconfig.write_text(
@@ -187,13 +200,13 @@ def _tokens(core: client.CoreV1Api, tmp: Path, plane: Any) -> tuple[Path, Path]:
                 "clusters": [
                     {"name": "local", "cluster": {"server": plane.server, "certificate-authority": str(plane.ca_file)}}
                 ],
-                "users": [{"name": "sa", "user": {"token": api.status.token}}],
+                "users": [{"name": "sa", "user": {"token": token_of(api)}}],
                 "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}],
             }
         )
     )
     token_file = tmp / "chart-azure-token"
-    token_file.write_text(azure.status.token)
+    token_file.write_text(token_of(azure))
     return kubeconfig, token_file
 
 

@@ -243,7 +243,7 @@ def run_az_role_assignment(harness: Harness, command_line: str) -> None:
 
 
 def compute_principal(harness: Harness, compute: str) -> str:
-    return harness.ctl.resource(f"{TEAM_ID}/computes/{compute}")["identity"]["principalId"]
+    return str(harness.ctl.require(f"{TEAM_ID}/computes/{compute}")["identity"]["principalId"])
 
 
 # -- the story --------------------------------------------------------------------------------------------

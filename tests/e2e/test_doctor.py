@@ -146,7 +146,7 @@ def _workspace_role_removed(harness, compute: str) -> None:
             harness.ctl.delete(key)
 
 
-FAULTS: list[tuple[str, Callable[[Any, str], None], dict[str, Any]]] = [
+FAULTS: list[tuple[str, Callable[[Any, str], object], dict[str, Any]]] = [
     (
         "F01",
         lambda h, c: h.ctl.patch(

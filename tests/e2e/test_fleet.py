@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from amlwire.domain.federation import credential_name
+from amlwire_devenv.cluster import items_of
 from amlwire_devenv.controlplane import ControlPlane, find_binaries
 from amlwire_devenv.stack import prepare_cluster, spawn_operator
 from amlwire_sandbox.cloud import issuer_url
@@ -41,7 +42,7 @@ def east(harness: Harness, east_plane: ControlPlane, tmp_path) -> Iterator[Harne
     stack = Harness(east_plane, kube, tmp_path / "east", joins=harness)
     stack.add_cluster("aks-east")
     process = spawn_operator(stack, tmp_path / "east-operator.log", job_poll_interval=0.5, drift_interval=600)
-    stack.operator_process = process  # type: ignore[attr-defined]  (a test that deletes the cluster stops it)
+    stack.operator_process = process  # type: ignore[attr-defined]
     try:
         yield stack
     finally:
@@ -232,7 +233,7 @@ def cluster_id(name: str) -> str:
 
 
 def gone(harness: Harness, name: str) -> bool:
-    items = harness.custom.list_cluster_custom_object("amlwire.io", "v1alpha1", "attachedcomputes")["items"]
+    items = items_of(harness.custom.list_cluster_custom_object("amlwire.io", "v1alpha1", "attachedcomputes"))
     return name not in {c["metadata"]["name"] for c in items}
 
 

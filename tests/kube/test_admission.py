@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from amlwire_devenv.cluster import ensure_namespace
+from amlwire_devenv.cluster import as_object, ensure_namespace
 from tests.conftest import GROUP, REPO, VERSION
 
 pytestmark = pytest.mark.kube
@@ -33,15 +33,17 @@ def fresh(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def create(custom: client.CustomObjectsApi, obj: dict[str, Any]) -> dict[str, Any]:
     if obj["kind"] == "AttachedCompute":
-        return custom.create_cluster_custom_object(GROUP, VERSION, "attachedcomputes", obj)
-    return custom.create_namespaced_custom_object(GROUP, VERSION, obj["metadata"]["namespace"], "amljobs", obj)
+        return as_object(custom.create_cluster_custom_object(GROUP, VERSION, "attachedcomputes", obj))
+    return as_object(
+        custom.create_namespaced_custom_object(GROUP, VERSION, obj["metadata"]["namespace"], "amljobs", obj)
+    )
 
 
 def rejection(custom: client.CustomObjectsApi, obj: dict[str, Any]) -> str:
     with pytest.raises(client.ApiException) as caught:
         create(custom, obj)
     assert caught.value.status == 422, caught.value.body
-    return json.loads(caught.value.body)["message"]
+    return str(json.loads(caught.value.body or "{}")["message"])
 
 
 def set_path(path: str, value: Any) -> Mutation:
@@ -49,7 +51,7 @@ def set_path(path: str, value: Any) -> Mutation:
         *parents, leaf = path.split(".")
         node = obj
         for part in parents:
-            node = node[int(part)] if part.isdigit() else node[part]
+            node = node[int(part)] if part.isdigit() else node[part]  # type: ignore[index]  # a list, then
         node[leaf] = value
 
     return mutate

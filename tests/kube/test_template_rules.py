@@ -70,7 +70,7 @@ def apiserver_answer(custom: client.CustomObjectsApi, spec: dict, i: int) -> str
     except client.ApiException as error:
         if error.status != 422:
             raise
-        return str(json.loads(error.body)["message"])
+        return str(json.loads(error.body or "{}")["message"])
     return None
 
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from amlwire_devenv.cluster import ensure_namespace, install_crds
+from amlwire_devenv.cluster import ensure_namespace, install_crds, items_of
 from amlwire_devenv.controlplane import ControlPlane, find_binaries
 from amlwire_devenv.node import BASE_IMAGE, Images, Node, node_tier_missing
 from amlwire_devenv.ports import free_port
@@ -183,9 +183,9 @@ class NodeCluster:
         workloads += self.kubectl("get", "attachedcomputes,amljobs", "-A", "-o", "wide", check=False)
         workloads += "\n".join(
             f"{o['metadata']['name']}: {json.dumps(o.get('status', {}).get('conditions'))[:700]}"
-            for o in client.CustomObjectsApi(self.kube).list_cluster_custom_object("amlwire.io", "v1alpha1", "amljobs")[
-                "items"
-            ]
+            for o in items_of(
+                client.CustomObjectsApi(self.kube).list_cluster_custom_object("amlwire.io", "v1alpha1", "amljobs")
+            )
         )
         workloads += "\nsandbox calls answered 404 or 5xx: " + str(
             [
@@ -250,7 +250,9 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeClust
         for namespace in NAMESPACES:
             ensure_namespace(stack.kube, namespace)
         core = client.CoreV1Api(stack.kube)
-        ca = {"metadata": {"name": "azure-ca"}, "data": {"ca.crt": Path(stack.sandbox.ca_file).read_text()}}
+        ca = client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="azure-ca"), data={"ca.crt": Path(stack.sandbox.ca_file).read_text()}
+        )
         core.create_namespaced_config_map(OPERATOR_NAMESPACE, ca)
         FIGURES["node tier set-up"] = (
             f"{time.monotonic() - started:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in images.timings.items())}"

@@ -14,6 +14,7 @@ import yaml
 from kubernetes import client
 
 from amlwire_devenv.chaos import stack_problems
+from amlwire_devenv.cluster import as_object
 from amlwire_devenv.stack import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE
 from tests.conftest import REPO, wait_for
 from tests.node.conftest import FIGURES, NodeCluster
@@ -25,7 +26,7 @@ GROUP, VERSION = "amlwire.io", "v1alpha1"
 
 def condition(cluster: NodeCluster, name: str, kind: str = "Ready") -> dict[str, Any] | None:
     custom = client.CustomObjectsApi(cluster.kube)
-    found = custom.get_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name)
+    found = as_object(custom.get_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name))
     return next((c for c in found.get("status", {}).get("conditions", []) if c["type"] == kind), None)
 
 
@@ -106,7 +107,7 @@ def apply_validation(cluster: NodeCluster, name: str) -> None:
 
 def job_status(cluster: NodeCluster, name: str) -> dict[str, Any]:
     custom = client.CustomObjectsApi(cluster.kube)
-    found: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs", name)
+    found = as_object(custom.get_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs", name))
     return found.get("status") or {}
 
 

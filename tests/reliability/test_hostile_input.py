@@ -124,7 +124,7 @@ def _refused(custom: client.CustomObjectsApi, obj: dict[str, Any]) -> tuple[int,
         create(custom, obj)
     except client.ApiException as error:
         try:
-            return error.status, str(json.loads(error.body).get("message", error.body))
+            return error.status, str(json.loads(error.body or "{}").get("message", error.body))
         except ValueError:
             return error.status, str(error.body)
     return 201, ""

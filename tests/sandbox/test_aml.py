@@ -36,7 +36,7 @@ def validation_job(name: str, model: str = "azureml:isaaclab-anymal-latest:2", *
         "tags": {"amlwire.io/namespace": "robotics"},
     }
     spec.update(overrides)
-    job = command(**spec)
+    job = command(**spec)  # type: ignore[arg-type]  # the keyword arguments of a command job
     job.resources = {"instance_type": "gpu-1"}
     return job
 

@@ -48,7 +48,7 @@ def authz(credential, arm):
 
 
 def assignment(principal: str = IDENTITY_PRINCIPAL, role: str = BLOB_CONTRIBUTOR) -> RoleAssignmentCreateParameters:
-    return RoleAssignmentCreateParameters(
+    return RoleAssignmentCreateParameters(  # type: ignore[call-arg]  # flattened properties
         role_definition_id=role, principal_id=principal, principal_type="ServicePrincipal"
     )
 

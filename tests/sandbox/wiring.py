@@ -83,7 +83,7 @@ def wire(
         AuthorizationManagementClient(credential, SUB, **arm).role_assignments.create(
             STORAGE_ID,
             "4b7e0d3e-3f3e-4c1b-8f0a-0a0a0a0a0a0a",
-            RoleAssignmentCreateParameters(
+            RoleAssignmentCreateParameters(  # type: ignore[call-arg]  # flattened properties
                 role_definition_id=BLOB_CONTRIBUTOR, principal_id=IDENTITY_PRINCIPAL, principal_type="ServicePrincipal"
             ),
         )
@@ -91,7 +91,7 @@ def wire(
         AuthorizationManagementClient(credential, SUB, **arm).role_assignments.create(
             WORKSPACE_ID,
             "5b7e0d3e-3f3e-4c1b-8f0a-0a0a0a0a0a0a",
-            RoleAssignmentCreateParameters(
+            RoleAssignmentCreateParameters(  # type: ignore[call-arg]  # flattened properties
                 role_definition_id=DATA_SCIENTIST, principal_id=IDENTITY_PRINCIPAL, principal_type="ServicePrincipal"
             ),
         )

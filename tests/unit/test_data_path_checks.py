@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,7 +45,7 @@ def facts(
     compute: ComputeIdentities | None = None,
     identity: Any = "aml-token",
     usages: list[Usage] | None = None,
-    roles: list[RoleAssignment] = (),
+    roles: Sequence[RoleAssignment] = (),
     **values: Any,
 ) -> DataPathFacts:
     found = DataPathFacts(

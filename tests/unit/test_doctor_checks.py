@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -87,9 +88,10 @@ def healthy() -> Facts:
     return facts
 
 
-def break_cluster(**changes: object) -> Callable[[Facts], None]:
+def break_cluster(**changes: Any) -> Callable[[Facts], None]:
     def apply(facts: Facts) -> None:
-        facts.cluster = replace(facts.cluster, **changes)  # type: ignore[arg-type]
+        assert facts.cluster is not None
+        facts.cluster = replace(facts.cluster, **changes)
 
     return apply
 
