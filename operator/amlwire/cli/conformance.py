@@ -25,6 +25,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from amlwire.api import roles
 from amlwire.cli.settings import load_settings
 from amlwire.domain import conformance as c
 from amlwire.domain.conformance import Finding, Probe
@@ -34,7 +35,7 @@ ML_API = "2024-04-01"
 MSI = "Microsoft.ManagedIdentity/userAssignedIdentities"
 MSI_API = "2023-01-31"
 AUTHZ_API = "2022-04-01"
-READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+READER = roles.guid("Reader")
 PROPAGATION_TIMEOUT = 900.0  # Learn: role assignments can take up to 10 minutes
 COMPUTE_PREFIX = "amlwconf-"  # what a run creates is named so (AML compute names: at most 16 characters)
 STATUS_POLLS = 200
