@@ -128,13 +128,19 @@ def test_changing_the_identity_moves_the_trust_and_leaves_none_on_the_former_one
     assert "RoleAssignmentDeleted" in reasons
 
 
-def test_an_identity_change_waits_for_running_jobs_before_reattaching(harness):
+def identity_changed_under_a_running_job(harness, running_seconds: float) -> tuple[str, str]:
+    """A compute with a job running on it for `running_seconds`, then spec.identity changed: (compute, job)."""
     compute = harness.wired()
-    harness.ctl.timing(job={"queuedSeconds": 0.1, "runningSeconds": 6})
+    harness.ctl.timing(job={"queuedSeconds": 0.1, "runningSeconds": running_seconds})
     job = harness.apply_job("amljob-train.yaml")
     harness.wait_job(job, "Reconciling", "True", "Running")
     create_identity(harness)
     harness.patch_compute(compute, {"identity": {"resourceId": SECOND_IDENTITY}})
+    return compute, job
+
+
+def test_an_identity_change_waits_for_running_jobs_before_reattaching(harness):
+    compute, job = identity_changed_under_a_running_job(harness, 6)
     waiting = harness.wait_condition(compute, "ComputeReady", "False", "ComputeDetachWaitsForJobs")
     assert f"robotics/{job}" in condition(waiting, "ComputeReady")["message"]
     assert list(harness.sandbox_compute()["identity"]["userAssignedIdentities"]) == [IDENTITY_ID]
@@ -149,12 +155,7 @@ def test_an_identity_change_waits_for_running_jobs_before_reattaching(harness):
 
 
 def test_the_override_detaches_under_running_jobs_at_once(harness):
-    compute = harness.wired()
-    harness.ctl.timing(job={"queuedSeconds": 0.1, "runningSeconds": 60})
-    job = harness.apply_job("amljob-train.yaml")
-    harness.wait_job(job, "Reconciling", "True", "Running")
-    create_identity(harness)
-    harness.patch_compute(compute, {"identity": {"resourceId": SECOND_IDENTITY}})
+    compute, _ = identity_changed_under_a_running_job(harness, 60)
     harness.wait_condition(compute, "ComputeReady", "False", "ComputeDetachWaitsForJobs")
     harness.custom.patch_cluster_custom_object(
         GROUP,

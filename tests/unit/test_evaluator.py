@@ -145,15 +145,7 @@ def test_the_watchdog_kills_a_call_that_holds_the_gil(tmp_path):
         "run_step('stuck step', body, grace=1.0)\n"
     )
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-S", str(script)],
-        env={"PYTHONPATH": str(TEMPLATES)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        start_new_session=True,
-        check=False,
-    )
+    done = run_with_jobkit(script)
     assert done.returncode == -9  # SIGKILL of its process group
     assert time.monotonic() - started < 15
     assert "stuck step made no progress for 1 s (last: calling native code)" in done.stderr
@@ -175,15 +167,7 @@ def test_a_hang_inside_the_simulator_fails_the_job_within_the_grace(tmp_path):
 def test_a_step_that_ends_stops_its_watchdog(tmp_path):
     script = tmp_path / "quick.py"
     script.write_text("from jobkit import run_step\nrun_step('quick', lambda w: {'done': True}, grace=0.5)\n")
-    done = subprocess.run(
-        [sys.executable, "-S", str(script)],
-        env={"PYTHONPATH": str(TEMPLATES)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        start_new_session=True,
-        check=False,
-    )
+    done = run_with_jobkit(script)
     assert done.returncode == 0
     time.sleep(1.0)  # past the grace: a watchdog still alive would say so, and nothing may
     assert "made no progress" not in done.stderr
@@ -457,3 +441,16 @@ def test_arguments_as_play_py_takes_them_with_hydra_overrides_left_over(monkeypa
 
 def test_the_evaluator_logs_the_metrics_the_gate_may_name():
     assert evaluator.METRICS == EVALUATOR_METRICS
+
+
+def run_with_jobkit(script: Path) -> subprocess.CompletedProcess[str]:
+    """A script run as a job runs it: bare python (-S), jobkit importable, its own process group."""
+    return subprocess.run(
+        [sys.executable, "-S", str(script)],
+        env={"PYTHONPATH": str(TEMPLATES)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        start_new_session=True,
+        check=False,
+    )

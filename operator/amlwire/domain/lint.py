@@ -21,15 +21,9 @@ LITERAL_TYPES = {"string", "integer", "number", "boolean"}
 DATA_TYPES = {"uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"}
 INPUT_MODES = {"ro_mount", "rw_mount", "download", "direct", "eval_mount", "eval_download"}
 OUTPUT_MODES = {"rw_mount", "upload", "direct"}
-COMMAND_KEYS = {
-    "$schema",
-    "type",
-    "name",
-    "display_name",
-    "description",
-    "tags",
-    "properties",
-    "experiment_name",
+# What every job YAML may say (the schema's base job), then what each kind adds.
+JOB_KEYS = {"$schema", "type", "name", "display_name", "description", "tags", "properties", "experiment_name"}
+COMMAND_KEYS = JOB_KEYS | {
     "command",
     "code",
     "environment",
@@ -45,15 +39,7 @@ COMMAND_KEYS = {
     "queue_settings",
     "status",
 }
-PIPELINE_KEYS = {
-    "$schema",
-    "type",
-    "name",
-    "display_name",
-    "description",
-    "tags",
-    "properties",
-    "experiment_name",
+PIPELINE_KEYS = JOB_KEYS | {
     "compute",
     "settings",
     "inputs",
