@@ -21,22 +21,13 @@ from amlwire.reconcile.amljob.scope import JobScope
 from amlwire.reconcile.amljob.submit import submit_the_job
 from amlwire.reconcile.common import Event, transition_events
 from amlwire.reconcile.runner import Step, earliest, run_steps
+from amlwire.reconcile.scope import PassResult
 
 STEPS: tuple[Step[JobScope], ...] = (submit_the_job, follow_the_job)
 assert tuple(s.condition for s in STEPS) == r.JOB_STEP_TYPES
 
 
-@dataclass(frozen=True)
-class JobResult:
-    status: AmlJobStatus
-    requeue_after: float | None
-    events: list[Event]
-    reverify: str | None = None  # an AttachedCompute to reconcile now
-
-    @property
-    def summary(self) -> str:
-        ready = next((c for c in self.status.conditions if c.type == r.READY), None)
-        return f"{ready.reason}: {ready.message}" if ready else ""
+JobResult = PassResult[AmlJobStatus]
 
 
 def summarize_job(submitted: StepResult, finished: StepResult, status: AmlJobStatus) -> list[Summary]:

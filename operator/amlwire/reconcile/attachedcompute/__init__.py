@@ -16,8 +16,6 @@ needs (runner.py); one module per step:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import AttachedComputeStatus
 from amlwire.domain.conditions import fold, summarize
@@ -30,8 +28,9 @@ from amlwire.reconcile.attachedcompute.federation import federate_service_accoun
 from amlwire.reconcile.attachedcompute.instance_types import apply_instance_types
 from amlwire.reconcile.attachedcompute.scope import MANAGED_BY, OWNER_LABEL, Neighbours, Observed, Scope
 from amlwire.reconcile.attachedcompute.service_accounts import annotate_service_accounts
-from amlwire.reconcile.common import Event, transition_events
+from amlwire.reconcile.common import transition_events
 from amlwire.reconcile.runner import Step, earliest, run_steps
+from amlwire.reconcile.scope import PassResult
 
 STEPS: tuple[Step[Scope], ...] = (
     check_the_cluster,
@@ -47,20 +46,7 @@ STEP_TYPES = tuple(s.condition for s in STEPS)
 assert STEP_TYPES == r.COMPUTE_STEP_TYPES, "STEPS must run in the order the conditions are documented"
 
 
-@dataclass(frozen=True)
-class Result:
-    status: AttachedComputeStatus
-    requeue_after: float | None
-    events: list[Event]
-
-    @property
-    def ready(self) -> bool:
-        return any(c.type == r.READY and c.status == "True" for c in self.status.conditions)
-
-    @property
-    def summary(self) -> str:
-        ready = next((c for c in self.status.conditions if c.type == r.READY), None)
-        return f"{ready.reason}: {ready.message}" if ready else ""
+Result = PassResult[AttachedComputeStatus]
 
 
 def reconcile(scope: Scope) -> Result:

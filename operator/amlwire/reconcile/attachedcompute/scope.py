@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import AttachedComputeSpec, AttachedComputeStatus
@@ -14,8 +12,8 @@ from amlwire.domain.conditions import StepResult, blocked
 from amlwire.domain.errors import AzureError
 from amlwire.domain.operations import resume
 from amlwire.domain.view import ComputeView, Target, target_of
-from amlwire.reconcile.common import Event, Timings
-from amlwire.reconcile.ports import AzurePort, KubePort
+from amlwire.reconcile.ports import KubePort
+from amlwire.reconcile.scope import ObjectScope
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "amlwire"}
 OWNER_LABEL = "amlwire.io/attached-compute"
@@ -62,28 +60,19 @@ class Observed:
     workspace: WorkspaceInfo | None = None
 
 
-@dataclass
-class Scope:
+@dataclass(kw_only=True)
+class Scope(ObjectScope[AttachedComputeSpec, AttachedComputeStatus]):
     """Everything one reconcile of one AttachedCompute reads, decides and produces."""
 
-    name: str
-    generation: int | None
-    spec: AttachedComputeSpec
-    previous: AttachedComputeStatus
-    now: datetime
-    timings: Timings
-    azure: AzurePort
     kube: KubePort
     neighbours: Neighbours = field(default_factory=Neighbours)
     created: str = ""  # metadata.creationTimestamp: who came first on a shared cluster
     detach_under_jobs: bool = False  # annotation amlwire.io/detach-under-running-jobs: "true"
     requested_at: str | None = None  # annotation amlwire.io/reconcile-requested-at
-    status: AttachedComputeStatus = field(init=False)
     observed: Observed = field(default_factory=Observed)
-    events: list[Event] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.status = copy.deepcopy(self.previous)
+        super().__post_init__()
         self.status.operations = resume(self.status.operations, self.generation, self.previous.observed_generation)
 
     @property
@@ -122,12 +111,6 @@ class Scope:
         if self.observed.workspace is None:
             self.observed.workspace = self.azure.get_workspace(self.target.workspace)
         return self.observed.workspace
-
-    def note(self, reason: str, message: str) -> None:
-        self.events.append(Event("Normal", reason, message))
-
-    def warn(self, reason: str, message: str) -> None:
-        self.events.append(Event("Warning", reason, message))
 
     def blocked(self, condition: str, reason: str, message: str) -> StepResult:
         """Someone must act: the condition says what, and amlwire looks again after the recheck delay."""
