@@ -12,6 +12,7 @@ Not part of `make test` (about six minutes). Run: make bench-scale, or .venv/bin
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import tempfile
@@ -174,9 +175,11 @@ def main() -> None:
         puts = [c["time"] for c in submitted if c["route"] == "ml.job" and c["method"] == "PUT" and c["status"] < 300]
         r["submitted"] = max(puts) - started
         r["job_puts"] = len(puts)
+        r["cores_submitting"] = (cpu_seconds(operator.pid) - cpu_before) / (time.time() - started)
         # every job runs now (the last started a moment ago, the first ends RUNNING_SECONDS after it began)
-        window_mark = local.ctl.mark()
+        window_mark, window_cpu = local.ctl.mark(), cpu_seconds(operator.pid)
         time.sleep(30)
+        r["cores_following"] = (cpu_seconds(operator.pid) - window_cpu) / 30
         window = arm_only(local.ctl.calls(since=window_mark))
         r["running_reads_per_second"] = sum(1 for c in window if c["method"] == "GET") / 30
         r["running_while"] = count_jobs(custom, prefix, lambda s: s.get("amlStatus") == "Running")
@@ -188,6 +191,9 @@ def main() -> None:
             profiler.stop()
             r["profile"] = breakdown(profiler.output)
         r["rss"] = rss_mb(operator.pid)
+        idle_cpu = cpu_seconds(operator.pid)
+        time.sleep(20)
+        r["cores_idle"] = (cpu_seconds(operator.pid) - idle_cpu) / 20
         r["arm_calls"] = len(calls)
         r["429s"] = sum(1 for c in calls if c["status"] == 429)
         r["writes"] = sum(1 for c in calls if c["method"] in ("PUT", "PATCH", "POST", "DELETE"))
@@ -255,6 +261,7 @@ def report(console: Console, r: dict[str, Any]) -> None:
     table.add_row("  (the counting watch was resumed this many times)", str(r["watch_restarts"]), "", "")
     table.add_row("operator CPU per AmlJob (ms)", f"{1000 * r['cpu'] / jobs:.1f}", "", "")
     console.print(table)
+    console.print(sizing(r))
     if "profile" in r:
         parts = Table(title="where the operator's CPU goes (py-spy samples, all threads, leaf-most part)")
         parts.add_column("part of the work")
@@ -264,6 +271,23 @@ def report(console: Console, r: dict[str, Any]) -> None:
         for part, samples, share in r["profile"]:
             parts.add_row(part, str(samples), f"{100 * share:.1f}%", f"{1000 * r['cpu'] * share / jobs:.1f}")
         console.print(parts)
+
+
+def sizing(r: dict[str, Any]) -> Table:
+    """The pod's requests this workload calls for: CPU while it follows the jobs (what it uses most of the time;
+    a submission burst borrows more, unthrottled without a CPU limit) and memory at its peak, with headroom."""
+    cpu_request = max(50, 50 * math.ceil(1000 * r["cores_following"] / 50))
+    memory_request = 64 * math.ceil(r["rss"][1] * 1.1 / 64)
+    table = Table(title=f"sizing the operator pod for {r['jobs']} AmlJobs in flight")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("CPU while submitting at ARM's write budget (cores)", f"{r['cores_submitting']:.2f}")
+    table.add_row(f"CPU while following {r['jobs']} running jobs (cores)", f"{r['cores_following']:.2f}")
+    table.add_row("CPU with every job ended (cores)", f"{r['cores_idle']:.3f}")
+    table.add_row("peak RSS (MiB)", f"{r['rss'][1]:.0f}")
+    table.add_row("resources.requests this calls for", f"cpu: {cpu_request}m, memory: {memory_request}Mi")
+    table.add_row("resources.limits.memory this calls for (2x the request)", f"{2 * memory_request}Mi")
+    return table
 
 
 if __name__ == "__main__":

@@ -40,9 +40,11 @@ PROBES: tuple[Probe, ...] = (
         "arm-budget",
         "arm.throttling",
         "",
-        "what ARM says is left of the subscription's read budget (x-ms-ratelimit-remaining-subscription-reads)",
-        actions=("Microsoft.Resources/subscriptions/resourceGroups/read",),
-        scope="the scratch resource group",
+        "what ARM says is left of the subscription's read budget (x-ms-ratelimit-remaining-subscription-reads) "
+        "on a read of the workspace",
+        needs=("workspace",),
+        actions=("Microsoft.MachineLearningServices/workspaces/read",),
+        scope="the workspace",
     ),
     Probe(
         "tag-names",
