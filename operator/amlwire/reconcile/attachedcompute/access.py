@@ -50,7 +50,9 @@ def remove_our_roles(
     """Delete the role assignments amlwire made for `identity_id` (as status recorded them), but those other
     AttachedComputes using it still need and those in `keep` ((scope lower-case, role GUID) pairs). This cluster's
     AttachedComputes say what they need; another cluster's are known from Azure only: while amlwire federates the
-    identity on another cluster, its roles stay (the last AttachedCompute to go removes them)."""
+    identity on another cluster, its roles stay (the last AttachedCompute to go removes them). A cluster whose
+    issuer answers that it no longer exists holds nothing: it is reported with what it left, never cleaned up
+    here."""
     keep = keep | scope.neighbours.grants(identity_id)
     recorded = scope.previous.role_assignments if records is None else records
     going = [r for r in recorded if r.created_by_amlwire and (r.scope.lower(), role_guid(r.role)) not in keep]
