@@ -260,3 +260,18 @@ def test_interrupted_mid_way_it_removes_what_it_attached_and_a_rerun_removes_lef
     assert result.returncode == 0, result.stdout + result.stderr
     assert our_computes(harness) == []
     assert (tmp_path / "conformance.json").exists()
+
+
+def test_an_unreachable_arm_skips_each_probe_saying_so(harness, monkeypatch, tmp_path):
+    from amlwire_devenv.ports import free_port
+
+    for key, value in environment(harness).items():  # signed in at the sandbox's Entra; ARM is not there
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AMLWIRE_ARM_ENDPOINT", f"https://127.0.0.1:{free_port()}")
+    result = CliRunner().invoke(cli, arguments(tmp_path / "down"), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    findings = json.loads((tmp_path / "down" / "conformance.json").read_text())["findings"]
+    asked = [f for f in findings if f["probe"] in ("arm-budget", "job-timeout") or f["probe"] == "tag-names"]
+    assert all(f["value"] is None for f in asked)
+    assert any("Azure could not be asked" in f.get("skipped", "") for f in asked), asked

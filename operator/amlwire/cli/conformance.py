@@ -101,6 +101,7 @@ class Conformance:
         self.assignments: list[str] = []  # role assignments (resource paths) this run made and has not deleted
         self._identity: dict[str, Any] | None = None
         self.token: str | None = None  # an ARM token of the scratch identity, once Entra exchanged for one
+        self.left = ""  # what the run could not remove, if anything
 
     # -- HTTP -------------------------------------------------------------------------------------------
     def request(self, method: str, url: str, body: dict[str, Any] | None = None) -> Answer:
@@ -143,10 +144,15 @@ class Conformance:
             return Finding(probe.id, "not run", skipped=f"needs {flags}")
         if probe.writes and not self.inputs.allow_writes:
             return Finding(probe.id, "not run", skipped="writes: run with --allow-writes (scratch resource group)")
+        import requests
+        from azure.core.exceptions import AzureError as SdkError
+
         try:
             return PROBE_RUNS[probe.id](self)
         except Refused as refused:
             return Finding(probe.id, str(refused))
+        except (SdkError, requests.RequestException) as error:  # not reached, or not signed in
+            return Finding(probe.id, "not run", skipped=f"Azure could not be asked: {type(error).__name__}: {error}")
         except Denied as denied:
             return Finding(
                 probe.id,
@@ -193,6 +199,13 @@ class Conformance:
 
     def remove_leftovers(self) -> None:
         """What an earlier run killed outright left: its computes and scratch identities (by their prefix)."""
+        try:
+            self._find_leftovers()
+        except Denied:
+            return  # the probes that need the role say so
+        self.clean_up()
+
+    def _find_leftovers(self) -> None:
         if self.inputs.workspace:
             listed = self.arm("GET", f"{self.workspace_path()}/computes").body.get("value") or []
             self.created += [str(x["name"]) for x in listed if str(x.get("name", "")).startswith(COMPUTE_PREFIX)]
@@ -203,9 +216,15 @@ class Conformance:
         for identity in identities:
             if str(identity.get("name", "")).startswith(COMPUTE_PREFIX):
                 self.identities.append(f"{self.group_path()}/providers/{MSI}/{identity['name']}")
-        self.clean_up()
 
     def clean_up(self) -> None:
+        """Remove what this run made; what cannot be removed is said (it carries the prefix: a rerun removes it)."""
+        try:
+            self._remove_created()
+        except Denied as denied:
+            self.left = f"could not remove what the run made ({denied}); rerun with the roles to remove it"
+
+    def _remove_created(self) -> None:
         while self.created:
             name = self.created[-1]
             answer = self.detach(name)
@@ -590,6 +609,8 @@ def conformance(
     except KeyboardInterrupt:
         click.echo("amlwire conformance: interrupted; what it created is removed", err=True)
         raise SystemExit(130) from None
+    if run.left:
+        click.echo(f"amlwire conformance: {run.left}", err=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "conformance.json").write_text(json.dumps(_report(findings, inputs, include_ids), indent=2) + "\n")
     (out / "conformance.yaml").write_text(yaml.safe_dump(c.world_options(findings), sort_keys=True))
