@@ -62,6 +62,37 @@ class SingleFlightCredential:
         self.close()
 
 
+# Packages whose models are typespec-generated (`_utils/model_base.py`): see prepare_models.
+TYPESPEC_PACKAGES = (
+    "azure.mgmt.containerservice",
+    "azure.mgmt.kubernetesconfiguration.extensions",
+    "azure.mgmt.storage",
+)
+_PREPARED: set[str] = set()
+_PREPARING = threading.Lock()
+
+
+def prepare_models(package: str) -> None:
+    """Compute every model class's fields of a typespec-generated SDK package, once, in one thread.
+
+    Such a model class works out its fields (and their deserializers) on its first instantiation, with no lock;
+    threads deserializing a class for the first time together can leave a nested field raw, a dict where a model
+    belongs (`'dict' object has no attribute 'oidc_issuer_profile'`, seen after a restart when every handler
+    reads its cluster at once; tests/unit/test_sdk_models.py reproduces it). Done before a client of the package
+    is handed out, no first instantiation is ever concurrent."""
+    import importlib
+
+    with _PREPARING:
+        if package in _PREPARED:
+            return
+        base = importlib.import_module(f"{package}._utils.model_base").Model
+        models = importlib.import_module(f"{package}.models._models")
+        for value in list(vars(models).values()):
+            if isinstance(value, type) and issubclass(value, base) and value is not base:
+                value.__new__(value)
+        _PREPARED.add(package)
+
+
 class AzureClients:
     """Builds and caches SDK clients pointed at settings.arm_endpoint."""
 
@@ -125,6 +156,7 @@ class AzureClients:
     def containers(self, subscription: str) -> Any:
         from azure.mgmt.containerservice import ContainerServiceClient
 
+        prepare_models("azure.mgmt.containerservice")
         return self._cached(
             ("aks", subscription), lambda: ContainerServiceClient(self.credential, subscription, **self.mgmt_kwargs())
         )
@@ -132,6 +164,7 @@ class AzureClients:
     def extensions(self, subscription: str) -> Any:
         from azure.mgmt.kubernetesconfiguration.extensions import KubernetesConfigurationExtensionsMgmtClient
 
+        prepare_models("azure.mgmt.kubernetesconfiguration.extensions")
         return self._cached(
             ("ext", subscription),
             lambda: KubernetesConfigurationExtensionsMgmtClient(self.credential, subscription, **self.mgmt_kwargs()),
@@ -148,6 +181,7 @@ class AzureClients:
     def storage(self, subscription: str) -> Any:
         from azure.mgmt.storage import StorageManagementClient
 
+        prepare_models("azure.mgmt.storage")
         return self._cached(
             ("storage", subscription),
             lambda: StorageManagementClient(self.credential, subscription, **self.mgmt_kwargs()),
