@@ -85,11 +85,11 @@ def prepare_models(package: str) -> None:
     with _PREPARING:
         if package in _PREPARED:
             return
-        base = importlib.import_module(f"{package}._utils.model_base").Model
+        base: Any = importlib.import_module(f"{package}._utils.model_base").Model
         models = importlib.import_module(f"{package}.models._models")
         for value in list(vars(models).values()):
             if isinstance(value, type) and issubclass(value, base) and value is not base:
-                value.__new__(value)
+                base.__new__(value)  # Model.__new__ works the class's fields out, then makes a bare instance
         _PREPARED.add(package)
 
 
