@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from amlwire.domain import conformance as c
+from amlwire.domain.azure import IssuerAnswer
 from amlwire.domain.conformance import Finding
 from amlwire_sandbox.jobs import stream_access_error
 from amlwire_sandbox.rules import RULES
@@ -58,9 +59,9 @@ def test_an_error_that_is_not_a_storage_failure_settles_nothing():
     assert c.stream_error_option(None)[0] is None
 
 
-@pytest.mark.parametrize(("status", "value"), [(404, "notFound"), (410, "notFound"), (200, "served"), (None, None)])
-def test_deleted_issuer(status, value):
-    assert c.deleted_issuer_option(status, "could not be asked")[0] == value
+@pytest.mark.parametrize(("state", "value"), [("gone", "notFound"), ("publishing", "served"), ("unknown", None)])
+def test_deleted_issuer(state, value):
+    assert c.deleted_issuer_option(IssuerAnswer(state, "what it answered"))[0] == value
 
 
 def test_world_options_are_a_document_the_sandbox_loads_and_only_settled_values_are_in_it():

@@ -272,16 +272,15 @@ class Conformance:
             "client_assertion": assertion,
         }
         answer = requests.post(
-            f"{authority}/{identity['tenantId']}/oauth2/v2.0/token", data=form, timeout=30, verify=self.verify()
+            f"{authority}/{identity['tenantId']}/oauth2/v2.0/token",
+            data=form,
+            timeout=30,
+            verify=self.clients.tls_verify(),
         )
         try:
             return answer.status_code, answer.json()
         except ValueError:
             return answer.status_code, {}
-
-    def verify(self) -> str | bool:
-        bundle = self.clients.settings.ca_bundle
-        return str(bundle) if bundle else True
 
     def service_account_token(self) -> str:
         """A token of the cluster's default service account for Entra (TokenRequest: nothing is stored)."""
@@ -444,7 +443,7 @@ def role_propagation(run: Conformance) -> Finding:
             f"{endpoint}{path}?api-version={MSI_API}",
             headers={"Authorization": f"Bearer {run.token}"},
             timeout=30,
-            verify=run.verify(),
+            verify=run.clients.tls_verify(),
         ).status_code
 
     reader = f"/subscriptions/{run.inputs.subscription}/providers/Microsoft.Authorization/roleDefinitions/{READER}"
@@ -482,16 +481,10 @@ def _until(done: Callable[[], bool], what: str) -> float:
 
 
 def deleted_cluster_issuer(run: Conformance) -> Finding:
-    import requests
+    """The issuer asked as the operator asks another cluster's (AzurePort.discover_issuer)."""
+    from amlwire.adapters.azure.adapter import AzureAdapter
 
-    issuer = str(run.inputs.deleted_issuer)
-    verify: str | bool = str(run.clients.settings.ca_bundle) if run.clients.settings.ca_bundle else True
-    try:
-        answer = requests.get(issuer.rstrip("/") + "/.well-known/openid-configuration", timeout=10, verify=verify)
-    except requests.RequestException as error:
-        value, said = c.deleted_issuer_option(None, f"could not be asked ({type(error).__name__})")
-    else:
-        value, said = c.deleted_issuer_option(answer.status_code, f"answered {answer.status_code}")
+    value, said = c.deleted_issuer_option(AzureAdapter(run.clients).discover_issuer(str(run.inputs.deleted_issuer)))
     return Finding("deleted-cluster-issuer", said, value)
 
 

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from amlwire.domain.azure import IssuerAnswer
+
 Need = Literal["workspace", "cluster", "failed_job", "timed_out_job", "deleted_issuer", "kubeconfig"]
 AUDIENCE = "api://AzureADTokenExchange"
 STREAM_AUTH = "ScriptExecution.StreamAccess.Authentication"
@@ -35,6 +37,21 @@ class Probe:
     scope: str = "the subscription"
 
 
+def _scratch_compute(id_: str, rule: str, option: str, checks: str, verbs: tuple[str, ...]) -> Probe:
+    """A probe that attaches a compute of its own (then detaches it) in the workspace of the scratch group."""
+    return Probe(
+        id_,
+        rule,
+        option,
+        checks,
+        needs=("workspace", "cluster"),
+        writes=True,
+        role="AzureML Compute Operator",
+        actions=tuple(f"Microsoft.MachineLearningServices/workspaces/computes/{verb}" for verb in verbs),
+        scope="the workspace (in the scratch resource group)",
+    )
+
+
 PROBES: tuple[Probe, ...] = (
     Probe(
         "arm-budget",
@@ -46,30 +63,19 @@ PROBES: tuple[Probe, ...] = (
         actions=("Microsoft.MachineLearningServices/workspaces/read",),
         scope="the workspace",
     ),
-    Probe(
+    _scratch_compute(
         "tag-names",
         "arm.tag-names",
         "rules.tagNames",
         "whether attaching an AML compute whose tag name holds '/' is refused (400 InvalidTagNameCharacters)",
-        needs=("workspace", "cluster"),
-        writes=True,
-        role="AzureML Compute Operator",
-        actions=("Microsoft.MachineLearningServices/workspaces/computes/write",),
-        scope="the workspace (in the scratch resource group)",
+        ("write",),
     ),
-    Probe(
+    _scratch_compute(
         "operation-status-words",
         "arm.operation-status-words",
         "rules.operationStatusWords",
         "the word an operation-status body says while an AML compute attach and detach run",
-        needs=("workspace", "cluster"),
-        writes=True,
-        role="AzureML Compute Operator",
-        actions=(
-            "Microsoft.MachineLearningServices/workspaces/computes/write",
-            "Microsoft.MachineLearningServices/workspaces/computes/delete",
-        ),
-        scope="the workspace (in the scratch resource group)",
+        ("write", "delete"),
     ),
     Probe(
         "job-timeout",
@@ -144,7 +150,6 @@ PROBES: tuple[Probe, ...] = (
     ),
 )
 BY_ID = {p.id: p for p in PROBES}
-IDENTITY_WRITES = ("Microsoft.ManagedIdentity/userAssignedIdentities/write",)
 # Unverified behaviours no probe settles yet, and why: the report says so rather than guessing.
 NOT_PROBED = {
     "rules.bareExtension": "needs a job on a cluster whose extension a bare ARM PUT installed",
@@ -232,13 +237,13 @@ def stream_error_option(error: Mapping[str, Any] | None) -> tuple[str | None, st
     return None, "the error is not a storage-access failure: name a job that failed with " + STREAM_AUTH
 
 
-def deleted_issuer_option(status: int | None, detail: str) -> tuple[str | None, str]:
+def deleted_issuer_option(answer: IssuerAnswer) -> tuple[str | None, str]:
     """rules.deletedClusterIssuer from what a deleted cluster's issuer answered."""
-    if status in (404, 410):
-        return "notFound", f"its discovery document answers {status}"
-    if status == 200:
-        return "served", "its discovery document is still served"
-    return None, detail
+    if answer.state == "gone":
+        return "notFound", answer.detail
+    if answer.state == "publishing":
+        return "served", f"{answer.detail}: its discovery document is still served"
+    return None, answer.detail
 
 
 def world_options(findings: list[Finding]) -> dict[str, Any]:

@@ -334,8 +334,8 @@ def build_request(
 ) -> JobRequest:
     """The AML job of the next attempt; `attempts` are the AML jobs of the earlier ones (a resumed training)."""
     model_input = None
-    isaaclab = TEMPLATES[spec.template].isaaclab
-    environment = {**(ISAAC_SIM_CONSENT if isaaclab else {}), **spec.environment_variables}
+    template = TEMPLATES[spec.template]
+    environment = {**(ISAAC_SIM_CONSENT if template.isaaclab else {}), **spec.environment_variables}
     if spec.model is not None:
         reference = f"azureml:{spec.model.name}:{spec.model.version}"
         if spec.model.delivery == "InContainer":
@@ -345,7 +345,6 @@ def build_request(
         else:
             mode = "ro_mount" if spec.model.delivery == "Mount" else "download"
             model_input = ModelInput(spec.model.type, reference, mode)
-    template = TEMPLATES[spec.template]
     wants_checkpoint = template.always_checkpoint or spec.registration is not None
     output_type = spec.registration.type if spec.registration else "custom_model"
     attempt = len(attempts) + 1

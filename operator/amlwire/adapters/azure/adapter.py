@@ -312,9 +312,8 @@ class AzureAdapter(JobsAdapter, DataPathReads):
         import requests
 
         url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-        verify: str | bool = str(self.clients.settings.ca_bundle) if self.clients.settings.ca_bundle else True
         try:
-            answer = requests.get(url, timeout=ISSUER_TIMEOUT, verify=verify, allow_redirects=False)
+            answer = requests.get(url, timeout=ISSUER_TIMEOUT, verify=self.clients.tls_verify(), allow_redirects=False)
         except requests.RequestException as error:
             return IssuerAnswer("unknown", f"could not be asked ({type(error).__name__})")
         if answer.status_code in (404, 410):

@@ -135,6 +135,11 @@ class AzureClients:
             kwargs["connection_verify"] = str(self.settings.ca_bundle)
         return kwargs
 
+    def tls_verify(self) -> str | bool:
+        """What `requests` verifies TLS against for URLs outside the SDKs: the configured CA bundle, else the
+        system's."""
+        return str(self.settings.ca_bundle) if self.settings.ca_bundle else True
+
     def mgmt_kwargs(self) -> dict[str, Any]:
         endpoint = self.settings.arm_endpoint
         return {"base_url": endpoint, "credential_scopes": [endpoint + "/.default"], **self.common_kwargs()}
