@@ -165,6 +165,16 @@ class Harness(LocalStack):
     def compute(self, name: str) -> dict[str, Any]:
         return as_object(self.custom.get_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name))
 
+    def exists(self, name: str) -> bool:
+        """Whether the AttachedCompute is still there (its finalizer not yet released)."""
+        try:
+            self.compute(name)
+        except client.ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
     def patch_compute(self, name: str, spec: dict[str, Any]) -> None:
         self.custom.patch_cluster_custom_object(GROUP, VERSION, "attachedcomputes", name, {"spec": spec})
 

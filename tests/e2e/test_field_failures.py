@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from kubernetes import client
 
 from amlwire_devenv.chaos import condition
+from tests.conftest import wait_for
 from tests.e2e.harness import (
     CLUSTER_ID,
     EXAMPLE_SUBJECTS,
@@ -310,6 +313,28 @@ def test_f14_a_failed_detach_is_detached_again(harness):
     calls = [(c["method"], c["route"]) for c in harness.ctl.calls()]
     assert calls.count(("DELETE", "ml.compute")) == 2
     assert harness.sandbox_compute()["properties"]["provisioningState"] == "Succeeded"
+
+
+def test_f14_deletion_gives_up_a_detach_that_keeps_failing_and_finishes_once_it_is_detached_by_hand(harness):
+    harness.start()
+    name = harness.apply_compute()
+    harness.wait_ready(name)
+    harness.ctl.add_fault(route="ml.compute", method="DELETE", lroFailed=True, count=3)
+    harness.delete_compute(name)
+    obj = harness.wait_condition(name, "Stalled", "True", "ComputeDetachFailed", timeout=60)
+    message = condition(obj, "Stalled")["message"]
+    assert "detaching compute k8s-gpu failed 3 times" in message
+    assert "az ml compute detach --name k8s-gpu -g rg-ml -w mlw-robotics" in message
+    assert "spec.deletionPolicy: Orphan" in message
+    assert [(op["kind"], op["attempt"]) for op in obj["status"]["operations"]] == [("ComputeDetach", 3)]
+    assert condition(obj, "Ready")["status"] == "False"
+    time.sleep(2)  # several re-checks (blocked_recheck_delay 0.5 s): no fourth detach, one Warning
+    detaches = [c for c in harness.ctl.calls() if (c["method"], c["route"]) == ("DELETE", "ml.compute")]
+    assert len(detaches) == 3
+    stuck = [e for e in harness.events(name) if e.reason == "ComputeDetachFailed" and "failed 3 times" in e.message]
+    assert [(e.type, e.count or 1) for e in stuck] == [("Warning", 1)]
+    harness.ctl.delete(f"{WORKSPACE_ID}/computes/k8s-gpu")  # the fix the condition names, done by hand
+    wait_for(lambda: not harness.exists(name), timeout=30, what="finalizer released")
 
 
 def test_f14_attach_gives_up_after_three_failures_until_the_spec_changes(harness):

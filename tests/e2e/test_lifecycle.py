@@ -90,7 +90,7 @@ def test_delete_policy_removes_what_amlwire_created_and_only_that(harness):
     harness.wait_ready(name)
     assert harness.service_account("default").metadata.annotations
     harness.delete_compute(name)
-    wait_for(lambda: not _exists(harness, name), timeout=30, what="finalizer released")
+    wait_for(lambda: not harness.exists(name), timeout=30, what="finalizer released")
     assert list(harness.fics()) == ["someone-elses"]
     assert harness.role_assignments() == []
     assert harness.sandbox_compute() is None
@@ -108,7 +108,7 @@ def test_orphan_policy_leaves_azure_untouched(harness):
     before = harness.ctl.state()["resources"]
     mark = harness.ctl.mark()
     harness.delete_compute(name)
-    wait_for(lambda: not _exists(harness, name), timeout=30, what="finalizer released")
+    wait_for(lambda: not harness.exists(name), timeout=30, what="finalizer released")
     assert harness.ctl.writes(since=mark) == []
     assert harness.ctl.state()["resources"].keys() == before.keys()
 
@@ -119,7 +119,7 @@ def test_a_compute_it_did_not_attach_is_adopted_and_never_detached(harness):
     harness.wait_ready(name)
     harness.ctl.patch(f"{WORKSPACE_ID}/computes/k8s-gpu", {"tags": None})
     harness.delete_compute(name)
-    wait_for(lambda: not _exists(harness, name), timeout=30, what="finalizer released")
+    wait_for(lambda: not harness.exists(name), timeout=30, what="finalizer released")
     assert harness.sandbox_compute() is not None
 
 
@@ -132,7 +132,7 @@ def test_shared_credentials_survive_the_deletion_of_one_user(harness):
     shared = len(EXAMPLE_SUBJECTS)
     assert len(harness.fics()) == shared, "both use the same service accounts on the same cluster: shared"
     harness.delete_compute(first)
-    wait_for(lambda: not _exists(harness, first), timeout=30, what="first deleted")
+    wait_for(lambda: not harness.exists(first), timeout=30, what="first deleted")
     assert len(harness.fics()) == shared
     assert len(harness.role_assignments()) == EXAMPLE_GRANTS
     assert harness.condition(second, "Ready")["status"] == "True"
@@ -153,18 +153,6 @@ def test_restart_mid_operation_converges_without_duplicates(harness):
     assert len(computes) == 1
     patches = [c for c in harness.ctl.calls() if c["method"] == "PATCH" and c["route"] == "ext.extension"]
     assert len(patches) == 1, "the extension update in flight was followed, not started again"
-
-
-def _exists(harness, name: str) -> bool:
-    from kubernetes import client
-
-    try:
-        harness.compute(name)
-    except client.ApiException as error:
-        if error.status == 404:
-            return False
-        raise
-    return True
 
 
 def test_status_names_the_compute_id(harness):

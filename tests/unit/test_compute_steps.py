@@ -27,12 +27,12 @@ from amlwire.domain.azure import (
     OperationState,
     RoleAssignment,
 )
-from amlwire.domain.conditions import Outcome, StepResult, blocked
+from amlwire.domain.conditions import Outcome, StepResult, blocked, fold, kstatus
 from amlwire.domain.errors import AzureError
 from amlwire.domain.extension import cli_settings
 from amlwire.domain.federation import credential_name
 from amlwire.domain.view import ComputeView
-from amlwire.reconcile.attachedcompute import STEPS, Neighbours, Scope, reconcile
+from amlwire.reconcile.attachedcompute import STEPS, Neighbours, Scope, cleanup, reconcile
 from amlwire.reconcile.attachedcompute.access import assign_roles
 from amlwire.reconcile.attachedcompute.cluster import check_the_cluster, find_the_identity
 from amlwire.reconcile.attachedcompute.compute import attach_the_compute
@@ -1119,3 +1119,124 @@ def test_a_role_another_clusters_compute_may_need_stays_while_amlwire_federates_
         assert warning.type == "Warning"
         assert f"az identity federated-credential delete --identity-name id-ml -g rg-id -n {foreign.name}" in messages
         assert foreign.name in azure.credentials[IDENTITY_ID.lower()]  # reported, left in place
+
+
+# -- deletion: the detach through the ledger --------------------------------------------------------------
+def deleting(azure: FakeAzure, *operations: OperationStatus, stalled: str | None = None, **changes: Any) -> Scope:
+    """A deletion pass with deletionPolicy Delete, after the passes that recorded `operations`."""
+    previous = with_operations(*operations)
+    if stalled is not None:
+        previous.conditions = fold([], kstatus("stalled", stalled, "deletion waits"), 1, at(0))
+    return make(azure, previous=previous, **changes)
+
+
+def ledger(scope: Scope) -> list[tuple[str, int, str | None]]:
+    return [(op.kind, op.attempt, op.target) for op in scope.status.operations]
+
+
+def stalled_of(status: AttachedComputeStatus | None) -> tuple[str, str] | None:
+    assert status is not None
+    found = next((c for c in status.conditions if c.type == r.STALLED), None)
+    return (found.status, found.reason) if found else None
+
+
+def test_deletion_detaches_the_compute_and_says_so_in_status():
+    azure = with_compute(attached())
+    scope = deleting(azure)
+    result = cleanup(scope)
+    assert not result.finished
+    assert result.requeue_after == TIMINGS.lro_poll_delay
+    assert azure.writes()[-1] == "begin_detach_compute"
+    assert ledger(scope) == [("ComputeDetach", 1, None)]
+    assert result.status is not None
+    ready = next(c for c in result.status.conditions if c.type == r.READY)
+    assert (ready.status, ready.reason) == ("False", r.DELETING)
+    assert "compute k8s-gpu is detaching" in ready.message
+    assert stalled_of(result.status) == ("False", r.NOT_STALLED)
+
+
+def test_deletion_follows_a_detach_in_progress_without_starting_another():
+    azure = with_compute(attached("Deleting"))
+    scope = deleting(azure, operation("ComputeDetach", 1, None, minutes=-2))
+    result = cleanup(scope)
+    assert "begin_detach_compute" not in azure.writes()
+    assert not result.finished
+    assert "detaching (since" in result.message
+    assert ledger(scope) == [("ComputeDetach", 1, None)]
+
+
+def test_deletion_finishes_once_the_compute_is_gone_and_forgets_the_detach():
+    azure = with_compute(None)
+    result = cleanup(deleting(azure, operation("ComputeDetach", 2, None)))
+    assert result.finished
+    assert result.status is None
+
+
+def test_a_failed_detach_on_deletion_is_begun_again_counting_the_attempt():
+    azure = with_compute(attached("Failed", errors=("InternalError",)))
+    scope = deleting(azure, operation("ComputeDetach", 1, None))
+    result = cleanup(scope)
+    assert azure.writes()[-1] == "begin_detach_compute"
+    assert ledger(scope) == [("ComputeDetach", 2, None)]
+    assert "failed (the compute is Failed: InternalError); detaching it again (attempt 2 of 3)" in result.message
+    assert [e.type for e in scope.events if e.reason == r.COMPUTE_DETACH_FAILED] == ["Warning"]
+
+
+def test_deletion_gives_up_after_three_failed_detaches_naming_both_ways_out_once():
+    azure = with_compute(attached("Failed"))
+    scope = deleting(azure, operation("ComputeDetach", 3, None))
+    result = cleanup(scope)
+    assert "begin_detach_compute" not in azure.writes()
+    assert not result.finished
+    assert result.requeue_after == TIMINGS.blocked_recheck
+    assert stalled_of(result.status) == ("True", r.COMPUTE_DETACH_FAILED)
+    assert "failed 3 times" in result.message
+    assert DETACH in result.message
+    assert "spec.deletionPolicy: Orphan" in result.message
+    assert [e.reason for e in scope.events if e.type == "Warning"] == [r.COMPUTE_DETACH_FAILED]
+    again = deleting(azure, operation("ComputeDetach", 3, None), stalled=r.COMPUTE_DETACH_FAILED)
+    cleanup(again)
+    assert [e for e in again.events if e.type == "Warning"] == []  # said once, not on every recheck
+
+
+def test_a_detach_that_never_finishes_is_given_up_after_the_operation_timeout():
+    azure = with_compute(attached("Deleting"))
+    hour = TIMINGS.lro_timeout / 60
+    result = cleanup(deleting(azure, operation("ComputeDetach", 1, None, minutes=-hour - 1)))
+    assert stalled_of(result.status) == ("True", r.COMPUTE_DETACH_FAILED)
+    assert "has not finished after" in result.message
+    assert DETACH in result.message
+
+
+def test_a_compute_detached_by_hand_after_giving_up_lets_deletion_finish():
+    azure = with_compute(None)
+    result = cleanup(deleting(azure, operation("ComputeDetach", 3, None), stalled=r.COMPUTE_DETACH_FAILED))
+    assert result.finished
+
+
+def test_a_former_compute_is_detached_through_the_ledger_under_its_own_name():
+    azure = with_compute(attached())
+    azure.computes[(WORKSPACE.id.lower(), "k8s-old")] = attached(id=f"{WORKSPACE.id}/computes/k8s-old")
+    previous = with_operations()
+    previous.former_computes = [f"{WORKSPACE.id}/computes/k8s-old"]
+    scope = make(azure, previous=previous)
+    result = run(attach_the_compute, scope)
+    assert (result.outcome, result.reason) == (Outcome.PROGRESSING, r.FORMER_COMPUTE_DETACHING)
+    assert ledger(scope) == [("ComputeDetach", 1, "k8s-old")]
+    azure.set_compute("k8s-old", provisioning_state="Failed")
+    given_up = with_operations(scope.status.operations[0].model_copy(update={"attempt": 3}))
+    given_up.former_computes = previous.former_computes
+    result = run(attach_the_compute, make(azure, previous=given_up))
+    assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.COMPUTE_DETACH_FAILED)
+    assert "az ml compute detach --name k8s-old -g rg-ml -w mlw-robotics" in result.message
+
+
+def test_the_attempts_survive_the_generation_that_deletion_bumps():
+    azure = with_compute(attached("Failed"))
+    first = deleting(azure, operation("ComputeDetach", 2, None), generation=2)  # deletionTimestamp bumped it
+    cleanup(first)
+    assert ledger(first) == [("ComputeDetach", 3, None)]
+    azure.set_compute(provisioning_state="Failed")
+    result = cleanup(make(azure, previous=first.status, generation=2))
+    assert stalled_of(result.status) == ("True", r.COMPUTE_DETACH_FAILED)
+    assert azure.writes().count("begin_detach_compute") == 1

@@ -429,6 +429,11 @@ class OperationStatus(CRDModel):
     )
     started_at: str = Field(description="When the operation started (RFC 3339).")
     attempt: int = Field(default=1, ge=1, description="How many times amlwire has started this kind of operation.")
+    target: str | None = Field(
+        default=None,
+        description="The resource it works on when not the one the spec names now, e.g. a compute attached under "
+        "an earlier spec.compute.name.",
+    )
 
 
 class RoleAssignmentStatus(CRDModel):

@@ -286,6 +286,7 @@ COMPUTE_LEFT_ATTACHED = reason("ComputeLeftAttached", "deletion left a compute a
 FORMER_COMPUTE_DETACHING = reason(
     "FormerComputeDetaching", "spec.compute.name changed: amlwire detaches the compute attached under the old name"
 )
+DELETING = reason("Deleting", "the resource is being deleted: amlwire removes what it created (deletionPolicy Delete)")
 ORPHANED = reason("Orphaned", "deletionPolicy Orphan: amlwire left Azure as it was")
 JOBS_STILL_RUNNING = reason("JobsStillRunning", "a deleted AttachedCompute had AmlJobs running on it")
 

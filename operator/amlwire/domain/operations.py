@@ -121,25 +121,28 @@ def age_of(operation: OperationStatus, now: datetime) -> float:
 
 
 # -- the ledger in status.operations ----------------------------------------------------------------
-def find(operations: Sequence[OperationStatus], *kinds: Kind) -> OperationStatus | None:
-    return next((op for op in operations if op.kind in kinds), None)
+# An operation's `target` is None for the resource the spec names now, else the name of the one it works on.
+def find(operations: Sequence[OperationStatus], *kinds: Kind, target: str | None = None) -> OperationStatus | None:
+    return next((op for op in operations if op.kind in kinds and op.target == target), None)
 
 
 def of_subject(operations: Sequence[OperationStatus], subject: str) -> OperationStatus | None:
     return next((op for op in operations if _kind(op) is not None and Kind(op.kind).subject == subject), None)
 
 
-def started(kind: Kind, now: datetime, attempt: int = 1, url: str | None = None) -> OperationStatus:
-    return OperationStatus(kind=kind.value, url=url, started_at=rfc3339(now), attempt=attempt)
+def started(
+    kind: Kind, now: datetime, attempt: int = 1, url: str | None = None, target: str | None = None
+) -> OperationStatus:
+    return OperationStatus(kind=kind.value, url=url, started_at=rfc3339(now), attempt=attempt, target=target)
 
 
 def recorded(operations: Sequence[OperationStatus], operation: OperationStatus) -> list[OperationStatus]:
-    """The ledger with `operation` in place of any earlier one of its kind."""
-    return [*without(operations, Kind(operation.kind)), operation]
+    """The ledger with `operation` in place of any earlier one of its kind on its target."""
+    return [*without(operations, Kind(operation.kind), target=operation.target), operation]
 
 
-def without(operations: Sequence[OperationStatus], *kinds: Kind) -> list[OperationStatus]:
-    return [op for op in operations if op.kind not in kinds]
+def without(operations: Sequence[OperationStatus], *kinds: Kind, target: str | None = None) -> list[OperationStatus]:
+    return [op for op in operations if op.kind not in kinds or op.target != target]
 
 
 def resume(

@@ -123,7 +123,14 @@ def check_drift(*, uid: str, **kwargs: Any) -> None:
 
 
 def delete_attached_compute(
-    *, name: str, uid: str, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, **kwargs: Any
+    *,
+    name: str,
+    uid: str,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    **kwargs: Any,
 ) -> None:
     services: Services = kwargs["memo"].services
     try:
@@ -132,9 +139,9 @@ def delete_attached_compute(
         return  # nothing was ever created for a spec amlwire could not read
     with services.object_locks.hold(uid):
         result = cleanup(_scope(name, body, parsed, status, kwargs))
+    if result.status is not None:  # deletion waits: status says for what, and kopf comes back
+        apply(patch, services.kube, body, status, result.status, result.events, result.requeue_after, result.message)
     post(services.kube, body, result.events)
-    if not result.finished:
-        raise kopf.TemporaryError(result.message, delay=result.requeue_after)
     metrics.STATES.forget(KIND, None, name)
     services.drift.forget(uid)
     for other in result.wake:  # what it was refused (the extension, an account) may be theirs now: at once

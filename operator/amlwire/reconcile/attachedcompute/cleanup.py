@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amlwire.api import reasons as r
+from amlwire.api.attachedcompute import AttachedComputeStatus
 from amlwire.domain.azure import name_of
 from amlwire.domain.compute import ours, tagged_owner
+from amlwire.domain.conditions import condition, fold, kstatus
 from amlwire.domain.errors import AzureError, AzureNotFound, KubeError
 from amlwire.domain.federation import NAME_PREFIX, subject_of
 from amlwire.reconcile.attachedcompute.access import remove_our_roles
+from amlwire.reconcile.attachedcompute.compute import Detaching, detach_followed, forget_detach, together
 from amlwire.reconcile.attachedcompute.federation import IDENTITY_LOCKS
 from amlwire.reconcile.attachedcompute.scope import OWNER_LABEL, Scope
 from amlwire.reconcile.attachedcompute.service_accounts import in_use_elsewhere
@@ -18,13 +21,27 @@ from amlwire.reconcile.common import Event
 
 @dataclass(frozen=True)
 class Cleanup:
-    """How far deletion got: finished (the finalizer may go), or what it waits for and when to look again."""
+    """How far deletion got: finished (the finalizer may go), or what it waits for, when to look again, and the
+    status that says so (Ready False, Reconciling or Stalled, and the ledger of the detach it follows)."""
 
     finished: bool
     message: str
     requeue_after: float | None
     events: list[Event]
     wake: tuple[str, ...] = ()  # AttachedComputes to reconcile now: what they were refused may be theirs now
+    status: AttachedComputeStatus | None = None  # None once finished: the object goes
+
+
+def _waits(scope: Scope, reason: str, message: str, delay: float, stuck: bool = False) -> Cleanup:
+    """Deletion cannot finish yet: status says what it waits for; a wait someone must end is also an event."""
+    previous = condition(scope.previous.conditions, r.STALLED)
+    if stuck and not (previous and previous.status == "True" and previous.reason == reason):
+        scope.warn(reason, message)
+    summaries = kstatus("stalled" if stuck else "reconciling", reason, message)
+    scope.status.conditions = fold(scope.previous.conditions, summaries, scope.generation, scope.now)
+    # deletion bumps the generation: observed, so a detach that gave up is not taken for a spec changed to retry
+    scope.status.observed_generation = scope.generation
+    return Cleanup(False, message, delay, scope.events, status=scope.status)
 
 
 def cleanup(scope: Scope) -> Cleanup:
@@ -44,10 +61,9 @@ def cleanup(scope: Scope) -> Cleanup:
         message = (
             f"deletion waits: {error.message}; to let go without cleaning up Azure, set spec.deletionPolicy: Orphan"
         )
-        warning = Event("Warning", error.reason, message)
-        return Cleanup(False, error.message, delay or scope.timings.retry_delay, [*scope.events, warning])
+        return _waits(scope, error.reason, message, delay or scope.timings.retry_delay, stuck=not error.retryable)
     except KubeError as error:
-        return Cleanup(False, str(error), scope.timings.retry_delay, scope.events)
+        return _waits(scope, r.KUBERNETES_UNAVAILABLE, f"deletion waits: {error}", scope.timings.retry_delay)
 
 
 def _running_jobs_told(scope: Scope, what: str) -> list[Event]:
@@ -69,10 +85,13 @@ def _undo(scope: Scope) -> Cleanup:
             scope.kube.release_service_account(account.namespace, account.name)
     _delete_federated_credentials(scope)
     remove_our_roles(scope, scope.target.identity_id)
-    remaining = _detach_compute(scope)
-    if remaining:
-        return Cleanup(False, remaining, scope.timings.lro_poll_delay, scope.events)
-    return Cleanup(True, "removed what amlwire created", None, scope.events, _waiting_on_me(scope))
+    detaching = _detach_compute(scope)
+    if detaching is None:
+        return Cleanup(True, "removed what amlwire created", None, scope.events, _waiting_on_me(scope))
+    if detaching.stuck:
+        message = f"deletion waits: {detaching.message}; or set spec.deletionPolicy: Orphan to leave it attached"
+        return _waits(scope, r.COMPUTE_DETACH_FAILED, message, scope.timings.blocked_recheck, stuck=True)
+    return _waits(scope, r.DELETING, f"deletion waits: {detaching.message}", scope.timings.lro_poll_delay)
 
 
 def _waiting_on_me(scope: Scope) -> tuple[str, ...]:
@@ -107,9 +126,9 @@ def _delete_federated_credentials(scope: Scope) -> None:
                 scope.note(r.FEDERATED_CREDENTIAL_DELETED, f"deleted {credential.name}")
 
 
-def _detach_compute(scope: Scope) -> str | None:
-    """Detach the compute (and any attached under an earlier spec.compute.name) when it is this AttachedCompute's;
-    say so when one is left attached because it is not."""
+def _detach_compute(scope: Scope) -> Detaching | None:
+    """Detach the compute (and any attached under an earlier spec.compute.name) when it is this AttachedCompute's,
+    through the ledger; say so when one is left attached because it is not."""
     target = scope.target
     names = dict.fromkeys([target.compute_name, *(name_of(c) for c in scope.previous.former_computes)])
     waiting = []
@@ -117,8 +136,9 @@ def _detach_compute(scope: Scope) -> str | None:
         try:
             found = scope.azure.get_compute(target.workspace, name)
         except AzureNotFound:
-            continue
+            found = None
         if found is None:
+            forget_detach(scope, name)
             continue
         if not ours(found, scope.name, scope.previous.compute_adopted_from):
             owner = tagged_owner(found)
@@ -128,8 +148,5 @@ def _detach_compute(scope: Scope) -> str | None:
                 + (f"AttachedCompute {owner} attached it" if owner else "it was not attached by amlwire"),
             )
             continue
-        if found.provisioning_state.lower() != "deleting":
-            scope.azure.begin_detach_compute(target.workspace, name)
-            scope.note(r.COMPUTE_DETACHING, f"detaching compute {name}")
-        waiting.append(name)
-    return f"waiting for compute {', '.join(waiting)} to detach" if waiting else None
+        waiting.append(detach_followed(scope, name, found))
+    return together(waiting)

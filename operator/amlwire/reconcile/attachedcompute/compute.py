@@ -6,6 +6,8 @@ success looks: the compute in the workspace, Succeeded, on this cluster, with th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amlwire.api import reasons as r
 from amlwire.domain.azure import ComputeAttachment, ComputeInfo, name_of
 from amlwire.domain.compute import (
@@ -25,7 +27,6 @@ from amlwire.domain.conditions import Outcome, StepResult, blocked, done, progre
 from amlwire.domain.errors import AzureError, AzureNotFound, KubeForbidden
 from amlwire.domain.failures import BY_ID
 from amlwire.domain.operations import (
-    Begin,
     GiveUp,
     Kind,
     Monitor,
@@ -41,8 +42,77 @@ from amlwire.reconcile.attachedcompute.scope import DETACH_UNDER_JOBS, MANAGED_B
 from amlwire.reconcile.runner import EXTENSION_INSTALLED, step
 
 
-def detach_command(scope: Scope) -> str:
-    return BY_ID["F14"].command("detach", **scope.target.detach_command_values)
+def detach_command(scope: Scope, name: str | None = None) -> str:
+    values = scope.target.detach_command_values
+    return BY_ID["F14"].command("detach", **{**values, "compute": name or values["compute"]})
+
+
+@dataclass(frozen=True)
+class Detaching:
+    """Where a detach amlwire follows stands: what to say, and whether someone must act."""
+
+    message: str
+    reason: str = r.COMPUTE_PROVISIONING
+    stuck: bool = False
+
+
+def detach_followed(scope: Scope, name: str, found: ComputeInfo, why: str = "") -> Detaching:
+    """Detach compute `name` (which is there, and this AttachedCompute's) through the ledger: begun once, followed,
+    begun again after a failure, and given up with the command to detach it by hand once it failed as often as a
+    detach may or never finished. A detach someone else started is followed the same way."""
+    target = None if name.lower() == scope.target.compute_name.lower() else name
+    operation = find(scope.status.operations, Kind.COMPUTE_DETACH, target=target)
+    seen = observed_detach(found) if operation is not None else None
+    decision = follow(operation, seen, scope.now, scope.timings.lro_timeout)
+    if isinstance(decision, Monitor):
+        return Detaching(f"compute {name} is detaching (since {decision.operation.started_at})")
+    if isinstance(decision, GiveUp):
+        return Detaching(_detach_gave_up(scope, name, decision), r.COMPUTE_DETACH_FAILED, stuck=True)
+    begun = Detaching(f"compute {name} is detaching", r.COMPUTE_DETACHING)
+    if isinstance(decision, Retry):
+        message = (
+            f"detaching compute {name} failed ({decision.error}); detaching it again (attempt {decision.attempt} of "
+            f"{Kind.COMPUTE_DETACH.give_up_after})"
+        )
+        scope.warn(r.COMPUTE_DETACH_FAILED, message)
+        begun = Detaching(message, r.COMPUTE_DETACH_FAILED)
+    if found.provisioning_state.lower() != "deleting":
+        scope.azure.begin_detach_compute(scope.target.workspace, name)
+        if not isinstance(decision, Retry):
+            scope.note(r.COMPUTE_DETACHING, f"detaching compute {name}{why}")
+    operation = started(Kind.COMPUTE_DETACH, scope.now, decision.attempt, target=target)
+    scope.status.operations = recorded(scope.status.operations, operation)
+    return begun
+
+
+def together(detaching: list[Detaching]) -> Detaching | None:
+    """Several detaches as one: stuck when any is."""
+    if not detaching:
+        return None
+    worst = next((d for d in detaching if d.stuck), detaching[0])
+    return Detaching("; ".join(d.message for d in detaching), worst.reason, worst.stuck)
+
+
+def _detaching(scope: Scope, detaching: Detaching, then: str) -> StepResult:
+    """ComputeReady while a compute of this AttachedCompute detaches: progressing, or blocked once it is stuck."""
+    if detaching.stuck:
+        return scope.blocked(r.COMPUTE_READY, r.COMPUTE_DETACH_FAILED, f"{detaching.message}, then amlwire {then}")
+    return progressing(r.COMPUTE_READY, detaching.reason, detaching.message, scope.timings.lro_poll_delay)
+
+
+def forget_detach(scope: Scope, name: str) -> None:
+    """The compute is gone: no detach of it is followed any more."""
+    target = None if name.lower() == scope.target.compute_name.lower() else name
+    scope.status.operations = without(scope.status.operations, Kind.COMPUTE_DETACH, target=target)
+
+
+def _detach_gave_up(scope: Scope, name: str, decision: GiveUp) -> str:
+    what = (
+        f"the detach of compute {name} started at {decision.operation.started_at} {decision.error}"
+        if decision.timed_out
+        else f"detaching compute {name} failed {decision.operation.attempt} times ({decision.error})"
+    )
+    return f"{what}; detach it by hand: {detach_command(scope, name)}"
 
 
 @step(r.COMPUTE_READY, needs=(r.CLUSTER_READY, r.IDENTITY_READY, EXTENSION_INSTALLED))
@@ -55,7 +125,9 @@ def attach_the_compute(scope: Scope) -> StepResult:
         return scope.denied_or_missing(r.COMPUTE_READY, error, "spec.workspace")
     result = _attached(scope, found)
     if former and result.outcome is Outcome.DONE:  # the new one is attached; the old one is still going
-        return progressing(r.COMPUTE_READY, r.FORMER_COMPUTE_DETACHING, former, scope.timings.lro_poll_delay)
+        if former.stuck:
+            return scope.blocked(r.COMPUTE_READY, r.COMPUTE_DETACH_FAILED, former.message)
+        return progressing(r.COMPUTE_READY, r.FORMER_COMPUTE_DETACHING, former.message, scope.timings.lro_poll_delay)
     held = scope.held_identity
     if held and result.outcome is Outcome.DONE:
         return _wait_for_jobs(
@@ -68,7 +140,7 @@ def attach_the_compute(scope: Scope) -> StepResult:
     return result
 
 
-def detach_former_computes(scope: Scope) -> str | None:
+def detach_former_computes(scope: Scope) -> Detaching | None:
     """Computes attached under an earlier spec.compute.name: detached (once no AmlJob runs on them), so a new
     name never leaves the old compute behind. What is still in progress, or None."""
     target = scope.target
@@ -76,41 +148,37 @@ def detach_former_computes(scope: Scope) -> str | None:
     if scope.previous.compute_id and name_of(scope.previous.compute_id).lower() != target.compute_name.lower():
         earlier.append(scope.previous.compute_id)
     left: list[str] = []
-    waiting: list[str] = []
+    waiting: list[Detaching] = []
     for compute_id in dict.fromkeys(earlier):
         name = name_of(compute_id)
         found = scope.azure.get_compute(target.workspace, name)
         if found is None:
+            forget_detach(scope, name)
             continue
         if not ours(found, scope.name, scope.previous.compute_adopted_from):
             scope.warn(r.COMPUTE_LEFT_ATTACHED, f"compute {name} was not attached by {scope.name}: left attached")
             continue
         left.append(compute_id)
         jobs = scope.neighbours.running_jobs
-        if found.provisioning_state.lower() == "deleting":
-            waiting.append(f"compute {name} is detaching")
-        elif jobs and not scope.detach_under_jobs:
-            waiting.append(
+        if found.provisioning_state.lower() != "deleting" and jobs and not scope.detach_under_jobs:
+            message = (
                 f"compute {name} (the former spec.compute.name) stays attached while {len(jobs)} AmlJob(s) run on "
                 f"it ({', '.join(jobs[:5])}); kubectl annotate amlc {scope.name} {DETACH_UNDER_JOBS}=true detaches "
                 f"it now (AML fails those jobs)"
             )
+            waiting.append(Detaching(message))
         else:
-            scope.azure.begin_detach_compute(target.workspace, name)
-            scope.note(r.COMPUTE_DETACHING, f"detaching compute {name}: spec.compute.name is {target.compute_name}")
-            waiting.append(f"compute {name} is detaching")
+            waiting.append(detach_followed(scope, name, found, f": spec.compute.name is {target.compute_name}"))
     scope.status.former_computes = left
-    return "; ".join(waiting) or None
+    return together(waiting)
 
 
 def _attached(scope: Scope, found: ComputeInfo | None) -> StepResult:
     detached_since = False
-    detach = find(scope.status.operations, Kind.COMPUTE_DETACH)
-    if detach is not None:
-        decision = follow(detach, observed_detach(found), scope.now, scope.timings.lro_timeout)
-        if not isinstance(decision, Begin):
-            return _follow_detach(scope, found, decision)
-        scope.status.operations = without(scope.status.operations, Kind.COMPUTE_DETACH)
+    if find(scope.status.operations, Kind.COMPUTE_DETACH) is not None:
+        if found is not None:
+            return _detaching(scope, detach_followed(scope, scope.target.compute_name, found), "attaches it again")
+        forget_detach(scope, scope.target.compute_name)
         detached_since = True
     attach = find(scope.status.operations, Kind.COMPUTE_ATTACH)
     if attach is not None:
@@ -127,24 +195,6 @@ def _attached(scope: Scope, found: ComputeInfo | None) -> StepResult:
             return _attach_again(scope, found, decision.attempt)
         scope.status.operations = without(scope.status.operations, Kind.COMPUTE_ATTACH)
     return _converge(scope, found)
-
-
-def _follow_detach(scope: Scope, found: ComputeInfo | None, decision: Monitor | Retry | GiveUp) -> StepResult:
-    name = scope.target.compute_name
-    if isinstance(decision, Monitor):
-        return progressing(
-            r.COMPUTE_READY, r.COMPUTE_PROVISIONING, f"compute {name} is detaching", scope.timings.lro_poll_delay
-        )
-    if isinstance(decision, GiveUp):
-        return blocked(
-            r.COMPUTE_READY,
-            r.COMPUTE_DETACH_FAILED,
-            f"detaching compute {name} failed {decision.operation.attempt} times ({decision.error}); detach it by "
-            f"hand ({detach_command(scope)}) and amlwire attaches it again",
-            scope.timings.blocked_recheck,
-        )
-    message = f"detaching compute {name} failed ({decision.error}); detaching it again"
-    return _detach(scope, decision.attempt, r.COMPUTE_DETACH_FAILED, message)
 
 
 def _attach_gave_up(scope: Scope, found: ComputeInfo | None, decision: GiveUp) -> StepResult:
@@ -167,7 +217,7 @@ def _attach_again(scope: Scope, found: ComputeInfo | None, attempt: int) -> Step
     """A failed attach is retried: a Failed compute is detached first (Azure refuses to attach over it)."""
     if found is not None:
         message = f"compute {scope.target.compute_name} is Failed ({errors_of(found)}); detaching it to attach again"
-        return _detach(scope, 1, r.COMPUTE_ATTACH_FAILED, message)
+        return _detach(scope, r.COMPUTE_ATTACH_FAILED, message)
     return _attach(scope, attempt)
 
 
@@ -188,7 +238,7 @@ def _converge(scope: Scope, found: ComputeInfo | None) -> StepResult:
         jobs = scope.neighbours.running_jobs
         if decision.reason == r.COMPUTE_IDENTITY_MISMATCH and jobs and not scope.detach_under_jobs:
             return _wait_for_jobs(scope, decision.message, jobs)
-        return _detach(scope, 1, decision.reason, decision.message)
+        return _detach(scope, decision.reason, decision.message)
     if decision.action is ComputeAction.WAIT:
         return progressing(r.COMPUTE_READY, decision.reason, decision.message, scope.timings.lro_poll_delay)
     if decision.action is ComputeAction.REPORT:
@@ -333,8 +383,8 @@ def _attach(scope: Scope, attempt: int) -> StepResult:
     return progressing(r.COMPUTE_READY, r.COMPUTE_ATTACHING, message, scope.timings.lro_poll_delay)
 
 
-def _detach(scope: Scope, attempt: int, reason: str, message: str) -> StepResult:
+def _detach(scope: Scope, reason: str, message: str) -> StepResult:
     scope.azure.begin_detach_compute(scope.target.workspace, scope.target.compute_name)
-    scope.status.operations = recorded(scope.status.operations, started(Kind.COMPUTE_DETACH, scope.now, attempt))
+    scope.status.operations = recorded(scope.status.operations, started(Kind.COMPUTE_DETACH, scope.now))
     scope.warn(reason, message)
     return progressing(r.COMPUTE_READY, reason, message, scope.timings.lro_poll_delay)
