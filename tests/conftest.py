@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,11 @@ def kube(control_plane: ControlPlane) -> client.ApiClient:
 @pytest.fixture(scope="session")
 def custom(kube: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(kube)
+
+
+def table(names: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> pytest.MarkDecorator:
+    """A table test: one case per row, each named by its first column."""
+    return pytest.mark.parametrize(names, rows, ids=[str(row[0]) for row in rows])
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from amlwire.domain import azure as az
 from amlwire.domain.errors import AzureError, AzureNotFound, KubeConflict, KubeForbidden, KubeNotFound
@@ -26,6 +26,8 @@ ISSUER = f"https://eastus.oic.prod-aks.azure.com/{TENANT}/aks-robotics/"
 IDENTITY_ID = (
     f"/subscriptions/{SUB}/resourceGroups/rg-id/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-ml"
 )
+
+T = TypeVar("T")
 CLIENT_ID = "3c5b0f0e-1d6e-4a7b-9c2d-5e6f7a8b9c01"
 PRINCIPAL = "8e2d4c6a-0b1f-4e3d-a5c7-9b8a7f6e5d02"
 WORKSPACE = az.WorkspaceRef(SUB, "rg-ml", "mlw-robotics")
@@ -89,18 +91,12 @@ class FakeAzure:
     # -- AKS ------------------------------------------------------------------------------------------
     def get_cluster(self, subscription: str, group: str, name: str) -> az.ClusterInfo:
         self._call("get_cluster", subscription, group, name)
-        found = self.clusters.get(az.managed_cluster_id(subscription, group, name).lower())
-        if found is None:
-            raise AzureNotFound(f"cluster {name}: not found")
-        return found
+        return _found(self.clusters, az.managed_cluster_id(subscription, group, name), f"cluster {name}")
 
     # -- identities and federated credentials ---------------------------------------------------------
     def get_identity(self, identity_id: str) -> az.IdentityInfo:
         self._call("get_identity", identity_id)
-        found = self.identities.get(identity_id.lower())
-        if found is None:
-            raise AzureNotFound(f"identity {identity_id}: not found")
-        return found
+        return _found(self.identities, identity_id, f"identity {identity_id}")
 
     def list_federated_credentials(self, identity_id: str) -> list[az.FederatedCredential]:
         self._call("list_federated_credentials", identity_id)
@@ -190,17 +186,11 @@ class FakeAzure:
     # -- storage, workspace, compute ---------------------------------------------------------------------
     def get_storage_account(self, account_id: str) -> az.StorageInfo:
         self._call("get_storage_account", account_id)
-        found = self.storage.get(account_id.lower())
-        if found is None:
-            raise AzureNotFound(f"storage account {account_id}: not found")
-        return found
+        return _found(self.storage, account_id, f"storage account {account_id}")
 
     def get_workspace(self, workspace: az.WorkspaceRef) -> az.WorkspaceInfo:
         self._call("get_workspace", workspace)
-        found = self.workspaces.get(workspace.id.lower())
-        if found is None:
-            raise AzureNotFound(f"workspace {workspace.name}: not found")
-        return found
+        return _found(self.workspaces, workspace.id, f"workspace {workspace.name}")
 
     def get_compute(self, workspace: az.WorkspaceRef, name: str) -> az.ComputeInfo | None:
         self._call("get_compute", workspace, name)
@@ -292,6 +282,14 @@ class FakeAzure:
         version = str(1 + sum(1 for name, _ in self.models if name == model_name))
         self.models.add((model_name, version))
         return model_name, version
+
+
+def _found(table: Mapping[str, T], resource_id: str, what: str) -> T:
+    """What Azure answers for a resource: it, or 404 (ARM IDs compare without case)."""
+    found = table.get(resource_id.lower())
+    if found is None:
+        raise AzureNotFound(f"{what}: not found")
+    return found
 
 
 def healthy_azure(**changes: Any) -> FakeAzure:

@@ -303,29 +303,24 @@ APPLY = "application/apply-patch+yaml"
 
 def test_a_namespace_patched_into_the_allow_list_goes_when_gitops_applies_again(harness):
     manifest = compute_manifest("gitops-gpu")
-    harness.custom.patch_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "attachedcomputes",
-        "gitops-gpu",
-        manifest,
-        field_manager="argocd-controller",
-        force=True,
-        _content_type=APPLY,
-    )
+
+    def gitops_applies() -> None:
+        harness.custom.patch_cluster_custom_object(
+            GROUP,
+            VERSION,
+            "attachedcomputes",
+            "gitops-gpu",
+            manifest,
+            field_manager="argocd-controller",
+            force=True,
+            _content_type=APPLY,
+        )
+
+    gitops_applies()
     harness.created.append(("attachedcomputes", None, "gitops-gpu"))
     harness.patch_compute("gitops-gpu", {"jobs": {"allowedNamespaces": ["robotics", "team-x"]}})
     assert harness.compute("gitops-gpu")["spec"]["jobs"]["allowedNamespaces"] == ["robotics", "team-x"]
-    harness.custom.patch_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "attachedcomputes",
-        "gitops-gpu",
-        manifest,
-        field_manager="argocd-controller",
-        force=True,
-        _content_type=APPLY,
-    )
+    gitops_applies()
     assert harness.compute("gitops-gpu")["spec"]["jobs"]["allowedNamespaces"] == ["robotics"]
 
 

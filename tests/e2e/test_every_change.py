@@ -156,19 +156,7 @@ def test_a_compute_left_by_an_orphaned_attached_compute_is_adopted_and_detached_
     first = harness.apply_compute("robotics-gpu2", deletionPolicy="Orphan")
     harness.wait_ready(first)
     harness.delete_compute(first)
-    wait_for(
-        lambda: (
-            first
-            not in [
-                c["metadata"]["name"]
-                for c in harness.custom.list_cluster_custom_object("amlwire.io", "v1alpha1", "attachedcomputes")[
-                    "items"
-                ]
-            ]
-        ),
-        timeout=20,
-        what="the orphaning deletion",
-    )
+    wait_for(lambda: not harness.exists(first), timeout=20, what="the orphaning deletion")
     assert computes_tagged(harness) == {"k8s-gpu": first}  # left attached, as Orphan says
     second = harness.apply_compute("robotics-gpu3")
     obj = harness.wait_ready(second)
@@ -188,19 +176,7 @@ def test_deleting_a_compute_whose_identity_never_existed_finishes_and_its_events
     assert len(repeated) == 1, [(e.reason, e.count) for e in repeated]  # one Event object, counted
     mark = harness.ctl.mark()
     harness.delete_compute(name)
-    wait_for(
-        lambda: (
-            name
-            not in [
-                c["metadata"]["name"]
-                for c in harness.custom.list_cluster_custom_object("amlwire.io", "v1alpha1", "attachedcomputes")[
-                    "items"
-                ]
-            ]
-        ),
-        timeout=15,
-        what="the deletion to finish",
-    )
+    wait_for(lambda: not harness.exists(name), timeout=15, what="the deletion to finish")
     assert not [c for c in harness.ctl.calls(mark) if "federatedIdentityCredentials" in c["path"]]
 
 

@@ -13,7 +13,7 @@ import yaml
 from kubernetes import client
 
 from amlwire_devenv.cluster import as_object, ensure_namespace
-from tests.conftest import GROUP, REPO, VERSION
+from tests.conftest import GROUP, REPO, VERSION, table
 
 pytestmark = pytest.mark.kube
 
@@ -254,7 +254,7 @@ COMMAND_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("case", "spec", "field", "fix"), COMMAND_CASES, ids=[c[0] for c in COMMAND_CASES])
+@table(("case", "spec", "field", "fix"), COMMAND_CASES)
 def test_a_command_binding_nothing_is_refused_like_amlwire_lint_l08(custom, robotics, case, spec, field, fix):
     obj = fresh(load("amljob-command.yaml"))
     obj["spec"].update(spec)
@@ -279,7 +279,7 @@ def robotics(kube: client.ApiClient) -> str:
     return "robotics"
 
 
-@pytest.mark.parametrize(("case", "mutate", "field", "fix"), COMPUTE_CASES, ids=[c[0] for c in COMPUTE_CASES])
+@table(("case", "mutate", "field", "fix"), COMPUTE_CASES)
 def test_malformed_attached_compute_is_refused(custom, case, mutate, field, fix):
     obj = fresh(load("attachedcompute.yaml"))
     mutate(obj)
@@ -288,7 +288,7 @@ def test_malformed_attached_compute_is_refused(custom, case, mutate, field, fix)
     assert fix in message, message
 
 
-@pytest.mark.parametrize(("case", "mutate", "field", "fix"), JOB_CASES, ids=[c[0] for c in JOB_CASES])
+@table(("case", "mutate", "field", "fix"), JOB_CASES)
 def test_malformed_aml_job_is_refused(custom, robotics, case, mutate, field, fix):
     obj = fresh(load("amljob-validate.yaml"))
     mutate(obj)

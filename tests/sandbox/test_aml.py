@@ -46,6 +46,12 @@ def finished(ml, name):
     return status if status in ("Completed", "Failed", "Canceled") else None
 
 
+def ended(ml, name: str) -> str:
+    """Submit the validation job `name` and wait for its final status."""
+    ml.jobs.create_or_update(validation_job(name))
+    return wait_for(lambda: finished(ml, name), timeout=20)
+
+
 def test_workspace_and_compute_attach_with_user_assigned_identity(ml, ctl):
     workspace = ml.workspaces.get("mlw-robotics")
     assert workspace.location == "eastus"
@@ -146,11 +152,9 @@ def test_job_on_wired_compute_completes_and_streams(credential, arm, ml, capsys)
 def test_role_assignment_grants_access_only_after_propagation(credential, arm, ml, ctl):
     ctl.timing(rolePropagationSeconds=30)
     wire(credential, arm, ml)
-    ml.jobs.create_or_update(validation_job("too-early"))
-    assert wait_for(lambda: finished(ml, "too-early"), timeout=20) == "Failed"
+    assert ended(ml, "too-early") == "Failed"
     ctl.timing(rolePropagationSeconds=0)
-    ml.jobs.create_or_update(validation_job("after-propagation"))
-    assert wait_for(lambda: finished(ml, "after-propagation"), timeout=20) == "Completed"
+    assert ended(ml, "after-propagation") == "Completed"
 
 
 def test_job_state_machine_is_observable(credential, arm, ml, ctl):
@@ -219,8 +223,7 @@ def test_list_pages_through_next_links(credential, arm, ml, ctl):
 def test_per_job_rules_control_outcome_and_metrics(credential, arm, ml, ctl):
     wire(credential, arm, ml)
     ctl.add_job_rule({"name": "ruled"}, outcome="Failed", error={"code": "UserError", "message": "CUDA OOM"})
-    ml.jobs.create_or_update(validation_job("ruled"))
-    assert wait_for(lambda: finished(ml, "ruled"), timeout=20) == "Failed"
+    assert ended(ml, "ruled") == "Failed"
     assert ml.jobs._runs_operations.get_run_details("ruled").error.error.message == "CUDA OOM"
 
 
@@ -328,11 +331,9 @@ def test_a_deleted_role_assignment_keeps_granting_until_the_removal_propagates(c
     ctl.patch(storage.id, extra={"backdated": True})  # granted long ago
     ctl.timing(rolePropagationSeconds=30)
     authorization.delete(STORAGE_ID, storage.name)  # through ARM: a removal takes effect minutes later
-    ml.jobs.create_or_update(validation_job("just-after-removal"))
-    assert wait_for(lambda: finished(ml, "just-after-removal"), timeout=20) == "Completed"
+    assert ended(ml, "just-after-removal") == "Completed"
     ctl.timing(rolePropagationSeconds=0)
-    ml.jobs.create_or_update(validation_job("after-removal"))
-    assert wait_for(lambda: finished(ml, "after-removal"), timeout=20) == "Failed"
+    assert ended(ml, "after-removal") == "Failed"
 
 
 def test_the_blob_plane_answers_as_storage_does(sandbox, credential, arm, blob_dns):

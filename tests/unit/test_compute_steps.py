@@ -43,7 +43,7 @@ from amlwire.reconcile.attachedcompute.service_accounts import CLIENT_ID_ANNOTAT
 from amlwire.reconcile.common import Timings
 from amlwire.reconcile.runner import EXTENSION_INSTALLED, Step, guard, run_steps
 from amlwire.reconcile.runner import step as declare
-from tests.conftest import example
+from tests.conftest import example, table
 from tests.fakes import (
     CLIENT_ID,
     CLUSTER_ID,
@@ -156,9 +156,7 @@ CLUSTER_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("case", "changes", "outcome", "reason", "says"), CLUSTER_CASES, ids=[c[0] for c in CLUSTER_CASES]
-)
+@table(("case", "changes", "outcome", "reason", "says"), CLUSTER_CASES)
 def test_cluster_step(case, changes, outcome, reason, says):
     scope = make(_cluster(healthy_azure(), **changes), observe=False)
     result = run(check_the_cluster, scope)
@@ -673,11 +671,7 @@ COMPUTE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("case", "compute", "before", "outcome", "reason", "begins", "after"),
-    COMPUTE_CASES,
-    ids=[c[0] for c in COMPUTE_CASES],
-)
+@table(("case", "compute", "before", "outcome", "reason", "begins", "after"), COMPUTE_CASES)
 def test_compute_step(case, compute, before, outcome, reason, begins, after):
     azure = with_compute(compute)
     scope = make(azure, previous=with_operations(*before))
@@ -809,7 +803,7 @@ OWNER_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("case", "other", "created", "owned", "refused"), OWNER_CASES, ids=[c[0] for c in OWNER_CASES])
+@table(("case", "other", "created", "owned", "refused"), OWNER_CASES)
 def test_who_sets_a_shared_extensions_identity(case, other, created, owned, refused):
     scope = make(previous=AttachedComputeStatus(observed_generation=1, owns_extension=owned))
     scope.created, scope.neighbours = created, sibling(**other)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from amlwire.domain.conditions import (
     blocked,
     condition,
@@ -19,6 +17,7 @@ from amlwire.domain.conditions import (
     summarize,
     waiting,
 )
+from tests.conftest import table
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -87,7 +86,7 @@ SUMMARY_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("case", "steps", "expected"), SUMMARY_CASES, ids=[c[0] for c in SUMMARY_CASES])
+@table(("case", "steps", "expected"), SUMMARY_CASES)
 def test_summary(case, steps, expected):
     summary = {s.type: (s.status, s.reason) for s in summarize(steps)}
     assert summary == expected

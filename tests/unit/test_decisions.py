@@ -23,6 +23,7 @@ from amlwire.domain.operations import (
     follow,
     resume,
 )
+from tests.conftest import table
 
 SUB = "6f1c2b1e-5c1a-4f5e-9a51-1b2c3d4e5f60"
 CLUSTER_ID = (
@@ -91,7 +92,7 @@ INHERITED = [
 ]
 
 
-@pytest.mark.parametrize(("case", "scope", "assignee", "listed", "satisfies"), INHERITED, ids=[c[0] for c in INHERITED])
+@table(("case", "scope", "assignee", "listed", "satisfies"), INHERITED)
 def test_assignments_inherited_from_above_or_through_a_group_satisfy_the_grant(
     case, scope, assignee, listed, satisfies
 ):
@@ -158,9 +159,7 @@ EXTENSION_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("case", "found", "configure", "action", "reason"), EXTENSION_CASES, ids=[c[0] for c in EXTENSION_CASES]
-)
+@table(("case", "found", "configure", "action", "reason"), EXTENSION_CASES)
 def test_extension_decision(case, found, configure, action, reason):
     decision = decide_extension(found, DESIRED, configure, "rg", "aks", "azureml")
     assert (decision.action, decision.reason) == (action, reason)
@@ -215,9 +214,7 @@ COMPUTE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("case", "found", "attempts", "action", "reason"), COMPUTE_CASES, ids=[c[0] for c in COMPUTE_CASES]
-)
+@table(("case", "found", "attempts", "action", "reason"), COMPUTE_CASES)
 def test_compute_decision(case, found, attempts, action, reason):
     decision = decide_compute(found, "k8s-gpu", CLUSTER, IDENTITY, "jobs", "mine", "az ml compute detach")
     assert (decision.action, decision.reason) == (action, reason)
@@ -245,9 +242,7 @@ RESUME_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("case", "observed", "generation", "before", "kept"), RESUME_CASES, ids=[c[0] for c in RESUME_CASES]
-)
+@table(("case", "observed", "generation", "before", "kept"), RESUME_CASES)
 def test_a_changed_spec_gives_spent_operations_a_fresh_start(case, observed, generation, before, kept):
     previous = AttachedComputeStatus(observed_generation=observed, operations=before)
     assert [op.kind for op in resume(previous.operations, generation, previous.observed_generation)] == kept
@@ -269,7 +264,7 @@ FOLLOW_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("case", "op", "seen", "decision"), FOLLOW_CASES, ids=[c[0] for c in FOLLOW_CASES])
+@table(("case", "op", "seen", "decision"), FOLLOW_CASES)
 def test_the_ledger_follows_an_operation(case, op, seen, decision):
     assert follow(op, seen, NOW) == decision
 

@@ -8,15 +8,13 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-import pytest
-
 from amlwire.api.attachedcompute import AttachedComputeSpec
 from amlwire.domain.access import role_definition_id
 from amlwire.domain.azure import ComputeInfo, ExtensionInfo, FederatedCredential, RoleAssignment
 from amlwire.domain.doctor import CHECKS, Facts, Pod, diagnose, exit_code
 from amlwire.domain.extension import cli_settings
 from amlwire.domain.federation import credential_name
-from tests.conftest import example
+from tests.conftest import example, table
 from tests.fakes import (
     CLIENT_ID,
     CLUSTER_ID,
@@ -166,7 +164,7 @@ def test_a_healthy_world_passes_every_check():
     assert [x.id for x in results] == sorted(c.failure for c in CHECKS)
 
 
-@pytest.mark.parametrize(("failure", "breaks", "names"), CASES, ids=[c[0] for c in CASES])
+@table(("failure", "breaks", "names"), CASES)
 def test_each_failure_alone_fails_exactly_its_check(failure, breaks, names):
     facts = healthy()
     breaks(facts)

@@ -119,14 +119,17 @@ def test_an_evaluation_leaves_its_evidence_and_exits_0(tmp_path):
     assert result["metrics"] == metrics
 
 
-def test_a_crash_prints_its_traceback_and_fails(tmp_path):
+def evaluate_under(tmp_path: Path, simulator: dict[str, str], *args: str):
+    """The evaluator on a checkpoint, with the sandbox's Isaac Sim behaving as `simulator` says."""
     checkpoint_file(tmp_path / "model")
-    done, _ = run_script(
-        tmp_path,
-        "isaaclab_evaluate.py",
-        *("--task", ANYMAL, "--checkpoint", str(tmp_path / "model")),
-        env={"AMLWIRE_SANDBOX_ISAACSIM": json.dumps({"crash": "step"})},
+    command = ("--task", ANYMAL, "--checkpoint", str(tmp_path / "model"), *args)
+    return run_script(
+        tmp_path, "isaaclab_evaluate.py", *command, env={"AMLWIRE_SANDBOX_ISAACSIM": json.dumps(simulator)}
     )
+
+
+def test_a_crash_prints_its_traceback_and_fails(tmp_path):
+    done, _ = evaluate_under(tmp_path, {"crash": "step"})
     assert done.returncode == 1
     assert "Traceback (most recent call last)" in done.stderr
     assert "RuntimeError: [Isaac Sim] PhysX error in step" in done.stderr
@@ -152,13 +155,7 @@ def test_the_watchdog_kills_a_call_that_holds_the_gil(tmp_path):
 
 
 def test_a_hang_inside_the_simulator_fails_the_job_within_the_grace(tmp_path):
-    checkpoint_file(tmp_path / "model")
-    done, seconds = run_script(
-        tmp_path,
-        "isaaclab_evaluate.py",
-        *("--task", ANYMAL, "--checkpoint", str(tmp_path / "model"), "--hang_grace", "1"),
-        env={"AMLWIRE_SANDBOX_ISAACSIM": json.dumps({"hang": "step"})},
-    )
+    done, seconds = evaluate_under(tmp_path, {"hang": "step"}, "--hang_grace", "1")
     assert done.returncode == -9
     assert seconds < 15
     assert "evaluation made no progress for 1 s" in done.stderr

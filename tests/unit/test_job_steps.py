@@ -19,7 +19,7 @@ from amlwire.reconcile.amljob.submit import submit_the_job
 from amlwire.reconcile.common import Timings
 from amlwire.reconcile.poller import BACKOFF, FollowedJob, JobPoller, JobWatch
 from amlwire.reconcile.runner import Step, guard
-from tests.conftest import example
+from tests.conftest import example, table
 from tests.fakes import WORKSPACE, FakeAzure, at, rejected, throttled
 
 UID = "0b9c8d7e-1111-2222-3333-444455556666"
@@ -142,9 +142,7 @@ ADMISSION_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("case", "changes", "outcome", "reason", "says"), ADMISSION_CASES, ids=[c[0] for c in ADMISSION_CASES]
-)
+@table(("case", "changes", "outcome", "reason", "says"), ADMISSION_CASES)
 def test_admission(case, changes, outcome, reason, says):
     azure = models(FakeAzure())
     result = run(submit_the_job, make(azure, **changes))

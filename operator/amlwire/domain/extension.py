@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -108,6 +108,18 @@ def az_command(cluster_group: str, cluster: str, name: str, settings: Mapping[st
     return BY_ID["F12"].fix(**values) if create else BY_ID["F12"].command("update", **values)
 
 
+def _installer(configure: bool, command: str) -> Callable[[str, str, dict[str, str]], ExtensionDecision]:
+    """The extension does not run on the cluster: amlwire installs it (Configure), or says how (Verify)."""
+
+    def install(doing: str, missing: str, settings: dict[str, str]) -> ExtensionDecision:
+        if configure:
+            return ExtensionDecision(Action.CREATE, r.EXTENSION_INSTALLING, doing, settings)
+        fix = f"{missing}; install it: {command}, or set spec.extension.mode: Configure"
+        return ExtensionDecision(Action.REPORT, r.EXTENSION_MISSING, fix, {})
+
+    return install
+
+
 def decide_extension(
     found: ExtensionInfo | None,
     desired: Mapping[str, str],
@@ -120,21 +132,12 @@ def decide_extension(
     """What to do about the extension; `defaults` are the settings the CLI adds (cli_settings), installed with
     it and added when absent."""
     defaults = defaults or {}
+    install = _installer(configure, az_command(cluster_group, cluster, name, desired, create=True))
     if found is None:
-        if configure:
-            return ExtensionDecision(
-                Action.CREATE,
-                r.EXTENSION_INSTALLING,
-                f"installing the AzureML extension {name}",
-                {**defaults, **desired},
-            )
-        return ExtensionDecision(
-            Action.REPORT,
-            r.EXTENSION_MISSING,
-            f"the AzureML extension {name} is not installed on {cluster}; install it: "
-            f"{az_command(cluster_group, cluster, name, desired, create=True)}, or set "
-            f"spec.extension.mode: Configure",
-            {},
+        return install(
+            f"installing the AzureML extension {name}",
+            f"the AzureML extension {name} is not installed on {cluster}",
+            {**defaults, **desired},
         )
     if found.extension_type.lower() != EXTENSION_TYPE.lower():
         return ExtensionDecision(
@@ -153,20 +156,10 @@ def decide_extension(
     absent = lacking(found.settings, defaults, desired)
     said = f" (Azure said: {found.error})" if found.error else ""
     if state == "canceled":  # the install never finished: nothing runs on the cluster
-        if configure:
-            return ExtensionDecision(
-                Action.CREATE,
-                r.EXTENSION_INSTALLING,
-                f"extension {name}'s install was Canceled{said}; installing it again",
-                {**defaults, **found.settings, **desired},
-            )
-        return ExtensionDecision(
-            Action.REPORT,
-            r.EXTENSION_MISSING,
-            f"extension {name}'s install on {cluster} was Canceled{said}, so it is not installed; install it "
-            f"again: {az_command(cluster_group, cluster, name, desired, create=True)}, or set "
-            f"spec.extension.mode: Configure",
-            {},
+        return install(
+            f"extension {name}'s install was Canceled{said}; installing it again",
+            f"extension {name}'s install on {cluster} was Canceled{said}, so it is not installed",
+            {**defaults, **found.settings, **desired},
         )
     if state == "failed":
         if configure:

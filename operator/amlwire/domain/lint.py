@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -424,14 +424,7 @@ def _input(lint: _Lint, field: str, key: yaml.Node, value: yaml.Node, command_jo
             "L07",
             f"unknown input type {kind!r}{hint}; one of {', '.join(sorted(DATA_TYPES | LITERAL_TYPES))}",
         )
-    mode = _scalar(_get(value, "mode"))
-    if mode is not None and mode not in INPUT_MODES:
-        lint.add(
-            _get(value, "mode"),
-            f"{field}.mode",
-            "L07",
-            f"unknown input mode {mode!r}; one of {', '.join(sorted(INPUT_MODES))}",
-        )
+    _known_mode(lint, value, field, "input", INPUT_MODES)
     path = _scalar(_get(value, "path"))
     if path is None:
         lint.add(value, f"{field}.path", "L07", "a data or model input needs `path:`")
@@ -461,14 +454,14 @@ def _output(lint: _Lint, field: str, key: yaml.Node, value: yaml.Node) -> None:
     for name, sub_key, _ in _items(value):
         if name not in OUTPUT_KEYS:
             lint.add(sub_key, f"{field}.{name}", "L02", f"unknown key {name!r} in an output")
+    _known_mode(lint, value, field, "output", OUTPUT_MODES)
+
+
+def _known_mode(lint: _Lint, value: yaml.Node, field: str, what: str, modes: Collection[str]) -> None:
     mode = _scalar(_get(value, "mode"))
-    if mode is not None and mode not in OUTPUT_MODES:
-        lint.add(
-            _get(value, "mode"),
-            f"{field}.mode",
-            "L07",
-            f"unknown output mode {mode!r}; one of {', '.join(sorted(OUTPUT_MODES))}",
-        )
+    if mode is not None and mode not in modes:
+        message = f"unknown {what} mode {mode!r}; one of {', '.join(sorted(modes))}"
+        lint.add(_get(value, "mode"), f"{field}.mode", "L07", message)
 
 
 def _references(lint: _Lint, job: yaml.Node, prefix: str) -> None:

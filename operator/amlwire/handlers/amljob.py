@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import kopf
@@ -14,10 +15,9 @@ from amlwire import metrics
 from amlwire.api.amljob import AmlJobSpec, AmlJobStatus
 from amlwire.api.common import GROUP, VERSION
 from amlwire.config import Settings
-from amlwire.domain.conditions import new_generation
 from amlwire.domain.view import ComputeView
 from amlwire.handlers.attachedcompute import INDEX
-from amlwire.handlers.status import GENERATION, apply, now, post, refuse_invalid
+from amlwire.handlers.status import GENERATION, announce_generation, apply, now, pass_fields, post, read_spec
 from amlwire.reconcile.amljob import JobResult, JobScope, cancel_job, reconcile_job
 from amlwire.reconcile.poller import FollowedJob
 from amlwire.reconcile.services import Services
@@ -44,15 +44,9 @@ def _scope(
     status: Mapping[str, Any] | None,
 ) -> JobScope:
     return JobScope(
+        **pass_fields(services, name, generation, spec, load_status(AmlJobStatus, status)),
         namespace=namespace,
-        name=name,
         uid=uid,
-        generation=generation,
-        spec=spec,
-        previous=load_status(AmlJobStatus, status),
-        now=now(),
-        timings=services.timings,
-        azure=services.azure,
         watch=services.watch,
         compute=compute_of(computes, spec.compute_ref),
     )
@@ -75,31 +69,16 @@ def run_reconcile(services: Services, scope: JobScope) -> JobResult:
     return result
 
 
-def reconcile_aml_job(
-    *,
-    namespace: str | None,
-    name: str,
-    uid: str,
-    body: kopf.Body,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    patch: kopf.Patch,
-    **kwargs: Any,
-) -> None:
+def reconcile_aml_job(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     services: Services = kwargs["memo"].services
-    generation = body.metadata.get("generation")
-    namespace = namespace or ""
-    try:
-        parsed = AmlJobSpec.model_validate(dict(spec))
-    except ValidationError as error:
-        refuse_invalid(patch, status, AmlJobStatus, generation, error)
+    namespace, name, uid = str(body.metadata.namespace or ""), str(body.metadata.name), str(body.metadata.uid)
+    parsed = read_spec(AmlJobSpec, body, patch, AmlJobStatus)
     computes: ComputeIndex = kwargs[INDEX]
-    scope = _scope(services, computes, namespace, name, uid, generation, parsed, status)
-    marked = new_generation(scope.previous.conditions, generation, scope.previous.observed_generation, now())
-    if marked is not None:  # READY must not say True about a generation nobody has reconciled yet
-        services.kube.patch_aml_job_status(namespace, name, {"conditions": [c.wire() for c in marked]})
+    scope = _scope(services, computes, namespace, name, uid, body.metadata.get("generation"), parsed, body.status)
+    write = partial(services.kube.patch_aml_job_status, namespace, name)
+    announce_generation(body, scope.previous.conditions, scope.previous.observed_generation, write)
     result = run_reconcile(services, scope)
-    apply(patch, services.kube, body, status, result.status, result.events, result.requeue_after, result.summary)
+    apply(patch, services.kube, body, body.status, result.status, result.events, result.requeue_after, result.summary)
 
 
 def delete_aml_job(

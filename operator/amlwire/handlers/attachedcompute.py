@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import kopf
@@ -14,10 +15,10 @@ from amlwire.api.attachedcompute import AttachedComputeSpec, AttachedComputeStat
 from amlwire.api.common import GROUP, VERSION
 from amlwire.config import Settings
 from amlwire.domain.azure import name_of
-from amlwire.domain.conditions import first_visit, new_generation
+from amlwire.domain.conditions import first_visit
 from amlwire.domain.jobs import TERMINAL
 from amlwire.domain.view import ComputeView, view_of
-from amlwire.handlers.status import GENERATION, apply, now, post, refuse_invalid
+from amlwire.handlers.status import GENERATION, announce_generation, apply, now, pass_fields, post, read_spec
 from amlwire.reconcile.attachedcompute import STEP_TYPES, Neighbours, Scope, cleanup, reconcile
 from amlwire.reconcile.attachedcompute.scope import DETACH_UNDER_JOBS, RECONCILE_REQUESTED_AT
 from amlwire.reconcile.services import Services
@@ -54,14 +55,9 @@ def _scope(name: str, body: kopf.Body, spec: AttachedComputeSpec, status: Mappin
     services: Services = kwargs["memo"].services
     annotations = body.metadata.annotations
     running = tuple(kwargs[JOBS_INDEX].get(name, []))
+    previous = load_status(AttachedComputeStatus, status)
     return Scope(
-        name=name,
-        generation=body.metadata.get("generation"),
-        spec=spec,
-        previous=load_status(AttachedComputeStatus, status),
-        now=now(),
-        timings=services.timings,
-        azure=services.azure,
+        **pass_fields(services, name, body.metadata.get("generation"), spec, previous),
         kube=services.kube,
         neighbours=Neighbours.among(views(kwargs[INDEX]), name, running),
         created=str(body.metadata.get("creationTimestamp") or ""),
@@ -70,31 +66,18 @@ def _scope(name: str, body: kopf.Body, spec: AttachedComputeSpec, status: Mappin
     )
 
 
-def reconcile_attached_compute(
-    *,
-    name: str,
-    uid: str,
-    body: kopf.Body,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    patch: kopf.Patch,
-    from_drift: bool = False,
-    **kwargs: Any,
-) -> None:
+def reconcile_attached_compute(*, body: kopf.Body, patch: kopf.Patch, from_drift: bool = False, **kwargs: Any) -> None:
     services: Services = kwargs["memo"].services
-    generation = body.metadata.get("generation")
-    try:
-        parsed = AttachedComputeSpec.model_validate(dict(spec))
-    except ValidationError as error:
-        refuse_invalid(patch, status, AttachedComputeStatus, generation, error)
+    name, uid = str(body.metadata.name), str(body.metadata.uid)
+    status, generation = body.status, body.metadata.get("generation")
+    parsed = read_spec(AttachedComputeSpec, body, patch, AttachedComputeStatus)
     if not status.get("conditions"):
         patch.status["conditions"] = [c.wire() for c in first_visit(STEP_TYPES, generation, now())]
         patch.status["observedGeneration"] = generation
         raise kopf.TemporaryError("first visit: status set, reconciling now", delay=0)
     scope = _scope(name, body, parsed, status, kwargs)
-    marked = new_generation(scope.previous.conditions, generation, scope.previous.observed_generation, now())
-    if marked is not None:  # READY must not say True about a generation nobody has reconciled yet
-        services.kube.patch_attached_compute_status(name, {"conditions": [c.wire() for c in marked]})
+    write = partial(services.kube.patch_attached_compute_status, name)
+    announce_generation(body, scope.previous.conditions, scope.previous.observed_generation, write)
     started = time.monotonic()
     with services.object_locks.hold(uid):
         result = reconcile(scope)
@@ -122,19 +105,11 @@ def check_drift(*, uid: str, **kwargs: Any) -> None:
         reconcile_attached_compute(uid=uid, from_drift=True, **kwargs)
 
 
-def delete_attached_compute(
-    *,
-    name: str,
-    uid: str,
-    body: kopf.Body,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    patch: kopf.Patch,
-    **kwargs: Any,
-) -> None:
+def delete_attached_compute(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     services: Services = kwargs["memo"].services
+    name, uid, status = str(body.metadata.name), str(body.metadata.uid), body.status
     try:
-        parsed = AttachedComputeSpec.model_validate(dict(spec))
+        parsed = AttachedComputeSpec.model_validate(dict(body.spec))
     except ValidationError:
         return  # nothing was ever created for a spec amlwire could not read
     with services.object_locks.hold(uid):

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import kopf
 from pydantic import BaseModel, ValidationError
 
-from amlwire.api.common import ObjectStatus
+from amlwire.api.common import Condition, ObjectStatus
+from amlwire.domain.conditions import new_generation
 from amlwire.reconcile.common import Event
 from amlwire.reconcile.ports import KubePort, ObjectRef
+from amlwire.reconcile.services import Services
 from amlwire.reconcile.status import invalid_spec, stalled_invalid, status_changes
 
 # Update handlers follow the generation, not the spec: with the generation in kopf's diff base
 # (handlers/operator.py GenerationDiffBase), every spec change, a reverted one included, is handled.
 GENERATION = ("metadata", "generation")
+SpecT = TypeVar("SpecT", bound=BaseModel)
+Writer = Callable[[dict[str, Any]], None]  # a status patch sent now
 
 
 def reference(body: Mapping[str, Any]) -> ObjectRef:
@@ -52,6 +56,21 @@ def apply(
         raise kopf.TemporaryError(why or "reconciling", delay=requeue_after)
 
 
+def read_spec(model: type[SpecT], body: kopf.Body, patch: kopf.Patch, status_model: type[ObjectStatus]) -> SpecT:
+    """The object's spec as its model, or Stalled naming the field (a PermanentError: kopf waits for a change)."""
+    try:
+        return model.model_validate(dict(body.spec))
+    except ValidationError as error:
+        refuse_invalid(patch, body.status, status_model, body.metadata.get("generation"), error)
+
+
+def announce_generation(body: kopf.Body, previous: Sequence[Condition], observed: int | None, write: Writer) -> None:
+    """A generation nobody has reconciled yet: Ready must not say True about it, so say so before the pass."""
+    marked = new_generation(previous, body.metadata.get("generation"), observed, now())
+    if marked is not None:
+        write({"conditions": [c.wire() for c in marked]})
+
+
 def refuse_invalid(
     patch: kopf.Patch,
     current: Mapping[str, Any] | None,
@@ -67,3 +86,9 @@ def refuse_invalid(
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def pass_fields(services: Services, name: str, generation: int | None, spec: Any, previous: Any) -> dict[str, Any]:
+    """What a reconcile pass of either kind starts from (reconcile/scope.py ObjectScope)."""
+    fields = {"name": name, "generation": generation, "spec": spec, "previous": previous}
+    return {**fields, "now": now(), "timings": services.timings, "azure": services.azure}

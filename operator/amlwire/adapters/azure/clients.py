@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -150,47 +151,29 @@ class AzureClients:
                 self._cache[key] = build()
             return self._cache[key]
 
-    def msi(self, subscription: str) -> Any:
-        from azure.mgmt.msi import ManagedServiceIdentityClient
+    def _management(self, subscription: str, module: str, client: str, typespec: bool = False) -> Any:
+        """One management client per package and subscription, built on first use; a typespec-generated package's
+        models are prepared first (prepare_models)."""
+        if typespec:
+            prepare_models(module)
+        kind = getattr(importlib.import_module(module), client)
+        return self._cached((client, subscription), lambda: kind(self.credential, subscription, **self.mgmt_kwargs()))
 
-        return self._cached(
-            ("msi", subscription),
-            lambda: ManagedServiceIdentityClient(self.credential, subscription, **self.mgmt_kwargs()),
-        )
+    def msi(self, subscription: str) -> Any:
+        return self._management(subscription, "azure.mgmt.msi", "ManagedServiceIdentityClient")
 
     def containers(self, subscription: str) -> Any:
-        from azure.mgmt.containerservice import ContainerServiceClient
-
-        prepare_models("azure.mgmt.containerservice")
-        return self._cached(
-            ("aks", subscription), lambda: ContainerServiceClient(self.credential, subscription, **self.mgmt_kwargs())
-        )
+        return self._management(subscription, "azure.mgmt.containerservice", "ContainerServiceClient", typespec=True)
 
     def extensions(self, subscription: str) -> Any:
-        from azure.mgmt.kubernetesconfiguration.extensions import KubernetesConfigurationExtensionsMgmtClient
-
-        prepare_models("azure.mgmt.kubernetesconfiguration.extensions")
-        return self._cached(
-            ("ext", subscription),
-            lambda: KubernetesConfigurationExtensionsMgmtClient(self.credential, subscription, **self.mgmt_kwargs()),
-        )
+        module = "azure.mgmt.kubernetesconfiguration.extensions"
+        return self._management(subscription, module, "KubernetesConfigurationExtensionsMgmtClient", typespec=True)
 
     def authorization(self, subscription: str) -> Any:
-        from azure.mgmt.authorization import AuthorizationManagementClient
-
-        return self._cached(
-            ("authz", subscription),
-            lambda: AuthorizationManagementClient(self.credential, subscription, **self.mgmt_kwargs()),
-        )
+        return self._management(subscription, "azure.mgmt.authorization", "AuthorizationManagementClient")
 
     def storage(self, subscription: str) -> Any:
-        from azure.mgmt.storage import StorageManagementClient
-
-        prepare_models("azure.mgmt.storage")
-        return self._cached(
-            ("storage", subscription),
-            lambda: StorageManagementClient(self.credential, subscription, **self.mgmt_kwargs()),
-        )
+        return self._management(subscription, "azure.mgmt.storage", "StorageManagementClient", typespec=True)
 
     def pipeline(self) -> Any:
         """A bare ARM pipeline (auth, retries, user agent) for URLs no SDK method covers."""
