@@ -2,6 +2,8 @@
 
 A step owns one condition. It runs only when what it `needs` holds: a condition that is True, or a fact an
 earlier step provides (see StepResult.provides); otherwise its condition says which link it waits for.
+What an earlier step read (the cluster, the identity) reaches a step as a typed argument, declared as a Fact:
+a step cannot use what it did not declare without the type checker saying so.
 Classified errors a step raises become its condition (retrying, or blocked with the fix), never a crash.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from amlwire.api import reasons as r
 from amlwire.domain.conditions import Outcome, StepResult, blocked, retrying, waiting
@@ -17,6 +19,8 @@ from amlwire.domain.errors import AzureError, KubeConflict, KubeError, KubeForbi
 from amlwire.reconcile.common import Event, Timings
 
 S = TypeVar("S")
+A = TypeVar("A")
+B = TypeVar("B")
 
 # Facts a step may provide before its own condition is True, and the condition that reports them.
 EXTENSION_INSTALLED = "ExtensionInstalled"
@@ -24,21 +28,52 @@ FACT_REPORTED_BY = {EXTENSION_INSTALLED: r.EXTENSION_READY}
 
 
 @dataclass(frozen=True)
+class Fact(Generic[S, A]):
+    """Something a step reads and keeps in the scope for later steps, and the condition that is True once it has."""
+
+    condition: str
+    read: Callable[[S], A | None]
+
+    def of(self, scope: S) -> A:
+        value = self.read(scope)
+        if value is None:  # the runner passes a fact only once its condition holds
+            raise RuntimeError(f"{self.condition} is True but the step that sets it kept nothing")
+        return value
+
+
+@dataclass(frozen=True)
 class Step(Generic[S]):
     condition: str
-    run: Callable[[S], StepResult]
+    body: Callable[..., StepResult]
     needs: tuple[str, ...] = ()
+    facts: tuple[Fact[S, Any], ...] = ()
 
     @property
     def name(self) -> str:
-        return self.run.__name__
+        return self.body.__name__
+
+    def run(self, scope: S) -> StepResult:
+        return self.body(scope, *(fact.of(scope) for fact in self.facts))
 
 
-def step(condition: str, needs: Iterable[str] = ()) -> Callable[[Callable[[S], StepResult]], Step[S]]:
-    """Declare a step: `@step(COMPUTE_READY, needs=(CLUSTER_READY, IDENTITY_READY))`."""
+@overload
+def step(condition: str, *, needs: Iterable[str] = ()) -> Callable[[Callable[[S], StepResult]], Step[S]]: ...
+@overload
+def step(
+    condition: str, a: Fact[S, A], /, *, needs: Iterable[str] = ()
+) -> Callable[[Callable[[S, A], StepResult]], Step[S]]: ...
+@overload
+def step(
+    condition: str, a: Fact[S, A], b: Fact[S, B], /, *, needs: Iterable[str] = ()
+) -> Callable[[Callable[[S, A, B], StepResult]], Step[S]]: ...
+def step(condition: str, *facts: Fact[Any, Any], needs: Iterable[str] = ()) -> Callable[..., Step[Any]]:
+    """Declare a step: `@step(COMPUTE_READY, CLUSTER, IDENTITY, needs=(EXTENSION_INSTALLED,))` runs once the
+    cluster and identity are read (their conditions True) and the extension is installed, and receives the
+    cluster and the identity after the scope."""
 
-    def declare(run: Callable[[S], StepResult]) -> Step[S]:
-        return Step(condition, run, tuple(needs))
+    def declare(body: Callable[..., StepResult]) -> Step[Any]:
+        needed = tuple(dict.fromkeys([*(fact.condition for fact in facts), *needs]))
+        return Step(condition, body, needed, facts)
 
     return declare
 

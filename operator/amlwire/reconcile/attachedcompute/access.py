@@ -8,20 +8,20 @@ from datetime import timedelta
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import RoleAssignmentStatus
 from amlwire.domain.access import created_status, plan_access, role_guid, shared_key_problem
-from amlwire.domain.azure import ResourceId, name_of, subscription_of
+from amlwire.domain.azure import IdentityInfo, ResourceId, name_of, subscription_of
 from amlwire.domain.conditions import Outcome, StepResult, blocked, done, progressing, rfc3339
 from amlwire.domain.errors import AzureError, AzureNotFound
 from amlwire.domain.failures import BY_ID
 from amlwire.domain.federation import OtherCluster, describe_gone, describe_holding
 from amlwire.reconcile.attachedcompute.federation import other_clusters
 from amlwire.reconcile.attachedcompute.ownership import extension_refused
-from amlwire.reconcile.attachedcompute.scope import Scope
+from amlwire.reconcile.attachedcompute.scope import IDENTITY, Scope
 from amlwire.reconcile.common import seconds_until
 from amlwire.reconcile.runner import step
 
 
-@step(r.ACCESS_READY, needs=(r.IDENTITY_READY,))
-def assign_roles(scope: Scope) -> StepResult:
+@step(r.ACCESS_READY, IDENTITY)
+def assign_roles(scope: Scope, identity: IdentityInfo) -> StepResult:
     former = scope.former_identity
     if former is not None:
         remove_our_roles(scope, former, " of the former identity")  # spec.identity changed
@@ -32,7 +32,7 @@ def assign_roles(scope: Scope) -> StepResult:
         scope.status.role_assignments = []
         return refused
     try:
-        result = _grants(scope, recorded=[] if former else scope.previous.role_assignments)
+        result = _grants(scope, identity.principal_id, recorded=[] if former else scope.previous.role_assignments)
     except AzureError as error:
         return scope.denied_or_missing(r.ACCESS_READY, error, "spec.access.grants[].scope")
     if result.outcome in (Outcome.DONE, Outcome.PROGRESSING):
@@ -112,13 +112,12 @@ def _datastore_readable(scope: Scope) -> StepResult | None:
     )
 
 
-def _grants(scope: Scope, recorded: list[RoleAssignmentStatus]) -> StepResult:
+def _grants(scope: Scope, principal: str, recorded: list[RoleAssignmentStatus]) -> StepResult:
     access = scope.spec.access
     _drop_ungranted(scope, recorded)
     if not access.grants:
         scope.status.role_assignments = []
         return done(r.ACCESS_READY, r.NO_GRANTS_REQUESTED, "spec.access.grants is empty: no role assignments to check")
-    principal = scope.identity.principal_id
     window = timedelta(seconds=scope.timings.role_propagation)
     scopes = sorted({g.scope for g in access.grants})
     assignments = {s: scope.azure.list_role_assignments(s, principal) for s in scopes}

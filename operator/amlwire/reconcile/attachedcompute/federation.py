@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import CredentialBudgetStatus, FederatedCredentialStatus
-from amlwire.domain.azure import FederatedCredential, ResourceId
+from amlwire.domain.azure import ClusterInfo, FederatedCredential, ResourceId
 from amlwire.domain.conditions import StepResult, blocked, done, progressing, rfc3339
 from amlwire.domain.errors import AzureNotFound
 from amlwire.domain.federation import (
@@ -24,7 +24,7 @@ from amlwire.reconcile.attachedcompute.ownership import (
     extension_refused,
     owned_elsewhere,
 )
-from amlwire.reconcile.attachedcompute.scope import Scope
+from amlwire.reconcile.attachedcompute.scope import CLUSTER, Scope
 from amlwire.reconcile.common import KeyedLocks, seconds_until
 from amlwire.reconcile.runner import step
 
@@ -41,9 +41,9 @@ REASON_ORDER = {
 IDENTITY_LOCKS = KeyedLocks()
 
 
-@step(r.FEDERATION_READY, needs=(r.CLUSTER_READY, r.IDENTITY_READY))
-def federate_service_accounts(scope: Scope) -> StepResult:
-    issuer = scope.cluster.issuer_url or ""
+@step(r.FEDERATION_READY, CLUSTER, needs=(r.IDENTITY_READY,))
+def federate_service_accounts(scope: Scope, cluster: ClusterInfo) -> StepResult:
+    issuer = cluster.issuer_url or ""
     identity_id = scope.target.identity_id
     refused = extension_refused(scope, r.FEDERATION_READY)
     listed = [] if refused else [(sa.namespace, sa.name) for sa in scope.spec.service_accounts]

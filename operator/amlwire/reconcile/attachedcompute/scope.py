@@ -13,6 +13,7 @@ from amlwire.domain.errors import AzureError
 from amlwire.domain.operations import resume
 from amlwire.domain.view import ComputeView, Target, target_of
 from amlwire.reconcile.ports import KubePort
+from amlwire.reconcile.runner import Fact
 from amlwire.reconcile.scope import ObjectScope
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "amlwire"}
@@ -96,16 +97,6 @@ class Scope(ObjectScope[AttachedComputeSpec, AttachedComputeStatus]):
         previous = self.previous.identity.resource_id if self.previous.identity else None
         return previous if previous and not same_id(previous, self.target.identity_id) else None
 
-    @property
-    def cluster(self) -> ClusterInfo:
-        assert self.observed.cluster is not None, f"a step that reads the cluster needs {r.CLUSTER_READY}"
-        return self.observed.cluster
-
-    @property
-    def identity(self) -> IdentityInfo:
-        assert self.observed.identity is not None, f"a step that reads the identity needs {r.IDENTITY_READY}"
-        return self.observed.identity
-
     def workspace_info(self) -> WorkspaceInfo:
         """The workspace as Azure reports it, read once per pass whichever step asks first."""
         if self.observed.workspace is None:
@@ -122,3 +113,8 @@ class Scope(ObjectScope[AttachedComputeSpec, AttachedComputeStatus]):
         if error.reason != r.AZURE_PERMISSION_DENIED:
             raise error
         return self.blocked(condition, error.reason, error.message.replace("check the spec names it", f"check {field}"))
+
+
+# What the cluster and identity steps read, for the steps that declare they need it (runner.Fact).
+CLUSTER: Fact[Scope, ClusterInfo] = Fact(r.CLUSTER_READY, lambda scope: scope.observed.cluster)
+IDENTITY: Fact[Scope, IdentityInfo] = Fact(r.IDENTITY_READY, lambda scope: scope.observed.identity)

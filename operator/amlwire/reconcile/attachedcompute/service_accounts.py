@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from amlwire.api import reasons as r
+from amlwire.domain.azure import IdentityInfo
 from amlwire.domain.conditions import StepResult, blocked, done
 from amlwire.domain.errors import KubeConflict, KubeNotFound
 from amlwire.domain.failures import BY_ID
 from amlwire.domain.federation import subject_of
 from amlwire.reconcile.attachedcompute.ownership import annotated_for_another_identity, owned_elsewhere
-from amlwire.reconcile.attachedcompute.scope import MANAGED_BY, Scope
+from amlwire.reconcile.attachedcompute.scope import IDENTITY, MANAGED_BY, Scope
 from amlwire.reconcile.ports import ServiceAccountInfo
 from amlwire.reconcile.runner import step
 
@@ -16,9 +17,8 @@ CLIENT_ID_ANNOTATION = "azure.workload.identity/client-id"
 TENANT_ID_ANNOTATION = "azure.workload.identity/tenant-id"
 
 
-@step(r.SERVICE_ACCOUNTS_READY, needs=(r.IDENTITY_READY,))
-def annotate_service_accounts(scope: Scope) -> StepResult:
-    identity = scope.identity
+@step(r.SERVICE_ACCOUNTS_READY, IDENTITY)
+def annotate_service_accounts(scope: Scope, identity: IdentityInfo) -> StepResult:
     wanted = {CLIENT_ID_ANNOTATION: identity.client_id, TENANT_ID_ANNOTATION: identity.tenant_id}
     problems: list[tuple[str, str]] = []
     for account in scope.spec.service_accounts:
