@@ -32,7 +32,7 @@ from amlwire.domain.errors import AzureError
 from amlwire.domain.extension import cli_settings
 from amlwire.domain.federation import credential_name
 from amlwire.domain.view import ComputeView
-from amlwire.reconcile.attachedcompute import STEPS, Neighbours, Scope, cleanup, reconcile
+from amlwire.reconcile.attachedcompute import STEPS, Neighbours, Scope, cleanup, introduce, reconcile
 from amlwire.reconcile.attachedcompute.access import assign_roles
 from amlwire.reconcile.attachedcompute.cluster import check_the_cluster, find_the_identity
 from amlwire.reconcile.attachedcompute.compute import attach_the_compute
@@ -1234,3 +1234,32 @@ def test_the_attempts_survive_the_generation_that_deletion_bumps():
     result = cleanup(make(azure, previous=first.status, generation=2))
     assert stalled_of(result.status) == ("True", r.COMPUTE_DETACH_FAILED)
     assert azure.writes().count("begin_detach_compute") == 1
+
+
+def test_the_first_visit_only_introduces_the_compute_and_comes_straight_back():
+    azure = healthy_azure()
+    scope = make(azure, previous=AttachedComputeStatus(), generation=3)
+    first = introduce(scope)
+    assert first is not None
+    assert azure.calls == []  # before Azure has answered anything
+    assert first.requeue_after == 0
+    assert first.status.observed_generation == 3
+    by_type = {c.type: (c.status, c.reason) for c in first.status.conditions}
+    assert by_type[r.RECONCILING] == ("True", r.FIRST_VISIT)
+    assert {by_type[t] for t in r.COMPUTE_STEP_TYPES} == {("Unknown", r.NOT_YET_CHECKED)}
+    assert introduce(make(azure, previous=first.status)) is None
+
+
+def test_an_azure_error_during_deletion_is_classified_as_a_steps_would_be():
+    azure = with_compute(attached())
+    azure.fail("get_compute", throttled(7))
+    waits = cleanup(deleting(azure))
+    assert (waits.finished, waits.requeue_after) == (False, 7)
+    assert stalled_of(waits.status) == ("False", r.NOT_STALLED)
+    azure.fail("get_compute", rejected("the caller may not read computes", 403))
+    scope = deleting(azure)
+    refused = cleanup(scope)
+    assert refused.requeue_after == TIMINGS.blocked_recheck
+    assert stalled_of(refused.status) == ("True", "AzureBadRequest")
+    assert "set spec.deletionPolicy: Orphan" in refused.message
+    assert [e.type for e in scope.events] == ["Warning"]

@@ -335,6 +335,10 @@ def test_deletion_retries_a_throttled_cancel_and_lets_go_of_a_refused_one():
     azure.fail("cancel_job", throttled(2))
     first = cancel_job(make(azure, previous=submitted()))
     assert (first.finished, first.requeue_after) == (False, 2)
+    assert first.status is not None
+    ready = next(c for c in first.status.conditions if c.type == r.READY)
+    assert (ready.status, ready.reason) == ("False", r.AZURE_THROTTLED)
+    assert ready.message.startswith(f"deletion waits: cancelling AML job {NAME}")
     azure.fail("cancel_job", rejected("forbidden", 403))
     second = cancel_job(make(azure, previous=submitted()))
     assert second.finished

@@ -36,23 +36,20 @@ print(len(errors))
 RUNS = 6
 
 
-def raw_fields(mode: str) -> list[int]:
-    """Per fresh interpreter: how many of 32 threads found a raw dict where a model belongs."""
+def raw_fields(mode: str) -> int:
+    """In a fresh interpreter: how many of 32 threads found a raw dict where a model belongs."""
     env = {"PYTHONPATH": f"{REPO / 'operator'}", "PATH": "/usr/bin:/bin"}
-    return [
-        int(
-            subprocess.run(
-                [sys.executable, "-c", RACE, mode], capture_output=True, text=True, env=env, check=True, timeout=120
-            ).stdout.strip()
-        )
-        for _ in range(RUNS)
-    ]
+    answer = subprocess.run(
+        [sys.executable, "-c", RACE, mode], capture_output=True, text=True, env=env, check=True, timeout=120
+    )
+    return int(answer.stdout.strip())
 
 
 def test_prepared_models_deserialize_the_same_in_every_thread():
-    assert raw_fields("prepared") == [0] * RUNS
+    assert [raw_fields("prepared") for _ in range(RUNS)] == [0] * RUNS
 
 
 def test_the_sdk_race_prepare_models_exists_for():
-    """If a new SDK release fixes it, this fails: then prepare_models can go."""
-    assert sum(raw_fields("unprepared")) > 0
+    """If a new SDK release fixes it, this fails: then prepare_models can go. A race shows in most fresh
+    interpreters, not all (fewer on a busy machine): up to 30 are tried, stopping at the first that shows it."""
+    assert any(raw_fields("unprepared") > 0 for _ in range(30))

@@ -17,11 +17,20 @@ from amlwire.api.common import GROUP, VERSION
 from amlwire.config import Settings
 from amlwire.domain.view import ComputeView
 from amlwire.handlers.attachedcompute import INDEX
-from amlwire.handlers.status import GENERATION, announce_generation, apply, now, pass_fields, post, read_spec
+from amlwire.handlers.status import (
+    GENERATION,
+    announce_generation,
+    apply,
+    finish_deletion,
+    now,
+    pass_fields,
+    read_spec,
+    write,
+)
 from amlwire.reconcile.amljob import JobResult, JobScope, cancel_job, reconcile_job
 from amlwire.reconcile.poller import FollowedJob
 from amlwire.reconcile.services import Services
-from amlwire.reconcile.status import load_status, status_changes, without_framework
+from amlwire.reconcile.status import load_status, without_framework
 
 PLURAL = "amljobs"
 KIND = "AmlJob"
@@ -81,21 +90,17 @@ def reconcile_aml_job(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> N
     apply(patch, services.kube, body, body.status, result.status, result.events, result.requeue_after, result.summary)
 
 
-def delete_aml_job(
-    *, namespace: str | None, name: str, uid: str, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, **kwargs: Any
-) -> None:
+def delete_aml_job(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     services: Services = kwargs["memo"].services
-    namespace = namespace or ""
+    namespace, name, uid = str(body.metadata.namespace or ""), str(body.metadata.name), str(body.metadata.uid)
     try:
-        parsed = AmlJobSpec.model_validate(dict(spec))
+        parsed = AmlJobSpec.model_validate(dict(body.spec))
     except ValidationError:
         return
-    scope = _scope(services, kwargs[INDEX], namespace, name, uid, body.metadata.get("generation"), parsed, status)
+    scope = _scope(services, kwargs[INDEX], namespace, name, uid, body.metadata.get("generation"), parsed, body.status)
     with services.object_locks.hold(uid):
         result = cancel_job(scope)
-    post(services.kube, body, result.events)
-    if not result.finished:
-        raise kopf.TemporaryError("cancelling the AML job", delay=result.requeue_after)
+    finish_deletion(patch, services.kube, body, result)
     metrics.STATES.forget(KIND, namespace, name)
 
 
@@ -116,10 +121,8 @@ def poller_update(services: Services, computes: ComputeIndex) -> Callable[[Follo
             services, computes, job.namespace, job.name, job.uid, body["metadata"].get("generation"), spec, current
         )
         result = run_reconcile(services, scope)
-        changes = status_changes(current, result.status)
-        if changes:
-            services.kube.patch_aml_job_status(job.namespace, job.name, changes)
-        post(services.kube, body, result.events)
+        send = partial(services.kube.patch_aml_job_status, job.namespace, job.name)
+        write(send, services.kube, body, current, result.status, result.events)
 
     return update
 

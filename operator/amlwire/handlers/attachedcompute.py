@@ -15,11 +15,18 @@ from amlwire.api.attachedcompute import AttachedComputeSpec, AttachedComputeStat
 from amlwire.api.common import GROUP, VERSION
 from amlwire.config import Settings
 from amlwire.domain.azure import name_of
-from amlwire.domain.conditions import first_visit
 from amlwire.domain.jobs import TERMINAL
 from amlwire.domain.view import ComputeView, view_of
-from amlwire.handlers.status import GENERATION, announce_generation, apply, now, pass_fields, post, read_spec
-from amlwire.reconcile.attachedcompute import STEP_TYPES, Neighbours, Scope, cleanup, reconcile
+from amlwire.handlers.status import (
+    GENERATION,
+    announce_generation,
+    apply,
+    finish_deletion,
+    now,
+    pass_fields,
+    read_spec,
+)
+from amlwire.reconcile.attachedcompute import Neighbours, Scope, cleanup, introduce, reconcile
 from amlwire.reconcile.attachedcompute.scope import DETACH_UNDER_JOBS, RECONCILE_REQUESTED_AT
 from amlwire.reconcile.services import Services
 from amlwire.reconcile.status import load_status
@@ -68,19 +75,14 @@ def _scope(name: str, body: kopf.Body, spec: AttachedComputeSpec, status: Mappin
 
 def reconcile_attached_compute(*, body: kopf.Body, patch: kopf.Patch, from_drift: bool = False, **kwargs: Any) -> None:
     services: Services = kwargs["memo"].services
-    name, uid = str(body.metadata.name), str(body.metadata.uid)
-    status, generation = body.status, body.metadata.get("generation")
+    name, uid, status = str(body.metadata.name), str(body.metadata.uid), body.status
     parsed = read_spec(AttachedComputeSpec, body, patch, AttachedComputeStatus)
-    if not status.get("conditions"):
-        patch.status["conditions"] = [c.wire() for c in first_visit(STEP_TYPES, generation, now())]
-        patch.status["observedGeneration"] = generation
-        raise kopf.TemporaryError("first visit: status set, reconciling now", delay=0)
     scope = _scope(name, body, parsed, status, kwargs)
     write = partial(services.kube.patch_attached_compute_status, name)
     announce_generation(body, scope.previous.conditions, scope.previous.observed_generation, write)
     started = time.monotonic()
     with services.object_locks.hold(uid):
-        result = reconcile(scope)
+        result = introduce(scope) or reconcile(scope)
     metrics.record_reconcile(KIND, None, name, time.monotonic() - started, result.status.conditions)
     budget = result.status.credential_budget
     if budget is not None:
@@ -114,9 +116,7 @@ def delete_attached_compute(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any
         return  # nothing was ever created for a spec amlwire could not read
     with services.object_locks.hold(uid):
         result = cleanup(_scope(name, body, parsed, status, kwargs))
-    if result.status is not None:  # deletion waits: status says for what, and kopf comes back
-        apply(patch, services.kube, body, status, result.status, result.events, result.requeue_after, result.message)
-    post(services.kube, body, result.events)
+    finish_deletion(patch, services.kube, body, result)
     metrics.STATES.forget(KIND, None, name)
     services.drift.forget(uid)
     for other in result.wake:  # what it was refused (the extension, an account) may be theirs now: at once

@@ -13,6 +13,7 @@ from amlwire.api.common import Condition, ObjectStatus
 from amlwire.domain.conditions import new_generation
 from amlwire.reconcile.common import Event
 from amlwire.reconcile.ports import KubePort, ObjectRef
+from amlwire.reconcile.scope import Deletion
 from amlwire.reconcile.services import Services
 from amlwire.reconcile.status import invalid_spec, stalled_invalid, status_changes
 
@@ -39,6 +40,22 @@ def post(kube: KubePort, body: Mapping[str, Any], events: list[Event]) -> None:
         kube.post_events(reference(body), events)
 
 
+def write(
+    send: Writer,
+    kube: KubePort,
+    body: Mapping[str, Any],
+    current: Mapping[str, Any] | None,
+    status: BaseModel,
+    events: list[Event],
+) -> None:
+    """How every pass, kopf's or the job poller's, reaches Kubernetes: the status fields that changed, sent once
+    (nothing when none did), then the events."""
+    changes = status_changes(current, status)
+    if changes:
+        send(changes)
+    post(kube, body, events)
+
+
 def apply(
     patch: kopf.Patch,
     kube: KubePort,
@@ -50,8 +67,7 @@ def apply(
     why: str = "",
 ) -> None:
     """Write what changed in status, post the events, and ask kopf to come back when the result says so."""
-    patch.status.update(status_changes(current, status))
-    post(kube, body, events)
+    write(patch.status.update, kube, body, current, status, events)
     if requeue_after is not None:
         raise kopf.TemporaryError(why or "reconciling", delay=requeue_after)
 
@@ -69,6 +85,15 @@ def announce_generation(body: kopf.Body, previous: Sequence[Condition], observed
     marked = new_generation(previous, body.metadata.get("generation"), observed, now())
     if marked is not None:
         write({"conditions": [c.wire() for c in marked]})
+
+
+def finish_deletion(patch: kopf.Patch, kube: KubePort, body: kopf.Body, result: Deletion[Any]) -> None:
+    """A deletion pass reaches Kubernetes like any other: while it waits, status says for what and kopf comes
+    back (the finalizer stays); once finished, only its events."""
+    if result.status is None:
+        post(kube, body, result.events)
+        return
+    apply(patch, kube, body, body.status, result.status, result.events, result.requeue_after, result.message)
 
 
 def refuse_invalid(

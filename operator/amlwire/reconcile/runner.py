@@ -78,25 +78,55 @@ def step(condition: str, *facts: Fact[Any, Any], needs: Iterable[str] = ()) -> C
     return declare
 
 
+@dataclass(frozen=True)
+class Failure:
+    """What a classified error means for whatever was running: its reason and message, when to look again, and
+    whether it passes by itself (transient) or someone must act."""
+
+    reason: str
+    message: str
+    delay: float
+    transient: bool
+
+
+def classify(error: Exception, timings: Timings, events: list[Event]) -> Failure | None:
+    """The one place errors become outcomes (a step's condition, a deletion's wait); None: not a classified error,
+    a bug to surface."""
+    if isinstance(error, AzureError):
+        return azure_failure(error, timings, events)
+    if isinstance(error, KubeConflict):
+        return Failure(r.KUBERNETES_FIELD_CONFLICT, error.message, timings.blocked_recheck, transient=False)
+    refused = {KubeNotFound: r.KUBERNETES_OBJECT_NOT_FOUND, KubeForbidden: r.KUBERNETES_PERMISSION_DENIED}
+    for kind, reason in refused.items():
+        if isinstance(error, kind):
+            return Failure(reason, str(error), timings.blocked_recheck, transient=False)
+    if isinstance(error, KubeError):
+        return Failure(r.KUBERNETES_UNAVAILABLE, str(error), timings.retry_delay, transient=True)
+    return None
+
+
+def azure_failure(error: AzureError, timings: Timings, events: list[Event]) -> Failure:
+    """Azure's errors, classified at the adapter: retried after Retry-After (capped, and said when capped), or
+    blocked until someone acts."""
+    if not error.retryable:
+        return Failure(error.reason, error.message, timings.blocked_recheck, transient=False)
+    delay = error.retry_after or timings.retry_delay
+    if delay > timings.max_retry_delay:
+        events.append(Event("Normal", error.reason, capped(error.message, delay, timings.max_retry_delay)))
+    return Failure(error.reason, error.message, min(timings.max_retry_delay, delay), transient=True)
+
+
 def guard(condition: str, run: Callable[[], StepResult], timings: Timings, events: list[Event]) -> StepResult:
     """Run one step; a classified error becomes its condition: retrying, or blocked with the fix."""
     try:
         return run()
-    except AzureError as error:
-        if error.retryable:
-            delay = error.retry_after or timings.retry_delay
-            if delay > timings.max_retry_delay:
-                events.append(Event("Normal", error.reason, capped(error.message, delay, timings.max_retry_delay)))
-            return retrying(condition, error.reason, error.message, min(timings.max_retry_delay, delay))
-        return blocked(condition, error.reason, error.message, timings.blocked_recheck)
-    except KubeConflict as error:
-        return blocked(condition, r.KUBERNETES_FIELD_CONFLICT, error.message, timings.blocked_recheck)
-    except KubeNotFound as error:
-        return blocked(condition, r.KUBERNETES_OBJECT_NOT_FOUND, str(error), timings.blocked_recheck)
-    except KubeForbidden as error:
-        return blocked(condition, r.KUBERNETES_PERMISSION_DENIED, str(error), timings.blocked_recheck)
-    except KubeError as error:
-        return retrying(condition, r.KUBERNETES_UNAVAILABLE, str(error), timings.retry_delay)
+    except (AzureError, KubeError) as error:
+        failure = classify(error, timings, events)
+        if failure is None:
+            raise
+        if failure.transient:
+            return retrying(condition, failure.reason, failure.message, failure.delay)
+        return blocked(condition, failure.reason, failure.message, failure.delay)
 
 
 def capped(message: str, asked: float, cap: float) -> str:

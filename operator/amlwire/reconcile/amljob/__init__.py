@@ -9,8 +9,6 @@ update and resume, and when the poller sees AML's status change. Steps (one modu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from amlwire.api import reasons as r
 from amlwire.api.amljob import AmlJobStatus
 from amlwire.domain.conditions import Outcome, StepResult, Summary, fold, kstatus
@@ -20,8 +18,8 @@ from amlwire.reconcile.amljob.follow import follow_the_job
 from amlwire.reconcile.amljob.scope import JobScope
 from amlwire.reconcile.amljob.submit import submit_the_job
 from amlwire.reconcile.common import Event, transition_events
-from amlwire.reconcile.runner import Step, earliest, run_steps
-from amlwire.reconcile.scope import PassResult
+from amlwire.reconcile.runner import Step, azure_failure, earliest, run_steps
+from amlwire.reconcile.scope import Deletion, PassResult
 
 STEPS: tuple[Step[JobScope], ...] = (submit_the_job, follow_the_job)
 assert tuple(s.condition for s in STEPS) == r.JOB_STEP_TYPES
@@ -66,33 +64,29 @@ def reconcile_job(scope: JobScope) -> JobResult:
     return JobResult(status, earliest(results), events, scope.reverify)
 
 
-@dataclass(frozen=True)
-class Cancellation:
-    """How far deletion got: finished (the finalizer may go), or when to try cancelling again."""
-
-    finished: bool
-    requeue_after: float | None
-    events: list[Event]
+Cancellation = Deletion[AmlJobStatus]
 
 
 def cancel_job(scope: JobScope) -> Cancellation:
     """On deletion: cancel the AML job unless it already ended, then let go (a refusal is reported, not retried)."""
     name, workspace = scope.status.aml_job_name, scope.workspace
     if not name or workspace is None:
-        return Cancellation(True, None, [])
+        return scope.deleted("no AML job was submitted")
     scope.watch.unfollow(workspace.id, name)
     try:
         snapshot = scope.azure.get_job(workspace, name)
         if snapshot is None or snapshot.terminal:
-            return Cancellation(True, None, [])
+            return scope.deleted(f"AML job {name} had ended")
         scope.azure.cancel_job(workspace, name)
     except AzureError as error:
-        if error.retryable:
-            return Cancellation(False, error.retry_after or scope.timings.retry_delay, [])
-        return Cancellation(True, None, [Event("Warning", error.reason, f"could not cancel: {error.message}")])
-    return Cancellation(
-        True, None, [Event("Normal", r.CANCELED, f"canceled AML job {name} because the AmlJob was deleted")]
-    )
+        failure = azure_failure(error, scope.timings, scope.events)
+        if failure.transient:
+            message = f"deletion waits: cancelling AML job {name}: {failure.message}"
+            return scope.deletion_waits(failure.reason, message, failure.delay)
+        scope.warn(failure.reason, f"could not cancel: {failure.message}")
+        return scope.deleted(f"AML job {name} could not be canceled")
+    scope.note(r.CANCELED, f"canceled AML job {name} because the AmlJob was deleted")
+    return scope.deleted(f"canceled AML job {name}")
 
 
 __all__ = ["STEPS", "Cancellation", "JobResult", "JobScope", "cancel_job", "reconcile_job"]

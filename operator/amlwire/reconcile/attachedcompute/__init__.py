@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import AttachedComputeStatus
-from amlwire.domain.conditions import fold, summarize
+from amlwire.domain.conditions import first_visit, fold, summarize
 from amlwire.reconcile.attachedcompute.access import assign_roles
 from amlwire.reconcile.attachedcompute.cleanup import Cleanup, cleanup
 from amlwire.reconcile.attachedcompute.cluster import check_the_cluster, find_the_identity
@@ -64,6 +64,17 @@ def reconcile(scope: Scope) -> Result:
     return Result(scope.status, earliest(results), events)
 
 
+def introduce(scope: Scope) -> Result | None:
+    """The first visit of an AttachedCompute only says that amlwire has started (every link Unknown,
+    Reconciling) and comes straight back: a user sees that before Azure has answered anything. None once it has
+    a status."""
+    if scope.previous.conditions:
+        return None
+    scope.status.conditions = first_visit(STEP_TYPES, scope.generation, scope.now)
+    scope.status.observed_generation = scope.generation
+    return Result(scope.status, 0.0, [])
+
+
 __all__ = [
     "MANAGED_BY",
     "OWNER_LABEL",
@@ -75,5 +86,6 @@ __all__ = [
     "Result",
     "Scope",
     "cleanup",
+    "introduce",
     "reconcile",
 ]

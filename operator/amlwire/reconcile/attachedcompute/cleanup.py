@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import AttachedComputeStatus
 from amlwire.domain.azure import name_of
 from amlwire.domain.compute import ours, tagged_owner
-from amlwire.domain.conditions import condition, fold, kstatus
 from amlwire.domain.errors import AzureError, AzureNotFound, KubeError
 from amlwire.domain.federation import NAME_PREFIX, subject_of
 from amlwire.reconcile.attachedcompute.access import remove_our_roles
@@ -17,31 +14,10 @@ from amlwire.reconcile.attachedcompute.federation import IDENTITY_LOCKS
 from amlwire.reconcile.attachedcompute.scope import OWNER_LABEL, Scope
 from amlwire.reconcile.attachedcompute.service_accounts import in_use_elsewhere
 from amlwire.reconcile.common import Event
+from amlwire.reconcile.runner import classify
+from amlwire.reconcile.scope import Deletion
 
-
-@dataclass(frozen=True)
-class Cleanup:
-    """How far deletion got: finished (the finalizer may go), or what it waits for, when to look again, and the
-    status that says so (Ready False, Reconciling or Stalled, and the ledger of the detach it follows)."""
-
-    finished: bool
-    message: str
-    requeue_after: float | None
-    events: list[Event]
-    wake: tuple[str, ...] = ()  # AttachedComputes to reconcile now: what they were refused may be theirs now
-    status: AttachedComputeStatus | None = None  # None once finished: the object goes
-
-
-def _waits(scope: Scope, reason: str, message: str, delay: float, stuck: bool = False) -> Cleanup:
-    """Deletion cannot finish yet: status says what it waits for; a wait someone must end is also an event."""
-    previous = condition(scope.previous.conditions, r.STALLED)
-    if stuck and not (previous and previous.status == "True" and previous.reason == reason):
-        scope.warn(reason, message)
-    summaries = kstatus("stalled" if stuck else "reconciling", reason, message)
-    scope.status.conditions = fold(scope.previous.conditions, summaries, scope.generation, scope.now)
-    # deletion bumps the generation: observed, so a detach that gave up is not taken for a spec changed to retry
-    scope.status.observed_generation = scope.generation
-    return Cleanup(False, message, delay, scope.events, status=scope.status)
+Cleanup = Deletion[AttachedComputeStatus]
 
 
 def cleanup(scope: Scope) -> Cleanup:
@@ -50,20 +26,20 @@ def cleanup(scope: Scope) -> Cleanup:
         orphaned = Event("Normal", r.ORPHANED, "left Azure and the cluster untouched (deletionPolicy: Orphan)")
         jobs = _running_jobs_told(scope, "the compute stays attached: they run to their end and amlwire follows them")
         left = "deletionPolicy Orphan: Azure and the cluster left as they are"
-        return Cleanup(True, left, None, [orphaned, *jobs], _waiting_on_me(scope))
+        return scope.deleted(left, [orphaned, *jobs], _waiting_on_me(scope))
     scope.events += _running_jobs_told(
         scope, "detaching the compute under them makes AML fail them (deletionPolicy Orphan would let them finish)"
     )
     try:
         return _undo(scope)
-    except AzureError as error:
-        delay = error.retry_after if error.retryable else scope.timings.blocked_recheck
+    except (AzureError, KubeError) as error:
+        failure = classify(error, scope.timings, scope.events)
+        if failure is None:
+            raise
         message = (
-            f"deletion waits: {error.message}; to let go without cleaning up Azure, set spec.deletionPolicy: Orphan"
+            f"deletion waits: {failure.message}; to let go without cleaning up Azure, set spec.deletionPolicy: Orphan"
         )
-        return _waits(scope, error.reason, message, delay or scope.timings.retry_delay, stuck=not error.retryable)
-    except KubeError as error:
-        return _waits(scope, r.KUBERNETES_UNAVAILABLE, f"deletion waits: {error}", scope.timings.retry_delay)
+        return scope.deletion_waits(failure.reason, message, failure.delay, stuck=not failure.transient)
 
 
 def _running_jobs_told(scope: Scope, what: str) -> list[Event]:
@@ -87,11 +63,11 @@ def _undo(scope: Scope) -> Cleanup:
     remove_our_roles(scope, scope.target.identity_id)
     detaching = _detach_compute(scope)
     if detaching is None:
-        return Cleanup(True, "removed what amlwire created", None, scope.events, _waiting_on_me(scope))
+        return scope.deleted("removed what amlwire created", wake=_waiting_on_me(scope))
     if detaching.stuck:
         message = f"deletion waits: {detaching.message}; or set spec.deletionPolicy: Orphan to leave it attached"
-        return _waits(scope, r.COMPUTE_DETACH_FAILED, message, scope.timings.blocked_recheck, stuck=True)
-    return _waits(scope, r.DELETING, f"deletion waits: {detaching.message}", scope.timings.lro_poll_delay)
+        return scope.deletion_waits(r.COMPUTE_DETACH_FAILED, message, scope.timings.blocked_recheck, stuck=True)
+    return scope.deletion_waits(r.DELETING, f"deletion waits: {detaching.message}", scope.timings.lro_poll_delay)
 
 
 def _waiting_on_me(scope: Scope) -> tuple[str, ...]:
