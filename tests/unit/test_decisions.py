@@ -17,8 +17,10 @@ from amlwire.domain.operations import SUCCEEDED as WORKED
 from amlwire.domain.operations import (
     Begin,
     GiveUp,
+    Handling,
     Monitor,
     Retry,
+    drive,
     failed,
     follow,
     resume,
@@ -267,6 +269,18 @@ FOLLOW_CASES = [
 @table(("case", "op", "seen", "decision"), FOLLOW_CASES)
 def test_the_ledger_follows_an_operation(case, op, seen, decision):
     assert follow(op, seen, NOW) == decision
+
+
+@table(("case", "op", "seen", "decision"), FOLLOW_CASES)
+def test_drive_hands_each_decision_to_the_steps_handling_of_it(case, op, seen, decision):
+    handling = Handling(
+        begin=lambda d: ("begin", d),
+        monitor=lambda d: ("monitor", d),
+        retry=lambda d: ("retry", d),
+        give_up=lambda d: ("give up", d),
+    )
+    kind = {Begin: "begin", Monitor: "monitor", Retry: "retry", GiveUp: "give up"}[type(decision)]
+    assert drive(op, seen, NOW, 3600, handling) == (kind, decision)
 
 
 def test_an_operation_that_never_finishes_is_given_up():

@@ -9,14 +9,16 @@ gave up are forgotten when the generation changes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum, StrEnum
+from typing import Generic, TypeVar
 
 from amlwire.api.attachedcompute import OperationStatus
 from amlwire.domain.conditions import rfc3339
 
+R = TypeVar("R")
 LRO_TIMEOUT = 3600.0  # seconds an operation may stay in progress before amlwire stops waiting for it
 
 
@@ -113,6 +115,31 @@ def follow(
     if operation.attempt >= Kind(operation.kind).give_up_after:
         return GiveUp(operation, error)
     return Retry(operation.attempt + 1, error)
+
+
+@dataclass(frozen=True)
+class Handling(Generic[R]):
+    """What a step does with each of the ledger's decisions about its operation: the step says what to begin and
+    what each outcome looks like; the ledger (follow) decides which applies."""
+
+    begin: Callable[[Begin], R]
+    monitor: Callable[[Monitor], R]
+    retry: Callable[[Retry], R]
+    give_up: Callable[[GiveUp], R]
+
+
+def drive(
+    operation: OperationStatus | None, observed: Observed | None, now: datetime, timeout: float, handling: Handling[R]
+) -> R:
+    """Follow an operation through the ledger and hand its decision to the step's handling of it."""
+    decision = follow(operation, observed, now, timeout)
+    if isinstance(decision, Monitor):
+        return handling.monitor(decision)
+    if isinstance(decision, Retry):
+        return handling.retry(decision)
+    if isinstance(decision, GiveUp):
+        return handling.give_up(decision)
+    return handling.begin(decision)
 
 
 def age_of(operation: OperationStatus, now: datetime) -> float:

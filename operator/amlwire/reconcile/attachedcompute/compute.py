@@ -27,13 +27,14 @@ from amlwire.domain.conditions import Outcome, StepResult, blocked, done, progre
 from amlwire.domain.errors import AzureError, AzureNotFound, KubeForbidden
 from amlwire.domain.failures import BY_ID
 from amlwire.domain.operations import (
+    Begin,
     GiveUp,
+    Handling,
     Kind,
-    Monitor,
     Retry,
     age_of,
+    drive,
     find,
-    follow,
     recorded,
     started,
     without,
@@ -63,26 +64,34 @@ def detach_followed(scope: Scope, name: str, found: ComputeInfo, why: str = "") 
     target = None if name.lower() == scope.target.compute_name.lower() else name
     operation = find(scope.status.operations, Kind.COMPUTE_DETACH, target=target)
     seen = observed_detach(found) if operation is not None else None
-    decision = follow(operation, seen, scope.now, scope.timings.lro_timeout)
-    if isinstance(decision, Monitor):
-        return Detaching(f"compute {name} is detaching (since {decision.operation.started_at})")
-    if isinstance(decision, GiveUp):
-        return Detaching(_detach_gave_up(scope, name, decision), r.COMPUTE_DETACH_FAILED, stuck=True)
-    begun = Detaching(f"compute {name} is detaching", r.COMPUTE_DETACHING)
-    if isinstance(decision, Retry):
+
+    def start(attempt: int, said: Detaching) -> Detaching:
+        if found.provisioning_state.lower() != "deleting":
+            scope.azure.begin_detach_compute(scope.target.workspace, name)
+        operation = started(Kind.COMPUTE_DETACH, scope.now, attempt, target=target)
+        scope.status.operations = recorded(scope.status.operations, operation)
+        return said
+
+    def first(decision: Begin) -> Detaching:
+        if found.provisioning_state.lower() != "deleting":
+            scope.note(r.COMPUTE_DETACHING, f"detaching compute {name}{why}")
+        return start(decision.attempt, Detaching(f"compute {name} is detaching", r.COMPUTE_DETACHING))
+
+    def again(decision: Retry) -> Detaching:
         message = (
             f"detaching compute {name} failed ({decision.error}); detaching it again (attempt {decision.attempt} of "
             f"{Kind.COMPUTE_DETACH.give_up_after})"
         )
         scope.warn(r.COMPUTE_DETACH_FAILED, message)
-        begun = Detaching(message, r.COMPUTE_DETACH_FAILED)
-    if found.provisioning_state.lower() != "deleting":
-        scope.azure.begin_detach_compute(scope.target.workspace, name)
-        if not isinstance(decision, Retry):
-            scope.note(r.COMPUTE_DETACHING, f"detaching compute {name}{why}")
-    operation = started(Kind.COMPUTE_DETACH, scope.now, decision.attempt, target=target)
-    scope.status.operations = recorded(scope.status.operations, operation)
-    return begun
+        return start(decision.attempt, Detaching(message, r.COMPUTE_DETACH_FAILED))
+
+    handling = Handling(
+        begin=first,
+        monitor=lambda decision: Detaching(f"compute {name} is detaching (since {decision.operation.started_at})"),
+        retry=again,
+        give_up=lambda decision: Detaching(_detach_gave_up(scope, name, decision), r.COMPUTE_DETACH_FAILED, True),
+    )
+    return drive(operation, seen, scope.now, scope.timings.lro_timeout, handling)
 
 
 def together(detaching: list[Detaching]) -> Detaching | None:
@@ -181,20 +190,22 @@ def _attached(scope: Scope, found: ComputeInfo | None) -> StepResult:
         forget_detach(scope, scope.target.compute_name)
         detached_since = True
     attach = find(scope.status.operations, Kind.COMPUTE_ATTACH)
-    if attach is not None:
-        seen = observed_attach(found, age_of(attach, scope.now), detached_since)
-        decision = follow(attach, seen, scope.now, scope.timings.lro_timeout)
-        if isinstance(decision, Monitor):
-            name = scope.target.compute_name
-            return progressing(
-                r.COMPUTE_READY, r.COMPUTE_PROVISIONING, f"compute {name} is attaching", scope.timings.lro_poll_delay
-            )
-        if isinstance(decision, GiveUp):
-            return _attach_gave_up(scope, found, decision)
-        if isinstance(decision, Retry):
-            return _attach_again(scope, found, decision.attempt)
+    seen = observed_attach(found, age_of(attach, scope.now), detached_since) if attach is not None else None
+    name = scope.target.compute_name
+
+    def converge(_: Begin) -> StepResult:
         scope.status.operations = without(scope.status.operations, Kind.COMPUTE_ATTACH)
-    return _converge(scope, found)
+        return _converge(scope, found)
+
+    handling = Handling(
+        begin=converge,
+        monitor=lambda _: progressing(
+            r.COMPUTE_READY, r.COMPUTE_PROVISIONING, f"compute {name} is attaching", scope.timings.lro_poll_delay
+        ),
+        retry=lambda decision: _attach_again(scope, found, decision.attempt),
+        give_up=lambda decision: _attach_gave_up(scope, found, decision),
+    )
+    return drive(attach, seen, scope.now, scope.timings.lro_timeout, handling)
 
 
 def _attach_gave_up(scope: Scope, found: ComputeInfo | None, decision: GiveUp) -> StepResult:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from amlwire.api import reasons as r
 from amlwire.domain.conditions import StepResult, blocked, done, progressing
 from amlwire.domain.extension import (
@@ -17,13 +19,14 @@ from amlwire.domain.extension import (
 from amlwire.domain.operations import (
     Begin,
     GiveUp,
+    Handling,
     Kind,
     Monitor,
     Observed,
     Progress,
     Retry,
+    drive,
     failed,
-    follow,
     of_subject,
     recorded,
     started,
@@ -53,23 +56,24 @@ def configure_the_extension(scope: Scope) -> StepResult:
         else:  # Azure answered without an operation URL (nothing to change): the extension itself tells
             found = scope.observed.extension = scope.azure.get_extension(scope.target.cluster_id, spec.name)
             seen = observed(found)
-    decision = follow(operation, seen, scope.now, scope.timings.lro_timeout)
-    if isinstance(decision, Monitor):
-        return progressing(
-            r.EXTENSION_READY,
-            r.EXTENSION_PROVISIONING,
-            f"{decision.operation.kind} of extension {spec.name} started at {decision.operation.started_at} is in "
-            f"progress",
-            scope.timings.lro_poll_delay,
-        )
-    if isinstance(decision, GiveUp):
-        return _gave_up(scope, decision)
-    if isinstance(decision, Retry):
+
+    def in_progress(decision: Monitor) -> StepResult:
+        op = decision.operation
+        message = f"{op.kind} of extension {spec.name} started at {op.started_at} is in progress"
+        return progressing(r.EXTENSION_READY, r.EXTENSION_PROVISIONING, message, scope.timings.lro_poll_delay)
+
+    def again(decision: Retry) -> StepResult:
         scope.warn(r.EXTENSION_OPERATION_FAILED, f"{operation.kind if operation else ''} failed: {decision.error}")
-    scope.status.operations = without(scope.status.operations, Kind.EXTENSION_CREATE, Kind.EXTENSION_UPDATE)
-    if found is None:
-        found = scope.observed.extension = scope.azure.get_extension(scope.target.cluster_id, spec.name)
-    return _converge(scope, decision, installed(found))
+        return converge(decision)
+
+    def converge(decision: Begin | Retry) -> StepResult:
+        scope.status.operations = without(scope.status.operations, Kind.EXTENSION_CREATE, Kind.EXTENSION_UPDATE)
+        extension = found or scope.azure.get_extension(scope.target.cluster_id, spec.name)
+        scope.observed.extension = extension
+        return _converge(scope, decision, installed(extension))
+
+    handling = Handling(begin=converge, monitor=in_progress, retry=again, give_up=partial(_gave_up, scope))
+    return drive(operation, seen, scope.now, scope.timings.lro_timeout, handling)
 
 
 def _owned_by_another(scope: Scope) -> StepResult | None:
