@@ -72,6 +72,7 @@ class Profiler:
                 "--output",
                 str(output),
                 "--nonblocking",
+                "--gil",  # only the thread holding the GIL: Python's CPU, not threads waiting on I/O or locks
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

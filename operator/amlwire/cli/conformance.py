@@ -107,12 +107,8 @@ class Conformance:
     def request(self, method: str, url: str, body: dict[str, Any] | None = None) -> Answer:
         from azure.core.rest import HttpRequest
 
-        kwargs = {
-            k: v
-            for k, v in self.clients.common_kwargs().items()
-            if k in ("connection_verify", "connection_timeout", "read_timeout")
-        }
-        answer = Answer(self.clients.pipeline().send_request(HttpRequest(method, url, json=body), **kwargs))
+        request = HttpRequest(method, url, json=body)
+        answer = Answer(self.clients.pipeline().send_request(request, **self.clients.connection_kwargs()))
         if answer.status == 403:
             raise Denied(answer.code or "AuthorizationFailed")
         return answer

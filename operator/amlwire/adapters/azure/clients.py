@@ -121,20 +121,27 @@ class AzureClients:
         session.mount("http://", adapter)
         return session
 
-    def common_kwargs(self) -> dict[str, Any]:
+    def connection_kwargs(self) -> dict[str, Any]:
+        """Timeouts and the CA bundle: what every request needs, also the bare pipeline's."""
         kwargs: dict[str, Any] = {
-            "retry_total": self.settings.azure_retry_total,
             "connection_timeout": min(30.0, self.settings.azure_timeout),
             "read_timeout": self.settings.azure_timeout,
+        }
+        if self.settings.ca_bundle:
+            kwargs["connection_verify"] = str(self.settings.ca_bundle)
+        return kwargs
+
+    def common_kwargs(self) -> dict[str, Any]:
+        """An SDK client's settings: its own connection pool, retries, the ARM pacing."""
+        return {
+            **self.connection_kwargs(),
+            "retry_total": self.settings.azure_retry_total,
             "user_agent": USER_AGENT,
             "logging_enable": False,
             "per_retry_policies": [self.pacing],
             "session": self._session(),
             "session_owner": False,
         }
-        if self.settings.ca_bundle:
-            kwargs["connection_verify"] = str(self.settings.ca_bundle)
-        return kwargs
 
     def tls_verify(self) -> str | bool:
         """What `requests` verifies TLS against for URLs outside the SDKs: the configured CA bundle, else the
@@ -205,12 +212,7 @@ class AzureClients:
         from azure.core.exceptions import HttpResponseError
         from azure.core.rest import HttpRequest
 
-        kwargs = {
-            k: v
-            for k, v in self.common_kwargs().items()
-            if k in ("connection_verify", "connection_timeout", "read_timeout")
-        }
-        response = self.pipeline().send_request(HttpRequest(method, url), **kwargs)
+        response = self.pipeline().send_request(HttpRequest(method, url), **self.connection_kwargs())
         if response.status_code >= 400:
             raise HttpResponseError(response=response)
         if response.status_code == 202:
