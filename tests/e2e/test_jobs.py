@@ -68,11 +68,14 @@ def test_validation_reports_metrics_and_a_verdict(harness, model, verdict, ready
 def test_train_validate_register_chain(harness):
     harness.wired()
     trained = harness.wait_job(harness.apply_job("amljob-train.yaml"))["status"]["registeredModel"]
+    mark = harness.ctl.mark()
     name = harness.apply_job("amljob-validate.yaml", model={**MODEL, "version": trained["version"]})
     status = harness.wait_job(name, timeout=60)["status"]
     assert status["verdict"] == "Passed"
     assert status["metrics"]["success_rate"] >= 0.9  # 1500 iterations of the sandbox's training
     assert status["evidence"]["checkpoint"].endswith("/model_1500.pt")
+    reads = [c for c in harness.ctl.calls(since=mark) if (c["method"], c["route"]) == ("GET", "ml.workspace")]
+    assert reads == [], "the MLflow tracking URI is read once per workspace, not once per finished job"
 
 
 def test_broken_wiring_fails_a_mount_job_with_a_hint_and_in_container_completes(harness):

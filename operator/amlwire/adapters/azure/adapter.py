@@ -74,6 +74,7 @@ class JobsAdapter:
     _call: Callable[..., Any]
     _ml: Callable[[WorkspaceRef], Any]
     _environments: dict[tuple[str, str], str]
+    _tracking: dict[str, str]  # workspace ID (lower case) -> its MLflow tracking server
     _lock: Callable[..., threading.Lock]
     _submissions: threading.BoundedSemaphore
 
@@ -172,8 +173,12 @@ class JobsAdapter:
         of mlflow runs/get)."""
         tracking = self._tracking_uri(workspace)
         url = f"{tracking}/api/2.0/mlflow/runs/get?run_id={name}"
-        with self._call("mlflow.run", "GET", f"read metrics of AML job {name}", workspace.subscription):
-            response = self.clients.send(workspace.subscription, url)
+        try:
+            with self._call("mlflow.run", "GET", f"read metrics of AML job {name}", workspace.subscription):
+                response = self.clients.send(workspace.subscription, url)
+        except AzureError:
+            self._tracking.pop(workspace.id.lower(), None)  # a workspace made again elsewhere: read it anew
+            raise
         data = response.get("run", {}).get("data", {})
         latest: dict[str, tuple[tuple[int, int], float]] = {}
         for metric in data.get("metrics", []):
@@ -185,9 +190,13 @@ class JobsAdapter:
         return RunResults({k: v for k, (_, v) in latest.items()}, params, tags)
 
     def _tracking_uri(self, workspace: WorkspaceRef) -> str:
-        with self._call("ml.workspace", "GET", f"get AML workspace {workspace.name}", workspace.subscription):
-            uri = str(self._ml(workspace).workspaces.get(workspace.name).mlflow_tracking_uri)
-        return "https://" + uri.removeprefix("azureml://").removeprefix("https://").rstrip("/")
+        """The workspace's MLflow tracking server, read once per workspace (it is the workspace's region's)."""
+        key = workspace.id.lower()
+        if key not in self._tracking:
+            with self._call("ml.workspace", "GET", f"get AML workspace {workspace.name}", workspace.subscription):
+                uri = str(self._ml(workspace).workspaces.get(workspace.name).mlflow_tracking_uri)
+            self._tracking[key] = "https://" + uri.removeprefix("azureml://").removeprefix("https://").rstrip("/")
+        return self._tracking[key]
 
     def _output_path(self, workspace: WorkspaceRef, job_name: str, output_name: str) -> str:
         """The datastore URI AML reports for a job's output (the documented job-output form when it reports none)."""
@@ -247,6 +256,7 @@ class AzureAdapter(JobsAdapter, DataPathReads):
         self.clients = clients
         self.lro_grace = lro_grace
         self._environments: dict[tuple[str, str], str] = {}
+        self._tracking: dict[str, str] = {}
         self._locks: defaultdict[tuple[str, ...], threading.Lock] = defaultdict(threading.Lock)
         # A submission holds its built job (azure-ai-ml's entities, several MiB transient) while it waits for its
         # ARM write slot; more than a few at once only raise peak memory, not throughput (bench/scale.py).
