@@ -39,9 +39,10 @@ from amlwire.reconcile.attachedcompute.compute import attach_the_compute
 from amlwire.reconcile.attachedcompute.extension import configure_the_extension
 from amlwire.reconcile.attachedcompute.federation import federate_service_accounts
 from amlwire.reconcile.attachedcompute.instance_types import apply_instance_types
+from amlwire.reconcile.attachedcompute.scope import EXTENSION_INSTALLED
 from amlwire.reconcile.attachedcompute.service_accounts import CLIENT_ID_ANNOTATION, annotate_service_accounts
 from amlwire.reconcile.common import Timings
-from amlwire.reconcile.runner import EXTENSION_INSTALLED, Step, guard, run_steps
+from amlwire.reconcile.runner import Step, guard, run_steps
 from amlwire.reconcile.runner import step as declare
 from tests.conftest import example, table
 from tests.fakes import (
@@ -390,7 +391,7 @@ def test_the_identity_settings_are_patched_and_only_they():
         "userAssignedIdentityResourceId": IDENTITY_ID,
         **cli_settings(CLUSTER_ID, "aks-robotics", "eastus", None),  # what the CLI adds, in the same write
     }
-    assert EXTENSION_INSTALLED in result.provides
+    assert EXTENSION_INSTALLED.name in result.provides
 
 
 def test_a_slow_update_is_recorded_and_monitored_without_reading_the_extension_again():
@@ -421,7 +422,7 @@ def test_a_missing_extension_is_installed_in_configure_mode_and_reported_in_veri
     result = run(configure_the_extension, make(azure, extension__mode="Verify"))
     assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.EXTENSION_MISSING)
     assert "az k8s-extension create --extension-type Microsoft.AzureML.Kubernetes --name azureml" in result.message
-    assert EXTENSION_INSTALLED not in result.provides
+    assert EXTENSION_INSTALLED.name not in result.provides
 
 
 def test_a_failed_operation_is_retried_then_given_up_after_three_attempts():
@@ -783,7 +784,7 @@ def test_an_extension_owned_for_another_identity_is_not_written():
     assert "id-other" in result.message
     assert azure.writes() == []
     assert scope.status.owns_extension is False
-    assert EXTENSION_INSTALLED not in result.provides  # its compute is not attached under a foreign identity
+    assert EXTENSION_INSTALLED.name not in result.provides  # its compute is not attached under a foreign identity
 
 
 OWNER_CASES = [
@@ -998,7 +999,7 @@ def test_training_turned_off_while_jobs_are_allowed_is_a_condition():
     result = run(configure_the_extension, make(azure, extension__settings={"enableTraining": "False"}))
     assert (result.outcome, result.reason) == (Outcome.BLOCKED, r.TRAINING_DISABLED)
     assert "spec.jobs.allowedNamespaces" in result.message
-    assert EXTENSION_INSTALLED in result.provides  # the compute may still be attached
+    assert EXTENSION_INSTALLED.name in result.provides  # the compute may still be attached
     quiet = run(
         configure_the_extension,
         make(azure, extension__settings={"enableTraining": "False"}, jobs__allowedNamespaces=[]),

@@ -22,9 +22,17 @@ S = TypeVar("S")
 A = TypeVar("A")
 B = TypeVar("B")
 
-# Facts a step may provide before its own condition is True, and the condition that reports them.
-EXTENSION_INSTALLED = "ExtensionInstalled"
-FACT_REPORTED_BY = {EXTENSION_INSTALLED: r.EXTENSION_READY}
+
+@dataclass(frozen=True)
+class Provided:
+    """A fact a step provides before its own condition is True (StepResult.provides), e.g. "the extension is
+    installed" while its settings are still being changed, and the condition that reports it."""
+
+    name: str
+    reported_by: str
+
+
+Need = str | Provided  # a condition that must be True, or a fact an earlier step provides
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,11 @@ class Step(Generic[S]):
     body: Callable[..., StepResult]
     needs: tuple[str, ...] = ()
     facts: tuple[Fact[S, Any], ...] = ()
+    reported_by: tuple[tuple[str, str], ...] = ()  # (provided fact, the condition that reports it)
+
+    def waits_on(self, need: str) -> str:
+        """The condition to name while `need` does not hold."""
+        return dict(self.reported_by).get(need, need)
 
     @property
     def name(self) -> str:
@@ -57,23 +70,26 @@ class Step(Generic[S]):
 
 
 @overload
-def step(condition: str, *, needs: Iterable[str] = ()) -> Callable[[Callable[[S], StepResult]], Step[S]]: ...
+def step(condition: str, *, needs: Iterable[Need] = ()) -> Callable[[Callable[[S], StepResult]], Step[S]]: ...
 @overload
 def step(
-    condition: str, a: Fact[S, A], /, *, needs: Iterable[str] = ()
+    condition: str, a: Fact[S, A], /, *, needs: Iterable[Need] = ()
 ) -> Callable[[Callable[[S, A], StepResult]], Step[S]]: ...
 @overload
 def step(
-    condition: str, a: Fact[S, A], b: Fact[S, B], /, *, needs: Iterable[str] = ()
+    condition: str, a: Fact[S, A], b: Fact[S, B], /, *, needs: Iterable[Need] = ()
 ) -> Callable[[Callable[[S, A, B], StepResult]], Step[S]]: ...
-def step(condition: str, *facts: Fact[Any, Any], needs: Iterable[str] = ()) -> Callable[..., Step[Any]]:
+def step(condition: str, *facts: Fact[Any, Any], needs: Iterable[Need] = ()) -> Callable[..., Step[Any]]:
     """Declare a step: `@step(COMPUTE_READY, CLUSTER, IDENTITY, needs=(EXTENSION_INSTALLED,))` runs once the
     cluster and identity are read (their conditions True) and the extension is installed, and receives the
     cluster and the identity after the scope."""
 
+    others = [need.name if isinstance(need, Provided) else need for need in needs]
+    reported = tuple((need.name, need.reported_by) for need in needs if isinstance(need, Provided))
+
     def declare(body: Callable[..., StepResult]) -> Step[Any]:
-        needed = tuple(dict.fromkeys([*(fact.condition for fact in facts), *needs]))
-        return Step(condition, body, needed, facts)
+        needed = tuple(dict.fromkeys([*(fact.condition for fact in facts), *others]))
+        return Step(condition, body, needed, facts, reported)
 
     return declare
 
@@ -140,7 +156,7 @@ def run_steps(steps: Sequence[Step[S]], scope: S, timings: Timings, events: list
     for current in steps:
         missing = next((need for need in current.needs if need not in held), None)
         if missing is not None:
-            result = waiting(current.condition, FACT_REPORTED_BY.get(missing, missing))
+            result = waiting(current.condition, current.waits_on(missing))
         else:
             result = guard(current.condition, lambda s=current: s.run(scope), timings, events)  # type: ignore[misc]
         if result.ok:

@@ -39,8 +39,14 @@ from amlwire.domain.operations import (
     started,
     without,
 )
-from amlwire.reconcile.attachedcompute.scope import DETACH_UNDER_JOBS, MANAGED_BY, OWNER_LABEL, Scope
-from amlwire.reconcile.runner import EXTENSION_INSTALLED, step
+from amlwire.reconcile.attachedcompute.scope import (
+    DETACH_UNDER_JOBS,
+    EXTENSION_INSTALLED,
+    MANAGED_BY,
+    OWNER_LABEL,
+    Scope,
+)
+from amlwire.reconcile.runner import step
 
 
 def detach_command(scope: Scope, name: str | None = None) -> str:

@@ -33,8 +33,8 @@ from amlwire.domain.operations import (
     without,
 )
 from amlwire.reconcile.attachedcompute.ownership import extension_refused
-from amlwire.reconcile.attachedcompute.scope import Scope
-from amlwire.reconcile.runner import EXTENSION_INSTALLED, step
+from amlwire.reconcile.attachedcompute.scope import EXTENSION_INSTALLED, Scope
+from amlwire.reconcile.runner import step
 
 SUBJECT = "Extension"
 
@@ -86,7 +86,7 @@ def _owned_by_another(scope: Scope) -> StepResult | None:
 def _configured(scope: Scope, desired: dict[str, str], lacks: str = "") -> StepResult:
     """The extension has the desired settings; AML refuses training jobs when those turn training off. `lacks`
     says which of the CLI's settings it has not (Verify mode: said, not written)."""
-    spec, installed_ = scope.spec.extension, (EXTENSION_INSTALLED,)
+    spec, installed_ = scope.spec.extension, (EXTENSION_INSTALLED.name,)
     if not trains(desired) and scope.spec.jobs.allowed_namespaces:
         return blocked(
             r.EXTENSION_READY,
@@ -133,7 +133,7 @@ def _gave_up(scope: Scope, decision: GiveUp) -> StepResult:
 
 def _converge(scope: Scope, decision: Begin | Retry, was_installed: bool) -> StepResult:
     spec, target = scope.spec.extension, scope.target
-    provides = (EXTENSION_INSTALLED,) if was_installed else ()
+    provides = (EXTENSION_INSTALLED.name,) if was_installed else ()
     desired = desired_settings(spec.settings, target.identity_id, spec.set_identity_settings)
     cluster = scope.observed.cluster
     defaults = cli_settings(cluster.id, target.cluster_name, cluster.location, cluster.node_count) if cluster else None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from amlwire.api import reasons as r
 from amlwire.api.attachedcompute import InstanceTypeSpec
 from amlwire.domain.conditions import StepResult, blocked, done
-from amlwire.reconcile.attachedcompute.scope import MANAGED_BY, OWNER_LABEL, Scope
-from amlwire.reconcile.runner import EXTENSION_INSTALLED, step
+from amlwire.reconcile.attachedcompute.scope import EXTENSION_INSTALLED, MANAGED_BY, OWNER_LABEL, Scope
+from amlwire.reconcile.runner import step
 
 
 def instance_type_manifest(owner: str, item: InstanceTypeSpec) -> dict[str, object]:

@@ -13,7 +13,7 @@ from amlwire.domain.errors import AzureError
 from amlwire.domain.operations import resume
 from amlwire.domain.view import ComputeView, Target, target_of
 from amlwire.reconcile.ports import KubePort
-from amlwire.reconcile.runner import Fact
+from amlwire.reconcile.runner import Fact, Provided
 from amlwire.reconcile.scope import ObjectScope
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "amlwire"}
@@ -114,6 +114,9 @@ class Scope(ObjectScope[AttachedComputeSpec, AttachedComputeStatus]):
             raise error
         return self.blocked(condition, error.reason, error.message.replace("check the spec names it", f"check {field}"))
 
+
+# The extension is installed (its settings may still be changing): enough for the attach and the instance types.
+EXTENSION_INSTALLED = Provided("ExtensionInstalled", r.EXTENSION_READY)
 
 # What the cluster and identity steps read, for the steps that declare they need it (runner.Fact).
 CLUSTER: Fact[Scope, ClusterInfo] = Fact(r.CLUSTER_READY, lambda scope: scope.observed.cluster)
