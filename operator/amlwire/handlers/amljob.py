@@ -17,16 +17,7 @@ from amlwire.api.common import GROUP, VERSION
 from amlwire.config import Settings
 from amlwire.domain.view import ComputeView
 from amlwire.handlers.attachedcompute import INDEX
-from amlwire.handlers.status import (
-    GENERATION,
-    announce_generation,
-    apply,
-    finish_deletion,
-    now,
-    pass_fields,
-    read_spec,
-    write,
-)
+from amlwire.handlers.status import GENERATION, apply, finish_deletion, now, pass_fields, start_pass, write
 from amlwire.reconcile.amljob import JobResult, JobScope, cancel_job, reconcile_job
 from amlwire.reconcile.poller import FollowedJob
 from amlwire.reconcile.services import Services
@@ -81,11 +72,10 @@ def run_reconcile(services: Services, scope: JobScope) -> JobResult:
 def reconcile_aml_job(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     services: Services = kwargs["memo"].services
     namespace, name, uid = str(body.metadata.namespace or ""), str(body.metadata.name), str(body.metadata.uid)
-    parsed = read_spec(AmlJobSpec, body, patch, AmlJobStatus)
+    write = partial(services.kube.patch_aml_job_status, namespace, name)
+    parsed = start_pass(body, patch, AmlJobSpec, AmlJobStatus, write)
     computes: ComputeIndex = kwargs[INDEX]
     scope = _scope(services, computes, namespace, name, uid, body.metadata.get("generation"), parsed, body.status)
-    write = partial(services.kube.patch_aml_job_status, namespace, name)
-    announce_generation(body, scope.previous.conditions, scope.previous.observed_generation, write)
     result = run_reconcile(services, scope)
     apply(patch, services.kube, body, body.status, result.status, result.events, result.requeue_after, result.summary)
 

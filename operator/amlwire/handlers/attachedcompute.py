@@ -17,15 +17,7 @@ from amlwire.config import Settings
 from amlwire.domain.azure import name_of
 from amlwire.domain.jobs import TERMINAL
 from amlwire.domain.view import ComputeView, view_of
-from amlwire.handlers.status import (
-    GENERATION,
-    announce_generation,
-    apply,
-    finish_deletion,
-    now,
-    pass_fields,
-    read_spec,
-)
+from amlwire.handlers.status import GENERATION, apply, finish_deletion, now, pass_fields, start_pass
 from amlwire.reconcile.attachedcompute import Neighbours, Scope, cleanup, introduce, reconcile
 from amlwire.reconcile.attachedcompute.scope import DETACH_UNDER_JOBS, RECONCILE_REQUESTED_AT
 from amlwire.reconcile.services import Services
@@ -76,10 +68,9 @@ def _scope(name: str, body: kopf.Body, spec: AttachedComputeSpec, status: Mappin
 def reconcile_attached_compute(*, body: kopf.Body, patch: kopf.Patch, from_drift: bool = False, **kwargs: Any) -> None:
     services: Services = kwargs["memo"].services
     name, uid, status = str(body.metadata.name), str(body.metadata.uid), body.status
-    parsed = read_spec(AttachedComputeSpec, body, patch, AttachedComputeStatus)
-    scope = _scope(name, body, parsed, status, kwargs)
     write = partial(services.kube.patch_attached_compute_status, name)
-    announce_generation(body, scope.previous.conditions, scope.previous.observed_generation, write)
+    parsed = start_pass(body, patch, AttachedComputeSpec, AttachedComputeStatus, write)
+    scope = _scope(name, body, parsed, status, kwargs)
     started = time.monotonic()
     with services.object_locks.hold(uid):
         result = introduce(scope) or reconcile(scope)

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
 import kopf
 from pydantic import BaseModel, ValidationError
 
-from amlwire.api.common import Condition, ObjectStatus
+from amlwire.api.common import ObjectStatus
 from amlwire.domain.conditions import new_generation
 from amlwire.reconcile.common import Event
 from amlwire.reconcile.ports import KubePort, ObjectRef
 from amlwire.reconcile.scope import Deletion
 from amlwire.reconcile.services import Services
-from amlwire.reconcile.status import invalid_spec, stalled_invalid, status_changes
+from amlwire.reconcile.status import invalid_spec, load_status, stalled_invalid, status_changes
 
 # Update handlers follow the generation, not the spec: with the generation in kopf's diff base
 # (handlers/operator.py GenerationDiffBase), every spec change, a reverted one included, is handled.
@@ -72,19 +72,21 @@ def apply(
         raise kopf.TemporaryError(why or "reconciling", delay=requeue_after)
 
 
-def read_spec(model: type[SpecT], body: kopf.Body, patch: kopf.Patch, status_model: type[ObjectStatus]) -> SpecT:
-    """The object's spec as its model, or Stalled naming the field (a PermanentError: kopf waits for a change)."""
+def start_pass(
+    body: kopf.Body, patch: kopf.Patch, spec_model: type[SpecT], status_model: type[ObjectStatus], write: Writer
+) -> SpecT:
+    """The spec as its model (or Stalled naming the field: a PermanentError, kopf waits for a change); and a
+    generation nobody has reconciled yet is said before the pass, so Ready never says True about it."""
+    generation = body.metadata.get("generation")
     try:
-        return model.model_validate(dict(body.spec))
+        spec = spec_model.model_validate(dict(body.spec))
     except ValidationError as error:
-        refuse_invalid(patch, body.status, status_model, body.metadata.get("generation"), error)
-
-
-def announce_generation(body: kopf.Body, previous: Sequence[Condition], observed: int | None, write: Writer) -> None:
-    """A generation nobody has reconciled yet: Ready must not say True about it, so say so before the pass."""
-    marked = new_generation(previous, body.metadata.get("generation"), observed, now())
+        refuse_invalid(patch, body.status, status_model, generation, error)
+    previous = load_status(status_model, body.status)
+    marked = new_generation(previous.conditions, generation, previous.observed_generation, now())
     if marked is not None:
         write({"conditions": [c.wire() for c in marked]})
+    return spec
 
 
 def finish_deletion(patch: kopf.Patch, kube: KubePort, body: kopf.Body, result: Deletion[Any]) -> None:
