@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 
-from amlwire_sandbox.state import ArmError, Operation
-
-if TYPE_CHECKING:
-    from amlwire_sandbox.app import Sandbox
-    from amlwire_sandbox.cloud import Cloud
-    from amlwire_sandbox.jobs import Jobs
-    from amlwire_sandbox.state import State
+from amlwire_sandbox.cloud import Cloud
+from amlwire_sandbox.jobs import Jobs
+from amlwire_sandbox.sandbox import Sandbox
+from amlwire_sandbox.state import ArmError, Operation, State
 
 RG = "/subscriptions/{sub}/resourceGroups/{rg}/providers"
 MSI = RG + "/Microsoft.ManagedIdentity/userAssignedIdentities/{identity}"

@@ -9,12 +9,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from amlwire_sandbox.http import Call
+from amlwire_sandbox.http import Call, json_response
 
 Handler = Callable[["Call"], web.StreamResponse]
 _PLACEHOLDER = re.compile(r"\{(\w+)(\*?)\}")
@@ -73,7 +71,6 @@ ROUTER = Router()
 
 def serve(name: str, template: str, type_: str, action: str) -> None:
     """Register the GET of one resource type: its stored body, or ARM's 404."""
-    from amlwire_sandbox.http import json_response
 
     def get(call: Call) -> web.StreamResponse:
         return json_response(call.state.require(call.id(template), type_).body)

@@ -12,8 +12,9 @@ import trustme
 from aiohttp import web
 
 from amlwire_devenv.ports import free_port
-from amlwire_sandbox.app import Sandbox, create_app
+from amlwire_sandbox.app import create_app
 from amlwire_sandbox.blobs import STORAGE_SUFFIX
+from amlwire_sandbox.sandbox import Sandbox
 from amlwire_sandbox.world import World
 
 
