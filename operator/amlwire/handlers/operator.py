@@ -26,8 +26,10 @@ WORKER_THREAD_PREFIX = "amlwire-worker"
 log = logging.getLogger("amlwire")
 
 
-class GenerationDiffBase(kopf.AnnotationsDiffBaseStorage):
-    """kopf's diff base (the last handled spec), plus metadata.generation.
+class GenerationDiffBase(kopf.StatusDiffBaseStorage):
+    """kopf's diff base (the last handled spec), plus metadata.generation, kept in status.kopf: written in the
+    same status patch as the pass's own status (an annotation costs a second patch of the object per handled
+    change, and a second watch event for every operator watching it).
 
     kopf runs update handlers on the difference from the last *successfully* handled spec. A spec that is
     changed while a reconcile keeps retrying, then changed back, equals that base: kopf would see nothing to do
@@ -50,7 +52,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     memo.metrics_server = metrics.serve(config.metrics_port, config.metrics_address)
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
-    settings.persistence.diffbase_storage = GenerationDiffBase(prefix="amlwire.io", key="last-handled-configuration")
+    settings.persistence.diffbase_storage = GenerationDiffBase(field="status.kopf.last-handled-configuration")
     settings.posting.level = logging.WARNING
     # Our own pool, named, so that a thread dump says whose threads these are and stop() can drain it.
     settings.execution.executor = memo.executor = ThreadPoolExecutor(config.max_workers, WORKER_THREAD_PREFIX)
