@@ -30,7 +30,7 @@ from rich.table import Table
 from amlwire.config import Settings
 from amlwire_devenv.chaos import example
 from amlwire_devenv.cluster import items_of
-from amlwire_sandbox.world import ArmLimits, WorkspaceWorld
+from amlwire_sandbox.world import ArmLimits, BucketLimit, WorkspaceWorld
 from bench.common import GROUP, VERSION, delete_everything, fast_world, is_ready, stack, start_plane, wait
 from bench.jobs import cpu_seconds, rss_mb
 from bench.profile import Profiler, breakdown
@@ -40,13 +40,32 @@ POLL_INTERVAL = 2.0  # the operator's base poll interval: the read budget, not t
 RUNNING_SECONDS = 170.0  # long enough for every job to run at once after the last submission
 
 
-def world() -> Any:
+def world(scale: float = 1.0, running_seconds: float = RUNNING_SECONDS) -> Any:
+    """The documented ARM budget (times `scale`, for a run of many jobs that stays short), two workspaces."""
     w = fast_world()
-    w.arm_limits = ArmLimits()  # the documented budget, on
+    documented = ArmLimits()
+    w.arm_limits = ArmLimits(
+        reads=scaled(documented.reads, scale),
+        writes=scaled(documented.writes, scale),
+        deletes=scaled(documented.deletes, scale),
+    )
     w.workspaces.append(WorkspaceWorld(resource_group="rg-ml", name="mlw-sim", storage_account="stmlrobotics"))
     w.timing.job.queued_seconds = 1.0
-    w.timing.job.running_seconds = RUNNING_SECONDS
+    w.timing.job.running_seconds = running_seconds
     return w
+
+
+def scaled(limit: BucketLimit, scale: float) -> BucketLimit:
+    return BucketLimit(size=limit.size * scale, refill=limit.refill * scale)
+
+
+def budget_settings(scale: float) -> dict[str, str]:
+    """The operator told the same budget as the sandbox enforces (SIZE/REFILL per operation type)."""
+    documented = ArmLimits()
+    return {
+        f"arm_{kind}_budget": f"{limit.size * scale:g}/{limit.refill * scale:g}"
+        for kind, limit in (("read", documented.reads), ("write", documented.writes), ("delete", documented.deletes))
+    }
 
 
 def compute_manifest(index: int, cluster: str, workspace: str) -> dict[str, Any]:
@@ -140,19 +159,32 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument(
+        "--arm-scale",
+        type=float,
+        default=1.0,
+        help="ARM's documented budget times this, in the sandbox and the operator alike (10,000 jobs: 10)",
+    )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="once every job is submitted, stop the operator and start another; time until it has caught up",
+    )
+    parser.add_argument(
         "--profile", type=Path, metavar="FILE", help="sample the operator with py-spy from create to Completed"
     )
     args = parser.parse_args()
     console, prefix = Console(), "scale"
     plane, kube = start_plane()
     custom, core = client.CustomObjectsApi(kube), client.CoreV1Api(kube)
-    local = stack(plane, kube, world())
+    running_seconds = max(RUNNING_SECONDS, 0.04 * args.jobs)  # longer than submitting them all takes
+    local = stack(plane, kube, world(args.arm_scale, running_seconds))
     os.chdir(local.workdir)
     logs = Path(tempfile.mkdtemp(prefix="amlwire-bench-logs-"))
     from amlwire_devenv.stack import spawn_operator
 
-    operator = spawn_operator(local, logs / "operator.log", job_poll_interval=POLL_INTERVAL)
-    r: dict[str, Any] = {"jobs": args.jobs}
+    settings = {"job_poll_interval": POLL_INTERVAL, **budget_settings(args.arm_scale)}
+    operator = spawn_operator(local, logs / "operator.log", **settings)
+    r: dict[str, Any] = {"jobs": args.jobs, "scale": args.arm_scale}
     writes: ApiserverWrites | None = None
     profiler: Profiler | None = None
     try:
@@ -176,6 +208,10 @@ def main() -> None:
         r["submitted"] = max(puts) - started
         r["job_puts"] = len(puts)
         r["cores_submitting"] = (cpu_seconds(operator.pid) - cpu_before) / (time.time() - started)
+        if args.restart:
+            cpu_before -= cpu_seconds(operator.pid)  # the first process's CPU so far, kept
+            operator = restart(operator, local, logs, settings, custom, prefix, r, running_seconds)
+            cpu_before += cpu_seconds(operator.pid)
         # every job runs now (the last started a moment ago, the first ends RUNNING_SECONDS after it began)
         window_mark, window_cpu = local.ctl.mark(), cpu_seconds(operator.pid)
         time.sleep(30)
@@ -215,13 +251,54 @@ def main() -> None:
     report(console, r)
 
 
+def restart(
+    operator: Any,
+    local: Any,
+    logs: Path,
+    settings: dict[str, Any],
+    custom: client.CustomObjectsApi,
+    prefix: str,
+    r: dict[str, Any],
+    running_seconds: float,
+) -> Any:
+    """Stop the operator with every job in flight, let AML finish some meanwhile, start another: the time until
+    Kubernetes shows every job AML had finished by then, and what the new one asked of ARM on the way."""
+    from amlwire_devenv.stack import spawn_operator
+
+    r["restart_in_flight"] = count_jobs(custom, prefix, lambda s: s.get("amlStatus") not in ("Completed", "Failed"))
+    operator.send_signal(signal.SIGTERM)
+    operator.wait(60)
+    time.sleep(min(10.0, running_seconds / 10))  # jobs end while no operator runs
+    ended = {j["name"] for j in local.ctl.jobs() if j["status"] in ("Completed", "Failed")}
+    mark, started = local.ctl.mark(), time.time()
+    fresh = spawn_operator(local, logs / "operator-2.log", **settings)
+
+    def caught_up() -> bool:
+        shown = items_of(custom.list_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs"))
+        done = {(i.get("status") or {}).get("amlJobName") for i in shown if (i.get("status") or {}).get("endTime")}
+        return ended <= done
+
+    wait(caught_up, 600, 0.5)
+    seconds = time.time() - started
+    calls = arm_only(local.ctl.calls(since=mark))
+    r["restart"] = {
+        "ended_meanwhile": len(ended),
+        "caught_up": seconds,
+        "writes": sum(1 for c in calls if c["method"] in ("PUT", "PATCH", "POST", "DELETE")),
+        "reads": sum(1 for c in calls if c["method"] == "GET"),
+        "429s": sum(1 for c in calls if c["status"] == 429),
+    }
+    return fresh
+
+
 def report(console: Console, r: dict[str, Any]) -> None:
-    settings = Settings()
+    settings = Settings.model_validate(budget_settings(r["scale"]))
     (write_size, write_refill), (_, read_refill) = settings.arm_budget()["writes"], settings.arm_budget()["reads"]
     jobs = r["jobs"]
     limit = max(0.0, jobs - write_size) / write_refill
     share = settings.job_poll_read_rate
-    table = Table(title=f"{jobs} AmlJobs at once on 5 computes in 2 workspaces, ARM's documented budget enforced")
+    budget = "ARM's documented budget" + (f" x {r['scale']:g}" if r["scale"] != 1 else "")
+    table = Table(title=f"{jobs} AmlJobs at once on 5 computes in 2 workspaces, {budget} enforced")
     table.add_column("measure")
     table.add_column("amlwire", justify="right")
     table.add_column("bucket arithmetic", justify="right")
@@ -261,6 +338,8 @@ def report(console: Console, r: dict[str, Any]) -> None:
     table.add_row("  (the counting watch was resumed this many times)", str(r["watch_restarts"]), "", "")
     table.add_row("operator CPU per AmlJob (ms)", f"{1000 * r['cpu'] / jobs:.1f}", "", "")
     console.print(table)
+    if "restart" in r:
+        console.print(restart_table(r, read_refill))
     console.print(sizing(r))
     if "profile" in r:
         parts = Table(title="where the operator's CPU goes (py-spy samples, all threads, leaf-most part)")
@@ -271,6 +350,23 @@ def report(console: Console, r: dict[str, Any]) -> None:
         for part, samples, share in r["profile"]:
             parts.add_row(part, str(samples), f"{100 * share:.1f}%", f"{1000 * r['cpu'] * share / jobs:.1f}")
         console.print(parts)
+
+
+def restart_table(r: dict[str, Any], read_refill: float) -> Table:
+    restarted = r["restart"]
+    table = Table(title=f"a restart of the operator with {r['restart_in_flight']} AmlJobs in flight")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("goal", justify="right")
+    table.add_row("jobs AML finished while no operator ran", str(restarted["ended_meanwhile"]), "")
+    table.add_row("new operator: start until Kubernetes shows them all (s)", f"{restarted['caught_up']:.1f}", "<= 30")
+    table.add_row("ARM writes by the new operator meanwhile", str(restarted["writes"]), "0")
+    per_second = restarted["reads"] / restarted["caught_up"]
+    table.add_row(
+        "ARM reads by it meanwhile (per second)", f"{restarted['reads']} ({per_second:.1f})", f"<= {read_refill:g}/s"
+    )
+    table.add_row("ARM answers 429 meanwhile", str(restarted["429s"]), "0")
+    return table
 
 
 def sizing(r: dict[str, Any]) -> Table:
