@@ -210,7 +210,7 @@ def main() -> None:
         r["cores_submitting"] = (cpu_seconds(operator.pid) - cpu_before) / (time.time() - started)
         if args.restart:
             cpu_before -= cpu_seconds(operator.pid)  # the first process's CPU so far, kept
-            operator = restart(operator, local, logs, settings, custom, prefix, r, running_seconds)
+            operator = restart(operator, local, logs, settings, custom, prefix, r)
             cpu_before += cpu_seconds(operator.pid)
         # every job runs now (the last started a moment ago, the first ends RUNNING_SECONDS after it began)
         window_mark, window_cpu = local.ctl.mark(), cpu_seconds(operator.pid)
@@ -259,30 +259,37 @@ def restart(
     custom: client.CustomObjectsApi,
     prefix: str,
     r: dict[str, Any],
-    running_seconds: float,
 ) -> Any:
-    """Stop the operator with every job in flight, let AML finish some meanwhile, start another: the time until
-    Kubernetes shows every job AML had finished by then, and what the new one asked of ARM on the way."""
+    """Stop the operator with every job in flight, have AML end them all meanwhile (the most a restart can
+    miss), start another: the time until it follows again (its first job listing) and until Kubernetes shows
+    every job's end, and what it asked of ARM on the way."""
     from amlwire_devenv.stack import spawn_operator
 
-    r["restart_in_flight"] = count_jobs(custom, prefix, lambda s: s.get("amlStatus") not in ("Completed", "Failed"))
     operator.send_signal(signal.SIGTERM)
     operator.wait(60)
-    time.sleep(min(10.0, running_seconds / 10))  # jobs end while no operator runs
-    ended = {j["name"] for j in local.ctl.jobs() if j["status"] in ("Completed", "Failed")}
+    in_flight = [j for j in local.ctl.jobs() if j["status"] not in ("Completed", "Failed", "Canceled")]
+    r["restart_in_flight"] = len(in_flight)
+    for job in in_flight:  # AML ends them while no operator runs
+        local.ctl.patch(job["id"], extra={"running": 0.0})
+    ended = {j["name"] for j in in_flight}
     mark, started = local.ctl.mark(), time.time()
     fresh = spawn_operator(local, logs / "operator-2.log", **settings)
+
+    def listing() -> bool:
+        return any(c["route"] == "ml.job.list" for c in local.ctl.calls(since=mark))
 
     def caught_up() -> bool:
         shown = items_of(custom.list_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs"))
         done = {(i.get("status") or {}).get("amlJobName") for i in shown if (i.get("status") or {}).get("endTime")}
         return ended <= done
 
-    wait(caught_up, 600, 0.5)
+    wait(listing, 600, 0.2)
+    following = time.time() - started
+    wait(caught_up, 1800, 1.0)
     seconds = time.time() - started
     calls = arm_only(local.ctl.calls(since=mark))
     r["restart"] = {
-        "ended_meanwhile": len(ended),
+        "following": following,
         "caught_up": seconds,
         "writes": sum(1 for c in calls if c["method"] in ("PUT", "PATCH", "POST", "DELETE")),
         "reads": sum(1 for c in calls if c["method"] == "GET"),
@@ -358,8 +365,12 @@ def restart_table(r: dict[str, Any], read_refill: float) -> Table:
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_column("goal", justify="right")
-    table.add_row("jobs AML finished while no operator ran", str(restarted["ended_meanwhile"]), "")
-    table.add_row("new operator: start until Kubernetes shows them all (s)", f"{restarted['caught_up']:.1f}", "<= 30")
+    table.add_row("new operator: start until it follows the jobs again (s)", f"{restarted['following']:.1f}", "<= 30")
+    table.add_row(
+        f"  until Kubernetes shows the end of all {r['restart_in_flight']} (AML ended them while it was down) (s)",
+        f"{restarted['caught_up']:.1f}",
+        "",
+    )
     table.add_row("ARM writes by the new operator meanwhile", str(restarted["writes"]), "0")
     per_second = restarted["reads"] / restarted["caught_up"]
     table.add_row(

@@ -178,6 +178,20 @@ def test_restart_mid_flight_does_not_resubmit(harness):
     assert len(harness.aml_jobs()) == 3
 
 
+def test_a_restart_with_more_objects_than_handler_threads_resumes_every_job(harness):
+    """With a limit on the objects kopf handles at once, a restart with more objects than the limit deadlocked
+    kopf's first indexing (nolar/kopf#1243) and the operator never handled anything again: one handler thread
+    and seven objects here (the limit was 4 per thread)."""
+    harness.wired(max_workers=1)
+    harness.ctl.timing(job={"queuedSeconds": 0.1, "runningSeconds": 4})
+    names = [harness.apply_job("amljob-train.yaml") for _ in range(6)]
+    for name in names:
+        harness.wait_job(name, "Reconciling", "True", "Running", timeout=60)
+    harness.restart(max_workers=1)
+    for name in names:
+        harness.wait_job(name, timeout=60)
+
+
 def test_a_job_submitted_before_a_crash_is_adopted_not_submitted_again(harness):
     """As after a crash between AML's answer and the status write: the job exists under the derived name."""
     from azure.ai.ml import command

@@ -61,10 +61,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
-    # Objects handled at once: enough to keep the handler threads busy, not 1,000 handler invocations in memory
-    # when 1,000 AmlJobs are created together (bench/scale.py: 370 MiB peak without a limit). A worker keeps
-    # its slot until it has been idle this long, so a short idle time keeps the limit from slowing submission.
-    settings.queueing.worker_limit = 4 * config.max_workers
+    # No limit on the objects kopf handles at once: with in-memory indexes, a limit below the number of objects
+    # that exist at start-up deadlocks kopf's first indexing (nolar/kopf#1243: the workers holding every slot
+    # wait for the objects that cannot get one), so an operator restarted with more AmlJobs than the limit
+    # never handled anything again (bench/scale.py --restart found it). The handler threads bound the work
+    # done at once; an idle per-object worker goes after a second.
+    settings.queueing.worker_limit = None
     settings.queueing.idle_timeout = 1.0
     memo.poller = start_poller(memo.services, kwargs[attachedcompute.INDEX])
     settings.peering.standalone = config.peering is None
