@@ -208,10 +208,9 @@ def main() -> None:
         r["submitted"] = max(puts) - started
         r["job_puts"] = len(puts)
         r["cores_submitting"] = (cpu_seconds(operator.pid) - cpu_before) / (time.time() - started)
-        if args.restart:
-            cpu_before -= cpu_seconds(operator.pid)  # the first process's CPU so far, kept
+        if args.restart:  # the CPU counted is both processes': the first one's until it stops, all the new one's
+            cpu_before -= cpu_seconds(operator.pid)
             operator = restart(operator, local, logs, settings, custom, prefix, r)
-            cpu_before += cpu_seconds(operator.pid)
         # every job runs now (the last started a moment ago, the first ends RUNNING_SECONDS after it began)
         window_mark, window_cpu = local.ctl.mark(), cpu_seconds(operator.pid)
         time.sleep(30)
