@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from amlwire.domain import azure as az
 from amlwire.domain.errors import AzureError, AzureNotFound, KubeConflict, KubeForbidden, KubeNotFound
-from amlwire.domain.jobs import JobDetails, JobListing, JobRequest, JobSnapshot, RunResults
+from amlwire.domain.jobs import JobDetails, JobListing, JobRequest, JobSnapshot, RunResults, runs_in_aml
 from amlwire.reconcile.common import Event
 from amlwire.reconcile.ports import AzurePort, KubePort, ObjectRef, ServiceAccountInfo
 
@@ -376,6 +376,16 @@ class FakeKube:
 
     def get_aml_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.aml_jobs.get((namespace, name))
+
+    def running_aml_jobs(self) -> list[tuple[str, str]]:
+        return [
+            (f"{ns}/{name}", str(job.get("spec", {}).get("computeRef", "")))
+            for (ns, name), job in self.aml_jobs.items()
+            if runs_in_aml(job.get("status"))
+        ]
+
+    def count_attached_computes(self) -> int:
+        return 0
 
     def patch_attached_compute_status(self, name: str, status: Mapping[str, Any]) -> None:
         self.calls.append("patch_attached_compute_status")

@@ -6,7 +6,7 @@ import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from amlwire.api import reasons as r
 from amlwire.api.amljob import AmlJobSpec, FailureStatus, GateSpec, IsaacLabSpec
@@ -628,3 +628,9 @@ def job_summary(aml_status: str | None, verdict_: str | None, failure_: FailureS
         message = f"amlwire's evaluator failed: {why}" if why else failure_.hint or failure_.message
         return kstatus("stalled", reason, message, ended)
     return kstatus("stalled", aml_status, f"The AML job ended {aml_status}.", ended)
+
+
+def runs_in_aml(status: Mapping[str, Any] | None) -> bool:
+    """Whether an AmlJob's status says its AML job was submitted and has not ended."""
+    status = status or {}
+    return bool(status.get("amlJobName")) and status.get("amlStatus") not in TERMINAL

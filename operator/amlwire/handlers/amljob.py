@@ -117,6 +117,16 @@ def poller_update(services: Services, computes: ComputeIndex) -> Callable[[Follo
     return update
 
 
+async def track_running(*, type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Every AmlJob event keeps the running-jobs registry (reconcile/running.py) true: no thread, no API call."""
+    namespace, name = str(body.metadata.namespace or ""), str(body.metadata.name)
+    running = memo.services.running
+    if type == "DELETED":
+        running.forget(namespace, name)
+    else:
+        running.observe(namespace, name, str(body.spec.get("computeRef", "")), body.status)
+
+
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     jobs = (GROUP, VERSION, PLURAL)
     for decorator in (
@@ -126,3 +136,4 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     ):
         decorator(reconcile_aml_job)
     kopf.on.delete(*jobs, registry=registry)(delete_aml_job)
+    kopf.on.event(*jobs, registry=registry)(track_running)

@@ -15,7 +15,6 @@ from amlwire.api.attachedcompute import AttachedComputeSpec, AttachedComputeStat
 from amlwire.api.common import GROUP, VERSION
 from amlwire.config import Settings
 from amlwire.domain.azure import name_of
-from amlwire.domain.jobs import TERMINAL
 from amlwire.domain.view import ComputeView, view_of
 from amlwire.handlers.status import GENERATION, apply, finish_deletion, now, pass_fields, start_pass
 from amlwire.reconcile.attachedcompute import Neighbours, Scope, cleanup, introduce, reconcile
@@ -27,7 +26,6 @@ PLURAL = "attachedcomputes"
 KIND = "AttachedCompute"
 INDEX = "computes"
 HELD_AT_MOST = 10.0  # seconds a reconcile may keep kopf retrying it; longer waits go to the drift schedule
-JOBS_INDEX = "jobs_by_compute"
 
 
 def index_computes(
@@ -40,12 +38,6 @@ def index_computes(
     return {name: view_of(name, spec, status, str(meta.get("creationTimestamp") or ""))}
 
 
-def index_jobs(*, namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[str, str]:
-    """Index: the AmlJobs whose AML job runs, by the AttachedCompute they run on (namespace/name)."""
-    running = status.get("amlJobName") and status.get("amlStatus") not in TERMINAL
-    return {str(spec.get("computeRef", "")): f"{namespace}/{name}"} if running else {}
-
-
 def views(index: kopf.Index[str, ComputeView]) -> list[ComputeView]:
     return [view for key in list(index) for view in index.get(key, [])]
 
@@ -53,7 +45,7 @@ def views(index: kopf.Index[str, ComputeView]) -> list[ComputeView]:
 def _scope(name: str, body: kopf.Body, spec: AttachedComputeSpec, status: Mapping[str, Any], kwargs: Any) -> Scope:
     services: Services = kwargs["memo"].services
     annotations = body.metadata.annotations
-    running = tuple(kwargs[JOBS_INDEX].get(name, []))
+    running = services.running.on(name)
     previous = load_status(AttachedComputeStatus, status)
     return Scope(
         **pass_fields(services, name, body.metadata.get("generation"), spec, previous),
@@ -117,7 +109,6 @@ def delete_attached_compute(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     resource = (GROUP, VERSION, PLURAL)
     kopf.index(*resource, registry=registry, id=INDEX)(index_computes)
-    kopf.index(GROUP, VERSION, "amljobs", registry=registry, id=JOBS_INDEX)(index_jobs)
     for decorator in (
         kopf.on.resume(*resource, registry=registry),
         kopf.on.create(*resource, registry=registry),

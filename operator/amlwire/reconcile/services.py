@@ -12,6 +12,7 @@ from amlwire.config import Settings
 from amlwire.reconcile.common import DriftSchedule, KeyedLocks, Timings
 from amlwire.reconcile.poller import JobWatch
 from amlwire.reconcile.ports import AzurePort, KubePort
+from amlwire.reconcile.running import RunningJobs
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Services:
     timings: Timings
     object_locks: KeyedLocks = field(default_factory=KeyedLocks)
     watch: JobWatch = field(default_factory=JobWatch)
+    running: RunningJobs = field(default_factory=RunningJobs)
     drift: DriftSchedule = field(init=False)  # from settings.drift_interval
     # Set when the operator exits: background loops in threads end on it even if kopf never told them to stop.
     shutdown: threading.Event = field(default_factory=threading.Event)

@@ -19,6 +19,7 @@ from kubernetes import client
 from amlwire.adapters.kube.client import FIELD_MANAGER, core_api, custom_api
 from amlwire.domain.doctor import Pod
 from amlwire.domain.errors import KubeConflict, KubeError, KubeForbidden, KubeNotFound
+from amlwire.domain.jobs import runs_in_aml
 from amlwire.reconcile.common import Event
 from amlwire.reconcile.ports import ObjectRef, ServiceAccountInfo
 
@@ -29,6 +30,7 @@ RECONCILE_REQUESTED_AT = "amlwire.io/reconcile-requested-at"
 CLUSTER_EVENTS_NAMESPACE = "default"  # where Kubernetes records the events of cluster-scoped objects
 INSTANCE_TYPES = ("amlarc.azureml.com", "v1alpha1", "instancetypes")
 AML_JOBS = ("amlwire.io", "v1alpha1", "amljobs")
+LIST_PAGE = 500
 EVENTS_REMEMBERED = 4096
 
 
@@ -165,6 +167,27 @@ class KubeAdapter:
                 self.custom.delete_cluster_custom_object(group, version, plural, name)
         except KubeNotFound:
             return
+
+    def running_aml_jobs(self) -> list[tuple[str, str]]:
+        group, version, plural = AML_JOBS
+        running: list[tuple[str, str]] = []
+        page: str | None = None
+        with _translated("list AmlJobs"):
+            while True:  # pages of 500: the operator never holds every AmlJob's body at once
+                kwargs = {"limit": LIST_PAGE, **({"_continue": page} if page else {})}
+                listing = self.custom.list_cluster_custom_object(group, version, plural, **kwargs)
+                for item in listing.get("items", []):
+                    meta, spec = item.get("metadata") or {}, item.get("spec") or {}
+                    if runs_in_aml(item.get("status")):
+                        running.append((f"{meta.get('namespace')}/{meta.get('name')}", str(spec.get("computeRef", ""))))
+                page = (listing.get("metadata") or {}).get("continue")
+                if not page:
+                    return running
+
+    def count_attached_computes(self) -> int:
+        with _translated("list AttachedComputes"):
+            listing = self.custom.list_cluster_custom_object("amlwire.io", "v1alpha1", "attachedcomputes")
+        return len(listing.get("items", []))
 
     def get_aml_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         group, version, plural = AML_JOBS
