@@ -175,14 +175,14 @@ def test_jobs_keep_being_followed_after_their_compute_is_deleted_with_orphan(har
     job = harness.apply_job("amljob-train.yaml")
     harness.wait_job(job, "Reconciling", "True", "Running")
     harness.patch_compute(compute, {"deletionPolicy": "Orphan"})
-    harness.wait_reconciled(compute)
+    uid = harness.wait_reconciled(compute)["metadata"]["uid"]
     harness.delete_compute(compute)
     wait_for(
         lambda: not harness.custom.list_cluster_custom_object(GROUP, VERSION, "attachedcomputes")["items"],
         timeout=15,
         what="the AttachedCompute deleted",
     )
-    told = [e for e in harness.events(compute) if e.reason == "JobsStillRunning"]
+    told = [e for e in harness.events(compute, uid) if e.reason == "JobsStillRunning"]  # this one's, not a namesake's
     assert told
     assert f"robotics/{job}" in told[0].message
     assert "run to their end" in told[0].message
