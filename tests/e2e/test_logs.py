@@ -33,3 +33,5 @@ def test_json_mode_writes_only_json_and_names_the_objects(harness, tmp_path):
             pytest.fail(f"not JSON: {line[:300]}")
     about = [r for r in records if r.get("object")]
     assert any(r["object"].get("name") == compute for r in about)
+    routine = [r for r in records if "'track_running' succeeded" in str(r.get("message", ""))]
+    assert routine == [], "every AmlJob event's bookkeeping is DEBUG, not a line per event"

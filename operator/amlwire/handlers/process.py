@@ -38,12 +38,14 @@ class RequeueIsNotAnError(logging.Filter):
 QUIET_LOGGERS = ("azure", "msal", "urllib3")
 
 
-class DriftTicksAreQuiet(logging.Filter):
-    """The drift timer ticks every few seconds per AttachedCompute and mostly finds nothing due: its "succeeded"
-    lines are kept for DEBUG."""
+# Handlers that succeed all the time by design: the drift timer ticks every few seconds per AttachedCompute and
+# mostly finds nothing due; the running-jobs registry sees every AmlJob event. Their "succeeded" lines are DEBUG.
+ROUTINE_SUCCESSES = ("Timer 'drift' succeeded", "Handler 'track_running' succeeded")
 
+
+class RoutineSuccessesAreQuiet(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Timer 'drift' succeeded") or log.isEnabledFor(logging.DEBUG)
+        return not record.getMessage().startswith(ROUTINE_SUCCESSES) or log.isEnabledFor(logging.DEBUG)
 
 
 class SignalsAreHandled(logging.Filter):
@@ -62,7 +64,7 @@ def _filter_once(logger_name: str, kind: type[logging.Filter]) -> None:
 
 def configure_logging(level: str) -> None:
     _filter_once("kopf.objects", RequeueIsNotAnError)
-    _filter_once("kopf.objects", DriftTicksAreQuiet)
+    _filter_once("kopf.objects", RoutineSuccessesAreQuiet)
     quiet_sdk_loggers(level)
 
 
