@@ -266,7 +266,7 @@ def restart(
 
     operator.send_signal(signal.SIGTERM)
     operator.wait(60)
-    in_flight = [j for j in local.ctl.jobs() if j["status"] not in ("Completed", "Failed", "Canceled")]
+    in_flight = [j for j in local.ctl.jobs(timeout=600) if j["status"] not in ("Completed", "Failed", "Canceled")]
     r["restart_in_flight"] = len(in_flight)
     for job in in_flight:  # AML ends them while no operator runs
         local.ctl.patch(job["id"], extra={"running": 0.0})

@@ -16,9 +16,9 @@ class SandboxClient:
         # per request, because requests lets REQUESTS_CA_BUNDLE from the environment override session.verify
         self.verify = str(ca_file)
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, timeout: float = 30, **kwargs: Any) -> Any:
         response = self.session.request(
-            method, f"{self.base_url}/_sandbox{path}", timeout=30, verify=self.verify, **kwargs
+            method, f"{self.base_url}/_sandbox{path}", timeout=timeout, verify=self.verify, **kwargs
         )
         response.raise_for_status()
         return response.json() if response.content else None
@@ -113,8 +113,9 @@ class SandboxClient:
     def clear_job_rules(self) -> None:
         self._call("DELETE", "/job-rules")
 
-    def jobs(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/jobs")
+    def jobs(self, timeout: float = 30) -> list[dict[str, Any]]:
+        """Every job with its status now (the sandbox brings each up to date: slow with thousands)."""
+        return self._call("GET", "/jobs", timeout=timeout)
 
     def job_log(self, job: str) -> str:
         """What the job printed (user_logs/std_log.txt), for the jobs the sandbox executes."""
