@@ -95,7 +95,7 @@ def step(condition: str, *facts: Fact[Any, Any], needs: Iterable[Need] = ()) -> 
 
 
 @dataclass(frozen=True)
-class Failure:
+class Classified:
     """What a classified error means for whatever was running: its reason and message, when to look again, and
     whether it passes by itself (transient) or someone must act."""
 
@@ -105,31 +105,31 @@ class Failure:
     transient: bool
 
 
-def classify(error: Exception, timings: Timings, events: list[Event]) -> Failure | None:
+def classify(error: Exception, timings: Timings, events: list[Event]) -> Classified | None:
     """The one place errors become outcomes (a step's condition, a deletion's wait); None: not a classified error,
     a bug to surface."""
     if isinstance(error, AzureError):
         return azure_failure(error, timings, events)
     if isinstance(error, KubeConflict):
-        return Failure(r.KUBERNETES_FIELD_CONFLICT, error.message, timings.blocked_recheck, transient=False)
+        return Classified(r.KUBERNETES_FIELD_CONFLICT, error.message, timings.blocked_recheck, transient=False)
     refused = {KubeNotFound: r.KUBERNETES_OBJECT_NOT_FOUND, KubeForbidden: r.KUBERNETES_PERMISSION_DENIED}
     for kind, reason in refused.items():
         if isinstance(error, kind):
-            return Failure(reason, str(error), timings.blocked_recheck, transient=False)
+            return Classified(reason, str(error), timings.blocked_recheck, transient=False)
     if isinstance(error, KubeError):
-        return Failure(r.KUBERNETES_UNAVAILABLE, str(error), timings.retry_delay, transient=True)
+        return Classified(r.KUBERNETES_UNAVAILABLE, str(error), timings.retry_delay, transient=True)
     return None
 
 
-def azure_failure(error: AzureError, timings: Timings, events: list[Event]) -> Failure:
+def azure_failure(error: AzureError, timings: Timings, events: list[Event]) -> Classified:
     """Azure's errors, classified at the adapter: retried after Retry-After (capped, and said when capped), or
     blocked until someone acts."""
     if not error.retryable:
-        return Failure(error.reason, error.message, timings.blocked_recheck, transient=False)
+        return Classified(error.reason, error.message, timings.blocked_recheck, transient=False)
     delay = error.retry_after or timings.retry_delay
     if delay > timings.max_retry_delay:
         events.append(Event("Normal", error.reason, capped(error.message, delay, timings.max_retry_delay)))
-    return Failure(error.reason, error.message, min(timings.max_retry_delay, delay), transient=True)
+    return Classified(error.reason, error.message, min(timings.max_retry_delay, delay), transient=True)
 
 
 def guard(condition: str, run: Callable[[], StepResult], timings: Timings, events: list[Event]) -> StepResult:
