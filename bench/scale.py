@@ -203,7 +203,7 @@ def main() -> None:
         create_jobs(custom, prefix, args.jobs, computes)
         r["created"] = time.time() - started
         wait(lambda: count_jobs(custom, prefix, lambda s: bool(s.get("amlJobName"))) == args.jobs, 900, 2.0)
-        submitted = arm_only(local.ctl.calls(since=mark))
+        submitted = arm_only(local.ctl.calls(since=mark, timeout=600))
         puts = [c["time"] for c in submitted if c["route"] == "ml.job" and c["method"] == "PUT" and c["status"] < 300]
         r["submitted"] = max(puts) - started
         r["job_puts"] = len(puts)
@@ -215,12 +215,12 @@ def main() -> None:
         window_mark, window_cpu = local.ctl.mark(), cpu_seconds(operator.pid)
         time.sleep(30)
         r["cores_following"] = (cpu_seconds(operator.pid) - window_cpu) / 30
-        window = arm_only(local.ctl.calls(since=window_mark))
+        window = arm_only(local.ctl.calls(since=window_mark, timeout=600))
         r["running_reads_per_second"] = sum(1 for c in window if c["method"] == "GET") / 30
         r["running_while"] = count_jobs(custom, prefix, lambda s: s.get("amlStatus") == "Running")
         wait(lambda: count_jobs(custom, prefix, lambda s: s.get("amlStatus") == "Completed") == args.jobs, 900, 3.0)
         time.sleep(2)
-        calls = arm_only(local.ctl.calls(since=mark))
+        calls = arm_only(local.ctl.calls(since=mark, timeout=600))
         r["cpu"] = cpu_seconds(operator.pid) - cpu_before
         if profiler is not None:
             profiler.stop()
@@ -275,7 +275,7 @@ def restart(
     fresh = spawn_operator(local, logs / "operator-2.log", **settings)
 
     def listing() -> bool:
-        return any(c["route"] == "ml.job.list" for c in local.ctl.calls(since=mark))
+        return any(c["route"] == "ml.job.list" for c in local.ctl.calls(since=mark, timeout=600))
 
     def caught_up() -> bool:
         shown = items_of(custom.list_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs"))
@@ -286,7 +286,7 @@ def restart(
     following = time.time() - started
     wait(caught_up, 1800, 1.0)
     seconds = time.time() - started
-    calls = arm_only(local.ctl.calls(since=mark))
+    calls = arm_only(local.ctl.calls(since=mark, timeout=600))
     r["restart"] = {
         "following": following,
         "caught_up": seconds,

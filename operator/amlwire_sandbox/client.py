@@ -23,8 +23,8 @@ class SandboxClient:
         response.raise_for_status()
         return response.json() if response.content else None
 
-    def calls(self, since: int = 0) -> list[dict[str, Any]]:
-        return self._call("GET", "/calls", params={"since": since})
+    def calls(self, since: int = 0, timeout: float = 30) -> list[dict[str, Any]]:
+        return self._call("GET", "/calls", params={"since": since}, timeout=timeout)
 
     def counts(self, since: int = 0) -> Counter[str]:
         return Counter(self._call("GET", "/counts", params={"since": since}))
