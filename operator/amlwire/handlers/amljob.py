@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -41,10 +41,10 @@ def _scope(
     uid: str,
     generation: int | None,
     spec: AmlJobSpec,
-    status: Mapping[str, Any] | None,
+    previous: AmlJobStatus,
 ) -> JobScope:
     return JobScope(
-        **pass_fields(services, name, generation, spec, load_status(AmlJobStatus, status)),
+        **pass_fields(services, name, generation, spec, previous),
         namespace=namespace,
         uid=uid,
         watch=services.watch,
@@ -73,9 +73,9 @@ def reconcile_aml_job(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> N
     services: Services = kwargs["memo"].services
     namespace, name, uid = str(body.metadata.namespace or ""), str(body.metadata.name), str(body.metadata.uid)
     write = partial(services.kube.patch_aml_job_status, namespace, name)
-    parsed = start_pass(body, patch, AmlJobSpec, AmlJobStatus, write)
+    parsed, previous = start_pass(body, patch, AmlJobSpec, AmlJobStatus, write)
     computes: ComputeIndex = kwargs[INDEX]
-    scope = _scope(services, computes, namespace, name, uid, body.metadata.get("generation"), parsed, body.status)
+    scope = _scope(services, computes, namespace, name, uid, body.metadata.get("generation"), parsed, previous)
     result = run_reconcile(services, scope)
     apply(patch, services.kube, body, body.status, result.status, result.events, result.requeue_after, result.summary)
 
@@ -87,7 +87,8 @@ def delete_aml_job(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None
         parsed = AmlJobSpec.model_validate(dict(body.spec))
     except ValidationError:
         return
-    scope = _scope(services, kwargs[INDEX], namespace, name, uid, body.metadata.get("generation"), parsed, body.status)
+    previous = load_status(AmlJobStatus, body.status)
+    scope = _scope(services, kwargs[INDEX], namespace, name, uid, body.metadata.get("generation"), parsed, previous)
     with services.object_locks.hold(uid):
         result = cancel_job(scope)
     finish_deletion(patch, services.kube, body, result)
@@ -107,9 +108,9 @@ def poller_update(services: Services, computes: ComputeIndex) -> Callable[[Follo
             spec = AmlJobSpec.model_validate(body["spec"])
         except ValidationError:
             return
-        scope = _scope(
-            services, computes, job.namespace, job.name, job.uid, body["metadata"].get("generation"), spec, current
-        )
+        previous = load_status(AmlJobStatus, current)
+        generation = body["metadata"].get("generation")
+        scope = _scope(services, computes, job.namespace, job.name, job.uid, generation, spec, previous)
         result = run_reconcile(services, scope)
         send = partial(services.kube.patch_aml_job_status, job.namespace, job.name)
         write(send, services.kube, body, current, result.status, result.events)

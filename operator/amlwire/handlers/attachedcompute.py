@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -42,11 +41,12 @@ def views(index: kopf.Index[str, ComputeView]) -> list[ComputeView]:
     return [view for key in list(index) for view in index.get(key, [])]
 
 
-def _scope(name: str, body: kopf.Body, spec: AttachedComputeSpec, status: Mapping[str, Any], kwargs: Any) -> Scope:
+def _scope(
+    name: str, body: kopf.Body, spec: AttachedComputeSpec, previous: AttachedComputeStatus, kwargs: Any
+) -> Scope:
     services: Services = kwargs["memo"].services
     annotations = body.metadata.annotations
     running = services.running.on(name)
-    previous = load_status(AttachedComputeStatus, status)
     return Scope(
         **pass_fields(services, name, body.metadata.get("generation"), spec, previous),
         kube=services.kube,
@@ -61,8 +61,8 @@ def reconcile_attached_compute(*, body: kopf.Body, patch: kopf.Patch, from_drift
     services: Services = kwargs["memo"].services
     name, uid, status = str(body.metadata.name), str(body.metadata.uid), body.status
     write = partial(services.kube.patch_attached_compute_status, name)
-    parsed = start_pass(body, patch, AttachedComputeSpec, AttachedComputeStatus, write)
-    scope = _scope(name, body, parsed, status, kwargs)
+    parsed, previous = start_pass(body, patch, AttachedComputeSpec, AttachedComputeStatus, write)
+    scope = _scope(name, body, parsed, previous, kwargs)
     started = time.monotonic()
     with services.object_locks.hold(uid):
         result = introduce(scope) or reconcile(scope)
@@ -98,7 +98,7 @@ def delete_attached_compute(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any
     except ValidationError:
         return  # nothing was ever created for a spec amlwire could not read
     with services.object_locks.hold(uid):
-        result = cleanup(_scope(name, body, parsed, status, kwargs))
+        result = cleanup(_scope(name, body, parsed, load_status(AttachedComputeStatus, status), kwargs))
     finish_deletion(patch, services.kube, body, result)
     metrics.STATES.forget(KIND, None, name)
     services.drift.forget(uid)

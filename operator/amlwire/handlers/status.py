@@ -21,6 +21,7 @@ from amlwire.reconcile.status import invalid_spec, load_status, stalled_invalid,
 # (handlers/operator.py GenerationDiffBase), every spec change, a reverted one included, is handled.
 GENERATION = ("metadata", "generation")
 SpecT = TypeVar("SpecT", bound=BaseModel)
+StatusT = TypeVar("StatusT", bound=ObjectStatus)
 Writer = Callable[[dict[str, Any]], None]  # a status patch sent now
 
 
@@ -73,10 +74,11 @@ def apply(
 
 
 def start_pass(
-    body: kopf.Body, patch: kopf.Patch, spec_model: type[SpecT], status_model: type[ObjectStatus], write: Writer
-) -> SpecT:
-    """The spec as its model (or Stalled naming the field: a PermanentError, kopf waits for a change); and a
-    generation nobody has reconciled yet is said before the pass, so Ready never says True about it."""
+    body: kopf.Body, patch: kopf.Patch, spec_model: type[SpecT], status_model: type[StatusT], write: Writer
+) -> tuple[SpecT, StatusT]:
+    """The spec and the previous status as their models (a spec that cannot be read: Stalled naming the field, a
+    PermanentError, kopf waits for a change); a generation nobody has reconciled yet is said before the pass, so
+    Ready never says True about it."""
     generation = body.metadata.get("generation")
     try:
         spec = spec_model.model_validate(dict(body.spec))
@@ -86,7 +88,7 @@ def start_pass(
     marked = new_generation(previous.conditions, generation, previous.observed_generation, now())
     if marked is not None:
         write({"conditions": [c.wire() for c in marked]})
-    return spec
+    return spec, previous
 
 
 def finish_deletion(patch: kopf.Patch, kube: KubePort, body: kopf.Body, result: Deletion[Any]) -> None:
