@@ -1264,3 +1264,12 @@ def test_an_azure_error_during_deletion_is_classified_as_a_steps_would_be():
     assert stalled_of(refused.status) == ("True", "AzureBadRequest")
     assert "set spec.deletionPolicy: Orphan" in refused.message
     assert [e.type for e in scope.events] == ["Warning"]
+
+
+def test_an_extension_read_for_an_operation_without_url_is_not_read_again_in_the_pass():
+    azure = healthy_azure()
+    azure.extensions.clear()  # gone since the operation Azure answered without a status URL
+    scope = make(azure, previous=with_operations(operation("ExtensionUpdate", 1, None)))
+    run(configure_the_extension, scope)
+    assert azure.writes() == ["begin_create_extension"]  # found missing: installed again
+    assert azure.count("get_extension") == 1

@@ -48,14 +48,13 @@ def configure_the_extension(scope: Scope) -> StepResult:
         if refused is not None:
             return refused
     operation = of_subject(scope.status.operations, SUBJECT)
-    found = None
     seen: Observed | None = None
-    if operation is not None:
-        if operation.url:
-            seen = _from_url(scope, operation.url)
-        else:  # Azure answered without an operation URL (nothing to change): the extension itself tells
-            found = scope.observed.extension = scope.azure.get_extension(scope.target.cluster_id, spec.name)
-            seen = observed(found)
+    read = operation is not None and not operation.url  # Azure gave no operation URL: the extension itself tells
+    if operation is not None and operation.url:
+        seen = _from_url(scope, operation.url)
+    elif read:
+        scope.observed.extension = scope.azure.get_extension(scope.target.cluster_id, spec.name)
+        seen = observed(scope.observed.extension)
 
     def in_progress(decision: Monitor) -> StepResult:
         op = decision.operation
@@ -68,9 +67,9 @@ def configure_the_extension(scope: Scope) -> StepResult:
 
     def converge(decision: Begin | Retry) -> StepResult:
         scope.status.operations = without(scope.status.operations, Kind.EXTENSION_CREATE, Kind.EXTENSION_UPDATE)
-        extension = found or scope.azure.get_extension(scope.target.cluster_id, spec.name)
-        scope.observed.extension = extension
-        return _converge(scope, decision, installed(extension))
+        if not read:  # read once per pass, even when it found no extension
+            scope.observed.extension = scope.azure.get_extension(scope.target.cluster_id, spec.name)
+        return _converge(scope, decision, installed(scope.observed.extension))
 
     handling = Handling(begin=converge, monitor=in_progress, retry=again, give_up=partial(_gave_up, scope))
     return drive(operation, seen, scope.now, scope.timings.lro_timeout, handling)
