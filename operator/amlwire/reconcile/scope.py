@@ -10,7 +10,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel
 
 from amlwire.api import reasons as r
-from amlwire.api.common import Condition, ObjectStatus
+from amlwire.api.common import ObjectStatus
 from amlwire.api.reasons import READY
 from amlwire.domain.conditions import condition, fold, kstatus
 from amlwire.reconcile.common import Event, Timings
@@ -85,13 +85,9 @@ class PassResult(Generic[StatusT]):
 
     @property
     def ready(self) -> bool:
-        return any(c.type == READY and c.status == "True" for c in _conditions(self.status))
+        return any(c.type == READY and c.status == "True" for c in self.status.conditions)
 
     @property
     def summary(self) -> str:
-        ready = next((c for c in _conditions(self.status) if c.type == READY), None)
+        ready = next((c for c in self.status.conditions if c.type == READY), None)
         return f"{ready.reason}: {ready.message}" if ready else ""
-
-
-def _conditions(status: ObjectStatus) -> list[Condition]:
-    return list(status.conditions)

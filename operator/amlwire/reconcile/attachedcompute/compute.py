@@ -67,19 +67,20 @@ def detach_followed(scope: Scope, name: str, found: ComputeInfo, why: str = "") 
     """Detach compute `name` (which is there, and this AttachedCompute's) through the ledger: begun once, followed,
     begun again after a failure, and given up with the command to detach it by hand once it failed as often as a
     detach may or never finished. A detach someone else started is followed the same way."""
-    target = None if name.lower() == scope.target.compute_name.lower() else name
+    target = _ledger_target(scope, name)
     operation = find(scope.status.operations, Kind.COMPUTE_DETACH, target=target)
     seen = observed_detach(found) if operation is not None else None
+    begun_elsewhere = found.provisioning_state.lower() == "deleting"  # followed, not begun again
 
     def start(attempt: int, said: Detaching) -> Detaching:
-        if found.provisioning_state.lower() != "deleting":
+        if not begun_elsewhere:
             scope.azure.begin_detach_compute(scope.target.workspace, name)
         operation = started(Kind.COMPUTE_DETACH, scope.now, attempt, target=target)
         scope.status.operations = recorded(scope.status.operations, operation)
         return said
 
     def first(decision: Begin) -> Detaching:
-        if found.provisioning_state.lower() != "deleting":
+        if not begun_elsewhere:
             scope.note(r.COMPUTE_DETACHING, f"detaching compute {name}{why}")
         return start(decision.attempt, Detaching(f"compute {name} is detaching", r.COMPUTE_DETACHING))
 
@@ -117,8 +118,12 @@ def _detaching(scope: Scope, detaching: Detaching, then: str) -> StepResult:
 
 def forget_detach(scope: Scope, name: str) -> None:
     """The compute is gone: no detach of it is followed any more."""
-    target = None if name.lower() == scope.target.compute_name.lower() else name
-    scope.status.operations = without(scope.status.operations, Kind.COMPUTE_DETACH, target=target)
+    scope.status.operations = without(scope.status.operations, Kind.COMPUTE_DETACH, target=_ledger_target(scope, name))
+
+
+def _ledger_target(scope: Scope, name: str) -> str | None:
+    """How the ledger names a compute: None for the one spec.compute.name names now, else its name."""
+    return None if name.lower() == scope.target.compute_name.lower() else name
 
 
 def _detach_gave_up(scope: Scope, name: str, decision: GiveUp) -> str:
