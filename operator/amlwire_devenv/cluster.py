@@ -82,6 +82,17 @@ def ensure_namespace(api: client.ApiClient, name: str) -> None:
             raise
 
 
+def cluster_role_binding(name: str, role: str, subject_kind: str, subject: str) -> dict[str, Any]:
+    """A ClusterRoleBinding of one user or group to a ClusterRole."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": subject_kind, "name": subject}],
+    }
+
+
 def as_object(found: object) -> dict[str, Any]:
     """A custom object as the Kubernetes client returns it (typed `object`): a JSON object."""
     if not isinstance(found, dict):

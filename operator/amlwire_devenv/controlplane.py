@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import requests
 import trustme
@@ -23,6 +23,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from amlwire_devenv.cluster import cluster_role_binding
 from amlwire_devenv.ports import free_port
 from amlwire_devenv.process import spawn_logged
 
@@ -305,17 +306,12 @@ class ControlPlane:
     def _allow_issuer_discovery(self) -> None:
         """What AKS does for its OIDC issuer: anyone may read the discovery document and JWKS (Entra fetches
         them anonymously to verify a projected token)."""
-        binding: dict[str, Any] = {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "amlwire-testenv:service-account-issuer-discovery"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "system:service-account-issuer-discovery",
-            },
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:unauthenticated"}],
-        }
+        binding = cluster_role_binding(
+            "amlwire-testenv:service-account-issuer-discovery",
+            "system:service-account-issuer-discovery",
+            "Group",
+            "system:unauthenticated",
+        )
         answer = requests.post(
             f"{self.server}/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
             json=binding,

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
+from amlwire_devenv.cluster import cluster_role_binding
 from amlwire_devenv.stack import prepare_cluster
 from tests.e2e.harness import Harness
 
@@ -44,15 +45,7 @@ def view_only_user(cluster):
     try:
         rbac.create_cluster_role(VIEW_ONLY)
         rbac.create_cluster_role_binding(
-            {
-                "metadata": {"name": "amlwire-doctor-test-view"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": "amlwire-doctor-test-view",
-                },
-                "subjects": [{"kind": "User", "name": "amlwire-viewer", "apiGroup": "rbac.authorization.k8s.io"}],
-            }
+            cluster_role_binding("amlwire-doctor-test-view", "amlwire-doctor-test-view", "User", "amlwire-viewer")
         )
     except client.ApiException as error:
         if error.status != 409:

@@ -10,15 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from amlwire.cli.main import cli
-from tests.e2e.harness import (
-    CLUSTER_ID,
-    EXTENSION_ID,
-    FIC_TYPE,
-    IDENTITY_ID,
-    IDENTITY_PRINCIPAL,
-    STORAGE_ID,
-    WORKSPACE_ID,
-)
+from tests.e2e import harness as ids
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]
 
@@ -91,7 +83,7 @@ def test_a_healthy_world_passes_every_check_and_the_doctor_writes_nothing(harnes
 
 def _drop_our_fic(harness, subject_end: str) -> dict[str, Any]:
     name, fic = next((n, f) for n, f in harness.fics().items() if f["subject"].endswith(subject_end))
-    harness.ctl.delete(f"{IDENTITY_ID}/federatedIdentityCredentials/{name}")
+    harness.ctl.delete(f"{ids.IDENTITY_ID}/federatedIdentityCredentials/{name}")
     return {"name": name, **fic}
 
 
@@ -150,25 +142,25 @@ FAULTS: list[tuple[str, Callable[[Any, str], object], dict[str, Any]]] = [
     (
         "F01",
         lambda h, c: h.ctl.patch(
-            CLUSTER_ID, {"properties": {"oidcIssuerProfile": {"enabled": False, "issuerURL": None}}}
+            ids.CLUSTER_ID, {"properties": {"oidcIssuerProfile": {"enabled": False, "issuerURL": None}}}
         ),
         {},
     ),
     (
         "F02",
         lambda h, c: h.ctl.patch(
-            CLUSTER_ID, {"properties": {"securityProfile": {"workloadIdentity": {"enabled": False}}}}
+            ids.CLUSTER_ID, {"properties": {"securityProfile": {"workloadIdentity": {"enabled": False}}}}
         ),
         {},
     ),
-    ("F03", lambda h, c: h.ctl.delete(IDENTITY_ID), {}),
+    ("F03", lambda h, c: h.ctl.delete(ids.IDENTITY_ID), {}),
     ("F04", lambda h, c: _drop_our_fic(h, ":training"), {}),
     (
         "F05",
         lambda h, c: (
             lambda f: h.ctl.create(
-                f"{IDENTITY_ID}/federatedIdentityCredentials/hand-made",
-                FIC_TYPE,
+                f"{ids.IDENTITY_ID}/federatedIdentityCredentials/hand-made",
+                ids.FIC_TYPE,
                 {
                     "properties": {
                         "issuer": f["issuer"].rstrip("/"),
@@ -183,7 +175,7 @@ FAULTS: list[tuple[str, Callable[[Any, str], object], dict[str, Any]]] = [
     (
         "F06",
         lambda h, c: h.ctl.patch(
-            f"{IDENTITY_ID}/federatedIdentityCredentials/"
+            f"{ids.IDENTITY_ID}/federatedIdentityCredentials/"
             + next(n for n, f in h.fics().items() if f["subject"].endswith(":default")),
             {"properties": {"audiences": ["api://wrong"]}},
         ),
@@ -195,8 +187,8 @@ FAULTS: list[tuple[str, Callable[[Any, str], object], dict[str, Any]]] = [
             _drop_our_fic(h, ":training"),
             *[
                 h.ctl.create(
-                    f"{IDENTITY_ID}/federatedIdentityCredentials/other-{i}",
-                    FIC_TYPE,
+                    f"{ids.IDENTITY_ID}/federatedIdentityCredentials/other-{i}",
+                    ids.FIC_TYPE,
                     {
                         "properties": {
                             "issuer": "https://other/",
@@ -214,11 +206,11 @@ FAULTS: list[tuple[str, Callable[[Any, str], object], dict[str, Any]]] = [
     ("F09", lambda h, c: h.core.delete_namespaced_service_account("training", "azureml"), {}),
     ("F10", lambda h, c: _annotate(h, "not-the-client-id"), {}),
     ("F11", lambda h, c: h.core.create_namespaced_pod("azureml-jobs", pod("job-pod-bare", labelled=False)), {}),
-    ("F12", lambda h, c: h.ctl.delete(EXTENSION_ID), {}),
+    ("F12", lambda h, c: h.ctl.delete(ids.EXTENSION_ID), {}),
     (
         "F13",
         lambda h, c: h.ctl.patch(
-            EXTENSION_ID,
+            ids.EXTENSION_ID,
             {"properties": {"configurationSettings": {"identityType": None, "userAssignedIdentityResourceId": None}}},
         ),
         {},
@@ -226,7 +218,8 @@ FAULTS: list[tuple[str, Callable[[Any, str], object], dict[str, Any]]] = [
     (
         "F14",
         lambda h, c: h.ctl.patch(
-            f"{WORKSPACE_ID}/computes/k8s-gpu", {"identity": {"type": "SystemAssigned", "userAssignedIdentities": None}}
+            f"{ids.WORKSPACE_ID}/computes/k8s-gpu",
+            {"identity": {"type": "SystemAssigned", "userAssignedIdentities": None}},
         ),
         {},
     ),
@@ -235,15 +228,15 @@ FAULTS: list[tuple[str, Callable[[Any, str], object], dict[str, Any]]] = [
         lambda h, c: [
             h.ctl.delete(k)
             for k, v in h.ctl.state()["resources"].items()
-            if k.lower().startswith(STORAGE_ID.lower() + "/providers/microsoft.authorization")
-            and v["properties"]["principalId"] == IDENTITY_PRINCIPAL
+            if k.lower().startswith(ids.STORAGE_ID.lower() + "/providers/microsoft.authorization")
+            and v["properties"]["principalId"] == ids.IDENTITY_PRINCIPAL
         ],
         {},
     ),
     ("F16", lambda h, c: None, {"propagation": 3600}),
-    ("F17", lambda h, c: h.ctl.patch(WORKSPACE_ID, {"properties": {"systemDatastoresAuthMode": "accesskey"}}), {}),
+    ("F17", lambda h, c: h.ctl.patch(ids.WORKSPACE_ID, {"properties": {"systemDatastoresAuthMode": "accesskey"}}), {}),
     ("F18", _workspace_role_removed, {}),
-    ("F19", lambda h, c: h.ctl.patch(CLUSTER_ID, {"properties": {"disableLocalAccounts": True}}), {}),
+    ("F19", lambda h, c: h.ctl.patch(ids.CLUSTER_ID, {"properties": {"disableLocalAccounts": True}}), {}),
     ("F23", lambda h, c: _sidecar_failure(h, c), {}),
 ]
 
@@ -262,7 +255,7 @@ def test_each_field_failure_alone_fails_exactly_its_check(harness, healthy, monk
 
 
 def test_fixes_name_the_real_resources(harness, healthy, monkeypatch):
-    harness.ctl.patch(CLUSTER_ID, {"properties": {"oidcIssuerProfile": {"enabled": False, "issuerURL": None}}})
+    harness.ctl.patch(ids.CLUSTER_ID, {"properties": {"oidcIssuerProfile": {"enabled": False, "issuerURL": None}}})
     _annotate(harness, "wrong")
     _, report = run_doctor(harness, monkeypatch, healthy)
     assert result_of(report, "F01")["fix"] == "az aks update -g rg-aks -n aks-robotics --enable-oidc-issuer"
@@ -297,7 +290,7 @@ def test_manifest_and_flag_inputs(harness, healthy, monkeypatch, tmp_path):
         "--cluster",
         "aks-robotics",
         "--identity",
-        IDENTITY_ID,
+        ids.IDENTITY_ID,
         "--compute",
         "k8s-gpu",
         "--compute-namespace",
@@ -337,7 +330,7 @@ def test_table_output(harness, healthy, monkeypatch):
         "AMLWIRE_ROLE_PROPAGATION_SECONDS": "0",
     }.items():
         monkeypatch.setenv(key, value)
-    harness.ctl.delete(EXTENSION_ID)
+    harness.ctl.delete(ids.EXTENSION_ID)
     result = CliRunner().invoke(cli, ["doctor", healthy])
     assert result.exit_code == 1
     lines = result.output.splitlines()

@@ -227,14 +227,22 @@ def test_per_job_rules_control_outcome_and_metrics(credential, arm, ml, ctl):
     assert ml.jobs._runs_operations.get_run_details("ruled").error.error.message == "CUDA OOM"
 
 
-def _mlflow_metrics(sandbox, credential, name):
-    response = requests.get(
-        f"{sandbox.base_url}/mlflow/v1.0{WORKSPACE_ID}/api/2.0/mlflow/runs/get",
-        params={"run_id": name},
-        headers={"Authorization": f"Bearer {credential.get_token(sandbox.base_url + '/.default').token}"},
+def _signed_in(sandbox, credential, method, path, **kwargs):
+    """A plain HTTPS request to the sandbox with an ARM token, for what no SDK call sends."""
+    token = credential.get_token(sandbox.base_url + "/.default").token
+    return requests.request(
+        method,
+        sandbox.base_url + path,
+        headers={"Authorization": f"Bearer {token}"},
         verify=str(sandbox.ca_file),
         timeout=10,
+        **kwargs,
     )
+
+
+def _mlflow_metrics(sandbox, credential, name):
+    path = f"/mlflow/v1.0{WORKSPACE_ID}/api/2.0/mlflow/runs/get"
+    response = _signed_in(sandbox, credential, "GET", path, params={"run_id": name})
     response.raise_for_status()
     return {m["key"]: m["value"] for m in response.json()["run"]["data"]["metrics"]}
 
@@ -311,12 +319,8 @@ def test_submission_rules(sandbox, credential, ml):
             "inputs": {"note": {"jobInputType": "literal", "value": ""}},
         }
     }
-    response = requests.put(
-        f"{sandbox.base_url}{WORKSPACE_ID}/jobs/empty-input?api-version=2024-04-01",
-        json=body,
-        headers={"Authorization": f"Bearer {credential.get_token(sandbox.base_url + '/.default').token}"},
-        verify=str(sandbox.ca_file),
-        timeout=10,
+    response = _signed_in(
+        sandbox, credential, "PUT", f"{WORKSPACE_ID}/jobs/empty-input?api-version=2024-04-01", json=body
     )
     assert response.status_code == 400
     assert "Empty string is not allowed for input value" in response.json()["error"]["message"]

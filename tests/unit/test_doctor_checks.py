@@ -14,20 +14,9 @@ from amlwire.domain.azure import ComputeInfo, ExtensionInfo, FederatedCredential
 from amlwire.domain.doctor import CHECKS, Facts, Pod, diagnose, exit_code
 from amlwire.domain.extension import cli_settings
 from amlwire.domain.federation import credential_name
+from tests import fakes as ids
 from tests.conftest import example, table
-from tests.fakes import (
-    CLIENT_ID,
-    CLUSTER_ID,
-    IDENTITY_ID,
-    ISSUER,
-    PRINCIPAL,
-    REGISTRY_ID,
-    STORAGE_ID,
-    SUB,
-    WORKSPACE,
-    at,
-    healthy_azure,
-)
+from tests.fakes import at, healthy_azure
 
 WORKSPACE_PRINCIPAL = "9a0c7a52-0000-4000-8000-00000000aa01"
 
@@ -40,16 +29,18 @@ def healthy() -> Facts:
     azure = healthy_azure()
     s = spec()
     facts = Facts(spec=s, now=at(), role_propagation=timedelta(minutes=10))
-    facts.cluster = azure.clusters[CLUSTER_ID.lower()]
-    facts.identity = azure.identities[IDENTITY_ID.lower()]
+    facts.cluster = azure.clusters[ids.CLUSTER_ID.lower()]
+    facts.identity = azure.identities[ids.IDENTITY_ID.lower()]
     facts.credentials = [
         FederatedCredential(
-            credential_name(a.namespace, a.name, ISSUER), ISSUER, f"system:serviceaccount:{a.namespace}:{a.name}"
+            credential_name(a.namespace, a.name, ids.ISSUER),
+            ids.ISSUER,
+            f"system:serviceaccount:{a.namespace}:{a.name}",
         )
         for a in s.service_accounts
     ]
     facts.service_accounts = {
-        (a.namespace, a.name): {"azure.workload.identity/client-id": CLIENT_ID} for a in s.service_accounts
+        (a.namespace, a.name): {"azure.workload.identity/client-id": ids.CLIENT_ID} for a in s.service_accounts
     }
     facts.pods = [
         Pod("job", {"azure.workload.identity/use": "true"}, ("AZURE_FEDERATED_TOKEN_FILE",), ("azure-identity-token",))
@@ -59,28 +50,41 @@ def healthy() -> Facts:
         "Microsoft.AzureML.Kubernetes",
         "Succeeded",
         {
-            **cli_settings(CLUSTER_ID, "aks-robotics", "eastus", None),  # installed as az k8s-extension create does
+            **cli_settings(ids.CLUSTER_ID, "aks-robotics", "eastus", None),  # installed as az k8s-extension create does
             "enableTraining": "True",
             "identityType": "UserAssigned",
-            "userAssignedIdentityResourceId": IDENTITY_ID,
+            "userAssignedIdentityResourceId": ids.IDENTITY_ID,
         },
     )
     facts.compute = ComputeInfo(
-        f"{WORKSPACE.id}/computes/k8s-gpu", "Succeeded", CLUSTER_ID, "azureml-jobs", "UserAssigned", (IDENTITY_ID,)
+        f"{ids.WORKSPACE.id}/computes/k8s-gpu",
+        "Succeeded",
+        ids.CLUSTER_ID,
+        "azureml-jobs",
+        "UserAssigned",
+        (ids.IDENTITY_ID,),
     )
-    facts.workspace = replace(azure.workspaces[WORKSPACE.id.lower()], identity_principal_id=WORKSPACE_PRINCIPAL)
-    facts.storage = azure.storage[STORAGE_ID.lower()]
+    facts.workspace = replace(azure.workspaces[ids.WORKSPACE.id.lower()], identity_principal_id=WORKSPACE_PRINCIPAL)
+    facts.storage = azure.storage[ids.STORAGE_ID.lower()]
     old = at(-60)
     facts.identity_roles = {
-        STORAGE_ID: [
-            RoleAssignment("a", STORAGE_ID, role_definition_id(SUB, "Storage Blob Data Contributor"), PRINCIPAL, old)
+        ids.STORAGE_ID: [
+            RoleAssignment(
+                "a", ids.STORAGE_ID, role_definition_id(ids.SUB, "Storage Blob Data Contributor"), ids.PRINCIPAL, old
+            )
         ],
-        REGISTRY_ID: [RoleAssignment("b", REGISTRY_ID, role_definition_id(SUB, "AcrPull"), PRINCIPAL, old)],
-        WORKSPACE.id: [
-            RoleAssignment("d", WORKSPACE.id, role_definition_id(SUB, "AzureML Data Scientist"), PRINCIPAL, old)
+        ids.REGISTRY_ID: [
+            RoleAssignment("b", ids.REGISTRY_ID, role_definition_id(ids.SUB, "AcrPull"), ids.PRINCIPAL, old)
+        ],
+        ids.WORKSPACE.id: [
+            RoleAssignment(
+                "d", ids.WORKSPACE.id, role_definition_id(ids.SUB, "AzureML Data Scientist"), ids.PRINCIPAL, old
+            )
         ],
     }
-    facts.workspace_roles = [RoleAssignment("c", CLUSTER_ID, role_definition_id(SUB, "Reader"), WORKSPACE_PRINCIPAL)]
+    facts.workspace_roles = [
+        RoleAssignment("c", ids.CLUSTER_ID, role_definition_id(ids.SUB, "Reader"), WORKSPACE_PRINCIPAL)
+    ]
     facts.write_conflicts = []
     facts.sidecar_sources = ["1 AmlJob(s) on robotics-gpu"]
     return facts
@@ -110,7 +114,7 @@ def _credential(**changes: object) -> Callable[[Facts], None]:
 
 
 def _young_role(facts: Facts) -> None:
-    facts.identity_roles[STORAGE_ID] = [replace(facts.identity_roles[STORAGE_ID][0], created_on=at(-1))]
+    facts.identity_roles[ids.STORAGE_ID] = [replace(facts.identity_roles[ids.STORAGE_ID][0], created_on=at(-1))]
 
 
 def _annotation(facts: Facts) -> None:
@@ -131,7 +135,7 @@ CASES = [
         lambda f: setattr(f, "credentials", f.credentials[1:]),
         "az identity federated-credential create --identity-name id-ml -g rg-id",
     ),
-    ("F05", _credential(issuer=ISSUER.rstrip("/")), f"--issuer {ISSUER}"),
+    ("F05", _credential(issuer=ids.ISSUER.rstrip("/")), f"--issuer {ids.ISSUER}"),
     ("F06", _credential(audiences=("api://Other",)), "--audiences api://AzureADTokenExchange"),
     ("F08", setter(write_conflicts=["409 at 10:00"]), "serialize"),
     ("F09", lambda f: f.service_accounts.update({("azureml", "training"): None}), "amlwire creates azureml/training"),
@@ -141,17 +145,17 @@ CASES = [
     (
         "F13",
         lambda f: setattr(f, "extension", replace(f.extension, settings={"enableTraining": "True"})),
-        "userAssignedIdentityResourceId=" + IDENTITY_ID,
+        "userAssignedIdentityResourceId=" + ids.IDENTITY_ID,
     ),
     ("F14", setter(compute=None), "az ml compute attach --type Kubernetes --name k8s-gpu"),
-    ("F15", lambda f: f.identity_roles.update({STORAGE_ID: []}), f"--scope {STORAGE_ID}"),
+    ("F15", lambda f: f.identity_roles.update({ids.STORAGE_ID: []}), f"--scope {ids.STORAGE_ID}"),
     ("F16", _young_role, "retry after 2026-11-26T10:09:00Z"),
     (
         "F17",
         lambda f: setattr(f, "workspace", replace(f.workspace, system_datastores_auth_mode="accesskey")),
         "a new workspace",
     ),
-    ("F18", setter(workspace_roles=[]), f"--scope {CLUSTER_ID}"),
+    ("F18", setter(workspace_roles=[]), f"--scope {ids.CLUSTER_ID}"),
     ("F19", break_cluster(local_accounts_disabled=True), "--enable-local-accounts"),
     ("F23", setter(sidecar_evidence=["failed to load certificate x.pfx"]), "InContainer"),
 ]

@@ -4,6 +4,7 @@ everyone's back, job rules, the wiring judge."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -86,12 +87,6 @@ def _check_fault(spec: dict[str, Any]) -> None:
         )
 
 
-@route("DELETE", "control.faults", "/_sandbox/faults", authenticated=False)
-def clear_faults(call: Call) -> web.Response:
-    call.state.faults.clear()
-    return web.Response(status=204)
-
-
 @route("GET", "control.state", "/_sandbox/state", authenticated=False)
 def snapshot(call: Call) -> web.Response:
     return json_response(call.state.snapshot())
@@ -157,10 +152,18 @@ def add_job_rule(call: Call) -> web.Response:
     return web.Response(status=204)
 
 
-@route("DELETE", "control.job-rules", "/_sandbox/job-rules", authenticated=False)
-def clear_job_rules(call: Call) -> web.Response:
-    call.state.job_rules.clear()
-    return web.Response(status=204)
+def _clearing(collection: str) -> Callable[[Call], web.Response]:
+    """DELETE on a list the tests fill (faults, job rules): empty it."""
+
+    def clear(call: Call) -> web.Response:
+        getattr(call.state, collection).clear()
+        return web.Response(status=204)
+
+    return clear
+
+
+route("DELETE", "control.faults", "/_sandbox/faults", authenticated=False)(_clearing("faults"))
+route("DELETE", "control.job-rules", "/_sandbox/job-rules", authenticated=False)(_clearing("job_rules"))
 
 
 @route("GET", "control.jobs", "/_sandbox/jobs", authenticated=False)
