@@ -28,8 +28,8 @@ from rich.table import Table
 
 from amlwire_devenv.chaos import example
 from amlwire_devenv.cluster import items_of
-from amlwire_devenv.ports import free_port
 from amlwire_devenv.stack import spawn_operator
+from amlwire_sandbox.ports import free_port
 from bench.common import GROUP, VERSION, fast_world, is_ready, stack, start_plane, wait
 
 POLL_INTERVAL = 2.0

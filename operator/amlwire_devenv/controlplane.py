@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from amlwire_devenv.cluster import cluster_role_binding
-from amlwire_devenv.ports import free_port
 from amlwire_devenv.process import spawn_logged
+from amlwire_sandbox.ports import free_port
 
 ADMIN_USER = "admin"
 OPERATOR_USER = "amlwire-operator"

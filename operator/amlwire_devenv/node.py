@@ -21,8 +21,8 @@ from typing import IO
 import yaml
 
 from amlwire_devenv.controlplane import ControlPlane
-from amlwire_devenv.ports import free_port
 from amlwire_devenv.process import spawn_logged
+from amlwire_sandbox.ports import free_port
 
 HOST_TOOLS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "podman", "debootstrap")
 NODE_BINARIES = ("kubelet", "kube-controller-manager", "kube-scheduler")

@@ -11,9 +11,9 @@ from pathlib import Path
 import trustme
 from aiohttp import web
 
-from amlwire_devenv.ports import free_port
 from amlwire_sandbox.app import create_app
 from amlwire_sandbox.blobs import STORAGE_SUFFIX
+from amlwire_sandbox.ports import free_port
 from amlwire_sandbox.sandbox import Sandbox
 from amlwire_sandbox.world import World
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from amlwire_devenv.controlplane import find_binaries
-from amlwire_devenv.ports import free_port
+from amlwire_sandbox.ports import free_port
 from tests.conftest import REPO
 from tests.e2e.test_chart import rendered
 from tests.e2e.test_metrics import scrape

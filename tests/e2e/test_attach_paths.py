@@ -178,7 +178,7 @@ def add_foreign_credentials(harness: Harness, count: int) -> None:
 def test_the_credential_budget_is_shown_and_the_compute_past_the_cap_names_the_way_out(
     harness, view_only_user, monkeypatch
 ):
-    from amlwire_devenv.ports import free_port
+    from amlwire_sandbox.ports import free_port
     from tests.e2e.test_metrics import scrape, value
 
     add_foreign_credentials(harness, 18)  # another team's GitHub deployments on the same identity

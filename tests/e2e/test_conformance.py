@@ -263,7 +263,7 @@ def test_interrupted_mid_way_it_removes_what_it_attached_and_a_rerun_removes_lef
 
 
 def test_an_unreachable_arm_skips_each_probe_saying_so(harness, monkeypatch, tmp_path):
-    from amlwire_devenv.ports import free_port
+    from amlwire_sandbox.ports import free_port
 
     for key, value in environment(harness).items():  # signed in at the sandbox's Entra; ARM is not there
         monkeypatch.setenv(key, value)

@@ -6,7 +6,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from amlwire_devenv.ports import free_port
+from amlwire_sandbox.ports import free_port
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]
 

@@ -23,8 +23,8 @@ from kubernetes import client
 from amlwire_devenv.cluster import ensure_namespace, install_crds, items_of
 from amlwire_devenv.controlplane import ControlPlane, find_binaries
 from amlwire_devenv.node import BASE_IMAGE, Images, Node, node_tier_missing
-from amlwire_devenv.ports import free_port
 from amlwire_devenv.stack import INSTANCE_TYPE_CRD, NAMESPACES, OPERATOR_CLIENT_ID, OPERATOR_NAMESPACE, LocalStack
+from amlwire_sandbox.ports import free_port
 from tests.conftest import REPO, demo_world
 from tests.sandbox.conftest import CLUSTER_ID
 

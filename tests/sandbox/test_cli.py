@@ -13,7 +13,7 @@ import pytest
 import yaml
 from azure.mgmt.containerservice import ContainerServiceClient
 
-from amlwire_devenv.ports import free_port
+from amlwire_sandbox.ports import free_port
 from tests.conftest import REPO
 from tests.sandbox.conftest import OWNER_PRINCIPAL, OWNER_ROLE, SUB, StaticCredential
 

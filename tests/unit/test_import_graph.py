@@ -3,6 +3,11 @@ circle hidden behind TYPE_CHECKING or a function-level import is still a circle:
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+import tomllib
+from pathlib import Path
+
 import grimp
 
 PACKAGES = ("amlwire", "amlwire_sandbox", "amlwire_devenv")
@@ -50,3 +55,23 @@ def test_no_package_imports_in_a_circle():
     imports = {module: set(graph.find_modules_directly_imported_by(module)) for module in graph.modules}
     assert len(imports) > 100  # the whole project was read
     assert circles(imports) == []
+
+
+def named_by_contracts(contracts: list[dict[str, object]]) -> set[str]:
+    """Every module an import-linter contract names (a layer may hold several: `a : b`, `a | b`)."""
+    names: set[str] = set()
+    for contract in contracts:
+        for key in ("layers", "source_modules", "forbidden_modules"):
+            for entry in contract.get(key) or ():  # type: ignore[attr-defined]
+                names.update(part.strip() for part in str(entry).replace("|", ":").split(":"))
+    return names
+
+
+def test_every_top_level_part_is_kept_by_a_contract():
+    """A new top-level part of the operator, or a new package, is placed by a contract, not left outside them."""
+    config = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    named = named_by_contracts(config["tool"]["importlinter"]["contracts"])
+    operator_parts = [f"amlwire.{p.name}" for p in pkgutil.iter_modules(importlib.import_module("amlwire").__path__)]
+    assert "amlwire.templates" in operator_parts
+    assert len(operator_parts) >= 10
+    assert [part for part in [*operator_parts, *PACKAGES[1:]] if part not in named] == []

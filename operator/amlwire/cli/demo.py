@@ -90,8 +90,8 @@ def demo(once: bool, world: Path, examples_dir: Path, timeout: float) -> None:
     authenticating with workload identity, and the examples applied. Ctrl-C stops and cleans up."""
     with development_tool("demo"):
         from amlwire_devenv.controlplane import ControlPlane, find_binaries
-        from amlwire_devenv.ports import free_port
         from amlwire_devenv.stack import LocalStack, kube_client, prepare_cluster
+        from amlwire_sandbox.ports import free_port
         from amlwire_sandbox.world import World
 
     console = Console(width=max(140, Console().width))
