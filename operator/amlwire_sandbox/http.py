@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -92,7 +92,7 @@ def arm_error(error: ArmError) -> web.Response:  # rule: arm.error-shape
     return json_response(error.body(), status=error.status, headers=error.headers)
 
 
-def paged(call: Call, items: list[dict[str, Any]], size: int) -> dict[str, Any]:
+def paged(call: Call, items: Sequence[Any], size: int) -> dict[str, Any]:
     """One page of a list, with ARM's nextLink when there is more."""
     start = int(call.query.get("$skipToken") or 0)
     body: dict[str, Any] = {"value": items[start : start + size]}

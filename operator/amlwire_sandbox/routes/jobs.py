@@ -30,8 +30,10 @@ def get_job(call: Call) -> web.Response:
 
 @route("GET", "ml.job.list", WS + "/jobs", ML + "/jobs/read")
 def list_jobs(call: Call) -> web.Response:
-    jobs = [j.body for j in call.jobs.list(call.id(WS), call.query.get("tag"), call.query.get("listViewType"))]
-    return json_response(paged(call, jobs, call.state.timing.page_size))
+    jobs = call.jobs.list(call.id(WS), call.query.get("tag"), call.query.get("listViewType"))
+    page = paged(call, jobs, call.state.timing.page_size)
+    page["value"] = [call.jobs.refresh(j).body for j in page["value"]]  # only the page's: a listing of 10,000 jobs
+    return json_response(page)
 
 
 @route("POST", "ml.job.cancel", JOB + "/cancel", ML + "/jobs/cancel/action")
