@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     )
     azure_timeout: float = Field(default=60.0, gt=0, description="Azure request timeout in seconds.")
     max_workers: int = Field(default=32, ge=1, le=256, description="Threads for handlers that call Azure.")
+    job_update_threads: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="AmlJobs the job poller updates at once when AML's listing shows many changed (a batch "
+        "ending together, or a restart catching up).",
+    )
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus /metrics port (0: off).")
     metrics_address: str = Field(
         default="0.0.0.0",  # noqa: S104 - in a pod, Prometheus scrapes the pod IP

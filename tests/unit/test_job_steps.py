@@ -3,6 +3,8 @@ status, the conditions, events and calls."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -402,6 +404,32 @@ def test_a_job_whose_update_failed_is_handed_over_again_at_the_next_listing():
     clock.now += poller.tick()
     poller.tick()
     assert attempts == ["j", "j"]
+
+
+def test_the_jobs_one_listing_shows_ended_are_updated_at_once_and_a_failed_one_again_next_time():
+    """A restart after AML ended thousands of jobs: their AmlJobs are written by several threads, not in a row."""
+    azure, watch, clock = FakeAzure(), JobWatch(), Clock()
+    for i in range(6):
+        azure.jobs[(WORKSPACE.id.lower(), f"j{i}")] = JobSnapshot(f"j{i}", "Completed")
+        watch.follow(followed(f"j{i}"), JobSnapshot(f"j{i}", "Running"))
+    all_in = threading.Barrier(3, timeout=5)  # three updates are inside `update` together, or this times out
+    done: list[str] = []
+
+    def update(job: FollowedJob) -> None:
+        if job.name in ("j0", "j1", "j2"):
+            all_in.wait()
+        if job.name == "j5" and "j5" not in done:
+            done.append("j5")
+            raise KubeError("the apiserver is away")
+        done.append(job.name)
+        watch.unfollow(job.workspace_id, job.aml_job_name)
+
+    with ThreadPoolExecutor(3) as updates:
+        poller = JobPoller(azure, watch, update, interval=10, clock=clock, updates=updates)
+        clock.now += poller.tick()
+        clock.now += poller.tick()
+    assert sorted(done) == ["j0", "j1", "j2", "j3", "j4", "j5", "j5"]
+    assert watch.followed() == {}
 
 
 def test_a_listing_that_fails_is_logged_and_tried_next_interval():

@@ -9,6 +9,7 @@ import gc
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from amlwire.handlers import amljob
@@ -121,26 +122,31 @@ def release_memory() -> None:
 def start_poller(services: Services, computes: amljob.ComputeIndex) -> threading.Thread:
     """The one loop that follows AML jobs for the whole operator (see reconcile/poller.py)."""
     settings = services.settings
+    updates = ThreadPoolExecutor(settings.job_update_threads, thread_name_prefix=POLLER_THREAD)
     poller = JobPoller(
         services.azure,
         services.watch,
         amljob.poller_update(services, computes),
         settings.job_poll_interval,
         read_rate=settings.job_poll_read_rate,
+        updates=updates,
     )
 
     def loop() -> None:
         released = time.monotonic()
-        while not services.shutdown.is_set():
-            if time.monotonic() - released > RELEASE_MEMORY_EVERY:
-                released = time.monotonic()
-                release_memory()
-            try:
-                delay = poller.tick()
-            except Exception:  # the poller must outlive any surprise; the next tick tries again
-                log.exception("following AML jobs failed")
-                delay = poller.interval
-            services.shutdown.wait(delay)
+        try:
+            while not services.shutdown.is_set():
+                if time.monotonic() - released > RELEASE_MEMORY_EVERY:
+                    released = time.monotonic()
+                    release_memory()
+                try:
+                    delay = poller.tick()
+                except Exception:  # the poller must outlive any surprise; the next tick tries again
+                    log.exception("following AML jobs failed")
+                    delay = poller.interval
+                services.shutdown.wait(delay)
+        finally:
+            updates.shutdown(wait=True, cancel_futures=True)
 
     thread = threading.Thread(target=loop, name=POLLER_THREAD, daemon=True)
     thread.start()

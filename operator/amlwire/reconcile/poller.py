@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from amlwire.domain.azure import WorkspaceRef
@@ -103,6 +104,7 @@ class JobPoller:
     interval: float  # the base interval, while something changes
     clock: Callable[[], float] = time.monotonic
     read_rate: float | None = None  # ARM reads per second following jobs may take (None: no limit)
+    updates: Executor | None = None  # runs one listing's updates at once (None: one after another)
     _due: dict[str, float] = field(default_factory=dict, init=False)
     _interval: dict[str, float] = field(default_factory=dict, init=False)
     _reads: dict[str, int] = field(default_factory=dict, init=False)  # what each workspace's last poll read
@@ -156,14 +158,17 @@ class JobPoller:
                 log.warning("reading AML job %s failed (%s); retrying next interval", name, error.message)
         self._reads[workspace_id] = reads
         changed = self.watch.record(workspace_id, listing)
-        updated = 0
-        for job in jobs:
-            if job.aml_job_name not in changed:
-                continue
-            try:
-                self.update(job)
-                updated += 1
-            except (AzureError, KubeError, KubeConflict, KubeNotFound) as error:
-                self.watch.invalidate(workspace_id, job.aml_job_name)
-                log.warning("updating AmlJob %s/%s failed: %s", job.namespace, job.name, error)
-        return updated
+        due = [job for job in jobs if job.aml_job_name in changed]
+        if self.updates is None or len(due) < 2:
+            return sum(map(self._update, due))
+        return sum(self.updates.map(self._update, due))
+
+    def _update(self, job: FollowedJob) -> bool:
+        """Whether the AmlJob now shows what AML said; if not, it is handed over again at the next listing."""
+        try:
+            self.update(job)
+            return True
+        except (AzureError, KubeError, KubeConflict, KubeNotFound) as error:
+            self.watch.invalidate(job.workspace_id, job.aml_job_name)
+            log.warning("updating AmlJob %s/%s failed: %s", job.namespace, job.name, error)
+            return False
