@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
+from amlwire.adapters.azure.clients import AzureClients
 from tests.conftest import wait_for
+from tests.e2e.harness import SUB, WORKSPACE_ID
 
 pytestmark = [pytest.mark.kube, pytest.mark.sandbox]
 JOBS = 60
@@ -59,3 +65,27 @@ def test_a_429_from_azure_holds_the_budget_for_everyone_then_work_resumes(harnes
             c for c in calls if c["method"] in ("PUT", "PATCH", "POST") and 0.2 < c["started"] - refused["time"] < 1.8
         ]
         assert not too_soon, f"write sent {too_soon[0]['started'] - refused['time']:.2f}s after a 429"
+
+
+def test_azure_calls_from_every_thread_at_once_keep_their_connections(harness, caplog):
+    """The handler threads and the job poller's updaters call Azure together; each keeps its TLS connection. A
+    pool smaller than the threads drops connections and handshakes again (bench/scale.py found 1,000+ per
+    1,000 jobs through the bare ARM pipeline, urllib3's 'Connection pool is full' warnings)."""
+    settings = harness.settings()
+    clients = AzureClients(settings, harness.credential())
+    threads = settings.max_workers + settings.job_update_threads
+    caplog.set_level(logging.DEBUG, logger="urllib3.connectionpool")
+    ready = threading.Barrier(threads, timeout=30)
+
+    def read_together(_: int) -> None:
+        ready.wait()  # every thread holds a connection at the same moment
+        for _ in range(3):
+            clients.get(SUB, WORKSPACE_ID)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(read_together, range(threads)))
+    said = [r.getMessage() for r in caplog.records if r.name == "urllib3.connectionpool"]
+    assert [m for m in said if "Connection pool is full" in m] == []
+    sandbox = harness.sandbox.base_url.removeprefix("https://")
+    opened = [m for m in said if "Starting new HTTPS connection" in m and sandbox in m]
+    assert 0 < len(opened) <= threads + 2  # one per thread, and the token's

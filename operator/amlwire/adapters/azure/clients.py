@@ -110,13 +110,13 @@ class AzureClients:
         self.pacing = PacingPolicy(self.pacer, settings.arm_endpoint)
 
     def _session(self) -> Any:
-        """A connection pool as large as the handler threads that share a client (requests keeps 10 and
-        drops, then re-handshakes, every connection beyond them)."""
+        """A connection pool as large as the threads that share a client: the handlers and the job poller's
+        updaters (requests keeps 10 and drops, then re-handshakes, every connection beyond them)."""
         import requests
         from requests.adapters import HTTPAdapter
 
         session = requests.Session()
-        adapter = HTTPAdapter(pool_maxsize=self.settings.max_workers + 4)
+        adapter = HTTPAdapter(pool_maxsize=self.settings.max_workers + self.settings.job_update_threads + 4)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
@@ -186,12 +186,14 @@ class AzureClients:
         """A bare ARM pipeline (auth, retries, user agent) for URLs no SDK method covers."""
         from azure.core import PipelineClient
         from azure.core.pipeline import policies
+        from azure.core.pipeline.transport import RequestsTransport
 
         endpoint = self.settings.arm_endpoint
         return self._cached(
             ("pipeline",),
             lambda: PipelineClient(
                 endpoint,
+                transport=RequestsTransport(session=self._session(), session_owner=False),
                 policies=[
                     policies.HeadersPolicy(),
                     policies.UserAgentPolicy(USER_AGENT),
