@@ -77,11 +77,11 @@ def test_helm_install_runs_the_operator_locked_down_from_an_image_of_the_operato
     modules = {p.name for p in package.iterdir()}
     assert "handlers" in modules
     site = {p.name.lower() for p in package.parent.iterdir()}  # the image holds the operator only
-    assert not site & {"amlwire_sandbox", "amlwire_devenv", "trustme"}  # (PyJWT comes with msal, aiohttp with kopf)
+    assert not site & {"amlwire_sandbox", "amlwire_devenv", "trustme"}  # (PyJWT comes with msal)
     [metadata] = package.parent.glob("amlwire-*.dist-info/METADATA")
     requires = [line for line in metadata.read_text().splitlines() if line.startswith("Requires-Dist:")]
     runtime = [line for line in requires if "extra ==" not in line]
-    assert not [line for line in runtime if any(n in line.lower() for n in ("trustme", "pyjwt", "aiohttp"))]
+    assert not [line for line in runtime if any(n in line.lower() for n in ("trustme", "pyjwt"))]
 
 
 def test_the_example_compute_becomes_ready_on_the_token_the_kubelet_projects(installed):

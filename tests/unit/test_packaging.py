@@ -8,7 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-DEV_ONLY = ("trustme", "pyjwt", "aiohttp")
+DEV_ONLY = ("trustme", "pyjwt")
 
 
 def test_the_runtime_dependencies_hold_nothing_only_the_sandbox_needs():
