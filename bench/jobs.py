@@ -241,10 +241,6 @@ def report(console: Console, count: int, r: dict[str, Any]) -> None:
     console.print(footprint)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def _program(args: Any) -> str:
     """The program's name of a process started with `args` (a list or a string)."""
     first = args[0] if isinstance(args, list | tuple) else args
@@ -253,3 +249,7 @@ def _program(args: Any) -> str:
 
 def _all_running(custom: Any, prefix: str, jobs: int) -> bool:
     return _count(custom, prefix, lambda s: s.get("amlStatus") == "Running") == jobs
+
+
+if __name__ == "__main__":
+    main()
