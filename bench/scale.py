@@ -38,6 +38,7 @@ from bench.profile import Profiler, breakdown
 COMPUTES = (("mlw-robotics", 3), ("mlw-sim", 2))  # (workspace, computes in it)
 POLL_INTERVAL = 2.0  # the operator's base poll interval: the read budget, not this, sets the real one
 RUNNING_SECONDS = 170.0  # long enough for every job to run at once after the last submission
+SANDBOX_READ_TIMEOUT = 600.0  # the sandbox's call log and job list hold every job: slow to answer at 10,000
 
 
 def world(scale: float = 1.0, running_seconds: float = RUNNING_SECONDS) -> Any:
@@ -203,7 +204,7 @@ def main() -> None:
         create_jobs(custom, prefix, args.jobs, computes)
         r["created"] = time.time() - started
         wait(lambda: count_jobs(custom, prefix, lambda s: bool(s.get("amlJobName"))) == args.jobs, 900, 2.0)
-        submitted = arm_only(local.ctl.calls(since=mark, timeout=600))
+        submitted = arm_only(local.ctl.calls(since=mark, timeout=SANDBOX_READ_TIMEOUT))
         puts = [c["time"] for c in submitted if c["route"] == "ml.job" and c["method"] == "PUT" and c["status"] < 300]
         r["submitted"] = max(puts) - started
         r["job_puts"] = len(puts)
@@ -215,12 +216,12 @@ def main() -> None:
         window_mark, window_cpu = local.ctl.mark(), cpu_seconds(operator.pid)
         time.sleep(30)
         r["cores_following"] = (cpu_seconds(operator.pid) - window_cpu) / 30
-        window = arm_only(local.ctl.calls(since=window_mark, timeout=600))
+        window = arm_only(local.ctl.calls(since=window_mark, timeout=SANDBOX_READ_TIMEOUT))
         r["running_reads_per_second"] = sum(1 for c in window if c["method"] == "GET") / 30
         r["running_while"] = count_jobs(custom, prefix, lambda s: s.get("amlStatus") == "Running")
         wait(lambda: count_jobs(custom, prefix, lambda s: s.get("amlStatus") == "Completed") == args.jobs, 900, 3.0)
         time.sleep(2)
-        calls = arm_only(local.ctl.calls(since=mark, timeout=600))
+        calls = arm_only(local.ctl.calls(since=mark, timeout=SANDBOX_READ_TIMEOUT))
         r["cpu"] = cpu_seconds(operator.pid) - cpu_before
         if profiler is not None:
             profiler.stop()
@@ -266,7 +267,8 @@ def restart(
 
     operator.send_signal(signal.SIGTERM)
     operator.wait(60)
-    in_flight = [j for j in local.ctl.jobs(timeout=600) if j["status"] not in ("Completed", "Failed", "Canceled")]
+    jobs = local.ctl.jobs(timeout=SANDBOX_READ_TIMEOUT)
+    in_flight = [j for j in jobs if j["status"] not in ("Completed", "Failed", "Canceled")]
     r["restart_in_flight"] = len(in_flight)
     for job in in_flight:  # AML ends them while no operator runs
         local.ctl.patch(job["id"], extra={"running": 0.0})
@@ -275,7 +277,7 @@ def restart(
     fresh = spawn_operator(local, logs / "operator-2.log", **settings)
 
     def listing() -> bool:
-        return any(c["route"] == "ml.job.list" for c in local.ctl.calls(since=mark, timeout=600))
+        return any(c["route"] == "ml.job.list" for c in local.ctl.calls(since=mark, timeout=SANDBOX_READ_TIMEOUT))
 
     def caught_up() -> bool:
         shown = items_of(custom.list_namespaced_custom_object(GROUP, VERSION, "robotics", "amljobs"))
@@ -286,7 +288,7 @@ def restart(
     following = time.time() - started
     wait(caught_up, 1800, 1.0)
     seconds = time.time() - started
-    calls = arm_only(local.ctl.calls(since=mark, timeout=600))
+    calls = arm_only(local.ctl.calls(since=mark, timeout=SANDBOX_READ_TIMEOUT))
     r["restart"] = {
         "following": following,
         "caught_up": seconds,

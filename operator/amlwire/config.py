@@ -135,6 +135,12 @@ class Settings(BaseSettings):
         return {kind: (float(v.partition("/")[0]), float(v.partition("/")[2])) for kind, v in budgets.items()}
 
     @property
+    def connection_pool_size(self) -> int:
+        """Connections a client to Azure or Kubernetes keeps open: one per thread that calls through it (the
+        handlers, the job poller's updaters) and a few spare."""
+        return self.max_workers + self.job_update_threads + 4
+
+    @property
     def job_poll_read_rate(self) -> float:
         """ARM reads per second the job poller may take: its share of amlwire's share of the read refill."""
         return self.job_poll_read_share * self.arm_share * self.arm_budget()["reads"][1]

@@ -18,9 +18,7 @@ def build_services(settings: Settings, credential: TokenCredential | None = None
     from amlwire.metrics import observe_arm_call
 
     azure = AzureAdapter(AzureClients(settings, credential), observe=observe_arm_call)
-    kube = KubeAdapter(
-        api_client(load_configuration(settings.kubeconfig, settings.max_workers + settings.job_update_threads + 4))
-    )
+    kube = KubeAdapter(api_client(load_configuration(settings.kubeconfig, settings.connection_pool_size)))
     return Services(settings=settings, azure=azure, kube=kube, timings=Timings.from_settings(settings))
 
 

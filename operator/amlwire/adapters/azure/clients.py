@@ -110,13 +110,13 @@ class AzureClients:
         self.pacing = PacingPolicy(self.pacer, settings.arm_endpoint)
 
     def _session(self) -> Any:
-        """A connection pool as large as the threads that share a client: the handlers and the job poller's
-        updaters (requests keeps 10 and drops, then re-handshakes, every connection beyond them)."""
+        """A connection pool as large as the threads that share a client (requests keeps 10 and drops, then
+        re-handshakes, every connection beyond them)."""
         import requests
         from requests.adapters import HTTPAdapter
 
         session = requests.Session()
-        adapter = HTTPAdapter(pool_maxsize=self.settings.max_workers + self.settings.job_update_threads + 4)
+        adapter = HTTPAdapter(pool_maxsize=self.settings.connection_pool_size)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
