@@ -65,6 +65,7 @@ class FakeAzure:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     params: dict[str, dict[str, str]] = field(default_factory=dict)
     tags: dict[str, dict[str, str]] = field(default_factory=dict)
+    run_times: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)  # MLflow's run info
     models: set[tuple[str, str]] = field(default_factory=set)
     calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     failures: dict[str, list[Exception]] = field(default_factory=lambda: defaultdict(list))
@@ -267,8 +268,13 @@ class FakeAzure:
 
     def job_results(self, workspace: az.WorkspaceRef, name: str) -> RunResults:
         self._call("job_results", workspace, name)
+        start, end = self.run_times.get(name, (None, None))
         return RunResults(
-            dict(self.metrics.get(name, {})), dict(self.params.get(name, {})), dict(self.tags.get(name, {}))
+            dict(self.metrics.get(name, {})),
+            dict(self.params.get(name, {})),
+            dict(self.tags.get(name, {})),
+            start_time=start,
+            end_time=end,
         )
 
     def model_exists(self, workspace: az.WorkspaceRef, name: str, version: str) -> bool:

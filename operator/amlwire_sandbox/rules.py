@@ -574,6 +574,16 @@ RULES: tuple[Rule, ...] = (
         "URI is set in jobs); field: the 'Execution failed. User process ... exited with status code' error",
     ),
     Rule(
+        "ml.mlflow-run-info",
+        "AML jobs",
+        "The workspace's MLflow tracking server answers runs/get for a job (its run) with the run's info: "
+        "status, and start_time and end_time in milliseconds since the epoch once the run has started and ended.",
+        "inference",
+        "Learn: Query & compare experiments and runs with MLflow (runs are queried with MLflow's get_run); MLflow "
+        "REST API, RunInfo (start_time, end_time)",
+        note="amlwire takes a completed job's times from it and reads run history instead when end_time is absent",
+    ),
+    Rule(
         "ml.job-timeout",
         "AML jobs",
         "A job running past limits.timeout is stopped: as Canceled (default) or Failed.",

@@ -20,14 +20,17 @@ def aml_job(harness, name: str) -> dict:
 
 def test_training_completes_fills_status_and_registers_the_checkpoint(harness):
     harness.wired()
+    mark = harness.ctl.mark()
     name = harness.apply_job("amljob-train.yaml")
     obj = harness.wait_job(name)
     status = obj["status"]
     assert status["amlStatus"] == "Completed"
     assert status["amlJobName"].startswith(name + "-")
     assert status["studioUrl"].startswith("https://ml.azure.com/runs/" + status["amlJobName"])
-    assert status["startTime"]
-    assert status["endTime"]
+    assert status["startTime"] <= status["endTime"]
+    routes = [c["route"] for c in harness.ctl.calls(since=mark)]
+    assert "mlflow.run" in routes
+    assert "history.run.details" not in routes, "a completed job's times come from its MLflow run, read anyway"
     assert status["workspace"].lower() == WORKSPACE_ID.lower()
     assert status["registeredModel"] == {"name": "isaaclab-anymal-latest", "version": "3"}
     assert status.get("metrics", {}) == {}  # IsaacLab's train.py logs to TensorBoard, not to MLflow

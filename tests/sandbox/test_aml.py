@@ -247,6 +247,30 @@ def _mlflow_metrics(sandbox, credential, name):
     return {m["key"]: m["value"] for m in response.json()["run"]["data"]["metrics"]}
 
 
+def _mlflow_run_info(sandbox, credential, name):
+    path = f"/mlflow/v1.0{WORKSPACE_ID}/api/2.0/mlflow/runs/get"
+    response = _signed_in(sandbox, credential, "GET", path, params={"run_id": name})
+    response.raise_for_status()
+    return response.json()["run"]["info"]
+
+
+def _epoch_ms(moment) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def test_a_runs_mlflow_info_says_when_it_started_and_ended_as_run_history_does(sandbox, credential, arm, ml):
+    wire(credential, arm, ml)
+    ml.jobs.create_or_update(validation_job("timed"))
+    running = wait_for(lambda: _mlflow_run_info(sandbox, credential, "timed").get("start_time"), timeout=20)
+    assert wait_for(lambda: finished(ml, "timed"), timeout=20) == "Completed"
+    info = _mlflow_run_info(sandbox, credential, "timed")
+    history = ml.jobs._runs_operations.get_run_details("timed")
+    assert info["status"] == "FINISHED"
+    assert abs(info["start_time"] - _epoch_ms(history.start_time_utc)) <= 1  # run history says microseconds
+    assert abs(info["end_time"] - _epoch_ms(history.end_time_utc)) <= 1
+    assert running == info["start_time"] < info["end_time"]
+
+
 def test_validation_metrics_come_from_the_model_evaluated(sandbox, credential, arm, ml):
     wire(credential, arm, ml)
     ml.jobs.create_or_update(validation_job("strong"))

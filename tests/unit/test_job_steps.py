@@ -309,6 +309,29 @@ def test_a_storage_failure_gets_a_hint_naming_the_broken_link():
     assert [e.reason for e in result.events if e.type == "Warning"] == [r.JOB_FAILED]
 
 
+MLFLOW_TIMES = ("2026-11-26T10:01:00Z", "2026-11-26T10:04:00Z")
+HISTORY_TIMES = ("2026-11-26T10:00:00Z", "2026-11-26T10:05:00Z")  # what FakeAzure's run history says
+
+
+@table(
+    ("case", "status", "mlflow", "reads", "times"),
+    [
+        ("completed, run ended", "Completed", MLFLOW_TIMES, ["job_results"], MLFLOW_TIMES),
+        ("completed, no end", "Completed", (MLFLOW_TIMES[0], None), ["job_results", "job_details"], HISTORY_TIMES),
+        ("completed, no times", "Completed", (None, None), ["job_results", "job_details"], HISTORY_TIMES),
+        ("canceled", "Canceled", MLFLOW_TIMES, ["job_details"], HISTORY_TIMES),
+    ],
+)
+def test_a_completed_job_takes_its_times_from_its_mlflow_run_and_reads_run_history_only_without_them(
+    case, status, mlflow, reads, times
+):
+    azure = FakeAzure()
+    azure.run_times[NAME] = mlflow
+    result = finished(azure, status)
+    assert [name for name, *_ in azure.calls] == reads
+    assert (result.status.start_time, result.status.end_time) == times
+
+
 def test_an_error_while_recording_results_is_retried_and_keeps_the_job_unfinished():
     azure = FakeAzure()
     azure.jobs[(WORKSPACE.id.lower(), NAME)] = JobSnapshot(NAME, "Completed")

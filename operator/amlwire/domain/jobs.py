@@ -126,11 +126,14 @@ class JobListing:
 
 @dataclass(frozen=True)
 class RunResults:
-    """What a finished job logged to MLflow: its final metrics, and the params that say what they measured."""
+    """What a finished job logged to MLflow: its final metrics, and the params that say what they measured; and
+    when its run started and ended, as MLflow's run info says (None where it says nothing)."""
 
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    start_time: str | None = None
+    end_time: str | None = None
 
 
 @dataclass(frozen=True)

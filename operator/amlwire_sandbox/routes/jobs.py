@@ -80,15 +80,20 @@ def mlflow_run(call: Call) -> web.Response:
     logged, params, tags = call.jobs.logged(job)
     metrics = [{"key": k, "value": v, "timestamp": stamp, "step": 0} for k, v in logged.items()]
     mlflow_status = {"Completed": "FINISHED", "Failed": "FAILED", "Canceled": "KILLED"}.get(status, "RUNNING")
+    info = {
+        "run_id": run_id,
+        "run_uuid": run_id,
+        "status": mlflow_status,
+        "experiment_id": job.properties.get("experimentName"),
+    }
+    # rule: ml.mlflow-run-info
+    for field, moment in (("start_time", "started"), ("end_time", "ended")):
+        if job.extra.get(moment) is not None:
+            info[field] = int(job.extra[moment] * 1000)
     return json_response(
         {
             "run": {
-                "info": {
-                    "run_id": run_id,
-                    "run_uuid": run_id,
-                    "status": mlflow_status,
-                    "experiment_id": job.properties.get("experimentName"),
-                },
+                "info": info,
                 "data": {
                     "metrics": metrics,
                     "params": [{"key": k, "value": v} for k, v in params.items()],

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -179,7 +179,8 @@ class JobsAdapter:
         except AzureError:
             self._tracking.pop(workspace.id.lower(), None)  # a workspace made again elsewhere: read it anew
             raise
-        data = response.get("run", {}).get("data", {})
+        run = response.get("run", {})
+        data, info = run.get("data", {}), run.get("info", {})
         latest: dict[str, tuple[tuple[int, int], float]] = {}
         for metric in data.get("metrics", []):
             when = (int(metric.get("timestamp") or 0), int(metric.get("step") or 0))
@@ -187,7 +188,13 @@ class JobsAdapter:
                 latest[metric["key"]] = (when, float(metric["value"]))
         params = {str(p["key"]): str(p.get("value", "")) for p in data.get("params", []) if "key" in p}
         tags = {str(t["key"]): str(t.get("value", "")) for t in data.get("tags", []) if "key" in t}
-        return RunResults({k: v for k, (_, v) in latest.items()}, params, tags)
+        return RunResults(
+            {k: v for k, (_, v) in latest.items()},
+            params,
+            tags,
+            start_time=_from_epoch_ms(info.get("start_time")),
+            end_time=_from_epoch_ms(info.get("end_time")),
+        )
 
     def _tracking_uri(self, workspace: WorkspaceRef) -> str:
         """The workspace's MLflow tracking server, read once per workspace (it is the workspace's region's)."""
@@ -619,6 +626,13 @@ def _iso(value: Any) -> str | None:
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%dT%H:%M:%SZ")
     return str(value)
+
+
+def _from_epoch_ms(value: Any) -> str | None:
+    """MLflow's times (milliseconds since the epoch) as status says times."""
+    if not value:
+        return None
+    return _iso(datetime.fromtimestamp(int(value) / 1000, UTC))
 
 
 def _error_tree(error: Any) -> dict[str, Any]:

@@ -17,7 +17,9 @@ from amlwire.domain.jobs import (
     GONE,
     NOT_FEDERATED,
     TERMINAL,
+    JobDetails,
     JobSnapshot,
+    RunResults,
     evaluation_failure,
     evidence_of,
     failure,
@@ -113,8 +115,8 @@ def _finish(scope: JobScope, workspace: WorkspaceRef, snapshot: JobSnapshot) -> 
     status, spec = scope.status, scope.spec
     name = snapshot.name
     if status.end_time is None:
-        details = scope.azure.job_details(workspace, name)
         results = scope.azure.job_results(workspace, name) if snapshot.status == "Completed" else None
+        details = _run_times(results) or scope.azure.job_details(workspace, name)
         if snapshot.status == "Failed" and details.error:
             health = scope.compute.health if scope.compute else ComputeHealth(spec.compute_ref)
             code = failure_code(details.error)
@@ -147,6 +149,14 @@ def _finish(scope: JobScope, workspace: WorkspaceRef, snapshot: JobSnapshot) -> 
         model, version = scope.azure.register_model(workspace, registration.model_name, registration.type, name)
         status.registered_model = RegisteredModelStatus(name=model, version=version)
         scope.note(r.MODEL_REGISTERED, f"registered {model}:{version} from {name}")
+
+
+def _run_times(results: RunResults | None) -> JobDetails | None:
+    """A completed job's times as its MLflow run says them: run history (one read more) is read only for a job
+    that did not complete (its error is there) or whose run does not say when it ended."""
+    if results is None or results.end_time is None:
+        return None
+    return JobDetails(start_time=results.start_time, end_time=results.end_time)
 
 
 def _resume(scope: JobScope, workspace: WorkspaceRef, snapshot: JobSnapshot) -> StepResult:
