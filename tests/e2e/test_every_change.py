@@ -271,6 +271,11 @@ def test_every_write_amlwire_makes_carries_its_field_manager(harness):
 
     compute, aml_job = harness.compute(name), harness.job(job)
     assert owner_of(compute, "f:metadata", "f:annotations", "f:amlwire.io/reconcile-requested-at") == {"amlwire"}
-    assert "amlwire" in owner_of(aml_job, "f:status", "f:failure")  # the poller's status write
+    assert owner_of(aml_job, "f:status", "f:failure") == {"amlwire"}  # the poller's status write
+    # kopf's writes inside the operator too: its finalizer, its diff base, the handlers' status
+    assert owner_of(aml_job, "f:metadata", "f:finalizers") == {"amlwire"}
+    assert owner_of(aml_job, "f:status", "f:kopf") == {"amlwire"}
+    status_entries = [e for e in aml_job["metadata"]["managedFields"] if e.get("subresource") == "status"]
+    assert [e["manager"] for e in status_entries] == ["amlwire"], "one entry for the status, not one per client"
     events = [e for e in harness.core.list_event_for_all_namespaces().items if e.source.component == "amlwire"]
-    assert {m.manager for e in events for m in e.metadata.managed_fields or []} <= {"amlwire", "kopf"}
+    assert {m.manager for e in events for m in e.metadata.managed_fields or []} == {"amlwire"}

@@ -10,13 +10,14 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import version
 from typing import Any
 
 import aiohttp
 import kopf
 
-from amlwire import metrics
-from amlwire.adapters.kube.client import bearer_token, load_configuration
+from amlwire import __version__, metrics
+from amlwire.adapters.kube.client import FIELD_MANAGER, bearer_token, load_configuration
 from amlwire.config import Settings
 from amlwire.handlers import amljob, attachedcompute
 from amlwire.handlers.process import configure_logging, hush_signal_warning, start_poller, warm_imports
@@ -91,6 +92,10 @@ def on_exit(memo: kopf.Memo, **_: Any) -> None:
 
 
 KOPF_CONNECTIONS_BESIDE_WORKERS = 8  # kopf's watch streams (one per kind, peering) and its own requests
+# The apiserver names the field manager of a write without fieldManager by its user agent, up to the first "/":
+# kopf's writes (finalizers, status.kopf, the handlers' status) are amlwire's, in the same managedFields entry
+# as the job poller's status writes instead of a second one listing the same fields again.
+KOPF_AGENT = f"{FIELD_MANAGER}/{__version__} kopf/{version('kopf')}"
 
 
 async def login(memo: kopf.Memo, **_: Any) -> kopf.AiohttpSession:
@@ -112,7 +117,7 @@ async def login(memo: kopf.Memo, **_: Any) -> kopf.AiohttpSession:
     connector = aiohttp.TCPConnector(
         limit=memo.settings.max_workers + KOPF_CONNECTIONS_BESIDE_WORKERS, ssl=info.as_ssl_context()
     )
-    session = aiohttp.ClientSession(connector=connector, headers=info.as_http_headers())
+    session = aiohttp.ClientSession(connector=connector, headers={**info.as_http_headers(), "User-Agent": KOPF_AGENT})
     return kopf.AiohttpSession(server=info.server, aiohttp_session=session)
 
 
