@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import orjson
 from azure.core.credentials import TokenCredential
 from azure.identity import DefaultAzureCredential
 
@@ -219,7 +220,7 @@ class AzureClients:
             raise HttpResponseError(response=response)
         if response.status_code == 202:
             return {"status": "InProgress"}
-        return response.json() if response.content else {}
+        return orjson.loads(response.content) if response.content else {}
 
     def ml(self, subscription: str, group: str, workspace: str) -> Any:
         return self._cached(
