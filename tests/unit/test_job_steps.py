@@ -3,26 +3,31 @@ status, the conditions, events and calls."""
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from amlwire.api import reasons as r
 from amlwire.api.amljob import AmlJobSpec, AmlJobStatus
+from amlwire.config import Settings
 from amlwire.domain.conditions import Outcome, StepResult
 from amlwire.domain.errors import KubeError
 from amlwire.domain.jobs import JobDetails, JobSnapshot, aml_job_name
 from amlwire.domain.view import ComputeView, view_of
+from amlwire.handlers.amljob import poller_update
 from amlwire.reconcile.amljob import JobScope, cancel_job, reconcile_job
 from amlwire.reconcile.amljob.follow import follow_the_job
 from amlwire.reconcile.amljob.submit import submit_the_job
 from amlwire.reconcile.common import Timings
-from amlwire.reconcile.poller import BACKOFF, FollowedJob, JobPoller, JobWatch
+from amlwire.reconcile.poller import BACKOFF, WRITE_GRACE, FollowedJob, JobPoller, JobWatch, NotShownYet
 from amlwire.reconcile.runner import Step, guard
+from amlwire.reconcile.services import Services
 from tests.conftest import example, table
-from tests.fakes import WORKSPACE, FakeAzure, at, rejected, throttled
+from tests.fakes import WORKSPACE, FakeAzure, FakeKube, at, rejected, throttled
 
 UID = "0b9c8d7e-1111-2222-3333-444455556666"
 STREAM = "ScriptExecution.StreamAccess.Authentication"
@@ -453,6 +458,65 @@ def test_the_jobs_one_listing_shows_ended_are_updated_at_once_and_a_failed_one_a
         clock.now += poller.tick()
     assert sorted(done) == ["j0", "j1", "j2", "j3", "j4", "j5", "j5"]
     assert watch.followed() == {}
+
+
+def test_a_job_its_amljob_does_not_show_yet_is_handed_over_again_without_a_warning(caplog):
+    azure, watch, clock, attempts = FakeAzure(), JobWatch(), Clock(), []
+    azure.jobs[(WORKSPACE.id.lower(), "j")] = JobSnapshot("j", "Running")
+    watch.follow(followed("j"), JobSnapshot("j", "NotStarted"))
+
+    def update(job: FollowedJob) -> None:
+        attempts.append(job.name)
+        if len(attempts) == 1:
+            raise NotShownYet("the pass that submitted it is not written yet")
+        watch.follow(job, JobSnapshot("j", "Running"))
+
+    poller = JobPoller(azure, watch, update, interval=10, clock=clock)
+    for _ in range(3):
+        clock.now += poller.tick()
+    assert attempts == ["j", "j"]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def poller_sees(status: dict[str, Any], clock: Clock) -> tuple[FakeKube, Callable[[], None]]:
+    """The job poller about to write AML's news (Running) to an AmlJob whose status is `status`; the pass that
+    submitted its AML job started following it at time 0."""
+    kube, azure, watch = FakeKube(), models(FakeAzure()), JobWatch(clock)
+    azure.jobs[(WORKSPACE.id.lower(), NAME)] = JobSnapshot(NAME, "Running")
+    kube.aml_jobs[("robotics", "anymal-validate-7")] = {
+        "metadata": {"name": "anymal-validate-7", "namespace": "robotics", "uid": UID, "generation": 1},
+        "spec": example("amljob-validate.yaml"),
+        "status": status,
+    }
+    job = FollowedJob("robotics", "anymal-validate-7", UID, NAME, WORKSPACE.id)
+    watch.follow(job, JobSnapshot(NAME, "NotStarted"))
+    watch.record(WORKSPACE.id, {NAME: JobSnapshot(NAME, "Running")})  # the listing that brought the news
+    services = Services(Settings(), azure, kube, TIMINGS, watch=watch)
+    update = poller_update(services, cast(Any, {"robotics-gpu": [compute()]}))
+    return kube, lambda: update(job)
+
+
+@table(
+    ("case", "status", "seconds", "writes"),
+    [
+        ("submission not written yet", {}, 1.0, False),
+        ("written", submitted("NotStarted").model_dump(by_alias=True, mode="json", exclude_none=True), 1.0, True),
+        ("never written", {}, WRITE_GRACE + 1, True),
+    ],
+)
+def test_the_poller_writes_no_news_over_a_submission_kopf_has_not_written_yet(case, status, seconds, writes):
+    """kopf writes a pass's status after the handler returns: news written before it would be overwritten by
+    the pass's older status (NotStarted over Running), and the poller would not write it again."""
+    clock = Clock()
+    kube, update = poller_sees(status, clock)
+    clock.now = seconds
+    if writes:
+        update()
+        assert kube.aml_jobs[("robotics", "anymal-validate-7")]["status"]["amlStatus"] == "Running"
+    else:
+        with pytest.raises(NotShownYet):
+            update()
+        assert "patch_aml_job_status" not in kube.calls
 
 
 def test_a_listing_that_fails_is_logged_and_tried_next_interval():

@@ -19,7 +19,7 @@ from amlwire.domain.view import ComputeView
 from amlwire.handlers.attachedcompute import INDEX
 from amlwire.handlers.status import GENERATION, apply, finish_deletion, now, pass_fields, start_pass, write
 from amlwire.reconcile.amljob import JobResult, JobScope, cancel_job, reconcile_job
-from amlwire.reconcile.poller import FollowedJob
+from amlwire.reconcile.poller import FollowedJob, NotShownYet
 from amlwire.reconcile.services import Services
 from amlwire.reconcile.status import load_status, without_framework
 
@@ -104,6 +104,8 @@ def poller_update(services: Services, computes: ComputeIndex) -> Callable[[Follo
             services.watch.unfollow(job.workspace_id, job.aml_job_name)
             return
         current = without_framework(body.get("status"))
+        if services.watch.awaits_its_write(job, current.get("amlJobName")):
+            raise NotShownYet(f"AmlJob {job.namespace}/{job.name} does not show AML job {job.aml_job_name} yet")
         try:
             spec = AmlJobSpec.model_validate(body["spec"])
         except ValidationError:

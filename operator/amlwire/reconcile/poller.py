@@ -23,6 +23,13 @@ from amlwire.reconcile.ports import AzurePort
 log = logging.getLogger("amlwire.jobs")
 BACKOFF = 1.5  # the interval grows by this while nothing changes in a workspace
 MAX_BACKOFF = 8.0  # up to this many times the base interval
+# kopf writes a handler's status after the handler returns: for this long after a pass started following a job,
+# an AmlJob that does not show it yet is waiting for that write (past it, the poller writes what it knows).
+WRITE_GRACE = 60.0
+
+
+class NotShownYet(Exception):
+    """The AmlJob does not show the AML job followed yet: the pass that submitted it has not been written."""
 
 
 @dataclass(frozen=True)
@@ -43,24 +50,37 @@ class JobWatch:
     caught up (an update that failed half-way is tried again at the next listing).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self._listed: dict[str, dict[str, JobSnapshot]] = {}
         self._applied: dict[str, dict[str, str]] = {}  # workspace -> AML job -> status the AmlJob shows
         self._followed: dict[str, dict[str, FollowedJob]] = {}
+        self._since: dict[str, dict[str, float]] = {}  # workspace -> AML job -> when it was first followed
 
     def follow(self, job: FollowedJob, applied: JobSnapshot) -> None:
-        """Follow a running job whose AmlJob status now shows `applied`."""
+        """Follow a running job whose AmlJob status now shows `applied` (or will, once its pass is written)."""
         key = job.workspace_id.lower()
         with self._lock:
             self._followed.setdefault(key, {})[job.aml_job_name] = job
             self._applied.setdefault(key, {})[job.aml_job_name] = applied.status
+            self._since.setdefault(key, {}).setdefault(job.aml_job_name, self._clock())
 
     def unfollow(self, workspace_id: str, aml_job_name: str) -> None:
         key = workspace_id.lower()
         with self._lock:
-            for table in (self._followed, self._listed, self._applied):
+            for table in (self._followed, self._listed, self._applied, self._since):
                 table.get(key, {}).pop(aml_job_name, None)
+
+    def awaits_its_write(self, job: FollowedJob, shown: str | None) -> bool:
+        """Whether an AmlJob showing AML job `shown` has yet to show the followed one: it was followed a moment
+        ago, by a pass whose status kopf has not written yet. Writing the poller's news now would be overwritten
+        by that pass's older status when it lands, and the poller would not write it again."""
+        if shown == job.aml_job_name:
+            return False
+        with self._lock:
+            since = self._since.get(job.workspace_id.lower(), {}).get(job.aml_job_name)
+        return since is not None and self._clock() - since < WRITE_GRACE
 
     def follows(self, workspace_id: str, aml_job_name: str) -> bool:
         with self._lock:
@@ -168,6 +188,10 @@ class JobPoller:
         try:
             self.update(job)
             return True
+        except NotShownYet as why:
+            self.watch.invalidate(job.workspace_id, job.aml_job_name)
+            log.debug("%s; it is handed over again at the next listing", why)
+            return False
         except (AzureError, KubeError, KubeConflict, KubeNotFound) as error:
             self.watch.invalidate(job.workspace_id, job.aml_job_name)
             log.warning("updating AmlJob %s/%s failed: %s", job.namespace, job.name, error)
