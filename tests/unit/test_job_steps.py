@@ -416,7 +416,14 @@ def test_the_poller_backs_off_while_nothing_changes_and_waits_for_the_due_time()
     assert azure.count("list_jobs") == 6
 
 
-def test_a_job_whose_update_failed_is_handed_over_again_at_the_next_listing():
+@table(
+    ("case", "error", "warned"),
+    [
+        ("its write failed", KubeError("the apiserver is away"), True),
+        ("not shown yet", NotShownYet("the pass that submitted it is not written yet"), False),
+    ],
+)
+def test_a_job_whose_update_did_not_land_is_handed_over_again_at_the_next_listing(case, error, warned, caplog):
     azure, watch, clock, attempts = FakeAzure(), JobWatch(), Clock(), []
     azure.jobs[(WORKSPACE.id.lower(), "j")] = JobSnapshot("j", "Completed")
     watch.follow(followed("j"), JobSnapshot("j", "Running"))
@@ -424,14 +431,14 @@ def test_a_job_whose_update_failed_is_handed_over_again_at_the_next_listing():
     def update(job: FollowedJob) -> None:
         attempts.append(job.name)
         if len(attempts) == 1:
-            raise KubeError("the apiserver is away")
+            raise error
         watch.unfollow(job.workspace_id, job.aml_job_name)  # what the follow step does once it is finished
 
     poller = JobPoller(azure, watch, update, interval=10, clock=clock)
-    clock.now += poller.tick()
-    clock.now += poller.tick()
-    poller.tick()
+    for _ in range(3):
+        clock.now += poller.tick()
     assert attempts == ["j", "j"]
+    assert any(r.levelno >= logging.WARNING for r in caplog.records) == warned
 
 
 def test_the_jobs_one_listing_shows_ended_are_updated_at_once_and_a_failed_one_again_next_time():
@@ -458,24 +465,6 @@ def test_the_jobs_one_listing_shows_ended_are_updated_at_once_and_a_failed_one_a
         clock.now += poller.tick()
     assert sorted(done) == ["j0", "j1", "j2", "j3", "j4", "j5", "j5"]
     assert watch.followed() == {}
-
-
-def test_a_job_its_amljob_does_not_show_yet_is_handed_over_again_without_a_warning(caplog):
-    azure, watch, clock, attempts = FakeAzure(), JobWatch(), Clock(), []
-    azure.jobs[(WORKSPACE.id.lower(), "j")] = JobSnapshot("j", "Running")
-    watch.follow(followed("j"), JobSnapshot("j", "NotStarted"))
-
-    def update(job: FollowedJob) -> None:
-        attempts.append(job.name)
-        if len(attempts) == 1:
-            raise NotShownYet("the pass that submitted it is not written yet")
-        watch.follow(job, JobSnapshot("j", "Running"))
-
-    poller = JobPoller(azure, watch, update, interval=10, clock=clock)
-    for _ in range(3):
-        clock.now += poller.tick()
-    assert attempts == ["j", "j"]
-    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def poller_sees(status: dict[str, Any], clock: Clock) -> tuple[FakeKube, Callable[[], None]]:
