@@ -240,18 +240,20 @@ def _signed_in(sandbox, credential, method, path, **kwargs):
     )
 
 
-def _mlflow_metrics(sandbox, credential, name):
+def _mlflow_run(sandbox, credential, name):
+    """The job's run as the workspace's MLflow tracking server answers runs/get."""
     path = f"/mlflow/v1.0{WORKSPACE_ID}/api/2.0/mlflow/runs/get"
     response = _signed_in(sandbox, credential, "GET", path, params={"run_id": name})
     response.raise_for_status()
-    return {m["key"]: m["value"] for m in response.json()["run"]["data"]["metrics"]}
+    return response.json()["run"]
+
+
+def _mlflow_metrics(sandbox, credential, name):
+    return {m["key"]: m["value"] for m in _mlflow_run(sandbox, credential, name)["data"]["metrics"]}
 
 
 def _mlflow_run_info(sandbox, credential, name):
-    path = f"/mlflow/v1.0{WORKSPACE_ID}/api/2.0/mlflow/runs/get"
-    response = _signed_in(sandbox, credential, "GET", path, params={"run_id": name})
-    response.raise_for_status()
-    return response.json()["run"]["info"]
+    return _mlflow_run(sandbox, credential, name)["info"]
 
 
 def _epoch_ms(moment) -> int:
